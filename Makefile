@@ -1,0 +1,47 @@
+# customer-assets: two commands set everything up on a fresh machine.
+#   make run   - venv, install, materialize everything needed to score at the last date in the data
+#   make test  - install the dev extra, ruff check, pytest
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+
+.PHONY: run test ui install install-dev lint sql clean bench
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $@ $(VENV)/.installed
+
+install: $(VENV)/.installed
+install-dev: $(VENV)/.installed-dev
+
+$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
+	mkdir -p $(DAGSTER_HOME)
+	cp dagster.yaml $@
+
+run: install $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/customer-assets materialize
+
+test: install-dev
+	$(BIN)/ruff check customer_assets customer_assets_tests benchmarks
+	$(BIN)/python -m pytest -q
+
+lint: install-dev
+	$(BIN)/ruff check customer_assets customer_assets_tests benchmarks
+
+ui: install $(DAGSTER_HOME)/dagster.yaml
+	$(BIN)/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
+
+sql: install
+	$(BIN)/python -m customer_assets.sql
+
+clean:
+	rm -rf $(VENV) .dagster_home data/warehouse.duckdb data/warehouse.duckdb.wal

@@ -1,0 +1,47 @@
+"""The one root ``Definitions`` of customer-assets."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from customer_assets.features import assets as feature_assets
+from customer_assets.features import checks as feature_checks
+from customer_assets.ingest import assets as ingest_assets
+from customer_assets.ingest import checks as ingest_checks
+from customer_assets.jobs import ingest_job, rescore_job, train_job
+from customer_assets.models.assets import MODEL_ASSETS
+from customer_assets.resources import warehouse_resource
+from customer_assets.schedules import SCHEDULES
+from customer_assets.scores.assets import scored_customers
+from customer_assets.segments.assets import customer_segments
+
+ASSETS = [
+    ingest_assets.raw_transactions,
+    ingest_assets.clean_transactions,
+    feature_assets.cutoff_split,
+    feature_assets.customer_features,
+    customer_segments,
+    *MODEL_ASSETS,
+    scored_customers,
+]
+CHECKS = [
+    ingest_checks.rows_reconcile,
+    ingest_checks.clean_values_valid,
+    feature_checks.one_row_per_customer,
+    feature_checks.features_valid,
+]
+
+
+def build_definitions(database: str | None = None) -> dg.Definitions:
+    """Definitions bound to ``database`` (default: ``$CUSTOMER_ASSETS_DB`` or ``data/warehouse.duckdb``)."""
+    return dg.Definitions(
+        assets=ASSETS,
+        asset_checks=CHECKS,
+        jobs=[ingest_job, train_job, rescore_job],
+        schedules=SCHEDULES,
+        resources={"duckdb": warehouse_resource(database)},
+        executor=dg.in_process_executor,
+    )
+
+
+defs = build_definitions()

@@ -1,0 +1,122 @@
+"""Per-cutoff split sets and customer features."""
+
+
+from datetime import date
+
+import dagster as dg
+from dagster_duckdb import DuckDBResource
+
+from customer_assets import schemas
+from customer_assets.features import logic
+from customer_assets.partitions import CUTOFF_PARTITIONS
+from customer_assets.settings import HORIZON_DAYS
+from customer_assets.storage import ensure_schemas, markdown_preview, replace_partition
+
+GROUP = "features"
+CLEAN = dg.AssetKey(["clean", "transactions"])
+
+
+def partition_cutoff(context: dg.AssetExecutionContext) -> date:
+    return date.fromisoformat(context.partition_key)
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(
+            ["features", "calibration_transactions"],
+            deps=[CLEAN],
+            group_name=GROUP,
+            kinds={"duckdb"},
+            partitions_def=CUTOFF_PARTITIONS,
+            description=(
+                "The calibration history of each cutoff c: clean transactions dated on or before c. A view over "
+                "clean.transactions joined to features.cutoff_windows, so a partition stores one narrow row, not a copy."
+            ),
+            metadata={"dagster/column_schema": schemas.column_schema(schemas.CALIBRATION_TRANSACTIONS)},
+        ),
+        dg.AssetSpec(
+            ["features", "holdout_transactions"],
+            deps=[CLEAN],
+            group_name=GROUP,
+            kinds={"duckdb"},
+            partitions_def=CUTOFF_PARTITIONS,
+            description="The label window of each cutoff c: transactions in (c, c + H]. A view, like the calibration set.",
+            metadata={"dagster/column_schema": schemas.column_schema(schemas.HOLDOUT_TRANSACTIONS)},
+        ),
+    ],
+    pool="duckdb",
+)
+def cutoff_split(context: dg.AssetExecutionContext, duckdb: DuckDBResource):
+    cutoff = partition_cutoff(context)
+    with duckdb.get_connection() as conn:
+        start, end = logic.data_bounds(conn)
+        if cutoff < start:
+            raise dg.Failure(f"Cutoff {cutoff} is before the first transaction ({start}): no customer has any history.")
+        ensure_schemas(conn)
+        replace_partition(
+            conn, "features", "cutoff_windows", cutoff, logic.WINDOW_SQL, [cutoff, HORIZON_DAYS, start, end]
+        )
+        conn.execute(logic.CALIBRATION_VIEW)
+        conn.execute(logic.HOLDOUT_VIEW)
+        w = conn.execute("SELECT * FROM features.cutoff_windows WHERE cutoff_date = ?", [cutoff]).df()
+    row = w.iloc[0]
+    if not row["labels_complete"]:
+        context.log.warning(
+            f"Label window of {cutoff} ends {row['holdout_end'].date()}, after the data ends ({end}): labels are incomplete."
+        )
+    common = {"labels_complete": bool(row["labels_complete"]), "window": dg.MetadataValue.md(markdown_preview(w))}
+    yield dg.MaterializeResult(
+        asset_key=["features", "calibration_transactions"],
+        metadata={"dagster/row_count": int(row["history_rows"]), "customers": int(row["customers"]), **common},
+    )
+    yield dg.MaterializeResult(
+        asset_key=["features", "holdout_transactions"],
+        metadata={"dagster/row_count": int(row["holdout_rows"]), **common},
+    )
+
+
+@dg.asset(
+    key=["features", "customer_features"],
+    deps=[dg.AssetKey(["features", "calibration_transactions"]), dg.AssetKey(["features", "holdout_transactions"])],
+    partitions_def=CUTOFF_PARTITIONS,
+    group_name=GROUP,
+    kinds={"duckdb"},
+    pool="duckdb",
+    description=(
+        "One row per customer whose first purchase is on or before the cutoff: RFM, tenure, gaps, windowed spend and "
+        "counts, momentum, and the labels of (c, c + H] when that window is complete."
+    ),
+    metadata={"dagster/column_schema": schemas.column_schema(schemas.CUSTOMER_FEATURES)},
+)
+def customer_features(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.MaterializeResult:
+    cutoff = partition_cutoff(context)
+    with duckdb.get_connection() as conn:
+        _, end = logic.data_bounds(conn)
+        n = replace_partition(
+            conn, "features", "customer_features", cutoff, logic.FEATURE_SQL,
+            logic.feature_params(cutoff, HORIZON_DAYS, end),
+        )
+        stats = conn.execute(
+            "SELECT avg(recency_days), avg(frequency), avg(monetary_total), avg(label_purchase::DOUBLE), bool_and(labels_complete) "
+            "FROM features.customer_features WHERE cutoff_date = ?",
+            [cutoff],
+        ).fetchone()
+        preview = conn.execute(
+            "SELECT customer_id, recency_days, frequency, monetary_total, tenure_days, spend_90d, label_spend "
+            "FROM features.customer_features WHERE cutoff_date = ? ORDER BY customer_id LIMIT 5",
+            [cutoff],
+        ).df()
+    if n == 0:
+        raise dg.Failure(f"No customer has a purchase on or before {cutoff}; nothing to build features from.")
+    context.log.info(f"{n:,} customers at {cutoff}")
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": n,
+            "mean_recency_days": float(stats[0]),
+            "mean_frequency": float(stats[1]),
+            "mean_monetary_total": float(stats[2]),
+            "labels_complete": bool(stats[4]),
+            "purchase_rate_in_horizon": float(stats[3]) if stats[3] is not None else dg.MetadataValue.null(),
+            "preview": dg.MetadataValue.md(markdown_preview(preview)),
+        }
+    )

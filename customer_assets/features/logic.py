@@ -1,0 +1,195 @@
+"""Cutoff splits and customer features, as DuckDB SQL over ``clean.transactions``.
+
+Every function takes the cutoff date explicitly. The time rules (DESIGN.md):
+
+* history = transactions dated on or before the cutoff ``c``;
+* label window = dated after ``c`` and on or before ``c + H``;
+* a customer belongs to ``c`` when their first purchase is on or before ``c``;
+* labels exist only when ``c + H`` is on or before the last date the data covers.
+
+A *purchase day* is a day with at least one non-return line; its amount is the day's
+net spend (returns on that day included). Frequency follows BG/NBD: the number of
+repeat purchase days.
+"""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import duckdb
+import pandas as pd
+
+WINDOWS = (30, 90, 180, 365)
+
+# Model inputs: every column a model may use. All are known at the cutoff.
+FEATURE_COLUMNS = [
+    "recency_days",
+    "frequency",
+    "purchase_days",
+    "n_transactions",
+    "monetary_total",
+    "monetary_mean",
+    "repeat_monetary_mean",
+    "first_purchase_amount",
+    "max_day_spend",
+    "tenure_days",
+    "t_x_days",
+    "mean_gap_days",
+    "last_gap_days",
+    *[f"spend_{w}d" for w in WINDOWS],
+    *[f"purchases_{w}d" for w in WINDOWS],
+    "momentum_ratio",
+    "return_amount",
+    "return_count",
+]
+LABEL_COLUMNS = ["label_spend", "label_purchase", "label_purchase_days", "label_days_to_next_purchase"]
+
+
+class IncompleteLabelsError(ValueError):
+    """Raised when labels are asked for a cutoff whose window is not complete."""
+
+
+def data_bounds(conn: duckdb.DuckDBPyConnection) -> tuple[date, date]:
+    """First and last transaction dates in ``clean.transactions``."""
+    row = conn.execute("SELECT min(txn_date), max(txn_date) FROM clean.transactions").fetchone()
+    if row is None or row[0] is None:
+        raise ValueError("clean.transactions is empty: materialize raw/transactions and clean/transactions first")
+    return row[0], row[1]
+
+
+def labels_complete(cutoff: date, horizon_days: int, data_end: date) -> bool:
+    """Labels at ``cutoff`` are complete when ``cutoff + H`` is on or before the data's last date."""
+    return cutoff + timedelta(days=horizon_days) <= data_end
+
+
+def require_complete_labels(cutoff: date, horizon_days: int, data_end: date, what: str) -> None:
+    if not labels_complete(cutoff, horizon_days, data_end):
+        raise IncompleteLabelsError(
+            f"{what} needs complete labels at cutoff {cutoff}, but its label window ({cutoff} + {horizon_days} days "
+            f"= {cutoff + timedelta(days=horizon_days)}) ends after the last date the data covers ({data_end}). "
+            f"Use a cutoff on or before {data_end - timedelta(days=horizon_days)}."
+        )
+
+
+WINDOW_SQL = """
+WITH p AS (SELECT CAST(? AS DATE) AS c, CAST(? AS INTEGER) AS h, CAST(? AS DATE) AS data_start, CAST(? AS DATE) AS data_end)
+SELECT p.c AS cutoff_date, p.h AS horizon_days, p.data_start AS history_start, p.c AS history_end,
+       CAST(p.c + 1 AS DATE) AS holdout_start, CAST(p.c + p.h AS DATE) AS holdout_end, p.data_end AS data_end_date,
+       (p.c + p.h <= p.data_end) AS labels_complete,
+       (SELECT count(*) FROM clean.transactions t WHERE t.txn_date <= p.c) AS history_rows,
+       (SELECT count(*) FROM clean.transactions t WHERE t.txn_date > p.c AND t.txn_date <= p.c + p.h) AS holdout_rows,
+       (SELECT count(DISTINCT customer_id) FROM clean.transactions t WHERE t.txn_date <= p.c AND NOT t.is_return) AS customers
+FROM p
+"""
+
+# Views over clean.transactions joined to the narrow per-partition window rows. A
+# partition stores one row (its dates and counts) instead of copying the history,
+# which for a daily backfill would multiply the transactions by the number of cutoffs.
+CALIBRATION_VIEW = """
+CREATE OR REPLACE VIEW features.calibration_transactions AS
+SELECT w.cutoff_date, t.customer_id, t.txn_date, t.amount, t.quantity, t.is_return, t.order_id, t.product_id
+FROM features.cutoff_windows w JOIN clean.transactions t ON t.txn_date <= w.cutoff_date
+"""
+HOLDOUT_VIEW = """
+CREATE OR REPLACE VIEW features.holdout_transactions AS
+SELECT w.cutoff_date, w.labels_complete, t.customer_id, t.txn_date, t.amount, t.quantity, t.is_return, t.order_id, t.product_id
+FROM features.cutoff_windows w JOIN clean.transactions t
+  ON t.txn_date > w.cutoff_date AND t.txn_date <= w.holdout_end
+"""
+
+
+def _window_cols(kind: str) -> str:
+    if kind == "spend":
+        return ",\n".join(
+            f"coalesce(sum(day_amount) FILTER (WHERE txn_date > p.c - {w}), 0) AS spend_{w}d" for w in WINDOWS
+        )
+    return ",\n".join(f"count(*) FILTER (WHERE txn_date > p.c - {w}) AS purchases_{w}d" for w in WINDOWS)
+
+
+FEATURE_SQL = f"""
+WITH p AS (SELECT CAST(? AS DATE) AS c, CAST(? AS INTEGER) AS h, CAST(? AS DATE) AS data_end),
+days AS (
+    SELECT t.customer_id, t.txn_date, sum(t.amount) AS day_amount,
+           bool_or(NOT t.is_return) AS is_purchase,
+           count(*) FILTER (WHERE NOT t.is_return) AS n_lines,
+           coalesce(sum(t.amount) FILTER (WHERE t.is_return), 0) AS day_return_amount,
+           count(*) FILTER (WHERE t.is_return) AS n_returns
+    FROM clean.transactions t, p WHERE t.txn_date <= p.c
+    GROUP BY t.customer_id, t.txn_date
+),
+pdays AS (
+    SELECT customer_id, txn_date, day_amount,
+           row_number() OVER w AS k,
+           txn_date - lag(txn_date) OVER w AS gap
+    FROM days WHERE is_purchase
+    WINDOW w AS (PARTITION BY customer_id ORDER BY txn_date)
+),
+pagg AS (
+    SELECT customer_id, min(txn_date) AS first_date, max(txn_date) AS last_date, count(*) AS purchase_days,
+           max_by(gap, txn_date) AS last_gap, min_by(day_amount, txn_date) AS first_amount,
+           sum(day_amount) FILTER (WHERE k > 1) AS repeat_amount, max(day_amount) AS max_day_spend,
+           {_window_cols("count")}
+    FROM pdays, p GROUP BY customer_id
+),
+dagg AS (
+    SELECT customer_id, sum(day_amount) AS monetary_total, sum(n_lines) AS n_transactions,
+           sum(day_return_amount) AS return_amount, sum(n_returns) AS return_count,
+           {_window_cols("spend")}
+    FROM days, p GROUP BY customer_id
+),
+lab AS (
+    SELECT t.customer_id, sum(t.amount) AS label_spend,
+           min(t.txn_date) FILTER (WHERE NOT t.is_return) AS next_date,
+           count(DISTINCT t.txn_date) FILTER (WHERE NOT t.is_return) AS label_purchase_days
+    FROM clean.transactions t, p WHERE t.txn_date > p.c AND t.txn_date <= p.c + p.h
+    GROUP BY t.customer_id
+)
+SELECT p.c AS cutoff_date, a.customer_id,
+       (p.c - a.last_date)::INTEGER AS recency_days,
+       (a.purchase_days - 1)::INTEGER AS frequency,
+       a.purchase_days::INTEGER AS purchase_days,
+       d.n_transactions::INTEGER AS n_transactions,
+       d.monetary_total::DOUBLE AS monetary_total,
+       (d.monetary_total / a.purchase_days)::DOUBLE AS monetary_mean,
+       coalesce(a.repeat_amount / nullif(a.purchase_days - 1, 0), 0)::DOUBLE AS repeat_monetary_mean,
+       a.first_amount::DOUBLE AS first_purchase_amount,
+       a.max_day_spend::DOUBLE AS max_day_spend,
+       (p.c - a.first_date)::INTEGER AS tenure_days,
+       (a.last_date - a.first_date)::INTEGER AS t_x_days,
+       CASE WHEN a.purchase_days > 1 THEN (a.last_date - a.first_date) / (a.purchase_days - 1) END::DOUBLE AS mean_gap_days,
+       a.last_gap::DOUBLE AS last_gap_days,
+       {", ".join(f"d.spend_{w}d::DOUBLE AS spend_{w}d" for w in WINDOWS)},
+       {", ".join(f"a.purchases_{w}d::INTEGER AS purchases_{w}d" for w in WINDOWS)},
+       ((a.purchases_90d / 90.0) / (a.purchase_days / ((p.c - a.first_date) + 1.0)))::DOUBLE AS momentum_ratio,
+       d.return_amount::DOUBLE AS return_amount,
+       d.return_count::INTEGER AS return_count,
+       a.first_date AS first_purchase_date,
+       a.last_date AS last_purchase_date,
+       (p.c + p.h <= p.data_end) AS labels_complete,
+       CASE WHEN p.c + p.h <= p.data_end THEN coalesce(l.label_spend, 0) END::DOUBLE AS label_spend,
+       CASE WHEN p.c + p.h <= p.data_end THEN coalesce(l.label_purchase_days, 0) > 0 END AS label_purchase,
+       CASE WHEN p.c + p.h <= p.data_end THEN coalesce(l.label_purchase_days, 0) END::INTEGER AS label_purchase_days,
+       CASE WHEN p.c + p.h <= p.data_end THEN (l.next_date - p.c) END::INTEGER AS label_days_to_next_purchase
+FROM pagg a JOIN dagg d USING (customer_id) CROSS JOIN p LEFT JOIN lab l USING (customer_id)
+ORDER BY a.customer_id
+"""
+
+
+def feature_params(cutoff: date, horizon_days: int, data_end: date) -> list:
+    return [cutoff, horizon_days, data_end]
+
+
+def compute_features(conn: duckdb.DuckDBPyConnection, cutoff: date, horizon_days: int, data_end: date) -> pd.DataFrame:
+    """Features (and labels, when complete) of every customer belonging to ``cutoff``.
+
+    Parameters
+    ----------
+    conn : duckdb connection holding ``clean.transactions``.
+    cutoff : date
+        History is every transaction dated on or before it.
+    horizon_days : int
+        Label window length H.
+    data_end : date
+        Last date the data covers; labels are NULL unless ``cutoff + H <= data_end``.
+    """
+    return conn.execute(FEATURE_SQL, feature_params(cutoff, horizon_days, data_end)).df()

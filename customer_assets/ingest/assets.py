@@ -1,0 +1,110 @@
+"""Ingest: the source file as read, then cleaned and reconciled."""
+
+
+import uuid
+from datetime import datetime, timezone
+
+import dagster as dg
+from dagster_duckdb import DuckDBResource
+
+from customer_assets import schemas
+from customer_assets.ingest import logic
+from customer_assets.settings import ColumnMapping, source_columns, source_path
+from customer_assets.storage import markdown_preview
+
+GROUP = "ingest"
+
+
+class SourceConfig(dg.Config):
+    """Where the transactions come from. Empty fields fall back to the environment
+    (``CUSTOMER_ASSETS_SOURCE``, ``CUSTOMER_ASSETS_COLUMNS``) and then to the bundled CDNOW file."""
+
+    path: str = ""
+    columns: str = ""
+    format: str = ""
+
+
+def resolve_source(config: SourceConfig) -> logic.SourceSpec:
+    path = config.path or source_path()
+    p = logic.validate_source_path(path)
+    columns = config.columns or (source_columns() if not config.path else "")
+    mapping = ColumnMapping.parse(columns)
+    return logic.SourceSpec(str(p), mapping, logic.detect_format(str(p), config.format or None))
+
+
+@dg.asset(
+    key=["raw", "transactions"],
+    group_name=GROUP,
+    kinds={"duckdb"},
+    pool="duckdb",
+    description="The source transactions exactly as read (every field as text), with a load id and row number.",
+    metadata={"dagster/column_schema": schemas.column_schema(schemas.RAW_TRANSACTIONS)},
+)
+def raw_transactions(context: dg.AssetExecutionContext, config: SourceConfig, duckdb: DuckDBResource) -> dg.MaterializeResult:
+    spec = resolve_source(config)
+    load_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:8]
+    context.log.info(f"Reading {spec.path} as {spec.fmt} with mapping {spec.mapping.columns}")
+    with duckdb.get_connection() as conn:
+        n = logic.load_raw(conn, spec, load_id)
+        preview = conn.execute("SELECT * FROM raw.transactions ORDER BY source_row LIMIT 5").df()
+    context.log.info(f"Loaded {n:,} rows (load {load_id})")
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": n,
+            "load_id": load_id,
+            "source": spec.path,
+            "format": spec.fmt,
+            "mapping": dg.MetadataValue.json(spec.mapping.columns),
+            "preview": dg.MetadataValue.md(markdown_preview(preview)),
+        }
+    )
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(
+            ["clean", "transactions"],
+            deps=[raw_transactions],
+            group_name=GROUP,
+            kinds={"duckdb"},
+            description="Typed, de-duplicated transactions. Ids trimmed and upper-cased; returns kept as negative amounts.",
+            metadata={"dagster/column_schema": schemas.column_schema(schemas.CLEAN_TRANSACTIONS)},
+        ),
+        dg.AssetSpec(
+            ["quality", "rejected_transactions"],
+            deps=[raw_transactions],
+            group_name=GROUP,
+            kinds={"duckdb"},
+            description="Raw rows that did not pass cleaning, each with its reason. raw = clean + rejected.",
+            metadata={"dagster/column_schema": schemas.column_schema(schemas.REJECTED_TRANSACTIONS)},
+        ),
+    ],
+    pool="duckdb",
+)
+def clean_transactions(context: dg.AssetExecutionContext, duckdb: DuckDBResource):
+    with duckdb.get_connection() as conn:
+        counts = logic.clean_transactions(conn)
+        clean_preview = conn.execute("SELECT * FROM clean.transactions LIMIT 5").df()
+        rej_preview = conn.execute("SELECT * FROM quality.rejected_transactions LIMIT 5").df()
+        span = conn.execute("SELECT min(txn_date), max(txn_date), count(DISTINCT customer_id) FROM clean.transactions").fetchone()
+    context.log.info(f"Cleaning: {counts}")
+    reasons = {k.removeprefix("rejected_"): v for k, v in counts.items() if k.startswith("rejected_") and k != "rejected_rows"}
+    yield dg.MaterializeResult(
+        asset_key=["clean", "transactions"],
+        metadata={
+            "dagster/row_count": counts["clean_rows"],
+            "raw_rows": counts["raw_rows"],
+            "first_date": str(span[0]),
+            "last_date": str(span[1]),
+            "customers": span[2] or 0,
+            "preview": dg.MetadataValue.md(markdown_preview(clean_preview)),
+        },
+    )
+    yield dg.MaterializeResult(
+        asset_key=["quality", "rejected_transactions"],
+        metadata={
+            "dagster/row_count": counts["rejected_rows"],
+            "reasons": dg.MetadataValue.json(reasons),
+            "preview": dg.MetadataValue.md(markdown_preview(rej_preview)),
+        },
+    )

@@ -1,0 +1,35 @@
+"""Blocking checks on the cleaned data."""
+
+
+import dagster as dg
+from dagster_duckdb import DuckDBResource
+
+
+@dg.asset_check(asset=dg.AssetKey(["clean", "transactions"]), blocking=True, pool="duckdb",
+                description="Every raw row is either clean or rejected: raw = clean + rejected, for the current load.")
+def rows_reconcile(duckdb: DuckDBResource) -> dg.AssetCheckResult:
+    with duckdb.get_connection() as conn:
+        raw, clean, rejected = conn.execute(
+            "SELECT (SELECT count(*) FROM raw.transactions), (SELECT count(*) FROM clean.transactions), "
+            "(SELECT count(*) FROM quality.rejected_transactions)"
+        ).fetchone()
+        loads = conn.execute(
+            "SELECT count(DISTINCT load_id) FROM (SELECT load_id FROM clean.transactions UNION SELECT load_id FROM quality.rejected_transactions "
+            "UNION SELECT load_id FROM raw.transactions)"
+        ).fetchone()[0]
+    ok = raw == clean + rejected and loads <= 1
+    return dg.AssetCheckResult(
+        passed=bool(ok),
+        metadata={"raw_rows": raw, "clean_rows": clean, "rejected_rows": rejected, "lost_rows": raw - clean - rejected, "load_ids": loads},
+    )
+
+
+@dg.asset_check(asset=dg.AssetKey(["clean", "transactions"]), blocking=True, pool="duckdb",
+                description="No clean row has a NULL customer id, date or amount, or a date after today.")
+def clean_values_valid(duckdb: DuckDBResource) -> dg.AssetCheckResult:
+    with duckdb.get_connection() as conn:
+        bad = conn.execute(
+            "SELECT count(*) FROM clean.transactions WHERE customer_id IS NULL OR customer_id = '' OR txn_date IS NULL "
+            "OR amount IS NULL OR txn_date > current_date"
+        ).fetchone()[0]
+    return dg.AssetCheckResult(passed=bad == 0, metadata={"invalid_rows": bad})

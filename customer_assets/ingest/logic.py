@@ -1,0 +1,283 @@
+"""Reading a source file into ``raw.transactions`` and cleaning it, all in DuckDB SQL.
+
+Pure-ish functions: each takes an open DuckDB connection and explicit arguments.
+Nothing is pulled through pandas, so memory stays bounded by DuckDB.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+
+from customer_assets.settings import FIELDS, MAPPING_HELP, ColumnMapping, quote_ident
+
+SUPPORTED = (".csv", ".tsv", ".txt", ".dat", ".parquet", ".pq", ".gz", ".zst")
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    path: str
+    mapping: ColumnMapping
+    fmt: str  # "whitespace", "csv" or "parquet"
+
+
+def detect_format(path: str, fmt: str | None = None) -> str:
+    """Pick the reader from the file name unless ``fmt`` is given.
+
+    ``.txt``/``.dat`` are whitespace separated with a header line (the CDNOW layout);
+    ``.csv``/``.tsv`` (optionally ``.gz``/``.zst`` compressed) use DuckDB's CSV sniffer;
+    ``.parquet`` is Parquet.
+    """
+    if fmt:
+        if fmt not in ("whitespace", "csv", "parquet"):
+            raise ValueError(f"Unknown source format {fmt!r}; use whitespace, csv or parquet")
+        return fmt
+    name = Path(path).name.lower()
+    for suffix in (".gz", ".zst"):
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+    if name.endswith((".parquet", ".pq")):
+        return "parquet"
+    if name.endswith((".txt", ".dat")):
+        return "whitespace"
+    return "csv"
+
+
+def validate_source_path(path: str) -> Path:
+    """Check that a configured source path is an existing, readable, supported file."""
+    if not path or not str(path).strip():
+        raise ValueError("No source file is configured: set CUSTOMER_ASSETS_SOURCE or the `path` config of raw/transactions")
+    if "\x00" in path:
+        raise ValueError("The source path contains a NUL byte")
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise FileNotFoundError(f"Source file not found: {p}")
+    if not p.is_file():
+        raise ValueError(f"Source path is not a file: {p}")
+    if p.stat().st_size == 0:
+        raise ValueError(f"Source file is empty (0 bytes): {p}")
+    if not p.name.lower().endswith(SUPPORTED):
+        raise ValueError(f"Unsupported source file type {p.suffix!r} for {p}; supported: {', '.join(SUPPORTED)}")
+    return p
+
+
+def _reader_sql(path: str, fmt: str) -> tuple[str, list]:
+    """A SQL relation reading every column of the file as text, plus its row number."""
+    if fmt == "parquet":
+        return "SELECT *, row_number() OVER () AS __source_row FROM read_parquet(?)", [path]
+    if fmt == "csv":
+        return (
+            "SELECT *, row_number() OVER () AS __source_row FROM read_csv(?, header = true, all_varchar = true)",
+            [path],
+        )
+    raise AssertionError(fmt)
+
+
+def read_whitespace_header(conn: duckdb.DuckDBPyConnection, path: str) -> list[str]:
+    row = conn.execute(
+        "SELECT line FROM read_csv(?, columns = {'line': 'VARCHAR'}, header = false, delim = '\\x1f', quote = '', escape = '') "
+        "WHERE trim(line) <> '' LIMIT 1",
+        [path],
+    ).fetchone()
+    if row is None:
+        raise ValueError(f"Source file {path} has no lines")
+    return row[0].split()
+
+
+def source_columns(conn: duckdb.DuckDBPyConnection, path: str, fmt: str) -> list[str]:
+    if fmt == "whitespace":
+        return read_whitespace_header(conn, path)
+    sql, params = _reader_sql(path, fmt)
+    rows = conn.execute(f"DESCRIBE {sql}", params).fetchall()
+    return [r[0] for r in rows if r[0] != "__source_row"]
+
+
+def check_mapping(mapping: ColumnMapping, found: list[str], path: str) -> None:
+    missing = [(f, c) for f, c in mapping.columns.items() if c not in found]
+    if missing:
+        desc = ", ".join(f"{f} -> {c!r}" for f, c in missing)
+        raise ValueError(
+            f"The source file {path} has no column for {desc}. Columns found: {', '.join(repr(c) for c in found)}. "
+            + MAPPING_HELP
+        )
+
+
+def load_raw(conn: duckdb.DuckDBPyConnection, spec: SourceSpec, load_id: str) -> int:
+    """Replace ``raw.transactions`` with the source rows, every field as read (text).
+
+    Returns the number of rows loaded.
+    """
+    found = source_columns(conn, spec.path, spec.fmt)
+    check_mapping(spec.mapping, found, spec.path)
+    m = spec.mapping.columns
+
+    if spec.fmt == "whitespace":
+        idx = {name: i + 1 for i, name in enumerate(found)}
+        src = (
+            "SELECT string_split_regex(trim(line), '\\s+') AS parts, row_number() OVER () AS __source_row "
+            "FROM read_csv(?, columns = {'line': 'VARCHAR'}, header = false, delim = '\\x1f', quote = '', escape = '')"
+        )
+        select = ", ".join(
+            f"CASE WHEN len(parts) >= {idx[m[f]]} THEN parts[{idx[m[f]]}] END AS {f}" if f in m else f"NULL::VARCHAR AS {f}"
+            for f in FIELDS
+        )
+        body = (
+            f"SELECT ?::VARCHAR AS load_id, (__source_row - 1)::BIGINT AS source_row, {select}, "
+            f"len(parts)::INTEGER AS n_fields FROM ({src}) WHERE __source_row > 1 AND trim(array_to_string(parts, '')) <> ''"
+        )
+        params = [load_id, spec.path]
+    else:
+        sql, rparams = _reader_sql(spec.path, spec.fmt)
+        select = ", ".join(
+            f"CAST({quote_ident(m[f])} AS VARCHAR) AS {f}" if f in m else f"NULL::VARCHAR AS {f}" for f in FIELDS
+        )
+        body = f"SELECT ?::VARCHAR AS load_id, __source_row::BIGINT AS source_row, {select}, NULL::INTEGER AS n_fields FROM ({sql})"
+        params = [load_id, *rparams]
+
+    conn.execute("BEGIN TRANSACTION")
+    try:
+        conn.execute("CREATE SCHEMA IF NOT EXISTS raw")
+        conn.execute(
+            f"CREATE OR REPLACE TABLE raw.transactions AS SELECT *, ?::VARCHAR AS source_file, now()::TIMESTAMP AS loaded_at FROM ({body})",
+            [spec.path, *params],
+        )
+        n = conn.execute("SELECT count(*) FROM raw.transactions").fetchone()[0]
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return int(n)
+
+
+# Date formats tried in order; the first that parses wins. ISO first, then CDNOW's
+# YYYYMMDD, then the common US export layouts (e.g. the UCI Online Retail file).
+DATE_PARSE_SQL = (
+    "COALESCE("
+    "TRY_CAST(TRY_CAST({d} AS TIMESTAMP) AS DATE), "
+    "TRY_CAST(TRY_STRPTIME({d}, '%Y%m%d') AS DATE), "
+    "TRY_CAST(TRY_STRPTIME({d}, '%m/%d/%Y %H:%M') AS DATE), "
+    "TRY_CAST(TRY_STRPTIME({d}, '%m/%d/%Y') AS DATE), "
+    "TRY_CAST(TRY_STRPTIME({d}, '%Y/%m/%d') AS DATE))"
+)
+
+REJECT_REASONS = (
+    "null_customer_id",
+    "unparseable_date",
+    "future_date",
+    "non_numeric_amount",
+    "zero_quantity",
+    "negative_price",
+    "duplicate",
+)
+
+
+def clean_sql(has_amount: bool, has_quantity: bool, has_unit_price: bool) -> str:
+    """The SELECT that types, normalises and classifies every raw row.
+
+    Each row gets either ``reject_reason = NULL`` (clean) or the first problem found,
+    in the order of ``REJECT_REASONS``. Returns are rows with a negative quantity (or
+    a negative amount when no quantity is mapped); their amount is kept negative.
+    """
+    qty = "TRY_CAST(trim(quantity) AS DOUBLE)" if has_quantity else "NULL::DOUBLE"
+    price = "TRY_CAST(trim(unit_price) AS DOUBLE)" if has_unit_price else "NULL::DOUBLE"
+    if has_amount:
+        amt_raw = "TRY_CAST(trim(amount_raw_text) AS DOUBLE)"
+        numeric_ok = "amt_raw IS NOT NULL" + (" AND (quantity_raw IS NULL OR trim(quantity_raw) = '' OR qty IS NOT NULL)" if has_quantity else "")
+    else:
+        amt_raw = "qty * price"
+        numeric_ok = "qty IS NOT NULL AND price IS NOT NULL"
+    is_return = "coalesce(qty < 0, false)" if has_quantity else "coalesce(amt_raw < 0, false)"
+    negative_price = (
+        "(price IS NOT NULL AND price < 0) OR (NOT is_return AND amt_raw < 0)"
+    )
+    date_expr = DATE_PARSE_SQL.format(d="trim(txn_date_raw)")
+    return f"""
+    WITH typed AS (
+        SELECT load_id, source_row,
+               upper(trim(customer_id)) AS customer_id,
+               "date" AS txn_date_raw,
+               {qty} AS qty, {price} AS price,
+               nullif(trim(order_id), '') AS order_id,
+               nullif(trim(product_id), '') AS product_id,
+               customer_id AS customer_id_raw, amount AS amount_raw_text,
+               quantity AS quantity_raw, unit_price AS unit_price_raw, n_fields
+        FROM raw.transactions
+    ), valued AS (
+        SELECT *, {amt_raw} AS amt_raw, {date_expr} AS txn_date FROM typed
+    ), flagged AS (
+        SELECT *, {is_return} AS is_return FROM valued
+    ), classified AS (
+        SELECT *,
+            CASE
+                WHEN customer_id IS NULL OR customer_id = '' THEN 'null_customer_id'
+                WHEN txn_date IS NULL THEN 'unparseable_date'
+                WHEN txn_date > current_date THEN 'future_date'
+                WHEN NOT ({numeric_ok}) THEN 'non_numeric_amount'
+                WHEN qty = 0 THEN 'zero_quantity'
+                WHEN {negative_price} THEN 'negative_price'
+            END AS pre_reason
+        FROM flagged
+    ), deduped AS (
+        SELECT *,
+            CASE WHEN pre_reason IS NULL AND row_number() OVER (
+                PARTITION BY pre_reason IS NULL, customer_id, txn_date, amt_raw, qty, price, order_id, product_id
+                ORDER BY source_row) > 1 THEN 'duplicate' ELSE pre_reason END AS reject_reason
+        FROM classified
+    )
+    SELECT * FROM deduped
+    """
+
+
+def clean_transactions(conn: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    """Rebuild ``clean.transactions`` and ``quality.rejected_transactions`` from ``raw.transactions``.
+
+    Both tables are replaced in one transaction. Returns row counts and counts per reason.
+    """
+    present = {
+        f: conn.execute(f"SELECT count({f}) > 0 FROM raw.transactions").fetchone()[0]
+        for f in ("amount", "quantity", "unit_price")
+    }
+    sql = clean_sql(present["amount"], present["quantity"], present["unit_price"])
+    conn.execute("BEGIN TRANSACTION")
+    try:
+        conn.execute("CREATE SCHEMA IF NOT EXISTS clean")
+        conn.execute("CREATE SCHEMA IF NOT EXISTS quality")
+        conn.execute(f"CREATE OR REPLACE TEMP TABLE _classified AS {sql}")
+        conn.execute(
+            """
+            CREATE OR REPLACE TABLE clean.transactions AS
+            SELECT customer_id, txn_date,
+                   CASE WHEN is_return THEN -abs(amt_raw) ELSE amt_raw END AS amount,
+                   CASE WHEN is_return THEN -abs(qty) ELSE qty END AS quantity,
+                   is_return, order_id, product_id, load_id, source_row
+            FROM _classified WHERE reject_reason IS NULL
+            ORDER BY customer_id, txn_date, source_row
+            """
+        )
+        conn.execute(
+            """
+            CREATE OR REPLACE TABLE quality.rejected_transactions AS
+            SELECT load_id, source_row, reject_reason,
+                   customer_id_raw AS customer_id, txn_date_raw AS txn_date, amount_raw_text AS amount,
+                   quantity_raw AS quantity, unit_price_raw AS unit_price, order_id, product_id
+            FROM _classified WHERE reject_reason IS NOT NULL
+            ORDER BY source_row
+            """
+        )
+        conn.execute("DROP TABLE _classified")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    counts = {
+        "raw_rows": conn.execute("SELECT count(*) FROM raw.transactions").fetchone()[0],
+        "clean_rows": conn.execute("SELECT count(*) FROM clean.transactions").fetchone()[0],
+        "rejected_rows": conn.execute("SELECT count(*) FROM quality.rejected_transactions").fetchone()[0],
+    }
+    for reason, n in conn.execute(
+        "SELECT reject_reason, count(*) FROM quality.rejected_transactions GROUP BY 1 ORDER BY 1"
+    ).fetchall():
+        counts[f"rejected_{reason}"] = n
+    return counts

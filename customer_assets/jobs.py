@@ -1,0 +1,36 @@
+"""Asset jobs: ingest, training at t, and rescoring at s."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from customer_assets.partitions import CUTOFF_PARTITIONS
+
+RAW = dg.AssetKey(["raw", "transactions"])
+CLEAN = dg.AssetKey(["clean", "transactions"])
+REJECTED = dg.AssetKey(["quality", "rejected_transactions"])
+SPLITS = [dg.AssetKey(["features", "calibration_transactions"]), dg.AssetKey(["features", "holdout_transactions"])]
+FEATURES = dg.AssetKey(["features", "customer_features"])
+SEGMENTS = dg.AssetKey(["segments", "customer_segments"])
+MODELS = [dg.AssetKey(["models", n]) for n in ("churn", "spend", "ltv", "next_purchase")]
+SCORES = dg.AssetKey(["scores", "scored_customers"])
+
+INGEST_SELECTION = dg.AssetSelection.assets(RAW, CLEAN, REJECTED)
+TRAIN_SELECTION = dg.AssetSelection.assets(*SPLITS, FEATURES, *MODELS)
+SCORE_SELECTION = dg.AssetSelection.assets(*SPLITS, FEATURES, SEGMENTS, SCORES)
+
+ingest_job = dg.define_asset_job(
+    "ingest_transactions", selection=INGEST_SELECTION, description="Read the source file, clean it and reconcile."
+)
+train_job = dg.define_asset_job(
+    "train_models",
+    selection=TRAIN_SELECTION,
+    partitions_def=CUTOFF_PARTITIONS,
+    description="Features and the four models for a training partition t (labels up to t + H).",
+)
+rescore_job = dg.define_asset_job(
+    "rescore_customers",
+    selection=SCORE_SELECTION,
+    partitions_def=CUTOFF_PARTITIONS,
+    description="Features, segments and scores for a scoring partition s, using the models of s - H.",
+)

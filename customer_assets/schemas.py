@@ -1,0 +1,161 @@
+"""Column documentation for every table, used for ``dagster/column_schema`` and the README."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from customer_assets.features.logic import WINDOWS
+
+C = tuple[str, str, str]
+
+RAW_TRANSACTIONS: list[C] = [
+    ("load_id", "VARCHAR", "Identifier of the load that read these rows"),
+    ("source_row", "BIGINT", "1-based data row number in the source file"),
+    ("customer_id", "VARCHAR", "Customer id as read"),
+    ("date", "VARCHAR", "Date or timestamp as read"),
+    ("amount", "VARCHAR", "Line amount as read (if mapped)"),
+    ("quantity", "VARCHAR", "Quantity as read (if mapped)"),
+    ("unit_price", "VARCHAR", "Unit price as read (if mapped)"),
+    ("order_id", "VARCHAR", "Order id as read (if mapped)"),
+    ("product_id", "VARCHAR", "Product id as read (if mapped)"),
+    ("n_fields", "INTEGER", "Fields on the line (whitespace files only)"),
+    ("source_file", "VARCHAR", "Path of the file that was read"),
+    ("loaded_at", "TIMESTAMP", "When the load ran"),
+]
+CLEAN_TRANSACTIONS: list[C] = [
+    ("customer_id", "VARCHAR", "Trimmed, upper-cased customer id"),
+    ("txn_date", "DATE", "Transaction date"),
+    ("amount", "DOUBLE", "Line amount; negative for returns"),
+    ("quantity", "DOUBLE", "Quantity; negative for returns (NULL if not mapped)"),
+    ("is_return", "BOOLEAN", "True for a return (negative quantity, or negative amount when no quantity is mapped)"),
+    ("order_id", "VARCHAR", "Order id (NULL if not mapped)"),
+    ("product_id", "VARCHAR", "Product id (NULL if not mapped)"),
+    ("load_id", "VARCHAR", "Load that produced the row"),
+    ("source_row", "BIGINT", "Row number in the source file"),
+]
+REJECTED_TRANSACTIONS: list[C] = [
+    ("load_id", "VARCHAR", "Load that produced the row"),
+    ("source_row", "BIGINT", "Row number in the source file"),
+    ("reject_reason", "VARCHAR", "null_customer_id, unparseable_date, future_date, non_numeric_amount, zero_quantity, negative_price or duplicate"),
+    ("customer_id", "VARCHAR", "Customer id as read"),
+    ("txn_date", "VARCHAR", "Date as read"),
+    ("amount", "VARCHAR", "Amount as read"),
+    ("quantity", "VARCHAR", "Quantity as read"),
+    ("unit_price", "VARCHAR", "Unit price as read"),
+    ("order_id", "VARCHAR", "Order id"),
+    ("product_id", "VARCHAR", "Product id"),
+]
+CUTOFF_WINDOWS: list[C] = [
+    ("cutoff_date", "DATE", "Partition: the cutoff c"),
+    ("horizon_days", "INTEGER", "Label window length H"),
+    ("history_start", "DATE", "First transaction date in the data"),
+    ("history_end", "DATE", "Last date of the calibration history (= c)"),
+    ("holdout_start", "DATE", "First date of the label window (c + 1)"),
+    ("holdout_end", "DATE", "Last date of the label window (c + H)"),
+    ("data_end_date", "DATE", "Last date the data covers"),
+    ("labels_complete", "BOOLEAN", "True when c + H <= data_end_date"),
+    ("history_rows", "BIGINT", "Clean transactions in the history"),
+    ("holdout_rows", "BIGINT", "Clean transactions in the label window"),
+    ("customers", "BIGINT", "Customers with a purchase on or before c"),
+]
+CALIBRATION_TRANSACTIONS: list[C] = [
+    ("cutoff_date", "DATE", "The cutoff whose history this row belongs to"),
+    ("customer_id", "VARCHAR", "Customer id"),
+    ("txn_date", "DATE", "Transaction date (<= cutoff_date)"),
+    ("amount", "DOUBLE", "Amount; negative for returns"),
+    ("quantity", "DOUBLE", "Quantity"),
+    ("is_return", "BOOLEAN", "Return flag"),
+    ("order_id", "VARCHAR", "Order id"),
+    ("product_id", "VARCHAR", "Product id"),
+]
+HOLDOUT_TRANSACTIONS: list[C] = [
+    CALIBRATION_TRANSACTIONS[0],
+    ("labels_complete", "BOOLEAN", "Whether the whole window is inside the data"),
+    *[c if c[0] != "txn_date" else ("txn_date", "DATE", "Transaction date in (cutoff_date, cutoff_date + H]") for c in CALIBRATION_TRANSACTIONS[1:]],
+]
+CUSTOMER_FEATURES: list[C] = [
+    ("cutoff_date", "DATE", "Partition: the cutoff c"),
+    ("customer_id", "VARCHAR", "Customer id"),
+    ("recency_days", "INTEGER", "Days from the last purchase to c"),
+    ("frequency", "INTEGER", "Repeat purchase days (purchase days - 1), as in BG/NBD"),
+    ("purchase_days", "INTEGER", "Distinct days with a purchase"),
+    ("n_transactions", "INTEGER", "Purchase lines (returns excluded)"),
+    ("monetary_total", "DOUBLE", "Net spend to date (returns subtracted)"),
+    ("monetary_mean", "DOUBLE", "Net spend per purchase day"),
+    ("repeat_monetary_mean", "DOUBLE", "Mean spend of repeat purchase days (0 if none); Gamma-Gamma input"),
+    ("first_purchase_amount", "DOUBLE", "Spend on the first purchase day"),
+    ("max_day_spend", "DOUBLE", "Largest single-day spend"),
+    ("tenure_days", "INTEGER", "Days from the first purchase to c (BG/NBD T)"),
+    ("t_x_days", "INTEGER", "Days from the first to the last purchase (BG/NBD t_x)"),
+    ("mean_gap_days", "DOUBLE", "Mean days between purchase days (NULL for one-time buyers)"),
+    ("last_gap_days", "DOUBLE", "Days between the last two purchase days (NULL for one-time buyers)"),
+    *[(f"spend_{w}d", "DOUBLE", f"Net spend in (c - {w}, c]") for w in WINDOWS],
+    *[(f"purchases_{w}d", "INTEGER", f"Purchase days in (c - {w}, c]") for w in WINDOWS],
+    ("momentum_ratio", "DOUBLE", "Purchase rate in the last 90 days / lifetime purchase rate (1 = steady)"),
+    ("return_amount", "DOUBLE", "Total returned amount (<= 0)"),
+    ("return_count", "INTEGER", "Return lines"),
+    ("first_purchase_date", "DATE", "First purchase date"),
+    ("last_purchase_date", "DATE", "Last purchase date on or before c"),
+    ("labels_complete", "BOOLEAN", "True when the label window (c, c + H] is inside the data"),
+    ("label_spend", "DOUBLE", "Label: net spend in (c, c + H]; NULL unless labels_complete"),
+    ("label_purchase", "BOOLEAN", "Label: any purchase in (c, c + H]; NULL unless labels_complete"),
+    ("label_purchase_days", "INTEGER", "Label: purchase days in (c, c + H]; NULL unless labels_complete"),
+    ("label_days_to_next_purchase", "INTEGER", "Label: days from c to the next purchase; NULL if none in the window or incomplete"),
+]
+CUSTOMER_SEGMENTS: list[C] = [
+    ("cutoff_date", "DATE", "Partition: the cutoff c"),
+    ("customer_id", "VARCHAR", "Customer id"),
+    ("cluster_id", "INTEGER", "K-Means cluster, ordered by descending value (0 = most valuable)"),
+    ("segment", "VARCHAR", "Persona derived from the cluster centroid (Champions, Loyal, Promising, New, At Risk, Needs Attention, Hibernating)"),
+    ("distance_to_centroid", "DOUBLE", "Euclidean distance to the centroid in scaled space"),
+]
+SEGMENT_CENTROIDS: list[C] = [
+    ("cutoff_date", "DATE", "Partition"),
+    ("cluster_id", "INTEGER", "Cluster"),
+    ("segment", "VARCHAR", "Persona"),
+    ("size", "BIGINT", "Customers in the cluster"),
+    ("centroid", "DOUBLE[]", "Centroid in scaled log space"),
+    ("feature_names", "VARCHAR[]", "Features, in centroid order"),
+    ("scaler_mean", "DOUBLE[]", "Scaler mean of log1p(features)"),
+    ("scaler_scale", "DOUBLE[]", "Scaler standard deviation of log1p(features)"),
+    ("k", "INTEGER", "Number of clusters"),
+    ("silhouette", "DOUBLE", "Silhouette of the chosen k"),
+    ("mean_recency_days", "DOUBLE", "Profile: mean recency"),
+    ("mean_purchase_days", "DOUBLE", "Profile: mean purchase days"),
+    ("mean_monetary_total", "DOUBLE", "Profile: mean net spend"),
+]
+MODEL_REGISTRY: list[C] = [
+    ("cutoff_date", "DATE", "Partition t: features at t (and earlier stacked cutoffs), labels up to t + H"),
+    ("model_name", "VARCHAR", "churn, spend, ltv or next_purchase"),
+    ("library", "VARCHAR", "Library that fitted the model"),
+    ("library_version", "VARCHAR", "Its version"),
+    ("artifact_format", "VARCHAR", "xgboost-json or json-params: portable, loading runs no code"),
+    ("artifact", "VARCHAR", "The model itself"),
+    ("features", "VARCHAR", "JSON list of input features, in order"),
+    ("params", "VARCHAR", "JSON hyper-parameters (or fitted parameters)"),
+    ("metrics", "VARCHAR", "JSON validation metrics (out of time)"),
+    ("calibration", "VARCHAR", "JSON calibration mapping (churn: Platt a, b)"),
+    ("training_cutoffs", "VARCHAR", "JSON list of the cutoffs whose rows trained it"),
+    ("n_train_rows", "BIGINT", "Training rows"),
+    ("notes", "VARCHAR", "JSON list of fallbacks taken while fitting"),
+    ("trained_at", "TIMESTAMP", "When it was fitted"),
+]
+SCORED_CUSTOMERS: list[C] = [
+    ("cutoff_date", "DATE", "Partition: the scoring cutoff s (history up to s)"),
+    ("customer_id", "VARCHAR", "Customer id"),
+    ("segment", "VARCHAR", "Persona at s"),
+    ("purchase_probability", "DOUBLE", "P(at least one purchase in (s, s + H])"),
+    ("churn_probability", "DOUBLE", "P(no purchase in (s, s + H]) = 1 - purchase_probability"),
+    ("predicted_spend", "DOUBLE", "Expected net spend in (s, s + H]"),
+    ("predicted_ltv", "DOUBLE", "Expected spend over the LTV horizon (BG/NBD + Gamma-Gamma)"),
+    ("predicted_days_to_next_purchase", "DOUBLE", "Predicted days from s to the next purchase (may exceed H)"),
+    ("value_decile", "INTEGER", "1-10 by predicted_ltv; 10 = most valuable tenth"),
+    ("recommended_action", "VARCHAR", "Next-best action from segment, churn risk and value"),
+    ("horizon_days", "INTEGER", "H"),
+    ("ltv_horizon_days", "INTEGER", "LTV horizon in days"),
+    ("model_cutoff_date", "DATE", "Partition of the models used (= s - H)"),
+]
+
+
+def column_schema(columns: list[C]) -> dg.TableSchema:
+    return dg.TableSchema(columns=[dg.TableColumn(n, t, description=d) for n, t, d in columns])

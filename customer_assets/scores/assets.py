@@ -1,0 +1,102 @@
+"""Scored customers at cutoff s, using the models of partition s - H."""
+
+
+from datetime import date, timedelta
+
+import dagster as dg
+import pandas as pd
+from dagster_duckdb import DuckDBResource
+
+from customer_assets import schemas
+from customer_assets.models import logic as L
+from customer_assets.models.assets import MODEL_NAMES
+from customer_assets.partitions import CUTOFF_PARTITIONS, MODEL_FOR_SCORING
+from customer_assets.scores import logic as S
+from customer_assets.settings import HORIZON_DAYS, LTV_HORIZON_DAYS
+from customer_assets.storage import markdown_preview, replace_partition_df, table_exists
+
+
+def load_model(conn, name: str, model_cutoff: date, scoring_cutoff: date) -> L.ModelRecord:
+    """The model of partition ``model_cutoff``; a clear failure naming the partition if it is missing."""
+    missing = dg.Failure(
+        f"No models/{name} for partition {model_cutoff} (scoring cutoff {scoring_cutoff} - {HORIZON_DAYS} days). "
+        f"Materialize models/{name} for partition {model_cutoff} first, e.g. "
+        f"`customer-assets materialize --cutoff {scoring_cutoff}`."
+    )
+    if not table_exists(conn, "models", name):
+        raise missing
+    rows = conn.execute(f"SELECT * FROM models.{name} WHERE cutoff_date = ?", [model_cutoff]).df()
+    if rows.empty:
+        raise missing
+    return L.ModelRecord.from_row(rows.iloc[0].to_dict())
+
+
+def score_frame(feats: pd.DataFrame, segs: pd.DataFrame, models: dict[str, L.ModelRecord], cutoff: date, model_cutoff: date) -> pd.DataFrame:
+    """Apply the four models to the features at ``cutoff``. Pure: no warehouse access."""
+    df = feats.merge(segs[["customer_id", "segment"]], on="customer_id", how="left", validate="one_to_one")
+    if df["segment"].isna().any():
+        raise ValueError(f"{int(df['segment'].isna().sum())} customers at {cutoff} have no segment")
+    p = L.predict_purchase(models["churn"], df)
+    out = pd.DataFrame({
+        "cutoff_date": cutoff,
+        "customer_id": df["customer_id"],
+        "segment": df["segment"],
+        "purchase_probability": p,
+        "churn_probability": 1.0 - p,
+        "predicted_spend": L.predict_spend(models["spend"], df),
+        "predicted_ltv": L.predict_ltv(models["ltv"], df, LTV_HORIZON_DAYS),
+        "predicted_days_to_next_purchase": L.predict_next_purchase(models["next_purchase"], df),
+    })
+    out["value_decile"] = S.value_deciles(out["predicted_ltv"].to_numpy()).astype("int32")
+    out["recommended_action"] = S.recommended_actions(out)
+    out["horizon_days"] = HORIZON_DAYS
+    out["ltv_horizon_days"] = LTV_HORIZON_DAYS
+    out["model_cutoff_date"] = model_cutoff
+    return out[S.SCORED_COLUMNS]
+
+
+@dg.asset(
+    key=["scores", "scored_customers"],
+    deps=[
+        dg.AssetKey(["features", "customer_features"]),
+        dg.AssetKey(["segments", "customer_segments"]),
+        *[dg.AssetDep(dg.AssetKey(["models", n]), partition_mapping=MODEL_FOR_SCORING) for n in MODEL_NAMES],
+    ],
+    partitions_def=CUTOFF_PARTITIONS,
+    group_name="scores",
+    kinds={"duckdb", "xgboost"},
+    pool="duckdb",
+    description=(
+        "One row per customer per scoring cutoff s: purchase and churn probability, expected spend in (s, s + H], "
+        "lifetime value, days to next purchase, value decile and recommended action. Uses the models of partition s - H, "
+        "whose labels end at s: nothing after s is touched."
+    ),
+    metadata={"dagster/column_schema": schemas.column_schema(schemas.SCORED_CUSTOMERS)},
+)
+def scored_customers(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.MaterializeResult:
+    cutoff = date.fromisoformat(context.partition_key)
+    model_cutoff = cutoff - timedelta(days=HORIZON_DAYS)
+    with duckdb.get_connection() as conn:
+        models = {n: load_model(conn, n, model_cutoff, cutoff) for n in MODEL_NAMES}
+        feats = conn.execute("SELECT * FROM features.customer_features WHERE cutoff_date = ? ORDER BY customer_id", [cutoff]).df()
+        if feats.empty:
+            raise dg.Failure(f"features/customer_features has no rows for {cutoff}: materialize that partition first.")
+        segs = conn.execute("SELECT customer_id, segment FROM segments.customer_segments WHERE cutoff_date = ?", [cutoff]).df()
+        if segs.empty:
+            raise dg.Failure(f"segments/customer_segments has no rows for {cutoff}: materialize that partition first.")
+        context.log.info(f"Scoring {len(feats):,} customers at {cutoff} with the models of {model_cutoff}")
+        out = score_frame(feats, segs, models, cutoff, model_cutoff)
+        n = replace_partition_df(conn, "scores", "scored_customers", cutoff, out)
+    by_segment = out.groupby("segment").agg(customers=("customer_id", "size"), mean_churn=("churn_probability", "mean"),
+                                            expected_spend=("predicted_spend", "sum"), expected_ltv=("predicted_ltv", "sum")).reset_index()
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": n,
+            "model_cutoff_date": str(model_cutoff),
+            "mean_churn_probability": float(out["churn_probability"].mean()),
+            "expected_spend_in_horizon": float(out["predicted_spend"].sum()),
+            "expected_ltv_total": float(out["predicted_ltv"].sum()),
+            "by_segment": dg.MetadataValue.md(markdown_preview(by_segment, n=20)),
+            "preview": dg.MetadataValue.md(markdown_preview(out.sort_values("predicted_ltv", ascending=False))),
+        }
+    )

@@ -1,0 +1,70 @@
+"""Turning model outputs into the scored-customer table."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+HIGH_CHURN = 0.70
+MEDIUM_CHURN = 0.40
+
+SCORED_COLUMNS = [
+    "cutoff_date",
+    "customer_id",
+    "segment",
+    "purchase_probability",
+    "churn_probability",
+    "predicted_spend",
+    "predicted_ltv",
+    "predicted_days_to_next_purchase",
+    "value_decile",
+    "recommended_action",
+    "horizon_days",
+    "ltv_horizon_days",
+    "model_cutoff_date",
+]
+
+
+def value_deciles(values: np.ndarray) -> np.ndarray:
+    """Deciles 1..10 by value, 10 = the most valuable tenth; ties broken by position (stable)."""
+    values = np.asarray(values, dtype=float)
+    n = len(values)
+    if n == 0:
+        return np.array([], dtype=int)
+    order = np.argsort(values, kind="mergesort")
+    ranks = np.empty(n, dtype=int)
+    ranks[order] = np.arange(n)
+    return (ranks * 10 // n + 1).astype(int)
+
+
+def recommended_action(segment: str, churn_probability: float, value_decile: int) -> str:
+    """A next-best action from the persona, the churn risk and the value decile.
+
+    High-value customers who are slipping get people's time; low-value dormant ones get
+    cheap automated touches; healthy ones get rewarded rather than discounted.
+    """
+    high_value = value_decile >= 8
+    if churn_probability >= HIGH_CHURN:
+        if high_value:
+            return "Win back now: personal outreach"
+        if segment in ("Hibernating",):
+            return "Low-cost reactivation email, or suppress"
+        return "Reactivation offer"
+    if churn_probability >= MEDIUM_CHURN:
+        if high_value:
+            return "Retain: priority check-in and loyalty perk"
+        if segment in ("New", "Promising"):
+            return "Nurture: second-purchase incentive"
+        return "Re-engage: personalised recommendations"
+    if segment in ("Champions", "Loyal") or high_value:
+        return "Reward and upsell: VIP programme, no discount"
+    if segment in ("New", "Promising"):
+        return "Nurture: onboarding and cross-sell"
+    return "Keep warm: regular newsletter"
+
+
+def recommended_actions(frame: pd.DataFrame) -> list[str]:
+    return [
+        recommended_action(s, float(c), int(d))
+        for s, c, d in zip(frame["segment"], frame["churn_probability"], frame["value_decile"])
+    ]

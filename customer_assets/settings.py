@@ -1,0 +1,139 @@
+"""Project-wide settings: defaults under ``data/``, overridable by environment variables.
+
+Nothing here depends on the working directory: the default data folder is the
+project's own ``data/`` (resolved from this file), and every path can be
+overridden by an environment variable or by Dagster config.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+DATA_DIR = PROJECT_ROOT / "data"
+DEFAULT_SOURCE = DATA_DIR / "CDNOW_master.txt"
+DEFAULT_WAREHOUSE = DATA_DIR / "warehouse.duckdb"
+
+ENV_SOURCE = "CUSTOMER_ASSETS_SOURCE"
+ENV_COLUMNS = "CUSTOMER_ASSETS_COLUMNS"
+ENV_DB = "CUSTOMER_ASSETS_DB"
+ENV_HORIZON = "CUSTOMER_ASSETS_HORIZON_DAYS"
+ENV_LTV_HORIZON = "CUSTOMER_ASSETS_LTV_HORIZON_DAYS"
+ENV_START = "CUSTOMER_ASSETS_START_DATE"
+
+# The bundled CDNOW file: whitespace separated, header `customer_id date number_of_cds dollar_value`.
+CDNOW_COLUMNS = "customer_id=customer_id,date=date,quantity=number_of_cds,amount=dollar_value"
+
+FIELDS = ("customer_id", "date", "amount", "quantity", "unit_price", "order_id", "product_id")
+MAPPING_HELP = (
+    f"Set the mapping with the environment variable {ENV_COLUMNS} (or the `columns` config of "
+    "raw/transactions), e.g. customer_id=CustomerID,date=InvoiceDate,quantity=Quantity,"
+    "unit_price=UnitPrice,order_id=InvoiceNo (or amount=... instead of quantity and unit_price)."
+)
+
+
+def _int_env(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise ValueError(f"{name} must be a whole number of days, got {raw!r}") from exc
+    if value <= 0:
+        raise ValueError(f"{name} must be positive, got {value}")
+    return value
+
+
+HORIZON_DAYS = _int_env(ENV_HORIZON, 90)
+LTV_HORIZON_DAYS = _int_env(ENV_LTV_HORIZON, 365)
+PARTITIONS_START = os.environ.get(ENV_START, "1997-01-01")
+try:
+    date.fromisoformat(PARTITIONS_START)
+except ValueError as exc:  # pragma: no cover - configuration error path
+    raise ValueError(f"{ENV_START} must be a YYYY-MM-DD date, got {PARTITIONS_START!r}") from exc
+
+
+def warehouse_path() -> str:
+    """The DuckDB warehouse: ``$CUSTOMER_ASSETS_DB`` or ``data/warehouse.duckdb``.
+
+    MotherDuck style ``md:`` URIs pass through unchanged.
+    """
+    value = os.environ.get(ENV_DB) or str(DEFAULT_WAREHOUSE)
+    if value.startswith("md:") or value == ":memory:":
+        return value
+    path = Path(value).expanduser()
+    if path.exists() and path.is_dir():
+        raise ValueError(f"{ENV_DB} points at a directory, not a DuckDB file: {path}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return str(path)
+
+
+def source_path() -> str:
+    return os.environ.get(ENV_SOURCE) or str(DEFAULT_SOURCE)
+
+
+def source_columns() -> str:
+    if os.environ.get(ENV_COLUMNS):
+        return os.environ[ENV_COLUMNS]
+    if os.environ.get(ENV_SOURCE):
+        return ""  # a user's own file needs a user's own mapping
+    return CDNOW_COLUMNS
+
+
+@dataclass(frozen=True)
+class ColumnMapping:
+    """Our field names -> the source file's column names."""
+
+    columns: dict[str, str]
+
+    @classmethod
+    def parse(cls, text: str) -> "ColumnMapping":
+        """Parse ``field=Column,field=Column``; raise a clear error on anything else."""
+        if not text or not text.strip():
+            raise ValueError("No column mapping was given. " + MAPPING_HELP)
+        mapping: dict[str, str] = {}
+        for part in text.split(","):
+            if not part.strip():
+                continue
+            if "=" not in part:
+                raise ValueError(f"Column mapping entry {part.strip()!r} is not field=Column. " + MAPPING_HELP)
+            field, column = (s.strip() for s in part.split("=", 1))
+            if field not in FIELDS:
+                raise ValueError(
+                    f"Unknown field {field!r} in the column mapping; known fields are {', '.join(FIELDS)}. " + MAPPING_HELP
+                )
+            if not column:
+                raise ValueError(f"Field {field!r} is mapped to an empty column name. " + MAPPING_HELP)
+            if field in mapping:
+                raise ValueError(f"Field {field!r} is mapped twice in the column mapping. " + MAPPING_HELP)
+            mapping[field] = column
+        missing = [f for f in ("customer_id", "date") if f not in mapping]
+        if missing:
+            raise ValueError(f"The column mapping lacks the required field(s) {', '.join(missing)}. " + MAPPING_HELP)
+        if "amount" not in mapping and not ("quantity" in mapping and "unit_price" in mapping):
+            raise ValueError(
+                "The column mapping needs either amount, or both quantity and unit_price. " + MAPPING_HELP
+            )
+        return cls(mapping)
+
+
+IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def quote_ident(name: str) -> str:
+    """Quote a column name read from a user's file for DuckDB SQL (doubling embedded quotes)."""
+    if "\x00" in name:
+        raise ValueError(f"Column name {name!r} contains a NUL byte")
+    return '"' + name.replace('"', '""') + '"'
+
+
+def checked_ident(name: str) -> str:
+    """A schema/table identifier of our own: letters, digits and underscores only."""
+    if not IDENT_RE.match(name):
+        raise ValueError(f"Invalid SQL identifier {name!r}")
+    return name

@@ -1,0 +1,115 @@
+"""Warehouse writes: atomic, idempotent partition replacement and small helpers.
+
+Every partitioned table has a ``cutoff_date DATE`` column. Writing a partition is
+``DELETE ... WHERE cutoff_date = ?`` and ``INSERT ... BY NAME`` in one transaction,
+so a partition is either fully the old rows or fully the new rows, and columns are
+matched by name, never by position.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import date
+from typing import Any
+
+import duckdb
+import pandas as pd
+
+from customer_assets.settings import checked_ident
+
+SCHEMAS = ("raw", "clean", "quality", "features", "segments", "models", "scores", "evaluation")
+
+
+def ensure_schemas(conn: duckdb.DuckDBPyConnection) -> None:
+    for schema in SCHEMAS:
+        conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+
+
+def table_exists(conn: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
+    row = conn.execute(
+        "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
+        [schema, table],
+    ).fetchone()
+    return bool(row and row[0])
+
+
+def replace_partition(
+    conn: duckdb.DuckDBPyConnection,
+    schema: str,
+    table: str,
+    cutoff: date,
+    select_sql: str,
+    params: list[Any] | None = None,
+    ddl: str | None = None,
+) -> int:
+    """Replace the rows of ``cutoff`` in ``schema.table`` with the rows of ``select_sql``.
+
+    The SELECT must produce a ``cutoff_date`` column; it is overwritten with ``cutoff``. The table
+    is created from the SELECT's shape on first write (or from ``ddl``). Delete and
+    insert run in one transaction: on any error the old partition stays as it was.
+
+    Returns
+    -------
+    int
+        Rows written for the partition.
+    """
+    fq = f"{checked_ident(schema)}.{checked_ident(table)}"
+    params = params or []
+    conn.execute("BEGIN TRANSACTION")
+    try:
+        ensure_schemas(conn)
+        if not table_exists(conn, schema, table):
+            if ddl:
+                conn.execute(ddl)
+            else:
+                conn.execute(f"CREATE TABLE {fq} AS SELECT * FROM ({select_sql}) WHERE false", params)
+        conn.execute(f"DELETE FROM {fq} WHERE cutoff_date = ?", [cutoff])
+        # Force the partition's own date, whatever the SELECT said, so a write can never
+        # touch another partition.
+        conn.execute(
+            f"INSERT INTO {fq} BY NAME SELECT * REPLACE (CAST(? AS DATE) AS cutoff_date) FROM ({select_sql})",
+            [cutoff, *params],
+        )
+        n = conn.execute(f"SELECT count(*) FROM {fq} WHERE cutoff_date = ?", [cutoff]).fetchone()[0]
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return int(n)
+
+
+def replace_partition_df(
+    conn: duckdb.DuckDBPyConnection, schema: str, table: str, cutoff: date, frame: pd.DataFrame
+) -> int:
+    """Replace a partition with the rows of a pandas frame (matched by column name)."""
+    if "cutoff_date" not in frame.columns:
+        raise ValueError(f"{schema}.{table}: the frame to write has no cutoff_date column")
+    conn.register("_partition_frame", frame)
+    try:
+        return replace_partition(conn, schema, table, cutoff, "SELECT * FROM _partition_frame")
+    finally:
+        conn.unregister("_partition_frame")
+
+
+def markdown_preview(frame: pd.DataFrame, n: int = 5) -> str:
+    """A small markdown table of the first rows (no extra dependency)."""
+    head = frame.head(n)
+    if head.empty:
+        return "_no rows_"
+
+    def fmt(v: Any) -> str:
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            return ""
+        if isinstance(v, float):
+            return f"{v:,.4g}"
+        return str(v).replace("|", "\\|")
+
+    cols = [str(c) for c in head.columns]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for row in head.itertuples(index=False):
+        lines.append("| " + " | ".join(fmt(v) for v in row) + " |")
+    return "\n".join(lines)
+
+
+def query_df(conn: duckdb.DuckDBPyConnection, sql: str, params: list[Any] | None = None) -> pd.DataFrame:
+    return conn.execute(sql, params or []).df()
