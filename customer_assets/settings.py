@@ -92,7 +92,7 @@ class ColumnMapping:
     columns: dict[str, str]
 
     @classmethod
-    def parse(cls, text: str) -> "ColumnMapping":
+    def parse(cls, text: str) -> ColumnMapping:
         """Parse ``field=Column,field=Column``; raise a clear error on anything else."""
         if not text or not text.strip():
             raise ValueError("No column mapping was given. " + MAPPING_HELP)

@@ -61,7 +61,7 @@ def cutoff_split(context: dg.AssetExecutionContext, duckdb: DuckDBResource):
         w = conn.execute("SELECT * FROM features.cutoff_windows WHERE cutoff_date = ?", [cutoff]).df()
     row = w.iloc[0]
     if not row["labels_complete"]:
-        context.log.warning(
+        context.log.info(
             f"Label window of {cutoff} ends {row['holdout_end'].date()}, after the data ends ({end}): labels are incomplete."
         )
     common = {"labels_complete": bool(row["labels_complete"]), "window": dg.MetadataValue.md(markdown_preview(w))}

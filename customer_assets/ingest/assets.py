@@ -2,7 +2,7 @@
 
 
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import dagster as dg
 from dagster_duckdb import DuckDBResource
@@ -42,7 +42,7 @@ def resolve_source(config: SourceConfig) -> logic.SourceSpec:
 )
 def raw_transactions(context: dg.AssetExecutionContext, config: SourceConfig, duckdb: DuckDBResource) -> dg.MaterializeResult:
     spec = resolve_source(config)
-    load_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:8]
+    load_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:8]
     context.log.info(f"Reading {spec.path} as {spec.fmt} with mapping {spec.mapping.columns}")
     with duckdb.get_connection() as conn:
         n = logic.load_raw(conn, spec, load_id)

@@ -68,7 +68,7 @@ class ModelRecord:
         }
 
     @classmethod
-    def from_row(cls, row: dict[str, Any]) -> "ModelRecord":
+    def from_row(cls, row: dict[str, Any]) -> ModelRecord:
         return cls(
             model_name=row["model_name"],
             library=row["library"],

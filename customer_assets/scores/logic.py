@@ -66,5 +66,5 @@ def recommended_action(segment: str, churn_probability: float, value_decile: int
 def recommended_actions(frame: pd.DataFrame) -> list[str]:
     return [
         recommended_action(s, float(c), int(d))
-        for s, c, d in zip(frame["segment"], frame["churn_probability"], frame["value_decile"])
+        for s, c, d in zip(frame["segment"], frame["churn_probability"], frame["value_decile"], strict=False)
     ]

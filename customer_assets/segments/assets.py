@@ -40,7 +40,7 @@ def segment_profile(features: pd.DataFrame, labels, personas: list[str]) -> pd.D
     kinds={"duckdb", "sklearn"},
     pool="duckdb",
     description=(
-        "K-Means personas on log-transformed, standardised recency, purchase days, net spend and tenure. k is chosen by "
+        "K-Means personas on log-transformed, standardised recency, purchase days and net spend. k is chosen by "
         "silhouette in 3..8 unless configured; names come from the centroids by a fixed rule. Centroids and scaler "
         "parameters are stored as arrays in segments.segment_centroids."
     ),
@@ -50,7 +50,7 @@ def customer_segments(context: dg.AssetExecutionContext, config: SegmentConfig, 
     cutoff = date.fromisoformat(context.partition_key)
     with duckdb.get_connection() as conn:
         feats = conn.execute(
-            f"SELECT customer_id, {', '.join(logic.SEGMENT_FEATURES)} FROM features.customer_features "
+            f"SELECT customer_id, {', '.join(logic.SEGMENT_FEATURES)}, tenure_days FROM features.customer_features "
             "WHERE cutoff_date = ? ORDER BY customer_id",
             [cutoff],
         ).df()

@@ -14,7 +14,8 @@ import pandas as pd
 from sklearn.cluster import KMeans
 from sklearn.metrics import silhouette_score
 
-SEGMENT_FEATURES = ["recency_days", "purchase_days", "monetary_total", "tenure_days"]
+SEGMENT_FEATURES = ["recency_days", "purchase_days", "monetary_total"]
+NEW_CUSTOMER_DAYS = 180
 K_RANGE = (3, 8)
 SILHOUETTE_SAMPLE = 10_000
 SEED = 0
@@ -34,28 +35,30 @@ class SegmentModel:
 
 
 def transform(frame: pd.DataFrame) -> np.ndarray:
-    """log1p of recency, purchase days, non-negative monetary total and tenure."""
+    """log1p of recency, purchase days and non-negative monetary total."""
     x = frame[SEGMENT_FEATURES].astype(float).to_numpy(copy=True)
     x = np.clip(x, 0, None)
     return np.log1p(x)
 
 
-def persona_for(centroid_z: np.ndarray) -> str:
+def persona_for(centroid_z: np.ndarray, median_tenure_days: float) -> str:
     """Name a cluster from its centroid, in standard-deviation units of the cutoff's customers.
 
-    The centroid coordinates are (recency, purchase days, monetary, tenure) on the
+    The centroid coordinates are (recency, purchase days, monetary) on the
     log-standardised scale. The rule is fixed, so a name always means the same
     relative profile: *recent* = recency below average; *value* = mean of the
-    frequency and monetary coordinates.
+    frequency and monetary coordinates. *New* additionally needs the cluster's
+    median tenure to be at most ``NEW_CUSTOMER_DAYS`` (tenure is not a clustering
+    input: in single-cohort data it only splits customers by acquisition week).
     """
-    rec, freq, mon, ten = (float(v) for v in centroid_z)
+    rec, freq, mon = (float(v) for v in centroid_z)
     value = (freq + mon) / 2.0
     if rec <= 0:
         if value >= 0.75:
             return "Champions"
         if value >= 0.0:
             return "Loyal"
-        if ten < -0.5:
+        if median_tenure_days <= NEW_CUSTOMER_DAYS:
             return "New"
         return "Promising"
     if value >= 0.5:
@@ -107,7 +110,9 @@ def fit_segments(frame: pd.DataFrame, k: int | None = None, seed: int = SEED) ->
     remap = np.empty_like(order)
     remap[order] = np.arange(len(order))
     labels = remap[km.labels_]
-    personas = [persona_for(c) for c in centroids]
+    tenure = frame["tenure_days"].astype(float).to_numpy()
+    personas = [persona_for(c, float(np.median(tenure[labels == i])) if (labels == i).any() else 0.0)
+                for i, c in enumerate(centroids)]
     model = SegmentModel(kk, list(SEGMENT_FEATURES), mean, scale, centroids, personas, scores)
     return model, labels
 

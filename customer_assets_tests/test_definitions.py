@@ -1,0 +1,102 @@
+"""The definitions load with the expected asset keys, partitions, jobs and schedules."""
+
+from datetime import UTC, datetime
+
+import dagster as dg
+import pytest
+
+from customer_assets.definitions import defs
+from customer_assets.partitions import CUTOFF_PARTITIONS, MODEL_FOR_SCORING
+from customer_assets.schedules import nightly_ingest, nightly_rescore, nightly_retrain
+
+EXPECTED_KEYS = {
+    "raw/transactions",
+    "clean/transactions",
+    "quality/rejected_transactions",
+    "features/calibration_transactions",
+    "features/holdout_transactions",
+    "features/customer_features",
+    "segments/customer_segments",
+    "models/churn",
+    "models/spend",
+    "models/ltv",
+    "models/next_purchase",
+    "scores/scored_customers",
+}
+PARTITIONED = EXPECTED_KEYS - {"raw/transactions", "clean/transactions", "quality/rejected_transactions"}
+
+
+def _graph():
+    return defs.resolve_asset_graph()
+
+
+def test_asset_keys_are_pinned():
+    keys = {k.to_user_string() for k in _graph().get_all_asset_keys()}
+    assert keys == EXPECTED_KEYS
+
+
+def test_key_prefix_is_a_known_schema():
+    from customer_assets.storage import SCHEMAS
+
+    assert {k.split("/")[0] for k in EXPECTED_KEYS} <= set(SCHEMAS)
+
+
+def test_partitions():
+    graph = _graph()
+    for key in EXPECTED_KEYS:
+        node = graph.get(dg.AssetKey(key.split("/")))
+        if key in PARTITIONED:
+            assert node.partitions_def == CUTOFF_PARTITIONS, key
+        else:
+            assert node.partitions_def is None, key
+    keys = CUTOFF_PARTITIONS.get_partition_keys()
+    assert keys[0] == "1997-01-01" and "1998-06-30" in keys
+    assert MODEL_FOR_SCORING.start_offset == -90 and MODEL_FOR_SCORING.end_offset == -90
+
+
+def test_scoring_depends_on_models_h_days_earlier():
+    graph = _graph()
+    scores = dg.AssetKey(["scores", "scored_customers"])
+    for name in ("churn", "spend", "ltv", "next_purchase"):
+        model = dg.AssetKey(["models", name])
+        mapping = graph.get_partition_mapping(scores, model)
+        upstream = mapping.get_upstream_mapped_partitions_result_for_partitions(
+            CUTOFF_PARTITIONS.subset_with_partition_keys(["1998-04-01"]), CUTOFF_PARTITIONS, CUTOFF_PARTITIONS
+        ).partitions_subset.get_partition_keys()
+        assert list(upstream) == ["1998-01-01"], name
+
+
+def test_every_asset_is_in_the_duckdb_pool_and_documented():
+    graph = _graph()
+    for key in EXPECTED_KEYS:
+        node = graph.get(dg.AssetKey(key.split("/")))
+        assert node.pools == {"duckdb"}, key
+        assert node.description, key
+        assert "dagster/column_schema" in node.metadata, key
+
+
+def test_jobs_and_schedules():
+    assert {j.name for j in defs.jobs} >= {"ingest_transactions", "train_models", "rescore_customers"}
+    schedules = {s.name: s.cron_schedule for s in defs.schedules}
+    assert schedules == {"nightly_ingest": "30 0 * * *", "nightly_retrain": "0 1 * * *", "nightly_rescore": "0 2 * * *"}
+
+
+@pytest.mark.parametrize(
+    "when, rescore, retrain",
+    [
+        (datetime(2026, 11, 22, 2, 0, tzinfo=UTC), "2026-11-21", "2026-08-23"),
+        (datetime(1998, 7, 1, 2, 0, tzinfo=UTC), "1998-06-30", "1998-04-01"),
+        (datetime(2024, 3, 1, 2, 0, tzinfo=UTC), "2024-02-29", "2023-12-01"),
+    ],
+)
+def test_schedules_evaluate_to_the_right_partition(when, rescore, retrain):
+    repo = defs.get_repository_def()
+
+    def evaluate(schedule):
+        ctx = dg.build_schedule_context(scheduled_execution_time=when, repository_def=repo)
+        (req,) = schedule.evaluate_tick(ctx).run_requests
+        return req.partition_key
+
+    assert evaluate(nightly_rescore) == rescore
+    assert evaluate(nightly_retrain) == retrain
+    assert evaluate(nightly_ingest) is None

@@ -1,0 +1,117 @@
+"""End-to-end materializations on a 2,000-customer slice of CDNOW in a temporary DuckDB file."""
+
+import json
+from datetime import date
+
+import dagster as dg
+import duckdb
+import numpy as np
+import pandas as pd
+import pytest
+
+from customer_assets.cli import materialize_cutoff
+from customer_assets.scores.logic import SCORED_COLUMNS
+from customer_assets_tests.conftest import CDNOW_CSV_COLUMNS, materialize
+
+SCORE_SEL = "features/calibration_transactions features/holdout_transactions features/customer_features segments/customer_segments scores/scored_customers"
+TRAIN_SEL = "features/calibration_transactions features/holdout_transactions features/customer_features models/churn models/spend models/ltv models/next_purchase"
+
+
+@pytest.fixture(scope="module")
+def scored(cdnow_slice, tmp_path_factory):
+    """Scores at 1998-06-30 (models of 1998-04-01) and at 1998-04-01 (models of 1998-01-01)."""
+    warehouse = str(tmp_path_factory.mktemp("e2e") / "warehouse.duckdb")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("CUSTOMER_ASSETS_SOURCE", str(cdnow_slice))
+    mp.setenv("CUSTOMER_ASSETS_COLUMNS", CDNOW_CSV_COLUMNS)
+    try:
+        instance = dg.DagsterInstance.ephemeral()
+        assert materialize_cutoff(None, warehouse, instance=instance) == "1998-06-30"
+        assert materialize_cutoff("1998-04-01", warehouse, skip_ingest=True, instance=instance) == "1998-04-01"
+    finally:
+        mp.undo()
+    return warehouse
+
+
+def _q(warehouse, sql, params=None):
+    with duckdb.connect(warehouse, read_only=True) as conn:
+        return conn.execute(sql, params or []).df()
+
+
+def test_scores_cover_every_customer_with_model_h_days_earlier(scored):
+    s = _q(scored, "SELECT * FROM scores.scored_customers WHERE cutoff_date = '1998-06-30'")
+    customers = _q(scored, "SELECT count(DISTINCT customer_id) AS n FROM clean.transactions").n[0]
+    assert customers == 2000 and len(s) == 2000
+    assert list(s.columns) == SCORED_COLUMNS
+    assert s.isna().sum().sum() == 0
+    assert set(s.model_cutoff_date.dt.date) == {date(1998, 4, 1)}
+    assert set(s.horizon_days) == {90} and set(s.ltv_horizon_days) == {365}
+    assert s.purchase_probability.between(0, 1).all()
+    np.testing.assert_allclose(s.churn_probability + s.purchase_probability, 1.0)
+    assert (s.predicted_spend >= 0).all() and (s.predicted_ltv >= 0).all() and (s.predicted_days_to_next_purchase >= 1).all()
+    assert s.value_decile.value_counts().sort_index().tolist() == [200] * 10
+    # higher deciles mean more predicted value
+    assert s.groupby("value_decile").predicted_ltv.mean().is_monotonic_increasing
+
+
+def test_cutoff_1998_04_01_uses_models_trained_at_1998_01_01(scored):
+    s = _q(scored, "SELECT DISTINCT model_cutoff_date FROM scores.scored_customers WHERE cutoff_date = '1998-04-01'")
+    assert s.model_cutoff_date.dt.date.tolist() == [date(1998, 1, 1)]
+    for name in ("churn", "spend", "ltv", "next_purchase"):
+        rows = _q(scored, f"SELECT cutoff_date, training_cutoffs FROM models.{name} ORDER BY cutoff_date")
+        assert rows.cutoff_date.dt.date.tolist() == [date(1998, 1, 1), date(1998, 4, 1)], name
+        for cutoff, trained in zip(rows.cutoff_date.dt.date, rows.training_cutoffs, strict=False):
+            # a model of partition t only stacks cutoffs <= t, so it saw data up to t + H and no later
+            assert max(date.fromisoformat(c) for c in json.loads(trained)) == cutoff, name
+
+
+def test_models_are_stored_in_portable_formats(scored):
+    rows = _q(scored, "SELECT model_name, artifact_format, artifact, metrics FROM models.churn UNION ALL "
+                      "SELECT model_name, artifact_format, artifact, metrics FROM models.ltv")
+    for r in rows.itertuples():
+        json.loads(r.artifact)  # JSON text: loading never executes code
+        assert r.artifact_format in ("xgboost-json", "json-params")
+        assert not r.artifact.startswith("\x80")  # not a pickle stream
+    churn_metrics = json.loads(rows[rows.model_name == "churn"].metrics.iloc[0])
+    assert 0.5 < churn_metrics["validation_roc_auc"] <= 1.0
+
+
+def test_stored_model_reproduces_the_scores(scored):
+    from customer_assets.models import logic as L
+
+    row = _q(scored, "SELECT * FROM models.churn WHERE cutoff_date = '1998-04-01'").iloc[0].to_dict()
+    feats = _q(scored, "SELECT * FROM features.customer_features WHERE cutoff_date = '1998-06-30' ORDER BY customer_id")
+    s = _q(scored, "SELECT purchase_probability FROM scores.scored_customers WHERE cutoff_date = '1998-06-30' ORDER BY customer_id")
+    np.testing.assert_allclose(L.predict_purchase(L.ModelRecord.from_row(row), feats), s.purchase_probability, rtol=1e-6)
+
+
+def test_missing_model_partition_fails_naming_it(scored):
+    result = materialize(scored, SCORE_SEL, partition_key="1998-05-01", raise_on_error=False)
+    assert not result.success
+    msgs = " ".join(e.event_specific_data.error.message for e in result.all_events if e.is_step_failure)
+    assert "No models/churn for partition 1998-01-31" in msgs
+    assert _q(scored, "SELECT count(*) AS n FROM scores.scored_customers WHERE cutoff_date = '1998-05-01'").n[0] == 0
+
+
+def test_training_on_an_incomplete_window_fails_naming_it(scored):
+    result = materialize(scored, TRAIN_SEL, partition_key="1998-05-01", raise_on_error=False)
+    assert not result.success
+    msgs = " ".join(e.event_specific_data.error.message for e in result.all_events if e.is_step_failure)
+    assert "1998-05-01 + 90 days = 1998-07-30" in msgs and "1998-06-30" in msgs
+    assert _q(scored, "SELECT count(*) AS n FROM models.churn WHERE cutoff_date = '1998-05-01'").n[0] == 0
+
+
+def test_scores_do_not_depend_on_transactions_after_the_cutoff(scored, cdnow_slice, tmp_path, monkeypatch):
+    """Change every transaction after 1998-04-01: the 1998-04-01 scores stay identical."""
+    frame = pd.read_csv(cdnow_slice, dtype=str)
+    after = frame["date"] > "19980401"
+    frame.loc[after, "dollar_value"] = (frame.loc[after, "dollar_value"].astype(float) * 3 + 1).round(2).astype(str)
+    frame = pd.concat([frame, frame[after].assign(date="19980615")])  # and add purchases
+    changed = tmp_path / "changed.csv"
+    frame.to_csv(changed, index=False)
+    monkeypatch.setenv("CUSTOMER_ASSETS_SOURCE", str(changed))
+    monkeypatch.setenv("CUSTOMER_ASSETS_COLUMNS", CDNOW_CSV_COLUMNS)
+    other = str(tmp_path / "other.duckdb")
+    materialize_cutoff("1998-04-01", other, instance=dg.DagsterInstance.ephemeral())
+    sql = "SELECT * FROM scores.scored_customers WHERE cutoff_date = '1998-04-01' ORDER BY customer_id"
+    pd.testing.assert_frame_equal(_q(scored, sql), _q(other, sql))

@@ -1,0 +1,127 @@
+"""Split sets and feature values on the hand-built ledger, with the expected numbers worked out by hand.
+
+Cutoff c = 2020-03-31, H = 90 -> label window (2020-03-31, 2020-06-29]; the data ends 2020-07-15.
+
+Customer A (clean rows): 01-05 10, 01-05 5, 02-10 20, 03-20 30 (id ' a '), 03-25 -5 (return),
+04-15 40, 05-01 10.
+  purchase days 01-05, 02-10, 03-20 (the return day is not a purchase day) -> purchase_days 3, frequency 2
+  recency = 03-31 - 03-20 = 11; tenure = 03-31 - 01-05 = 86 (26 + 29 + 31, 2020 is a leap year)
+  t_x = 03-20 - 01-05 = 75; mean gap = 75 / 2 = 37.5; last gap = 03-20 - 02-10 = 39
+  monetary_total = 10 + 5 + 20 + 30 - 5 = 60; per purchase day = 20; repeat mean = (20 + 30) / 2 = 25
+  first day 15; max day 30; lines 4; returns -5 over 1 line
+  spend_30d: days > 03-01 -> 30 - 5 = 25, 1 purchase day; spend_90d: days > 01-01 -> 60, 3 purchase days
+  momentum = (3 / 90) / (3 / 87) = 87 / 90
+  labels: 40 + 10 = 50, bought, 2 purchase days, next purchase 04-15 - 03-31 = 15 days
+Customer B: 03-01 100 -> recency 30, tenure 30, frequency 0; spend_30d 0 (03-01 is not after c - 30),
+  spend_90d 100; labels 0 / false / NULL days.
+Customer C: first purchase 04-02, after c -> not a customer at c.
+Customer D: 2019-12-01 60, 2020-07-15 70 -> recency = tenure = 121; spend_90d 0, spend_180d 60;
+  the 07-15 purchase is after the window -> labels 0 / false.
+"""
+
+from datetime import date
+
+import duckdb
+import pytest
+
+from customer_assets.features import logic
+from customer_assets_tests.conftest import materialize, row_counts, source_config
+
+C = "2020-03-31"
+
+
+@pytest.fixture
+def built(ledger_csv, warehouse):
+    cfg = source_config(ledger_csv)
+    assert materialize(warehouse, "raw/transactions clean/transactions quality/rejected_transactions", run_config=cfg).success
+    result = materialize(
+        warehouse, "features/calibration_transactions features/holdout_transactions features/customer_features", partition_key=C
+    )
+    assert result.success
+    return warehouse, result
+
+
+def _features(warehouse, cutoff=C):
+    conn = duckdb.connect(warehouse, read_only=True)
+    frame = conn.execute("SELECT * FROM features.customer_features WHERE cutoff_date = ? ORDER BY customer_id", [cutoff]).df()
+    conn.close()
+    return frame.set_index("customer_id")
+
+
+def test_split_sets_hold_history_and_window(built):
+    warehouse, result = built
+    conn = duckdb.connect(warehouse, read_only=True)
+    w = conn.execute("SELECT * FROM features.cutoff_windows WHERE cutoff_date = ?", [C]).df().iloc[0]
+    assert (w.history_rows, w.holdout_rows, w.customers) == (7, 3, 3)
+    assert str(w.holdout_end.date()) == "2020-06-29" and bool(w.labels_complete)
+    # views, not copies: one narrow row per partition
+    kinds = dict(conn.execute("SELECT table_name, table_type FROM information_schema.tables WHERE table_schema = 'features'").fetchall())
+    assert kinds["calibration_transactions"] == "VIEW" and kinds["holdout_transactions"] == "VIEW"
+    hist = conn.execute("SELECT customer_id, sum(amount) FROM features.calibration_transactions WHERE cutoff_date = ? GROUP BY 1 ORDER BY 1", [C]).fetchall()
+    assert hist == [("A", 60.0), ("B", 100.0), ("D", 60.0)]
+    hold = conn.execute("SELECT customer_id, txn_date::VARCHAR FROM features.holdout_transactions WHERE cutoff_date = ? ORDER BY 2", [C]).fetchall()
+    assert hold == [("C", "2020-04-02"), ("A", "2020-04-15"), ("A", "2020-05-01")]
+    assert row_counts(result)["features/customer_features"] == 3
+
+
+def test_customer_a_features_by_hand(built):
+    a = _features(built[0]).loc["A"]
+    expected = {
+        "recency_days": 11, "frequency": 2, "purchase_days": 3, "n_transactions": 4, "monetary_total": 60.0,
+        "monetary_mean": 20.0, "repeat_monetary_mean": 25.0, "first_purchase_amount": 15.0, "max_day_spend": 30.0,
+        "tenure_days": 86, "t_x_days": 75, "mean_gap_days": 37.5, "last_gap_days": 39.0,
+        "spend_30d": 25.0, "purchases_30d": 1, "spend_90d": 60.0, "purchases_90d": 3, "spend_180d": 60.0, "spend_365d": 60.0,
+        "return_amount": -5.0, "return_count": 1,
+        "label_spend": 50.0, "label_purchase": True, "label_purchase_days": 2, "label_days_to_next_purchase": 15,
+    }
+    for col, value in expected.items():
+        assert a[col] == pytest.approx(value), col
+    assert a["momentum_ratio"] == pytest.approx(87 / 90)
+
+
+def test_one_time_and_lapsed_customers_by_hand(built):
+    f = _features(built[0])
+    assert list(f.index) == ["A", "B", "D"]  # C's first purchase is after the cutoff
+    b, d = f.loc["B"], f.loc["D"]
+    assert (b.recency_days, b.tenure_days, b.frequency, b.t_x_days) == (30, 30, 0, 0)
+    assert (b.spend_30d, b.spend_90d, b.label_spend, bool(b.label_purchase)) == (0.0, 100.0, 0.0, False)
+    assert b.isna()["mean_gap_days"] and b.isna()["label_days_to_next_purchase"]
+    assert (d.recency_days, d.tenure_days, d.spend_90d, d.spend_180d) == (121, 121, 0.0, 60.0)
+    assert (d.label_spend, bool(d.label_purchase)) == (0.0, False)  # 07-15 is after the window
+
+
+def test_labels_are_null_when_the_window_is_incomplete(built):
+    warehouse, _ = built
+    assert materialize(warehouse, "features/calibration_transactions features/holdout_transactions features/customer_features",
+                       partition_key="2020-05-01").success
+    f = _features(warehouse, "2020-05-01")
+    assert not f["labels_complete"].any()
+    assert f["label_spend"].isna().all() and f["label_purchase"].isna().all()
+
+
+def test_require_complete_labels_names_the_window():
+    with pytest.raises(logic.IncompleteLabelsError) as err:
+        logic.require_complete_labels(date(2020, 5, 1), 90, date(2020, 7, 15), "models/churn for partition 2020-05-01")
+    msg = str(err.value)
+    assert "models/churn for partition 2020-05-01" in msg and "2020-07-30" in msg and "2020-04-16" in msg
+
+
+def test_rematerializing_a_then_b_then_a_replaces_a_and_leaves_b(built, ledger_csv, tmp_path):
+    warehouse, _ = built
+    sel = "features/calibration_transactions features/holdout_transactions features/customer_features"
+    b_key = "2020-04-30"
+    assert materialize(warehouse, sel, partition_key=b_key).success
+    b_before = _features(warehouse, b_key)
+    # change the data: B buys again on 2020-03-15, then rebuild clean and only partition A
+    changed = tmp_path / "changed.csv"
+    changed.write_text(ledger_csv.read_text() + "B,2020-03-15,1,7,O99\n")
+    assert materialize(warehouse, "raw/transactions clean/transactions quality/rejected_transactions", run_config=source_config(changed)).success
+    assert materialize(warehouse, sel, partition_key=C).success
+    a_after = _features(warehouse, C)
+    assert a_after.loc["B", "recency_days"] == 16 and a_after.loc["B", "monetary_total"] == 107.0
+    assert len(a_after) == 3  # replaced, not appended
+    b_after = _features(warehouse, b_key)
+    assert b_after.equals(b_before)  # B untouched
+    conn = duckdb.connect(warehouse, read_only=True)
+    per_cutoff = dict(conn.execute("SELECT cutoff_date::VARCHAR, count(*) FROM features.customer_features GROUP BY 1").fetchall())
+    assert per_cutoff == {C: 3, b_key: 4}

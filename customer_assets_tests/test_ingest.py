@@ -1,0 +1,122 @@
+"""Reading and cleaning: types, duplicates, rejections with reasons, reconciliation, mapping errors."""
+
+import duckdb
+import pytest
+
+from customer_assets.ingest import logic
+from customer_assets.settings import CDNOW_COLUMNS, ColumnMapping
+from customer_assets_tests.conftest import LEDGER_COLUMNS, materialize, row_counts, source_config
+
+
+def _load(path, columns=LEDGER_COLUMNS, fmt=None):
+    conn = duckdb.connect()
+    spec = logic.SourceSpec(str(path), ColumnMapping.parse(columns), logic.detect_format(str(path), fmt))
+    logic.load_raw(conn, spec, "test")
+    return conn, logic.clean_transactions(conn)
+
+
+def test_ledger_is_cleaned_and_reconciled(ledger_csv):
+    conn, counts = _load(ledger_csv)
+    assert counts["raw_rows"] == 15
+    assert counts["clean_rows"] == 11
+    assert counts["rejected_rows"] == 4
+    reasons = dict(conn.execute("SELECT reject_reason, count(*) FROM quality.rejected_transactions GROUP BY 1").fetchall())
+    assert reasons == {"null_customer_id": 1, "unparseable_date": 1, "duplicate": 1, "negative_price": 1}
+    # The duplicate is the second copy (row 14), the first (row 3) is kept.
+    assert conn.execute("SELECT source_row FROM quality.rejected_transactions WHERE reject_reason = 'duplicate'").fetchone()[0] == 14
+
+
+def test_types_returns_and_id_normalisation(ledger_csv):
+    conn, _ = _load(ledger_csv)
+    rows = conn.execute(
+        "SELECT customer_id, txn_date::VARCHAR, amount, is_return FROM clean.transactions WHERE customer_id = 'A' ORDER BY source_row"
+    ).fetchall()
+    assert rows[3] == ("A", "2020-03-20", 30.0, False)  # ' a ' -> 'A'
+    assert rows[4] == ("A", "2020-03-25", -5.0, True)  # return kept as a negative amount
+    assert [r[2] for r in rows] == [10.0, 5.0, 20.0, 30.0, -5.0, 40.0, 10.0]
+    types = dict(conn.execute("SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'transactions' AND table_schema = 'clean'").fetchall())
+    assert types["txn_date"] == "DATE" and types["amount"] == "DOUBLE"
+
+
+def test_cdnow_whitespace_file_reads_every_row():
+    from customer_assets.settings import DEFAULT_SOURCE
+
+    conn, counts = _load(DEFAULT_SOURCE, CDNOW_COLUMNS)
+    assert counts["raw_rows"] == 69_659
+    assert counts["clean_rows"] + counts["rejected_rows"] == 69_659
+    assert conn.execute("SELECT count(DISTINCT customer_id) FROM clean.transactions").fetchone()[0] == 23_570
+    assert conn.execute("SELECT min(txn_date)::VARCHAR, max(txn_date)::VARCHAR FROM clean.transactions").fetchone() == ("1997-01-01", "1998-06-30")
+
+
+def test_missing_column_names_field_columns_found_and_how_to_fix(ledger_csv):
+    with pytest.raises(ValueError) as err:
+        _load(ledger_csv, "customer_id=customer,date=when,amount=qty")
+    msg = str(err.value)
+    assert "customer_id -> 'customer'" in msg
+    assert "'cust'" in msg and "'when'" in msg  # the columns that were found
+    assert "CUSTOMER_ASSETS_COLUMNS" in msg
+
+
+@pytest.mark.parametrize(
+    "mapping, fragment",
+    [
+        ("", "No column mapping"),
+        ("customer_id=a", "lacks the required field(s) date"),
+        ("customer_id=a,date=b", "either amount, or both quantity and unit_price"),
+        ("customer=a,date=b,amount=c", "Unknown field 'customer'"),
+        ("customer_id=a,date=b,amount", "is not field=Column"),
+    ],
+)
+def test_bad_mappings_are_explained(mapping, fragment):
+    with pytest.raises(ValueError, match="CUSTOMER_ASSETS_COLUMNS") as err:
+        ColumnMapping.parse(mapping)
+    assert fragment in str(err.value)
+
+
+def test_bad_paths_are_explained(tmp_path):
+    with pytest.raises(FileNotFoundError, match="Source file not found"):
+        logic.validate_source_path(str(tmp_path / "nope.csv"))
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    with pytest.raises(ValueError, match="empty"):
+        logic.validate_source_path(str(empty))
+    with pytest.raises(ValueError, match="not a file"):
+        logic.validate_source_path(str(tmp_path))
+    odd = tmp_path / "x.xlsx"
+    odd.write_text("x")
+    with pytest.raises(ValueError, match="Unsupported source file type"):
+        logic.validate_source_path(str(odd))
+
+
+def test_parquet_source_with_amount_mapping(tmp_path, ledger_csv):
+    pq = tmp_path / "ledger.parquet"
+    duckdb.connect().execute(
+        f"COPY (SELECT cust AS CustomerID, try_strptime(\"when\", '%Y-%m-%d') AS InvoiceDate, qty * price AS Total "
+        f"FROM read_csv('{ledger_csv}', all_varchar=false, ignore_errors=true) WHERE cust IS NOT NULL) TO '{pq}' (FORMAT parquet)"
+    )
+    conn, counts = _load(pq, "customer_id=CustomerID,date=InvoiceDate,amount=Total")
+    # negative totals without a quantity column are returns: A's -5 and B's -10
+    assert conn.execute("SELECT count(*) FROM clean.transactions WHERE is_return").fetchone()[0] == 2
+    assert counts["raw_rows"] == counts["clean_rows"] + counts["rejected_rows"]
+
+
+def test_dagster_config_sets_the_source_and_the_check_reconciles(ledger_csv, warehouse):
+    result = materialize(warehouse, "raw/transactions clean/transactions quality/rejected_transactions", run_config=source_config(ledger_csv))
+    assert result.success
+    checks = {e.asset_check_key.name: e.passed for e in result.get_asset_check_evaluations()}
+    assert checks == {"rows_reconcile": True, "clean_values_valid": True}
+    assert row_counts(result) == {"raw/transactions": 15, "clean/transactions": 11, "quality/rejected_transactions": 4}
+
+
+def test_environment_variables_set_the_source(ledger_csv, warehouse, monkeypatch):
+    monkeypatch.setenv("CUSTOMER_ASSETS_SOURCE", str(ledger_csv))
+    monkeypatch.setenv("CUSTOMER_ASSETS_COLUMNS", LEDGER_COLUMNS)
+    assert materialize(warehouse, "raw/transactions").success
+    assert duckdb.connect(warehouse).execute("SELECT count(*) FROM raw.transactions").fetchone()[0] == 15
+
+
+def test_env_source_without_mapping_fails_clearly(ledger_csv, warehouse, monkeypatch):
+    monkeypatch.setenv("CUSTOMER_ASSETS_SOURCE", str(ledger_csv))
+    monkeypatch.delenv("CUSTOMER_ASSETS_COLUMNS", raising=False)
+    with pytest.raises(ValueError, match="No column mapping was given"):
+        materialize(warehouse, "raw/transactions")

@@ -1,0 +1,141 @@
+"""Segments (persona rule, determinism, stored scaler) and score post-processing, on small synthetic frames."""
+
+from datetime import date
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from customer_assets.models import logic as L
+from customer_assets.scores.logic import recommended_action, value_deciles
+from customer_assets.segments import logic as S
+
+
+def _customers(n_per_group=60, seed=0):
+    rng = np.random.default_rng(seed)
+    groups = {  # recency, purchase days, spend, tenure
+        "vip": (5, 12, 900, 300),
+        "steady": (40, 4, 150, 300),
+        "gone": (280, 1, 25, 320),
+    }
+    rows = []
+    for name, (r, f, m, t) in groups.items():
+        for i in range(n_per_group):
+            rows.append({
+                "customer_id": f"{name}{i:03d}", "truth": name,
+                "recency_days": max(0, int(r * rng.lognormal(0, 0.15))),
+                "purchase_days": max(1, int(round(f * rng.lognormal(0, 0.15)))),
+                "monetary_total": m * rng.lognormal(0, 0.15),
+                "tenure_days": t,
+            })
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize(
+    "centroid, tenure, name",
+    [
+        ((-1.0, 1.0, 1.0), 400, "Champions"),
+        ((-0.2, 0.2, 0.1), 400, "Loyal"),
+        ((-0.5, -0.5, -0.4), 60, "New"),
+        ((-0.5, -0.5, -0.4), 400, "Promising"),
+        ((0.8, 0.8, 0.6), 400, "At Risk"),
+        ((0.5, 0.0, 0.0), 400, "Needs Attention"),
+        ((0.6, -0.7, -0.7), 400, "Hibernating"),
+    ],
+)
+def test_persona_rule(centroid, tenure, name):
+    assert S.persona_for(np.array(centroid), tenure) == name
+
+
+def test_kmeans_recovers_planted_groups_and_names_them():
+    frame = _customers()
+    model, labels = S.fit_segments(frame)
+    assert model.k == 3 and set(model.silhouette_by_k) == {3, 4, 5, 6, 7, 8}
+    named = pd.Series([model.personas[i] for i in labels], index=frame.truth)
+    assert (named.loc["vip"] == "Champions").all()
+    assert (named.loc["gone"] == "Hibernating").all()
+    # cluster 0 is the most valuable one
+    assert model.personas[0] == "Champions"
+
+
+def test_configured_k_and_determinism():
+    frame = _customers()
+    m1, l1 = S.fit_segments(frame, k=4)
+    m2, l2 = S.fit_segments(frame.sample(frac=1.0, random_state=1).sort_index(), k=4)
+    assert m1.k == 4 and np.array_equal(l1, l2) and m1.personas == m2.personas
+
+
+def test_stored_scaler_and_centroids_reassign_without_refit():
+    frame = _customers()
+    model, labels = S.fit_segments(frame)
+    again, dist = S.assign(model, frame)
+    assert np.array_equal(again, labels) and (dist >= 0).all()
+
+
+def test_too_few_customers_is_explained():
+    with pytest.raises(ValueError, match="at least 4 customers"):
+        S.fit_segments(_customers(1).head(3))
+
+
+def test_value_deciles():
+    d = value_deciles(np.arange(20, 0, -1))
+    assert d.tolist() == [10, 10, 9, 9, 8, 8, 7, 7, 6, 6, 5, 5, 4, 4, 3, 3, 2, 2, 1, 1]
+    assert value_deciles(np.array([5.0])).tolist() == [1]
+
+
+@pytest.mark.parametrize(
+    "segment, churn, decile, action",
+    [
+        ("Champions", 0.9, 10, "Win back now: personal outreach"),
+        ("Hibernating", 0.95, 2, "Low-cost reactivation email, or suppress"),
+        ("Loyal", 0.5, 9, "Retain: priority check-in and loyalty perk"),
+        ("New", 0.5, 3, "Nurture: second-purchase incentive"),
+        ("Champions", 0.2, 10, "Reward and upsell: VIP programme, no discount"),
+        ("Promising", 0.2, 5, "Nurture: onboarding and cross-sell"),
+    ],
+)
+def test_recommended_action(segment, churn, decile, action):
+    assert recommended_action(segment, churn, decile) == action
+
+
+def _labelled(n=400, seed=0, cutoffs=(date(2020, 1, 1), date(2020, 2, 1))):
+    rng = np.random.default_rng(seed)
+    frames = []
+    for c in cutoffs:
+        rec = rng.integers(0, 300, n)
+        freq = rng.integers(0, 10, n)
+        p = 1 / (1 + np.exp(0.02 * rec - 0.3 * freq))
+        buy = rng.random(n) < p
+        f = pd.DataFrame({col: rng.random(n) for col in L.FEATURE_COLUMNS})
+        f["recency_days"], f["frequency"], f["spend_90d"] = rec, freq, freq * 10.0
+        f["cutoff_date"] = pd.Timestamp(c)
+        f["label_purchase"] = buy
+        f["label_spend"] = np.where(buy, 20 + 5 * freq, 0.0)
+        f["label_days_to_next_purchase"] = np.where(buy, rng.integers(1, 90, n), np.nan)
+        frames.append(f)
+    return pd.concat(frames, ignore_index=True)
+
+
+def test_churn_model_learns_and_calibrates_out_of_time():
+    frame = _labelled()
+    rec = L.train_churn(frame, date(2020, 2, 1))
+    assert rec.training_cutoffs == [date(2020, 1, 1), date(2020, 2, 1)]
+    assert rec.metrics["validation_roc_auc"] > 0.75
+    assert rec.calibration["method"] == "platt" and rec.calibration["fitted_on_cutoff"] == "2020-02-01"
+    p = L.predict_purchase(L.ModelRecord.from_row(rec.to_row(date(2020, 2, 1))), frame)
+    assert ((p > 0) & (p < 1)).all()
+    # calibrated on the validation cutoff: mean prediction is close to the base rate there
+    latest = frame[frame.cutoff_date == pd.Timestamp("2020-02-01")]
+    assert abs(L.predict_purchase(rec, latest).mean() - latest.label_purchase.mean()) < 0.05
+
+
+def test_single_class_labels_are_refused_clearly():
+    frame = _labelled()
+    frame["label_purchase"] = False
+    with pytest.raises(L.InsufficientDataError, match="single class"):
+        L.train_churn(frame, date(2020, 2, 1))
+
+
+def test_too_few_labelled_customers_are_refused_clearly():
+    with pytest.raises(L.InsufficientDataError, match="at least 50 are needed"):
+        L.train_spend(_labelled(n=10, cutoffs=(date(2020, 2, 1),)), date(2020, 2, 1))
