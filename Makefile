@@ -40,8 +40,10 @@ lint: install-dev
 ui: install $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
 
+# Opens the DuckDB CLI read-only on the warehouse (CUSTOMER_ASSETS_DB overrides the default).
 sql: install
-	$(BIN)/python -m customer_assets.sql
+	$(BIN)/python -m pip install --quiet "duckdb-cli>=1.5,<2"
+	$(BIN)/duckdb -readonly "$${CUSTOMER_ASSETS_DB:-data/warehouse.duckdb}"
 
 clean:
 	rm -rf $(VENV) .dagster_home data/warehouse.duckdb data/warehouse.duckdb.wal

@@ -115,3 +115,20 @@ def test_scores_do_not_depend_on_transactions_after_the_cutoff(scored, cdnow_sli
     materialize_cutoff("1998-04-01", other, instance=dg.DagsterInstance.ephemeral())
     sql = "SELECT * FROM scores.scored_customers WHERE cutoff_date = '1998-04-01' ORDER BY customer_id"
     pd.testing.assert_frame_equal(_q(scored, sql), _q(other, sql))
+
+
+def test_warehouse_opens_in_the_duckdb_cli(scored):
+    """The file is readable by the DuckDB 1.5 CLI that `pip install duckdb-cli` installs (dev extra)."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    cli = shutil.which("duckdb", path=str(Path(sys.executable).parent)) or shutil.which("duckdb")
+    if cli is None:
+        pytest.skip("duckdb CLI not installed (pip install duckdb-cli)")
+    out = subprocess.run(
+        [cli, "-readonly", "-csv", scored, "SELECT count(*) FROM scores.scored_customers WHERE cutoff_date = '1998-06-30'"],
+        capture_output=True, text=True, check=True, timeout=60,
+    )
+    assert out.stdout.strip().splitlines()[-1] == "2000"
