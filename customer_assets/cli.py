@@ -93,10 +93,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nWarehouse: {db}")
         print("Tables: raw.transactions, clean.transactions, quality.rejected_transactions, features.customer_features,")
         print("        segments.customer_segments, models.{churn,spend,ltv,next_purchase}, scores.scored_customers")
-        print("Try:")
-        print(f"  duckdb {db} \"SELECT segment, count(*) AS customers, round(avg(churn_probability), 3) AS churn, "
-              f"round(sum(predicted_ltv)) AS ltv FROM scores.scored_customers WHERE cutoff_date = '{cutoff}' "
-              "GROUP BY segment ORDER BY ltv DESC\"")
+        print("Try this query in `make sql` (DuckDB CLI, read-only) or any DuckDB client:")
+        print(f"  SELECT segment, count(*) AS customers, round(avg(churn_probability), 3) AS mean_churn, "
+              f"round(sum(predicted_ltv)) AS expected_ltv FROM scores.scored_customers WHERE cutoff_date = '{cutoff}' "
+              "GROUP BY segment ORDER BY expected_ltv DESC;")
     return 0
 
 

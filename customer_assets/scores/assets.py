@@ -36,16 +36,16 @@ def score_frame(feats: pd.DataFrame, segs: pd.DataFrame, models: dict[str, L.Mod
     df = feats.merge(segs[["customer_id", "segment"]], on="customer_id", how="left", validate="one_to_one")
     if df["segment"].isna().any():
         raise ValueError(f"{int(df['segment'].isna().sum())} customers at {cutoff} have no segment")
-    p = L.predict_purchase(models["churn"], df)
+    p = L.predict_purchase(models["churn"], df).astype("float64")
     out = pd.DataFrame({
         "cutoff_date": cutoff,
         "customer_id": df["customer_id"],
         "segment": df["segment"],
         "purchase_probability": p,
         "churn_probability": 1.0 - p,
-        "predicted_spend": L.predict_spend(models["spend"], df),
-        "predicted_ltv": L.predict_ltv(models["ltv"], df, LTV_HORIZON_DAYS),
-        "predicted_days_to_next_purchase": L.predict_next_purchase(models["next_purchase"], df),
+        "predicted_spend": L.predict_spend(models["spend"], df).astype("float64"),
+        "predicted_ltv": L.predict_ltv(models["ltv"], df, LTV_HORIZON_DAYS).astype("float64"),
+        "predicted_days_to_next_purchase": L.predict_next_purchase(models["next_purchase"], df).astype("float64"),
     })
     out["value_decile"] = S.value_deciles(out["predicted_ltv"].to_numpy()).astype("int32")
     out["recommended_action"] = S.recommended_actions(out)
