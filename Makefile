@@ -31,11 +31,11 @@ run: install $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/customer-assets materialize
 
 test: install-dev
-	$(BIN)/ruff check customer_assets customer_assets_tests benchmarks
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
 lint: install-dev
-	$(BIN)/ruff check customer_assets customer_assets_tests benchmarks
+	$(BIN)/ruff check .
 
 ui: install $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
