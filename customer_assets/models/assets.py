@@ -99,48 +99,40 @@ def _model_asset(name: str, kinds: set[str], description: str):
     return decorator
 
 
+def _train(context: dg.AssetExecutionContext, duckdb: DuckDBResource, name: str, config: TrainingConfig, fit) -> dg.MaterializeResult:
+    """Build the training frame of the partition, fit with ``fit(frame, cutoff)``, store the record."""
+    cutoff = date.fromisoformat(context.partition_key)
+    with duckdb.get_connection() as conn:
+        frame = training_frame(conn, cutoff, config, name, context.log.info)
+        record = fit(frame, cutoff)
+        store(conn, record, cutoff)
+    return result(record)
+
+
 @_model_asset("churn", {"xgboost", "sklearn"},
               "Purchase classifier (XGBoost) trained at t with Platt calibration fitted out of time; churn = 1 - P(purchase in H).")
 def churn(context: dg.AssetExecutionContext, config: TrainingConfig, duckdb: DuckDBResource) -> dg.MaterializeResult:
-    cutoff = date.fromisoformat(context.partition_key)
-    with duckdb.get_connection() as conn:
-        frame = training_frame(conn, cutoff, config, "churn", context.log.info)
-        record = L.train_churn(frame, cutoff, log=context.log.info)
-        store(conn, record, cutoff)
-    return result(record)
+    return _train(context, duckdb, "churn", config, lambda f, c: L.train_churn(f, c, log=context.log.info))
 
 
 @_model_asset("spend", {"xgboost"}, "Expected net spend in the next H days (XGBoost, Tweedie objective).")
 def spend(context: dg.AssetExecutionContext, config: TrainingConfig, duckdb: DuckDBResource) -> dg.MaterializeResult:
-    cutoff = date.fromisoformat(context.partition_key)
-    with duckdb.get_connection() as conn:
-        frame = training_frame(conn, cutoff, config, "spend", context.log.info)
-        record = L.train_spend(frame, cutoff, log=context.log.info)
-        store(conn, record, cutoff)
-    return result(record)
+    return _train(context, duckdb, "spend", config, lambda f, c: L.train_spend(f, c, log=context.log.info))
 
 
 @_model_asset("next_purchase", {"xgboost"},
               "Days to the next purchase: XGBoost accelerated failure time, right-censored at the horizon.")
 def next_purchase(context: dg.AssetExecutionContext, config: TrainingConfig, duckdb: DuckDBResource) -> dg.MaterializeResult:
-    cutoff = date.fromisoformat(context.partition_key)
-    with duckdb.get_connection() as conn:
-        frame = training_frame(conn, cutoff, config, "next_purchase", context.log.info)
-        record = L.train_next_purchase(frame, cutoff, HORIZON_DAYS, log=context.log.info)
-        store(conn, record, cutoff)
-    return result(record)
+    return _train(context, duckdb, "next_purchase", config,
+                  lambda f, c: L.train_next_purchase(f, c, HORIZON_DAYS, log=context.log.info))
 
 
 @_model_asset("ltv", set(),
               "Lifetime value over the LTV horizon: BG/NBD purchases x Gamma-Gamma spend, fitted on the histories at t "
               "(scipy implementation, parameters stored as JSON).")
 def ltv(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.MaterializeResult:
-    cutoff = date.fromisoformat(context.partition_key)
-    with duckdb.get_connection() as conn:
-        frame = training_frame(conn, cutoff, TrainingConfig(stacked_cutoffs=0), "ltv", context.log.info)
-        record = L.train_ltv(frame, cutoff, HORIZON_DAYS, LTV_HORIZON_DAYS, log=context.log.info)
-        store(conn, record, cutoff)
-    return result(record)
+    return _train(context, duckdb, "ltv", TrainingConfig(stacked_cutoffs=0),
+                  lambda f, c: L.train_ltv(f, c, HORIZON_DAYS, LTV_HORIZON_DAYS, log=context.log.info))
 
 
 MODEL_ASSETS = [churn, spend, next_purchase, ltv]

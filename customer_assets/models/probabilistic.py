@@ -52,6 +52,20 @@ def _compress(*cols: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
     return [uniq[:, i] for i in range(uniq.shape[1])], counts.astype(float)
 
 
+def _minimize(nll, x0: np.ndarray) -> tuple[np.ndarray, float, bool, str]:
+    """Minimise ``nll`` with L-BFGS-B; if it does not converge, try Nelder-Mead from there.
+
+    Returns the solution, its objective, whether the chosen run converged, and its method.
+    """
+    res = optimize.minimize(nll, x0, method="L-BFGS-B")
+    if res.success:
+        return res.x, float(res.fun), True, "L-BFGS-B"
+    res2 = optimize.minimize(nll, res.x, method="Nelder-Mead", options={"maxiter": 20000, "xatol": 1e-8, "fatol": 1e-8})
+    if res2.fun <= res.fun:
+        return res2.x, float(res2.fun), bool(res2.success), "Nelder-Mead (after L-BFGS-B did not converge)"
+    return res.x, float(res.fun), False, "L-BFGS-B (not converged; Nelder-Mead was no better)"
+
+
 def bgnbd_log_likelihood(
     r: float, alpha: float, a: float, b: float, x: np.ndarray, t_x: np.ndarray, T: np.ndarray
 ) -> np.ndarray:
@@ -110,15 +124,9 @@ def fit_bgnbd(
         val = -float(np.sum(w * ll))
         return val if np.isfinite(val) else 1e300
 
-    x0 = np.log(np.asarray(initial, dtype=float))
-    res = optimize.minimize(nll, x0, method="L-BFGS-B")
-    method = "L-BFGS-B"
-    if not res.success:
-        res2 = optimize.minimize(nll, res.x, method="Nelder-Mead", options={"maxiter": 20000, "xatol": 1e-8, "fatol": 1e-8})
-        if res2.fun <= res.fun:
-            res, method = res2, "Nelder-Mead (after L-BFGS-B did not converge)"
-    r, alpha, a, b = np.exp(res.x)
-    return BGNBDParams(float(r), float(alpha), float(a), float(b), -float(res.fun), bool(res.success), method)
+    sol, fun, converged, method = _minimize(nll, np.log(np.asarray(initial, dtype=float)))
+    r, alpha, a, b = np.exp(sol)
+    return BGNBDParams(float(r), float(alpha), float(a), float(b), -fun, converged, method)
 
 
 def bgnbd_p_alive(params: BGNBDParams, x, t_x, T) -> np.ndarray:
@@ -200,15 +208,9 @@ def fit_gamma_gamma(x: np.ndarray, m: np.ndarray, initial: tuple[float, float, f
         val = -float(np.sum(w * gamma_gamma_log_likelihood(p, q, v, ux, um)))
         return val if np.isfinite(val) else 1e300
 
-    x0 = np.log(np.asarray(initial, dtype=float))
-    res = optimize.minimize(nll, x0, method="L-BFGS-B")
-    method = "L-BFGS-B"
-    if not res.success:
-        res2 = optimize.minimize(nll, res.x, method="Nelder-Mead", options={"maxiter": 20000, "xatol": 1e-8, "fatol": 1e-8})
-        if res2.fun <= res.fun:
-            res, method = res2, "Nelder-Mead (after L-BFGS-B did not converge)"
-    p, q, v = np.exp(res.x)
-    return GammaGammaParams(float(p), float(q), float(v), -float(res.fun), bool(res.success), method)
+    sol, fun, converged, method = _minimize(nll, np.log(np.asarray(initial, dtype=float)))
+    p, q, v = np.exp(sol)
+    return GammaGammaParams(float(p), float(q), float(v), -fun, converged, method)
 
 
 def gamma_gamma_expected_spend(params: GammaGammaParams, x, m) -> np.ndarray:
