@@ -66,11 +66,14 @@ def test_cutoff_1998_04_01_uses_models_trained_at_1998_01_01(scored):
 
 
 def test_models_are_stored_in_portable_formats(scored):
-    rows = _q(scored, "SELECT model_name, artifact_format, artifact, metrics FROM models.churn UNION ALL "
-                      "SELECT model_name, artifact_format, artifact, metrics FROM models.ltv")
+    rows = pd.concat([_q(scored, f"SELECT model_name, artifact_format, artifact, metrics, promoted FROM models.{n}")
+                      for n in ("churn", "spend", "ltv", "next_purchase")])
     for r in rows.itertuples():
-        json.loads(r.artifact)  # JSON text: loading never executes code
-        assert r.artifact_format in ("xgboost-json", "json-params")
+        assert r.artifact_format in ("xgboost-json", "lightgbm-text", "json-coefficients", "json-params", "bgnbd-features")
+        if r.artifact_format == "lightgbm-text":
+            assert r.artifact.startswith("tree\nversion=")  # LightGBM's own text model format
+        else:
+            json.loads(r.artifact)  # JSON text: loading never executes code
         assert not r.artifact.startswith("\x80")  # not a pickle stream
     churn_metrics = json.loads(rows[rows.model_name == "churn"].metrics.iloc[0])
     assert 0.5 < churn_metrics["validation_roc_auc"] <= 1.0

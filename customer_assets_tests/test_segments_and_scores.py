@@ -98,44 +98,83 @@ def test_recommended_action(segment, churn, decile, action):
     assert recommended_action(segment, churn, decile) == action
 
 
-def _labelled(n=400, seed=0, cutoffs=(date(2020, 1, 1), date(2020, 2, 1))):
-    rng = np.random.default_rng(seed)
-    frames = []
-    for c in cutoffs:
-        rec = rng.integers(0, 300, n)
-        freq = rng.integers(0, 10, n)
-        p = 1 / (1 + np.exp(0.02 * rec - 0.3 * freq))
-        buy = rng.random(n) < p
-        f = pd.DataFrame({col: rng.random(n) for col in L.FEATURE_COLUMNS})
-        f["recency_days"], f["frequency"], f["spend_90d"] = rec, freq, freq * 10.0
-        f["cutoff_date"] = pd.Timestamp(c)
-        f["label_purchase"] = buy
-        f["label_spend"] = np.where(buy, 20 + 5 * freq, 0.0)
-        f["label_days_to_next_purchase"] = np.where(buy, rng.integers(1, 90, n), np.nan)
-        frames.append(f)
-    return pd.concat(frames, ignore_index=True)
+def _labelled_cutoff(c: date, n=400) -> pd.DataFrame:
+    """A synthetic labelled feature frame for cutoff ``c``: buying depends on recency and frequency."""
+    rng = np.random.default_rng(c.toordinal())
+    rec = rng.integers(0, 300, n)
+    freq = rng.integers(0, 10, n)
+    p = 1 / (1 + np.exp(0.02 * rec - 0.3 * freq))
+    buy = rng.random(n) < p
+    f = pd.DataFrame({col: rng.random(n) for col in L.FEATURE_COLUMNS})
+    f["customer_id"] = [f"c{i}" for i in range(n)]
+    f["recency_days"], f["frequency"], f["spend_90d"] = rec, freq, freq * 10.0
+    f["tenure_days"], f["t_x_days"] = 320, np.minimum(rng.integers(0, 300, n), 320 - rec).clip(0)
+    f["repeat_monetary_mean"] = np.where(freq > 0, 20 + 5 * rng.random(n), 0.0)
+    f["monetary_mean"] = 25.0
+    f["cutoff_date"] = pd.Timestamp(c)
+    f["label_purchase"] = buy
+    f["label_spend"] = np.where(buy, 20 + 5 * freq, 0.0)
+    f["label_days_to_next_purchase"] = np.where(buy, rng.integers(1, 90, n), np.nan)
+    return f
 
 
-def test_churn_model_learns_and_calibrates_out_of_time():
-    frame = _labelled()
-    rec = L.train_churn(frame, date(2020, 2, 1))
-    assert rec.training_cutoffs == [date(2020, 1, 1), date(2020, 2, 1)]
-    assert rec.metrics["validation_roc_auc"] > 0.75
-    assert rec.calibration["method"] == "platt" and rec.calibration["fitted_on_cutoff"] == "2020-02-01"
-    p = L.predict_purchase(L.ModelRecord.from_row(rec.to_row(date(2020, 2, 1))), frame)
+def _data(t=date(2020, 6, 1), load=_labelled_cutoff):
+    return L.TrainingData(t, 90, date(2019, 1, 1), load, stack_options=((1, 30), (2, 30)))
+
+
+def test_churn_model_is_selected_and_calibrated_out_of_time():
+    data = _data()
+    rec = L.train_churn(data)
+    # final fit: t and earlier cutoffs; validation fit: cutoffs whose windows end by t (<= t - 90 days)
+    assert rec.training_cutoffs[0] == date(2020, 6, 1)
+    assert all(row["stacked_cutoffs"] in (1, 2) for row in rec.params["selection"])
+    assert {row["family"] for row in rec.params["selection"]} >= {"logistic", "xgboost", "lightgbm"}
+    assert rec.metrics["validation_roc_auc"] > 0.75 and rec.promoted
+    assert rec.calibration["method"] == "platt" and rec.calibration["fitted_on_cutoff"] == "2020-06-01"
+    p = L.predict_purchase(L.ModelRecord.from_row(rec.to_row(date(2020, 6, 1))), _labelled_cutoff(date(2020, 9, 1)))
     assert ((p > 0) & (p < 1)).all()
-    # calibrated on the validation cutoff: mean prediction is close to the base rate there
-    latest = frame[frame.cutoff_date == pd.Timestamp("2020-02-01")]
-    assert abs(L.predict_purchase(rec, latest).mean() - latest.label_purchase.mean()) < 0.05
+    # calibrated out of time: on a fresh cutoff the mean prediction is close to the base rate
+    fresh = _labelled_cutoff(date(2020, 9, 1))
+    assert abs(p.mean() - fresh.label_purchase.mean()) < 0.05
+
+
+def test_validation_never_loads_a_cutoff_after_the_partition():
+    seen = []
+
+    def load(c):
+        seen.append(c)
+        return _labelled_cutoff(c)
+
+    L.train_spend(_data(load=load))
+    assert max(seen) == date(2020, 6, 1)
+    assert date(2020, 3, 3) in seen  # validation trains on t - H
 
 
 def test_single_class_labels_are_refused_clearly():
-    frame = _labelled()
-    frame["label_purchase"] = False
+    def load(c):
+        return _labelled_cutoff(c).assign(label_purchase=False)
+
     with pytest.raises(L.InsufficientDataError, match="single class"):
-        L.train_churn(frame, date(2020, 2, 1))
+        L.train_churn(_data(load=load))
+
+
+def test_too_little_history_is_refused_clearly():
+    data = L.TrainingData(date(2019, 3, 1), 90, date(2019, 1, 1), _labelled_cutoff)
+    with pytest.raises(L.InsufficientDataError, match="at least two horizons"):
+        L.train_spend(data)
 
 
 def test_too_few_labelled_customers_are_refused_clearly():
     with pytest.raises(L.InsufficientDataError, match="at least 50 are needed"):
-        L.train_spend(_labelled(n=10, cutoffs=(date(2020, 2, 1),)), date(2020, 2, 1))
+        L.train_spend(_data(load=lambda c: _labelled_cutoff(c, n=10)))
+
+
+def test_a_model_that_does_not_beat_the_baseline_is_not_promoted():
+    def load(c):  # buying is exactly "recency below 100 days": -recency has ROC-AUC 1.0, nothing can beat it
+        f = _labelled_cutoff(c)
+        return f.assign(label_purchase=f.recency_days < 100)
+
+    rec = L.train_churn(_data(load=load))
+    assert rec.metrics["baseline_neg_recency_roc_auc"] == 1.0
+    assert not rec.promoted and rec.to_row(date(2020, 6, 1))["promoted"] is False
+    assert rec.notes[0].startswith("not promoted: validation ROC-AUC")

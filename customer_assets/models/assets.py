@@ -6,7 +6,7 @@ Scoring at s uses the models of partition s - H.
 """
 
 
-from datetime import date, timedelta
+from datetime import date
 
 import dagster as dg
 import pandas as pd
@@ -24,25 +24,29 @@ GROUP = "models"
 
 
 class TrainingConfig(dg.Config):
-    """How many earlier cutoffs to stack into the training set, and how far apart (days)."""
+    """Candidate stacking depths as "<cutoffs>x<days apart>" (chosen by validation) and a per-cutoff row cap."""
 
-    stacked_cutoffs: int = 4
-    stack_step_days: int = 30
-
-
-def stacked_cutoffs(cutoff: date, data_start: date, n: int, step: int) -> list[date]:
-    """``cutoff`` and up to ``n`` earlier cutoffs ``step`` days apart that still have a history."""
-    out = [cutoff]
-    for j in range(1, n + 1):
-        c = cutoff - timedelta(days=j * step)
-        if c < data_start + timedelta(days=step):
-            break
-        out.append(c)
-    return out
+    stack_options: list[str] = [f"{n}x{step}" for n, step in L.STACK_OPTIONS]
+    max_rows_per_cutoff: int = L.MAX_ROWS_PER_CUTOFF
 
 
-def training_frame(conn, cutoff: date, config: TrainingConfig, what: str, log) -> pd.DataFrame:
-    """Features with complete labels at ``cutoff`` (from the warehouse) plus stacked earlier cutoffs."""
+def parse_stack_options(options: list[str]) -> tuple[tuple[int, int], ...]:
+    out = []
+    for o in options:
+        try:
+            n, step = (int(v) for v in o.lower().split("x"))
+        except ValueError:
+            raise dg.Failure(f"stack option {o!r} is not <cutoffs>x<days>, e.g. 4x30") from None
+        if n < 1 or step < 1:
+            raise dg.Failure(f"stack option {o!r} needs at least 1 cutoff and 1 day")
+        out.append((n, step))
+    if not out:
+        raise dg.Failure("stack_options is empty: give at least one, e.g. 4x30")
+    return tuple(out)
+
+
+def training_data(conn, cutoff: date, config: TrainingConfig, what: str) -> L.TrainingData:
+    """Labelled features at ``cutoff`` (from the warehouse) and, on demand, at earlier cutoffs (same SQL)."""
     start, end = F.data_bounds(conn)
     try:
         F.require_complete_labels(cutoff, HORIZON_DAYS, end, f"models/{what} for partition {cutoff}")
@@ -51,12 +55,17 @@ def training_frame(conn, cutoff: date, config: TrainingConfig, what: str, log) -
     base = conn.execute("SELECT * FROM features.customer_features WHERE cutoff_date = ?", [cutoff]).df()
     if base.empty:
         raise dg.Failure(f"features/customer_features has no rows for partition {cutoff}: materialize it first.")
-    frames = [base]
-    for c in stacked_cutoffs(cutoff, start, config.stacked_cutoffs, config.stack_step_days)[1:]:
-        frames.append(F.compute_features(conn, c, HORIZON_DAYS, end))
-    frame = pd.concat(frames, ignore_index=True)
-    log(f"training frame for {what}: {len(frame):,} rows from {len(frames)} cutoffs")
-    return frame
+    cache = {cutoff: base}
+
+    def load(c: date) -> pd.DataFrame:
+        if c > cutoff:
+            raise AssertionError(f"training at {cutoff} asked for features at a later cutoff {c}")
+        if c not in cache:
+            cache[c] = F.compute_features(conn, c, HORIZON_DAYS, end)
+        return cache[c]
+
+    return L.TrainingData(cutoff, HORIZON_DAYS, start, load, parse_stack_options(config.stack_options),
+                          config.max_rows_per_cutoff)
 
 
 def store(conn, record: L.ModelRecord, cutoff: date) -> None:
@@ -77,6 +86,9 @@ def result(record: L.ModelRecord) -> dg.MaterializeResult:
             "n_train_rows": record.n_train_rows,
             "features": dg.MetadataValue.json(record.features),
             "notes": dg.MetadataValue.json(record.notes),
+            "family": str(record.params.get("family", record.library)),
+            "promoted": record.promoted,
+            "selection": dg.MetadataValue.md(markdown_preview(pd.DataFrame(record.params.get("selection", [])), n=50)),
             "metrics": dg.MetadataValue.md(markdown_preview(pd.DataFrame([record.metrics]).T.reset_index()
                                                            .rename(columns={"index": "metric", 0: "value"}), n=50)),
         }
@@ -103,36 +115,38 @@ def _train(context: dg.AssetExecutionContext, duckdb: DuckDBResource, name: str,
     """Build the training frame of the partition, fit with ``fit(frame, cutoff)``, store the record."""
     cutoff = date.fromisoformat(context.partition_key)
     with duckdb.get_connection() as conn:
-        frame = training_frame(conn, cutoff, config, name, context.log.info)
-        record = fit(frame, cutoff)
+        record = fit(training_data(conn, cutoff, config, name))
         store(conn, record, cutoff)
+    context.log.info(f"models/{name} {cutoff}: {record.params.get('family', record.library)}, metrics {record.metrics}")
     return result(record)
 
 
 @_model_asset("churn", {"xgboost", "sklearn"},
-              "Purchase classifier (XGBoost) trained at t with Platt calibration fitted out of time; churn = 1 - P(purchase in H).")
+              "P(purchase in H): the best of logistic regression, XGBoost, LightGBM and their BG/NBD-feature blends on an "
+              "out-of-time validation, Platt-calibrated out of time; churn = 1 - P(purchase in H).")
 def churn(context: dg.AssetExecutionContext, config: TrainingConfig, duckdb: DuckDBResource) -> dg.MaterializeResult:
-    return _train(context, duckdb, "churn", config, lambda f, c: L.train_churn(f, c, log=context.log.info))
+    return _train(context, duckdb, "churn", config, lambda d: L.train_churn(d, log=context.log.info))
 
 
-@_model_asset("spend", {"xgboost"}, "Expected net spend in the next H days (XGBoost, Tweedie objective).")
+@_model_asset("spend", {"xgboost"}, "Expected net spend in the next H days: the best of XGBoost/LightGBM (Tweedie), their BG/NBD blends and "
+              "BG/NBD + Gamma-Gamma itself, on an out-of-time validation.")
 def spend(context: dg.AssetExecutionContext, config: TrainingConfig, duckdb: DuckDBResource) -> dg.MaterializeResult:
-    return _train(context, duckdb, "spend", config, lambda f, c: L.train_spend(f, c, log=context.log.info))
+    return _train(context, duckdb, "spend", config, lambda d: L.train_spend(d, log=context.log.info))
 
 
 @_model_asset("next_purchase", {"xgboost"},
               "Days to the next purchase: XGBoost accelerated failure time, right-censored at the horizon.")
 def next_purchase(context: dg.AssetExecutionContext, config: TrainingConfig, duckdb: DuckDBResource) -> dg.MaterializeResult:
     return _train(context, duckdb, "next_purchase", config,
-                  lambda f, c: L.train_next_purchase(f, c, HORIZON_DAYS, log=context.log.info))
+                  lambda d: L.train_next_purchase(d, log=context.log.info))
 
 
 @_model_asset("ltv", set(),
               "Lifetime value over the LTV horizon: BG/NBD purchases x Gamma-Gamma spend, fitted on the histories at t "
               "(scipy implementation, parameters stored as JSON).")
 def ltv(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.MaterializeResult:
-    return _train(context, duckdb, "ltv", TrainingConfig(stacked_cutoffs=0),
-                  lambda f, c: L.train_ltv(f, c, HORIZON_DAYS, LTV_HORIZON_DAYS, log=context.log.info))
+    return _train(context, duckdb, "ltv", TrainingConfig(),
+                  lambda d: L.train_ltv(d.load(d.cutoff), d.cutoff, HORIZON_DAYS, LTV_HORIZON_DAYS, log=context.log.info))
 
 
 MODEL_ASSETS = [churn, spend, next_purchase, ltv]

@@ -1,36 +1,38 @@
 """Model training and prediction, as pure functions over feature frames.
 
-Every supervised model follows the same out-of-time recipe at model partition ``t``:
+Every supervised model of partition ``t`` is chosen and fitted without peeking:
 
-1. *validation fit*: train on the stacked earlier cutoffs ``t-k, t-2k, ...`` and
-   evaluate on cutoff ``t`` (whose labels end at ``t + H``). These are the recorded
-   validation metrics, and for churn the held-out predictions fit the calibrator;
-2. *final fit*: train with the same settings on ``t`` plus the earlier cutoffs.
+1. *validation*: candidates (families x stacking depths) are fit on cutoffs whose label
+   windows end by ``t`` (``t - H``, ``t - H - step``, ...) and scored on cutoff ``t``,
+   whose labels end at ``t + H``. Those are the recorded validation metrics, and the
+   churn calibration is fitted on the champion's out-of-time predictions there;
+2. *final fit*: the champion is refit on ``t, t - step, ...`` with the same settings.
 
 So the model of partition ``t`` has seen data dated up to ``t + H`` and nothing later.
-Artifacts are portable: XGBoost JSON text, and plain JSON parameters for the
-probabilistic models. Loading them never executes code.
+A champion that does not beat the naive baseline on validation is stored with
+``promoted = false``; scoring then keeps the last promoted model. Artifacts are
+portable: XGBoost JSON, LightGBM model text, JSON coefficients or parameters.
+Loading them never executes code.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import xgboost as xgb
 from sklearn.linear_model import LogisticRegression
 
 from customer_assets.evaluation import metrics as M
 from customer_assets.features.logic import FEATURE_COLUMNS
+from customer_assets.models import candidates as C
 from customer_assets.models import probabilistic as P
 
 WEEK = 7.0
 MIN_LABELLED_CUSTOMERS = 50
-XGB_THREADS = 2
 
 
 @dataclass
@@ -50,10 +52,16 @@ class ModelRecord:
     calibration: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
+    @property
+    def promoted(self) -> bool:
+        return bool(self.params.get("promoted", True))
+
     def to_row(self, cutoff: date) -> dict[str, Any]:
         return {
             "cutoff_date": cutoff,
             "model_name": self.model_name,
+            "family": str(self.params.get("family", self.library)),
+            "promoted": bool(self.params.get("promoted", True)),
             "library": self.library,
             "library_version": self.library_version,
             "artifact_format": self.artifact_format,
@@ -106,200 +114,278 @@ def _matrix(frame: pd.DataFrame, features: list[str]) -> np.ndarray:
     return frame[features].astype(float).to_numpy()
 
 
-# ----------------------------------------------------------------------------- XGBoost helpers
+# ----------------------------------------------------------------------------- selection and training
 
-CHURN_PARAMS = {
-    "objective": "binary:logistic",
-    "eval_metric": "logloss",
-    "eta": 0.05,
-    "max_depth": 4,
-    "min_child_weight": 10,
-    "subsample": 0.8,
-    "colsample_bytree": 0.8,
-    "lambda": 1.0,
-    "seed": 0,
-    "nthread": XGB_THREADS,
-}
-SPEND_PARAMS = {
-    "objective": "reg:tweedie",
-    "tweedie_variance_power": 1.5,
-    "eval_metric": "rmse",
-    "eta": 0.05,
-    "max_depth": 4,
-    "min_child_weight": 10,
-    "subsample": 0.8,
-    "colsample_bytree": 0.8,
-    "seed": 0,
-    "nthread": XGB_THREADS,
-}
-NEXT_PARAMS = {
-    "objective": "survival:aft",
-    "eval_metric": "aft-nloglik",
-    "aft_loss_distribution": "normal",
-    "aft_loss_distribution_scale": 1.0,
-    "eta": 0.05,
-    "max_depth": 4,
-    "min_child_weight": 10,
-    "subsample": 0.8,
-    "seed": 0,
-    "nthread": XGB_THREADS,
-}
-MAX_ROUNDS = 600
-EARLY_STOP = 40
+STACK_OPTIONS = ((2, 30), (4, 30), (8, 30))
+MAX_ROWS_PER_CUTOFF = 200_000
+CHURN_FAMILIES = ("logistic", "xgboost", "lightgbm", "xgboost+bgnbd", "lightgbm+bgnbd")
+SPEND_FAMILIES = ("xgboost", "lightgbm", "xgboost+bgnbd", "lightgbm+bgnbd", "bgnbd")
 
 
-def booster_to_text(booster: xgb.Booster) -> str:
-    return bytes(booster.save_raw(raw_format="json")).decode("utf-8")
+@dataclass
+class TrainingData:
+    """What a model of partition ``cutoff`` may use: labelled features at ``cutoff`` and earlier cutoffs.
+
+    ``load(c)`` returns the features of cutoff ``c`` with complete labels.
+    """
+
+    cutoff: date
+    horizon_days: int
+    data_start: date
+    load: Any
+    stack_options: tuple = STACK_OPTIONS
+    max_rows_per_cutoff: int = MAX_ROWS_PER_CUTOFF
+
+    def cutoffs(self, last: date, n: int, step: int) -> list[date]:
+        """``last`` and up to ``n - 1`` earlier cutoffs ``step`` days apart that still have 30 days of history."""
+        out = []
+        for j in range(n):
+            c = last - timedelta(days=j * step)
+            if c < self.data_start + timedelta(days=30):
+                break
+            out.append(c)
+        return out
+
+    def frame(self, cutoffs: list[date]) -> pd.DataFrame:
+        parts = []
+        for c in cutoffs:
+            f = self.load(c)
+            if len(f) > self.max_rows_per_cutoff:
+                # deterministic sample by customer id hash, so reruns give the same rows
+                keep = pd.util.hash_pandas_object(f["customer_id"], index=False) % len(f) < self.max_rows_per_cutoff
+                f = f[keep.to_numpy()]
+            parts.append(f)
+        return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 
-def booster_from_text(text: str) -> xgb.Booster:
-    booster = xgb.Booster()
-    booster.load_model(bytearray(text.encode("utf-8")))
-    return booster
+def _task(task: str, horizon_days: int):
+    """label function, objective and validation metric of a task."""
+    if task == "churn":
+        return (lambda f: {"label": f["label_purchase"].astype(float).to_numpy()}), "binary", M.roc_auc
+    if task == "spend":
+        return (lambda f: {"label": np.clip(f["label_spend"].astype(float).to_numpy(), 0, None)}), "tweedie", M.r2
+    if task == "next_purchase":
+        def label(f):
+            days = f["label_days_to_next_purchase"].astype(float).to_numpy()
+            bought = ~np.isnan(days)
+            return {"lower": np.where(bought, days, float(horizon_days)), "upper": np.where(bought, days, np.inf)}
+        return label, "aft", None
+    raise ValueError(task)
 
 
-def _dmatrix(frame: pd.DataFrame, features: list[str], label=None, lower=None, upper=None) -> xgb.DMatrix:
-    d = xgb.DMatrix(_matrix(frame, features), feature_names=features, missing=np.nan)
-    if label is not None:
-        d.set_label(np.asarray(label, dtype=float))
-    if lower is not None:
-        d.set_float_info("label_lower_bound", np.asarray(lower, dtype=float))
-        d.set_float_info("label_upper_bound", np.asarray(upper, dtype=float))
-    return d
+def _fit_family(family: str, objective: str, train, valid, label_fn, rounds=None) -> C.Fitted:
+    features = FEATURE_COLUMNS + (C.BG_FEATURES if family.endswith("+bgnbd") else [])
+    base = family.split("+")[0]
+    if base == "xgboost":
+        return C.fit_xgb(objective, train, features, label_fn, valid, rounds, family)
+    if base == "lightgbm":
+        return C.fit_lgb(objective, train, features, label_fn, valid, rounds, family)
+    if base == "logistic":
+        return C.fit_logistic(train, features, label_fn, family)
+    raise ValueError(family)
 
 
-def _split(frame: pd.DataFrame, cutoff: date) -> tuple[pd.DataFrame, pd.DataFrame]:
-    cd = pd.to_datetime(frame["cutoff_date"]).dt.date
-    return frame[cd < cutoff], frame[cd == cutoff]
+def _bgnbd_value(frame: pd.DataFrame) -> np.ndarray:
+    return frame["bg_expected_value"].to_numpy()
 
 
-def _fit_two_stage(frame, cutoff, params, make_dm, log=None):
-    """Validation fit on earlier cutoffs (early-stopped on ``cutoff``), then a final fit on all."""
-    earlier, latest = _split(frame, cutoff)
-    notes = []
-    if len(earlier) >= MIN_LABELLED_CUSTOMERS:
-        dtrain, dvalid = make_dm(earlier), make_dm(latest)
-        val_booster = xgb.train(
-            params, dtrain, MAX_ROUNDS, evals=[(dvalid, "validation")], early_stopping_rounds=EARLY_STOP, verbose_eval=False
-        )
-        rounds = int(val_booster.best_iteration) + 1
-        val_pred = val_booster.predict(dvalid, iteration_range=(0, rounds))
-    else:
-        notes.append("no earlier cutoffs to validate on: validation metrics are in-sample")
-        rounds = 200
-        val_booster = xgb.train(params, make_dm(latest), rounds)
-        val_pred = val_booster.predict(make_dm(latest))
-    final = xgb.train(params, make_dm(frame), rounds)
-    if log:
-        log(f"{params['objective']}: {rounds} boosting rounds, {len(frame)} training rows")
-    return final, latest, val_pred, rounds, notes
+def select_and_fit(task: str, data: TrainingData, families: tuple[str, ...], log=None) -> dict[str, Any]:
+    """Out-of-time model selection inside the training data, then the final fit.
 
-
-def train_churn(frame: pd.DataFrame, cutoff: date, features: list[str] | None = None, log=None) -> ModelRecord:
-    """Purchase classifier with out-of-time Platt calibration; churn = 1 - P(purchase)."""
-    features = features or FEATURE_COLUMNS
-    check_training_data(frame, "churn")
-    y = frame["label_purchase"].astype(float)
-    if y.nunique() < 2:
+    Validation: candidates are fit on cutoffs whose label windows end by ``t`` (``t - H``,
+    ``t - H - step``, ...) and scored on ``t``. The stacking depth is chosen first with
+    XGBoost, then the family. The champion is refit on ``t, t - step, ...`` with the
+    chosen settings. Nothing dated after ``t + H`` is used.
+    """
+    log = log or (lambda _m: None)
+    t, h = data.cutoff, data.horizon_days
+    label_fn, objective, metric = _task(task, h)
+    valid = C.add_bgnbd_features(data.frame([t]), h)
+    if len(valid) < MIN_LABELLED_CUSTOMERS:
         raise InsufficientDataError(
-            f"churn: the labels at {cutoff} have a single class (all {'buyers' if y.iloc[0] else 'non-buyers'}); "
+            f"{task}: only {len(valid)} customers with complete labels at {t}; at least {MIN_LABELLED_CUSTOMERS} are needed."
+        )
+    val_last = t - timedelta(days=h)
+    if not data.cutoffs(val_last, 1, 30):
+        raise InsufficientDataError(
+            f"{task}: out-of-time validation at {t} needs training cutoffs on or before {val_last} with 30 days of history, "
+            f"so the data must start by {val_last - timedelta(days=30)} (it starts {data.data_start}): "
+            "at least two horizons plus 30 days of history are needed."
+        )
+    y_val = label_fn(valid)
+    rows: list[dict[str, Any]] = []
+    train_cache: dict[tuple, pd.DataFrame] = {}
+
+    def train_frame(n, step, last):
+        key = (n, step, last)
+        if key not in train_cache:
+            train_cache[key] = C.add_bgnbd_features(data.frame(data.cutoffs(last, n, step)), h)
+        return train_cache[key]
+
+    def evaluate(family, n, step):
+        tr = train_frame(n, step, val_last)
+        if family == "bgnbd":
+            pred, rounds = _bgnbd_value(valid), 0
+        else:
+            fitted = _fit_family(family, objective, tr, valid, label_fn)
+            pred, rounds = fitted.predict(valid), fitted.rounds
+        score = metric(y_val["label"], pred) if metric else float("nan")
+        rows.append({"family": family, "stacked_cutoffs": n, "stack_step_days": step, "train_rows": len(tr),
+                     "rounds": rounds, "validation_score": score})
+        log(f"{task}: {family} with {n} cutoffs every {step} days -> validation {score:.4f}")
+        return score, pred, rounds
+
+    results = {}
+    best_opt = None
+    if metric is None:  # next purchase: one family, default stacking
+        best_opt, best_family = (4, 30), "xgboost"
+        results[(best_family, *best_opt)] = evaluate(best_family, *best_opt)
+    else:
+        for n, step in data.stack_options:
+            results[("xgboost", n, step)] = evaluate("xgboost", n, step)
+        best_opt = max(data.stack_options, key=lambda o: results[("xgboost", *o)][0])
+        for family in families:
+            if family != "xgboost":
+                results[(family, *best_opt)] = evaluate(family, *best_opt)
+        best_family = max((k for k in results if k[1:] == best_opt), key=lambda k: results[k][0])[0]
+    _, val_pred, rounds = results[(best_family, *best_opt)]
+    blend_weight = 0.0
+    if task == "spend" and best_family != "bgnbd":
+        # blend the champion with BG/NBD + Gamma-Gamma: weight on BG/NBD chosen on the same validation
+        bg = _bgnbd_value(valid)
+        scores = {w: metric(y_val["label"], (1 - w) * val_pred + w * bg) for w in (0.0, 0.25, 0.5, 0.75)}
+        blend_weight = max(scores, key=scores.get)
+        for w, sc in scores.items():
+            rows.append({"family": f"{best_family} blended with bgnbd (weight {w})", "stacked_cutoffs": best_opt[0],
+                         "stack_step_days": best_opt[1], "train_rows": None, "rounds": rounds, "validation_score": sc})
+        val_pred = (1 - blend_weight) * val_pred + blend_weight * bg
+        log(f"{task}: BG/NBD blend weight {blend_weight} -> validation {scores[blend_weight]:.4f}")
+    final_cutoffs = data.cutoffs(t, *best_opt)
+    final_frame = train_frame(best_opt[0], best_opt[1], t)
+    if best_family == "bgnbd":
+        final = None
+    else:
+        final = _fit_family(best_family, objective, final_frame, None, label_fn, rounds=max(rounds, 1) if rounds else None)
+    log(f"{task}: champion {best_family}, {best_opt[0]} cutoffs every {best_opt[1]} days, trained on {len(final_frame):,} rows")
+    return {"family": best_family, "stack": best_opt, "blend_bgnbd_weight": blend_weight, "final": final, "valid": valid, "val_pred": val_pred,
+            "selection": rows, "training_cutoffs": final_cutoffs, "n_train_rows": len(final_frame), "rounds": rounds}
+
+
+def _record(task, sel, metrics, calibration, notes, promoted) -> ModelRecord:
+    final = sel["final"]
+    n, step = sel["stack"]
+    if final is None:  # the BG/NBD value itself won
+        fmt, art, lib, ver, feats = "bgnbd-features", "{}", "customer_assets.probabilistic", "1", ["bg_expected_value"]
+    else:
+        fmt, art, lib, ver, feats = final.artifact_format, final.artifact, final.library, final.library_version, final.features
+    return ModelRecord(
+        task, lib, ver, fmt, art, feats,
+        {"family": sel["family"], "stacked_cutoffs": n, "stack_step_days": step, "rounds": sel["rounds"],
+         "selection": sel["selection"], "promoted": promoted},
+        metrics, sel["training_cutoffs"], sel["n_train_rows"], calibration, notes,
+    )
+
+
+def train_churn(data: TrainingData, log=None) -> ModelRecord:
+    """Purchase classifier chosen out of time, Platt-calibrated on its out-of-time predictions."""
+    valid_labels = data.load(data.cutoff)["label_purchase"].astype(float)
+    if valid_labels.nunique() < 2:
+        raise InsufficientDataError(
+            f"churn: the labels at {data.cutoff} have a single class (all {'buyers' if valid_labels.iloc[0] else 'non-buyers'}); "
             "a classifier needs both buyers and non-buyers in the training window."
         )
-
-    def dm(f):
-        return _dmatrix(f, features, f["label_purchase"].astype(float))
-
-    final, latest, val_raw, rounds, notes = _fit_two_stage(frame, cutoff, CHURN_PARAMS, dm, log)
-    y_val = latest["label_purchase"].astype(float).to_numpy()
-    logit = np.log(np.clip(val_raw, 1e-6, 1 - 1e-6) / (1 - np.clip(val_raw, 1e-6, 1 - 1e-6)))
-    cal = LogisticRegression(C=1e6).fit(logit.reshape(-1, 1), y_val)
-    a, b = float(cal.coef_[0, 0]), float(cal.intercept_[0])
-    p_val = 1 / (1 + np.exp(-(a * logit + b)))
-    metrics = {
-        "validation_roc_auc": M.roc_auc(y_val, p_val),
-        "validation_pr_auc": M.pr_auc(y_val, p_val),
-        "validation_brier": M.brier(y_val, p_val),
-        "validation_log_loss": M.log_loss(y_val, p_val),
-        "validation_brier_uncalibrated": M.brier(y_val, val_raw),
-        "baseline_neg_recency_roc_auc": M.roc_auc(y_val, -latest["recency_days"].to_numpy()),
-        "validation_base_rate": float(y_val.mean()),
-    }
-    return ModelRecord(
-        "churn", "xgboost", xgb.__version__, "xgboost-json", booster_to_text(final), features,
-        {**CHURN_PARAMS, "num_boost_round": rounds}, metrics,
-        sorted(set(pd.to_datetime(frame["cutoff_date"]).dt.date)), len(frame),
-        {"method": "platt", "a": a, "b": b, "fitted_on_cutoff": str(cutoff)}, notes,
-    )
-
-
-def predict_purchase(record: ModelRecord, frame: pd.DataFrame) -> np.ndarray:
-    booster = booster_from_text(record.artifact)
-    raw = booster.predict(_dmatrix(frame, record.features))
-    raw = np.clip(raw, 1e-6, 1 - 1e-6)
+    sel = select_and_fit("churn", data, CHURN_FAMILIES, log)
+    valid, raw = sel["valid"], np.clip(sel["val_pred"], 1e-6, 1 - 1e-6)
+    y = valid["label_purchase"].astype(float).to_numpy()
     logit = np.log(raw / (1 - raw))
-    a, b = record.calibration["a"], record.calibration["b"]
-    return 1 / (1 + np.exp(-(a * logit + b)))
-
-
-def train_spend(frame: pd.DataFrame, cutoff: date, features: list[str] | None = None, log=None) -> ModelRecord:
-    """Expected net spend in the horizon (Tweedie boosting; labels below 0 are clipped to 0)."""
-    features = features or FEATURE_COLUMNS
-    check_training_data(frame, "spend")
-
-    def dm(f):
-        return _dmatrix(f, features, np.clip(f["label_spend"].astype(float), 0, None))
-
-    final, latest, val_pred, rounds, notes = _fit_two_stage(frame, cutoff, SPEND_PARAMS, dm, log)
-    y_val = latest["label_spend"].astype(float).to_numpy()
+    cal = LogisticRegression(C=1e6).fit(logit.reshape(-1, 1), y)
+    a, b = float(cal.coef_[0, 0]), float(cal.intercept_[0])
+    p = 1 / (1 + np.exp(-(a * logit + b)))
+    baseline = M.roc_auc(y, -valid["recency_days"].to_numpy())
     metrics = {
-        "validation_r2": M.r2(y_val, val_pred),
-        "validation_rmse": M.rmse(y_val, val_pred),
-        "validation_aggregate_error": M.aggregate_error(y_val, val_pred),
-        "validation_top10_share": M.top_share(y_val, val_pred),
-        "baseline_last_h_spend_r2": M.r2(y_val, latest["spend_90d"].to_numpy()),
+        "validation_roc_auc": M.roc_auc(y, p), "validation_pr_auc": M.pr_auc(y, p), "validation_brier": M.brier(y, p),
+        "validation_log_loss": M.log_loss(y, p), "validation_brier_uncalibrated": M.brier(y, raw),
+        "baseline_neg_recency_roc_auc": baseline, "validation_base_rate": float(y.mean()),
     }
-    return ModelRecord(
-        "spend", "xgboost", xgb.__version__, "xgboost-json", booster_to_text(final), features,
-        {**SPEND_PARAMS, "num_boost_round": rounds}, metrics,
-        sorted(set(pd.to_datetime(frame["cutoff_date"]).dt.date)), len(frame), {}, notes,
-    )
+    promoted = metrics["validation_roc_auc"] > baseline
+    notes = [] if promoted else [f"not promoted: validation ROC-AUC {metrics['validation_roc_auc']:.4f} <= -recency {baseline:.4f}"]
+    return _record("churn", sel, metrics, {"method": "platt", "a": a, "b": b, "fitted_on_cutoff": str(data.cutoff)}, notes, promoted)
 
 
-def predict_spend(record: ModelRecord, frame: pd.DataFrame) -> np.ndarray:
-    return np.clip(booster_from_text(record.artifact).predict(_dmatrix(frame, record.features)), 0, None)
+def train_spend(data: TrainingData, log=None) -> ModelRecord:
+    """Expected spend in the horizon, chosen out of time, optionally blended with BG/NBD + Gamma-Gamma.
+
+    No rescaling to the validation total: the validation window's spend level differs
+    from the next window's (seasonality), and rescaling made the aggregate error worse.
+    """
+    sel = select_and_fit("spend", data, SPEND_FAMILIES, log)
+    valid, pred = sel["valid"], np.clip(sel["val_pred"], 0, None)
+    y = valid["label_spend"].astype(float).to_numpy()
+    baseline = M.r2(y, valid[f"spend_{_nearest_window(data.horizon_days)}d"].to_numpy())
+    metrics = {
+        "validation_r2": M.r2(y, pred), "validation_rmse": M.rmse(y, pred),
+        "validation_aggregate_error": M.aggregate_error(y, pred), "validation_top10_share": M.top_share(y, pred),
+        "baseline_last_h_spend_r2": baseline,
+    }
+    promoted = metrics["validation_r2"] > baseline
+    notes = [] if promoted else [f"not promoted: validation R2 {metrics['validation_r2']:.4f} <= last-H-days spend {baseline:.4f}"]
+    return _record("spend", sel, metrics, {"blend_bgnbd_weight": sel["blend_bgnbd_weight"], "fitted_on_cutoff": str(data.cutoff)},
+                   notes, promoted)
 
 
-def train_next_purchase(frame: pd.DataFrame, cutoff: date, horizon_days: int, features: list[str] | None = None, log=None) -> ModelRecord:
-    """Days to the next purchase: accelerated-failure-time boosting, right-censored at the horizon."""
-    features = features or FEATURE_COLUMNS
-    check_training_data(frame, "next_purchase")
-    if not frame["label_purchase"].astype(bool).any():
-        raise InsufficientDataError(f"next_purchase: nobody bought in the label window at {cutoff}; nothing to learn from")
-
-    def dm(f):
-        days = f["label_days_to_next_purchase"].astype(float).to_numpy()
-        bought = ~np.isnan(days)
-        lower = np.where(bought, days, float(horizon_days))
-        upper = np.where(bought, days, np.inf)
-        return _dmatrix(f, features, None, lower, upper)
-
-    final, latest, val_pred, rounds, notes = _fit_two_stage(frame, cutoff, NEXT_PARAMS, dm, log)
-    days = latest["label_days_to_next_purchase"].astype(float).to_numpy()
+def train_next_purchase(data: TrainingData, log=None) -> ModelRecord:
+    """Days to the next purchase: XGBoost accelerated failure time, right-censored at the horizon."""
+    if not data.load(data.cutoff)["label_purchase"].astype(bool).any():
+        raise InsufficientDataError(f"next_purchase: nobody bought in the label window at {data.cutoff}; nothing to learn from")
+    sel = select_and_fit("next_purchase", data, ("xgboost",), log)
+    valid, pred = sel["valid"], np.clip(sel["val_pred"], 1, 3650)
+    days = valid["label_days_to_next_purchase"].astype(float).to_numpy()
     bought = ~np.isnan(days)
-    time = np.where(bought, days, float(horizon_days))
     metrics = {
-        "validation_c_index": M.concordance_index(time, bought, val_pred),
-        "validation_mae_days_buyers": float(np.mean(np.abs(np.clip(val_pred[bought], 1, 3650) - days[bought]))) if bought.any() else float("nan"),
+        "validation_c_index": M.concordance_index(np.where(bought, days, data.horizon_days), bought, pred),
+        "validation_mae_days_buyers": float(np.mean(np.abs(pred[bought] - days[bought]))) if bought.any() else float("nan"),
     }
-    return ModelRecord(
-        "next_purchase", "xgboost", xgb.__version__, "xgboost-json", booster_to_text(final), features,
-        {**NEXT_PARAMS, "num_boost_round": rounds, "censored_at_days": horizon_days}, metrics,
-        sorted(set(pd.to_datetime(frame["cutoff_date"]).dt.date)), len(frame), {}, notes,
-    )
+    return _record("next_purchase", sel, metrics, {"censored_at_days": data.horizon_days}, [], True)
 
 
-def predict_next_purchase(record: ModelRecord, frame: pd.DataFrame) -> np.ndarray:
-    return np.clip(booster_from_text(record.artifact).predict(_dmatrix(frame, record.features)), 1, 3650)
+def _nearest_window(days: int) -> int:
+    from customer_assets.features.logic import WINDOWS
+
+    return min(WINDOWS, key=lambda w: abs(w - days))
+
+
+def _prepare(record: ModelRecord, frame: pd.DataFrame, horizon_days: int) -> pd.DataFrame:
+    if any(f in C.BG_FEATURES for f in record.features) or record.calibration.get("blend_bgnbd_weight"):
+        return C.add_bgnbd_features(frame, horizon_days)
+    return frame
+
+
+def _raw_predict(record: ModelRecord, frame: pd.DataFrame, horizon_days: int) -> np.ndarray:
+    if not set(C.BG_FEATURES) <= set(frame.columns):
+        frame = _prepare(record, frame, horizon_days)
+    if record.artifact_format == "bgnbd-features":
+        return frame["bg_expected_value"].to_numpy()
+    predictor = C.load_predictor(record.artifact_format, record.artifact, record.features, record.params.get("rounds", 0))
+    return np.asarray(predictor(frame), dtype=float)
+
+
+def predict_purchase(record: ModelRecord, frame: pd.DataFrame, horizon_days: int = 90) -> np.ndarray:
+    raw = np.clip(_raw_predict(record, frame, horizon_days), 1e-6, 1 - 1e-6)
+    logit = np.log(raw / (1 - raw))
+    return 1 / (1 + np.exp(-(record.calibration["a"] * logit + record.calibration["b"])))
+
+
+def predict_spend(record: ModelRecord, frame: pd.DataFrame, horizon_days: int = 90) -> np.ndarray:
+    w = float(record.calibration.get("blend_bgnbd_weight", 0.0))
+    frame = _prepare(record, frame, horizon_days)
+    pred = np.clip(_raw_predict(record, frame, horizon_days), 0, None)
+    if w:
+        pred = (1 - w) * pred + w * frame["bg_expected_value"].to_numpy()
+    return pred
+
+
+def predict_next_purchase(record: ModelRecord, frame: pd.DataFrame, horizon_days: int = 90) -> np.ndarray:
+    return np.clip(_raw_predict(record, frame, horizon_days), 1, 3650)
 
 
 # ----------------------------------------------------------------------------- BG/NBD + Gamma-Gamma

@@ -16,8 +16,12 @@ from customer_assets.settings import HORIZON_DAYS, LTV_HORIZON_DAYS
 from customer_assets.storage import markdown_preview, replace_partition_df, table_exists
 
 
-def load_model(conn, name: str, model_cutoff: date, scoring_cutoff: date) -> L.ModelRecord:
-    """The model of partition ``model_cutoff``; a clear failure naming the partition if it is missing."""
+def load_model(conn, name: str, model_cutoff: date, scoring_cutoff: date) -> tuple[L.ModelRecord, date, str]:
+    """The model of partition ``model_cutoff``, or the last promoted one before it.
+
+    Returns the record, the partition it came from and a note. Fails with a message naming
+    the partition when that partition was never materialized.
+    """
     missing = dg.Failure(
         f"No models/{name} for partition {model_cutoff} (scoring cutoff {scoring_cutoff} - {HORIZON_DAYS} days). "
         f"Materialize models/{name} for partition {model_cutoff} first, e.g. "
@@ -28,7 +32,21 @@ def load_model(conn, name: str, model_cutoff: date, scoring_cutoff: date) -> L.M
     rows = conn.execute(f"SELECT * FROM models.{name} WHERE cutoff_date = ?", [model_cutoff]).df()
     if rows.empty:
         raise missing
-    return L.ModelRecord.from_row(rows.iloc[0].to_dict())
+    record = L.ModelRecord.from_row(rows.iloc[0].to_dict())
+    if record.promoted:
+        return record, model_cutoff, "promoted"
+    previous = conn.execute(
+        f"SELECT * FROM models.{name} WHERE cutoff_date < ? AND promoted ORDER BY cutoff_date DESC LIMIT 1", [model_cutoff]
+    ).df()
+    if previous.empty:
+        raise dg.Failure(
+            f"models/{name} of partition {model_cutoff} was not promoted ({'; '.join(record.notes)}) and no earlier "
+            f"partition holds a promoted models/{name} to keep using. Train an earlier partition or inspect the data."
+        )
+    kept = previous.iloc[0]
+    return L.ModelRecord.from_row(kept.to_dict()), kept["cutoff_date"].date(), (
+        f"partition {model_cutoff} not promoted ({'; '.join(record.notes)}); kept the last good model of {kept['cutoff_date'].date()}"
+    )
 
 
 def score_frame(feats: pd.DataFrame, segs: pd.DataFrame, models: dict[str, L.ModelRecord], cutoff: date, model_cutoff: date) -> pd.DataFrame:
@@ -36,16 +54,16 @@ def score_frame(feats: pd.DataFrame, segs: pd.DataFrame, models: dict[str, L.Mod
     df = feats.merge(segs[["customer_id", "segment"]], on="customer_id", how="left", validate="one_to_one")
     if df["segment"].isna().any():
         raise ValueError(f"{int(df['segment'].isna().sum())} customers at {cutoff} have no segment")
-    p = L.predict_purchase(models["churn"], df).astype("float64")
+    p = L.predict_purchase(models["churn"], df, HORIZON_DAYS).astype("float64")
     out = pd.DataFrame({
         "cutoff_date": cutoff,
         "customer_id": df["customer_id"],
         "segment": df["segment"],
         "purchase_probability": p,
         "churn_probability": 1.0 - p,
-        "predicted_spend": L.predict_spend(models["spend"], df).astype("float64"),
+        "predicted_spend": L.predict_spend(models["spend"], df, HORIZON_DAYS).astype("float64"),
         "predicted_ltv": L.predict_ltv(models["ltv"], df, LTV_HORIZON_DAYS).astype("float64"),
-        "predicted_days_to_next_purchase": L.predict_next_purchase(models["next_purchase"], df).astype("float64"),
+        "predicted_days_to_next_purchase": L.predict_next_purchase(models["next_purchase"], df, HORIZON_DAYS).astype("float64"),
     })
     out["value_decile"] = S.value_deciles(out["predicted_ltv"].to_numpy()).astype("int32")
     out["recommended_action"] = S.recommended_actions(out)
@@ -77,7 +95,12 @@ def scored_customers(context: dg.AssetExecutionContext, duckdb: DuckDBResource) 
     cutoff = date.fromisoformat(context.partition_key)
     model_cutoff = cutoff - timedelta(days=HORIZON_DAYS)
     with duckdb.get_connection() as conn:
-        models = {n: load_model(conn, n, model_cutoff, cutoff) for n in MODEL_NAMES}
+        loaded = {n: load_model(conn, n, model_cutoff, cutoff) for n in MODEL_NAMES}
+        models = {n: v[0] for n, v in loaded.items()}
+        model_notes = {n: v[2] for n, v in loaded.items()}
+        for n, note in model_notes.items():
+            if note != "promoted":
+                context.log.warning(f"models/{n}: {note}")
         feats = conn.execute("SELECT * FROM features.customer_features WHERE cutoff_date = ? ORDER BY customer_id", [cutoff]).df()
         if feats.empty:
             raise dg.Failure(f"features/customer_features has no rows for {cutoff}: materialize that partition first.")
@@ -93,6 +116,8 @@ def scored_customers(context: dg.AssetExecutionContext, duckdb: DuckDBResource) 
         metadata={
             "dagster/row_count": n,
             "model_cutoff_date": str(model_cutoff),
+            "models_used": dg.MetadataValue.json({n: {"partition": str(v[1]), "status": v[2], "family": v[0].params.get("family")}
+                                                  for n, v in loaded.items()}),
             "mean_churn_probability": float(out["churn_probability"].mean()),
             "expected_spend_in_horizon": float(out["predicted_spend"].sum()),
             "expected_ltv_total": float(out["predicted_ltv"].sum()),

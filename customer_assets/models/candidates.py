@@ -1,0 +1,185 @@
+"""Candidate model families, each with a portable artifact (no pickle).
+
+A family knows how to fit on a feature frame, predict, and turn itself into text
+and back: XGBoost JSON, LightGBM model text, or JSON coefficients for the
+logistic regression. ``bgnbd`` features (P(alive), expected purchases, P(buy),
+Gamma-Gamma spend) are computed per cutoff from that cutoff's histories only, so
+adding them never leaks labels.
+"""
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+import xgboost as xgb
+
+from customer_assets.models import probabilistic as P
+
+WEEK = 7.0
+THREADS = 2
+BG_FEATURES = ["bg_p_alive", "bg_expected_purchases", "bg_p_purchase", "gg_expected_spend", "bg_expected_value"]
+
+
+def add_bgnbd_features(frame: pd.DataFrame, horizon_days: int) -> pd.DataFrame:
+    """Add BG/NBD + Gamma-Gamma outputs, fitted separately on each cutoff's own histories."""
+    parts = []
+    for _, part in frame.groupby("cutoff_date", sort=False):
+        x = part["frequency"].astype(float).to_numpy()
+        t_x = part["t_x_days"].astype(float).to_numpy() / WEEK
+        T = part["tenure_days"].astype(float).to_numpy() / WEEK
+        m = part["repeat_monetary_mean"].astype(float).to_numpy()
+        bg = P.fit_bgnbd(x, t_x, T)
+        try:
+            gg = P.fit_gamma_gamma(x, m)
+            spend = P.gamma_gamma_expected_spend(gg, x, m)
+        except ValueError:
+            spend = np.full(len(x), float(np.nanmean(part["monetary_mean"])))
+        part = part.copy()
+        part["bg_p_alive"] = P.bgnbd_p_alive(bg, x, t_x, T)
+        part["bg_expected_purchases"] = P.bgnbd_expected_purchases(bg, horizon_days / WEEK, x, t_x, T)
+        part["bg_p_purchase"] = P.bgnbd_probability_of_purchase(bg, horizon_days / WEEK, x, t_x, T)
+        part["gg_expected_spend"] = spend
+        part["bg_expected_value"] = part["bg_expected_purchases"] * spend
+        parts.append(part)
+    return pd.concat(parts).loc[frame.index]
+
+
+@dataclass
+class Fitted:
+    family: str
+    features: list[str]
+    artifact: str
+    artifact_format: str
+    library: str
+    library_version: str
+    rounds: int
+    predict: Callable[[pd.DataFrame], np.ndarray]
+
+
+def _x(frame: pd.DataFrame, features: list[str]) -> np.ndarray:
+    return frame[features].astype(float).to_numpy()
+
+
+# --------------------------------------------------------------------------- XGBoost
+
+def xgb_params(objective: str) -> dict:
+    base = {"eta": 0.05, "max_depth": 4, "min_child_weight": 10, "subsample": 0.8, "colsample_bytree": 0.8,
+            "seed": 0, "nthread": THREADS}
+    if objective == "binary":
+        return {**base, "objective": "binary:logistic", "eval_metric": "logloss"}
+    if objective == "tweedie":
+        return {**base, "objective": "reg:tweedie", "tweedie_variance_power": 1.5, "eval_metric": "rmse"}
+    if objective == "aft":
+        return {**base, "objective": "survival:aft", "eval_metric": "aft-nloglik", "aft_loss_distribution": "normal",
+                "aft_loss_distribution_scale": 1.0}
+    raise ValueError(objective)
+
+
+def xgb_dmatrix(frame, features, label=None, lower=None, upper=None) -> xgb.DMatrix:
+    d = xgb.DMatrix(_x(frame, features), feature_names=features, missing=np.nan)
+    if label is not None:
+        d.set_label(np.asarray(label, dtype=float))
+    if lower is not None:
+        d.set_float_info("label_lower_bound", np.asarray(lower, dtype=float))
+        d.set_float_info("label_upper_bound", np.asarray(upper, dtype=float))
+    return d
+
+
+def xgb_text(booster: xgb.Booster) -> str:
+    return bytes(booster.save_raw(raw_format="json")).decode("utf-8")
+
+
+def xgb_load(text: str) -> xgb.Booster:
+    booster = xgb.Booster()
+    booster.load_model(bytearray(text.encode("utf-8")))
+    return booster
+
+
+def fit_xgb(objective: str, train: pd.DataFrame, features: list[str], label_fn, valid: pd.DataFrame | None,
+            rounds: int | None, family: str) -> Fitted:
+    params = xgb_params(objective)
+    dtrain = xgb_dmatrix(train, features, **label_fn(train))
+    if rounds is None:
+        dvalid = xgb_dmatrix(valid, features, **label_fn(valid))
+        booster = xgb.train(params, dtrain, 1000, evals=[(dvalid, "valid")], early_stopping_rounds=40, verbose_eval=False)
+        rounds = int(booster.best_iteration) + 1
+    else:
+        booster = xgb.train(params, dtrain, rounds)
+
+    def predict(frame, b=booster, r=rounds):
+        return b.predict(xgb_dmatrix(frame, features), iteration_range=(0, r))
+
+    return Fitted(family, features, xgb_text(booster), "xgboost-json", "xgboost", xgb.__version__, rounds, predict)
+
+
+# --------------------------------------------------------------------------- LightGBM
+
+def lgb_params(objective: str) -> dict:
+    base = {"learning_rate": 0.03, "num_leaves": 15, "min_data_in_leaf": 50, "bagging_fraction": 0.8, "bagging_freq": 1,
+            "feature_fraction": 0.8, "seed": 0, "num_threads": THREADS, "verbosity": -1, "deterministic": True}
+    if objective == "binary":
+        return {**base, "objective": "binary"}
+    if objective == "tweedie":
+        return {**base, "objective": "tweedie", "tweedie_variance_power": 1.5}
+    raise ValueError(objective)
+
+
+def fit_lgb(objective: str, train, features, label_fn, valid, rounds, family) -> Fitted:
+    params = lgb_params(objective)
+    dtrain = lgb.Dataset(_x(train, features), label=label_fn(train)["label"], feature_name=features, free_raw_data=False)
+    if rounds is None:
+        dvalid = lgb.Dataset(_x(valid, features), label=label_fn(valid)["label"], reference=dtrain)
+        booster = lgb.train(params, dtrain, 1500, valid_sets=[dvalid], callbacks=[lgb.early_stopping(60, verbose=False)])
+        rounds = int(booster.best_iteration or booster.current_iteration())
+    else:
+        booster = lgb.train(params, dtrain, rounds)
+    text = booster.model_to_string(num_iteration=rounds)
+    return Fitted(family, features, text, "lightgbm-text", "lightgbm", lgb.__version__, rounds,
+                  lambda frame, b=booster, r=rounds: b.predict(_x(frame, features), num_iteration=r))
+
+
+def lgb_load(text: str) -> lgb.Booster:
+    return lgb.Booster(model_str=text)
+
+
+# --------------------------------------------------------------------------- logistic regression
+
+def _logit_design(frame: pd.DataFrame, features: list[str]) -> np.ndarray:
+    x = _x(frame, features)
+    x = np.where(np.isnan(x), 0.0, x)
+    return np.sign(x) * np.log1p(np.abs(x))
+
+
+def fit_logistic(train, features, label_fn, family="logistic") -> Fitted:
+    from sklearn.linear_model import LogisticRegression
+
+    x = _logit_design(train, features)
+    mean, scale = x.mean(axis=0), x.std(axis=0)
+    scale[scale == 0] = 1.0
+    model = LogisticRegression(C=1.0, max_iter=2000).fit((x - mean) / scale, label_fn(train)["label"])
+    art = {"coef": model.coef_[0].tolist(), "intercept": float(model.intercept_[0]), "mean": mean.tolist(),
+           "scale": scale.tolist(), "transform": "sign(x) * log1p(|x|), NaN -> 0, standardised"}
+    return Fitted(family, features, json.dumps(art), "json-coefficients", "scikit-learn", "", 0,
+                  lambda frame: logistic_predict(art, frame, features))
+
+
+def logistic_predict(art: dict, frame: pd.DataFrame, features: list[str]) -> np.ndarray:
+    z = (_logit_design(frame, features) - np.asarray(art["mean"])) / np.asarray(art["scale"])
+    return 1 / (1 + np.exp(-(z @ np.asarray(art["coef"]) + art["intercept"])))
+
+
+def load_predictor(artifact_format: str, artifact: str, features: list[str], rounds: int):
+    """Rebuild a predictor from a stored artifact. Parsing only: no code is executed."""
+    if artifact_format == "xgboost-json":
+        booster = xgb_load(artifact)
+        return lambda frame: booster.predict(xgb_dmatrix(frame, features), iteration_range=(0, rounds) if rounds else (0, 0))
+    if artifact_format == "lightgbm-text":
+        booster = lgb_load(artifact)
+        return lambda frame: booster.predict(_x(frame, features))
+    if artifact_format == "json-coefficients":
+        art = json.loads(artifact)
+        return lambda frame: logistic_predict(art, frame, features)
+    raise ValueError(f"Unknown artifact format {artifact_format!r}")
