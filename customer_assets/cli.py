@@ -33,46 +33,60 @@ class Progress:
         self.stream.flush()
 
 
+class Runner:
+    """Materializes asset selections in process, one partition at a time, with progress and clear failures."""
+
+    def __init__(self, database: str | None = None, instance: dg.DagsterInstance | None = None,
+                 log_level: str = "WARNING", steps: int = 1):
+        from customer_assets.definitions import ASSETS, CHECKS, build_definitions
+
+        defs = build_definitions(database)
+        self.resources = {"duckdb": defs.resources["duckdb"]}
+        self.database = self.resources["duckdb"].database
+        self.instance = instance or _instance()
+        self.run_config = {"loggers": {"console": {"config": {"log_level": log_level}}}}
+        self.all_defs = [*ASSETS, *CHECKS]
+        self.progress = Progress(steps)
+
+    def run(self, selection, partition_key: str | None = None, label: str = "") -> None:
+        if isinstance(selection, str):
+            selection = dg.AssetSelection.assets(*[dg.AssetKey(k.split("/")) for k in selection.split()])
+        result = dg.materialize(self.all_defs, selection=selection, partition_key=partition_key, resources=self.resources,
+                                instance=self.instance, run_config=self.run_config, raise_on_error=False)
+        if not result.success:
+            failures = [e for e in result.all_events if e.is_failure and e.event_specific_data is not None
+                        and getattr(e.event_specific_data, "error", None) is not None]
+            msg = failures[0].event_specific_data.error.message if failures else "see the run log"
+            raise SystemExit(f"customer-assets: {label or partition_key} failed: {msg.strip()}")
+        self.progress.step(label)
+
+    def last_date(self) -> str:
+        import duckdb as ddb
+
+        with ddb.connect(self.database, read_only=True) as conn:
+            return str(conn.execute("SELECT max(txn_date) FROM clean.transactions").fetchone()[0])
+
+
 def materialize_cutoff(cutoff: str | None, database: str | None = None, skip_ingest: bool = False,
                        instance: dg.DagsterInstance | None = None, log_level: str = "WARNING") -> str:
     """Ingest (unless skipped), train the models of ``cutoff - H`` and score ``cutoff``.
 
     Returns the scored cutoff. ``cutoff=None`` means the last date in the data.
     """
-    import duckdb as ddb
-
-    from customer_assets.definitions import ASSETS, CHECKS, build_definitions
     from customer_assets.jobs import INGEST_SELECTION, SCORE_SELECTION, TRAIN_SELECTION
 
-    defs = build_definitions(database)
-    resources = {"duckdb": defs.resources["duckdb"]}
-    db_path = resources["duckdb"].database
-    instance = instance or _instance()
-    run_config = {"loggers": {"console": {"config": {"log_level": log_level}}}}
-    all_defs = [*ASSETS, *CHECKS]
-    progress = Progress(3 if not skip_ingest else 2)
-
-    def run(selection, partition_key=None, label=""):
-        result = dg.materialize(all_defs, selection=selection, partition_key=partition_key, resources=resources,
-                                instance=instance, run_config=run_config, raise_on_error=False)
-        if not result.success:
-            failures = [e for e in result.all_events if e.is_failure]
-            msg = failures[0].event_specific_data.error.message if failures and failures[0].event_specific_data else "see the run log"
-            raise SystemExit(f"customer-assets: {label} failed: {msg.strip()}")
-        progress.step(label)
-
+    runner = Runner(database, instance, log_level, steps=2 if skip_ingest else 3)
     if not skip_ingest:
-        run(INGEST_SELECTION, label="ingested and cleaned the transactions")
+        runner.run(INGEST_SELECTION, label="ingested and cleaned the transactions")
     if cutoff is None:
-        with ddb.connect(db_path, read_only=True) as conn:
-            cutoff = str(conn.execute("SELECT max(txn_date) FROM clean.transactions").fetchone()[0])
+        cutoff = runner.last_date()
     try:
         c = date.fromisoformat(cutoff)
     except ValueError:
         raise SystemExit(f"customer-assets: --cutoff must be YYYY-MM-DD, got {cutoff!r}") from None
     train = (c - timedelta(days=HORIZON_DAYS)).isoformat()
-    run(TRAIN_SELECTION, partition_key=train, label=f"trained the models of partition {train}")
-    run(SCORE_SELECTION, partition_key=cutoff, label=f"scored customers at {cutoff}")
+    runner.run(TRAIN_SELECTION, partition_key=train, label=f"trained the models of partition {train}")
+    runner.run(SCORE_SELECTION, partition_key=cutoff, label=f"scored customers at {cutoff}")
     return cutoff
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from customer_assets.evaluation.assets import backtest, ltv_backtest
 from customer_assets.features import assets as feature_assets
 from customer_assets.features import checks as feature_checks
 from customer_assets.ingest import assets as ingest_assets
@@ -23,6 +24,8 @@ ASSETS = [
     customer_segments,
     *MODEL_ASSETS,
     scored_customers,
+    backtest,
+    ltv_backtest,
 ]
 CHECKS = [
     ingest_checks.rows_reconcile,

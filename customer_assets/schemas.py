@@ -159,3 +159,35 @@ SCORED_CUSTOMERS: list[C] = [
 
 def column_schema(columns: list[C]) -> dg.TableSchema:
     return dg.TableSchema(columns=[dg.TableColumn(n, t, description=d) for n, t, d in columns])
+
+BACKTEST_METRICS: list[C] = [
+    ("cutoff_date", "DATE", "Partition t: the model partition under test"),
+    ("eval_cutoff_date", "DATE", "Scoring cutoff s = t + H; actual purchases of (s, s + H] are the truth"),
+    ("task", "VARCHAR", "purchase, spend or next_purchase"),
+    ("system", "VARCHAR", "champion, or a baseline: bgnbd, bgnbd_gamma_gamma, neg_recency, frequency, last_h_spend, seed_xgboost, recency"),
+    ("metric", "VARCHAR", "roc_auc, pr_auc, brier, log_loss, ece, r2, rmse, aggregate_error, normalized_gini, top10_share, mae, c_index, mae_days_buyers"),
+    ("value", "DOUBLE", "The metric"),
+    ("diff_champion_minus_system", "DOUBLE", "Champion minus this baseline (headline metrics only)"),
+    ("diff_ci_low", "DOUBLE", "Paired bootstrap 2.5% quantile of that difference (customers resampled)"),
+    ("diff_ci_high", "DOUBLE", "Paired bootstrap 97.5% quantile"),
+    ("n_customers", "BIGINT", "Customers scored"),
+]
+RELIABILITY: list[C] = [
+    ("cutoff_date", "DATE", "Model partition t"),
+    ("system", "VARCHAR", "champion"),
+    ("bin", "INTEGER", "1..10, equal-width probability bins"),
+    ("lower", "DOUBLE", "Bin lower edge"),
+    ("upper", "DOUBLE", "Bin upper edge"),
+    ("count", "BIGINT", "Customers in the bin"),
+    ("mean_predicted", "DOUBLE", "Mean predicted purchase probability"),
+    ("observed_rate", "DOUBLE", "Share that did purchase"),
+]
+LTV_METRICS: list[C] = [
+    ("cutoff_date", "DATE", "Partition c: LTV model fitted on histories dated <= c"),
+    ("task", "VARCHAR", "ltv"),
+    ("system", "VARCHAR", "champion (BG/NBD + Gamma-Gamma) or last_365d_spend"),
+    ("metric", "VARCHAR", "r2, rmse, aggregate_error, normalized_gini, top10_share, mae"),
+    ("value", "DOUBLE", "The metric over (c, c + LTV horizon]"),
+    ("window_end", "DATE", "c + LTV horizon"),
+    ("n_customers", "BIGINT", "Customers scored"),
+]

@@ -22,6 +22,8 @@ EXPECTED_KEYS = {
     "models/ltv",
     "models/next_purchase",
     "scores/scored_customers",
+    "evaluation/backtest",
+    "evaluation/ltv_backtest",
 }
 PARTITIONED = EXPECTED_KEYS - {"raw/transactions", "clean/transactions", "quality/rejected_transactions"}
 

@@ -135,3 +135,41 @@ def test_warehouse_opens_in_the_duckdb_cli(scored):
         capture_output=True, text=True, check=True, timeout=60,
     )
     assert out.stdout.strip().splitlines()[-1] == "2000"
+
+
+def test_backtest_table_matches_the_scored_table(scored):
+    """evaluation/backtest of partition 1998-01-01 holds the metrics that the 1998-04-01 scores give against the truth."""
+    from customer_assets.evaluation import metrics as M
+
+    result = materialize(scored, "evaluation/backtest", partition_key="1998-01-01",
+                         run_config={"ops": {"evaluation__backtest": {"config": {"bootstrap_samples": 20}}}})
+    assert result.success
+    m = _q(scored, "SELECT * FROM evaluation.backtest_metrics WHERE cutoff_date = '1998-01-01'")
+    assert set(m.eval_cutoff_date.dt.date) == {date(1998, 4, 1)}
+    assert {"champion", "bgnbd", "seed_xgboost", "neg_recency", "frequency", "last_h_spend", "bgnbd_gamma_gamma"} <= set(m.system)
+    truth = _q(scored, "SELECT s.purchase_probability, s.predicted_spend, f.label_purchase, f.label_spend "
+                       "FROM scores.scored_customers s JOIN features.customer_features f USING (cutoff_date, customer_id) "
+                       "WHERE cutoff_date = '1998-04-01'")
+    v = m.set_index(["task", "system", "metric"])["value"]
+    assert v[("purchase", "champion", "roc_auc")] == pytest.approx(M.roc_auc(truth.label_purchase, truth.purchase_probability))
+    assert v[("purchase", "champion", "brier")] == pytest.approx(M.brier(truth.label_purchase, truth.purchase_probability))
+    assert v[("spend", "champion", "r2")] == pytest.approx(M.r2(truth.label_spend, truth.predicted_spend))
+    # baselines carry paired intervals around their point difference
+    b = m[(m.system == "bgnbd") & (m.metric == "roc_auc")].iloc[0]
+    assert b.diff_ci_low <= b.diff_champion_minus_system <= b.diff_ci_high
+    rel = _q(scored, "SELECT * FROM evaluation.reliability WHERE cutoff_date = '1998-01-01'")
+    assert len(rel) == 10 and rel["count"].sum() == 2000
+
+
+def test_backtest_refuses_an_incomplete_window(scored):
+    result = materialize(scored, "evaluation/backtest", partition_key="1998-04-01", raise_on_error=False)
+    assert not result.success
+    msgs = " ".join(e.event_specific_data.error.message for e in result.all_events if e.is_step_failure)
+    assert "1998-06-30 + 90 days = 1998-09-28" in msgs
+
+
+def test_ltv_backtest_needs_the_full_ltv_window(scored):
+    result = materialize(scored, "evaluation/ltv_backtest", partition_key="1998-01-01", raise_on_error=False)
+    assert not result.success
+    msgs = " ".join(e.event_specific_data.error.message for e in result.all_events if e.is_step_failure)
+    assert "needs spend up to 1999-01-01 (365 days)" in msgs and "1997-06-30" in msgs

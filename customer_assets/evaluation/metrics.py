@@ -77,3 +77,60 @@ def concordance_index(time, event, pred, max_rows: int = 4000, seed: int = 0) ->
     concordant = (pi < pj) & comparable
     ties = (pi == pj) & comparable
     return float((concordant.sum() + 0.5 * ties.sum()) / comparable.sum())
+
+
+def normalized_gini(y, pred) -> float:
+    """Gini of the actual values ordered by prediction, divided by the Gini of the perfect order."""
+    y, pred = _arr(y), _arr(pred)
+
+    def gini(order_by):
+        order = np.argsort(-order_by, kind="mergesort")
+        cum = np.cumsum(y[order]) / np.sum(y)
+        n = len(y)
+        return float(np.sum(cum - (np.arange(1, n + 1) / n)) / n)
+
+    total = gini(y)
+    return float(gini(pred) / total) if np.sum(y) != 0 and total != 0 else float("nan")
+
+
+def mae(y, pred) -> float:
+    return float(np.mean(np.abs(_arr(y) - _arr(pred))))
+
+
+def reliability_table(y, p, bins: int = 10) -> list[dict]:
+    """Equal-width probability bins: count, mean predicted probability and observed rate per bin."""
+    y, p = _arr(y), np.clip(_arr(p), 0, 1)
+    idx = np.minimum((p * bins).astype(int), bins - 1)
+    rows = []
+    for b in range(bins):
+        m = idx == b
+        rows.append({
+            "bin": b + 1, "lower": b / bins, "upper": (b + 1) / bins, "count": int(m.sum()),
+            "mean_predicted": float(p[m].mean()) if m.any() else float("nan"),
+            "observed_rate": float(y[m].mean()) if m.any() else float("nan"),
+        })
+    return rows
+
+
+def expected_calibration_error(y, p, bins: int = 10) -> float:
+    """Count-weighted mean |observed rate - mean predicted| over the equal-width bins."""
+    rows = reliability_table(y, p, bins)
+    n = sum(r["count"] for r in rows)
+    return float(sum(r["count"] * abs(r["observed_rate"] - r["mean_predicted"]) for r in rows if r["count"]) / n)
+
+
+def paired_bootstrap(metric, y, pred_a, pred_b, n_boot: int = 200, seed: int = 0) -> tuple[float, float, float]:
+    """metric(a) - metric(b), with a 95% interval from resampling rows (customers) with replacement."""
+    y, pred_a, pred_b = _arr(y), _arr(pred_a), _arr(pred_b)
+    point = metric(y, pred_a) - metric(y, pred_b)
+    rng = np.random.default_rng(seed)
+    n = len(y)
+    diffs = []
+    for _ in range(n_boot):
+        i = rng.integers(0, n, n)
+        diffs.append(metric(y[i], pred_a[i]) - metric(y[i], pred_b[i]))
+    diffs = np.asarray(diffs)
+    diffs = diffs[np.isfinite(diffs)]
+    if len(diffs) == 0:
+        return point, float("nan"), float("nan")
+    return float(point), float(np.percentile(diffs, 2.5)), float(np.percentile(diffs, 97.5))

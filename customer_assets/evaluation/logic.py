@@ -1,0 +1,107 @@
+"""Backtests: the models of partition t scored at t + H against what customers then did, side by side with baselines.
+
+Pure functions over feature frames; the assets in ``evaluation/assets.py`` feed them from DuckDB.
+"""
+
+import numpy as np
+import pandas as pd
+import xgboost as xgb
+
+from customer_assets.evaluation import metrics as M
+from customer_assets.models import candidates as C
+from customer_assets.models import logic as L
+
+SEED_FEATURES = ["recency_days", "frequency", "monetary_total", "monetary_mean"]
+SEED_LEARNING_RATES = (0.01, 0.05, 0.1, 0.3)
+CHAMPION = "champion"
+
+
+def seed_style_model(train: pd.DataFrame, label: np.ndarray, objective: str) -> xgb.Booster:
+    """The typical CLV-repository model: XGBoost on 4 RFM columns, learning rate by random 3-fold CV.
+
+    Kept as a baseline only (random K-fold on temporal data is one of the habits we avoid).
+    """
+    d = xgb.DMatrix(train[SEED_FEATURES].astype(float).to_numpy(), label=label, feature_names=SEED_FEATURES)
+    best = None
+    for lr in SEED_LEARNING_RATES:
+        params = {"objective": objective, "eta": lr, "max_depth": 3, "seed": 0, "nthread": C.THREADS}
+        cv = xgb.cv(params, d, num_boost_round=200, nfold=3, seed=0, early_stopping_rounds=20)
+        score = float(cv.iloc[-1, 2])  # test metric mean (lower is better for logloss / rmse)
+        if best is None or score < best[0]:
+            best = (score, params, len(cv))
+    return xgb.train(best[1], d, best[2])
+
+
+def _seed_predict(booster: xgb.Booster, frame: pd.DataFrame) -> np.ndarray:
+    return booster.predict(xgb.DMatrix(frame[SEED_FEATURES].astype(float).to_numpy(), feature_names=SEED_FEATURES))
+
+
+def predictions(test: pd.DataFrame, train: pd.DataFrame, models: dict[str, L.ModelRecord], horizon_days: int) -> pd.DataFrame:
+    """Every system's purchase score, spend prediction and next-purchase time for the customers of ``test``.
+
+    ``test`` is the feature frame at the scoring cutoff s = t + H; ``train`` the labelled features at t
+    (used only by the seed-style baseline). BG/NBD + Gamma-Gamma is fitted on the histories at s.
+    """
+    test = C.add_bgnbd_features(test, horizon_days)
+    out = pd.DataFrame({"customer_id": test["customer_id"].to_numpy()})
+    out["purchase:" + CHAMPION] = L.predict_purchase(models["churn"], test, horizon_days)
+    out["purchase:bgnbd"] = test["bg_p_purchase"].to_numpy()
+    out["purchase:neg_recency"] = -test["recency_days"].to_numpy(dtype=float)
+    out["purchase:frequency"] = test["frequency"].to_numpy(dtype=float)
+    seed_cls = seed_style_model(train, train["label_purchase"].astype(float).to_numpy(), "binary:logistic")
+    out["purchase:seed_xgboost"] = _seed_predict(seed_cls, test)
+    out["spend:" + CHAMPION] = L.predict_spend(models["spend"], test, horizon_days)
+    out["spend:bgnbd_gamma_gamma"] = test["bg_expected_value"].to_numpy()
+    window = L._nearest_window(horizon_days)
+    out["spend:last_h_spend"] = test[f"spend_{window}d"].to_numpy(dtype=float)
+    seed_reg = seed_style_model(train, train["label_spend"].astype(float).to_numpy(), "reg:squarederror")
+    out["spend:seed_xgboost"] = _seed_predict(seed_reg, test)
+    out["next:" + CHAMPION] = L.predict_next_purchase(models["next_purchase"], test, horizon_days)
+    out["next:recency"] = test["recency_days"].to_numpy(dtype=float)
+    out["label_purchase"] = test["label_purchase"].astype(float).to_numpy()
+    out["label_spend"] = test["label_spend"].astype(float).to_numpy()
+    out["label_days"] = test["label_days_to_next_purchase"].astype(float).to_numpy()
+    return out
+
+
+PURCHASE_METRICS = {"roc_auc": M.roc_auc, "pr_auc": M.pr_auc}
+PROBABILITY_METRICS = {"brier": M.brier, "log_loss": M.log_loss, "ece": M.expected_calibration_error}
+SPEND_METRICS = {"r2": M.r2, "rmse": M.rmse, "aggregate_error": M.aggregate_error, "normalized_gini": M.normalized_gini,
+                 "top10_share": M.top_share, "mae": M.mae}
+PROBABILISTIC = {CHAMPION, "bgnbd", "seed_xgboost"}
+BOOTSTRAP = {"purchase": ("roc_auc", "pr_auc", "brier"), "spend": ("r2", "aggregate_error", "top10_share")}
+
+
+def metric_rows(pred: pd.DataFrame, horizon_days: int, n_boot: int = 200) -> list[dict]:
+    """One row per (task, system, metric); baselines carry the champion-minus-baseline difference and its 95% interval."""
+    rows = []
+    y, ys = pred["label_purchase"].to_numpy(), pred["label_spend"].to_numpy()
+    for col in [c for c in pred.columns if c.startswith(("purchase:", "spend:"))]:
+        task, system = col.split(":")
+        y_true = y if task == "purchase" else ys
+        metrics = dict(PURCHASE_METRICS) if task == "purchase" else dict(SPEND_METRICS)
+        if task == "purchase" and system in PROBABILISTIC:
+            metrics.update(PROBABILITY_METRICS)
+        for name, fn in metrics.items():
+            row = {"task": task, "system": system, "metric": name, "value": fn(y_true, pred[col].to_numpy()),
+                   "diff_champion_minus_system": None, "diff_ci_low": None, "diff_ci_high": None}
+            if system != CHAMPION and name in BOOTSTRAP[task]:
+                d, lo, hi = M.paired_bootstrap(fn, y_true, pred[f"{task}:{CHAMPION}"].to_numpy(), pred[col].to_numpy(), n_boot)
+                row.update(diff_champion_minus_system=d, diff_ci_low=lo, diff_ci_high=hi)
+            rows.append(row)
+    days = pred["label_days"].to_numpy()
+    bought = ~np.isnan(days)
+    horizon_time = np.where(bought, days, float(horizon_days))  # censored at the horizon
+    for col in [c for c in pred.columns if c.startswith("next:")]:
+        system = col.split(":")[1]
+        p = pred[col].to_numpy()
+        rows.append({"task": "next_purchase", "system": system, "metric": "c_index",
+                     "value": M.concordance_index(horizon_time, bought, p)})
+        if system == CHAMPION:
+            rows.append({"task": "next_purchase", "system": system, "metric": "mae_days_buyers",
+                         "value": M.mae(days[bought], p[bought]) if bought.any() else float("nan")})
+    return rows
+
+
+def ltv_rows(y: np.ndarray, pred: np.ndarray, system: str) -> list[dict]:
+    return [{"task": "ltv", "system": system, "metric": name, "value": fn(y, pred)} for name, fn in SPEND_METRICS.items()]

@@ -1,0 +1,70 @@
+"""Each metric on tiny cases worked out by hand."""
+
+import numpy as np
+import pytest
+
+from customer_assets.evaluation import metrics as M
+
+
+def test_roc_auc_by_hand():
+    # positives scored 0.8, 0.4; negatives 0.6, 0.2: pairs (0.8>0.6, 0.8>0.2, 0.4<0.6, 0.4>0.2) -> 3/4
+    assert M.roc_auc([1, 1, 0, 0], [0.8, 0.4, 0.6, 0.2]) == pytest.approx(0.75)
+    assert np.isnan(M.roc_auc([1, 1], [0.2, 0.3]))
+
+
+def test_pr_auc_by_hand():
+    # ranking 0.8(+), 0.6(-), 0.4(+), 0.2(-): precision at each positive = 1/1 and 2/3 -> AP = (1 + 2/3) / 2
+    assert M.pr_auc([1, 0, 1, 0], [0.8, 0.6, 0.4, 0.2]) == pytest.approx((1 + 2 / 3) / 2)
+
+
+def test_brier_and_log_loss_by_hand():
+    assert M.brier([1, 0], [0.8, 0.4]) == pytest.approx((0.04 + 0.16) / 2)
+    assert M.log_loss([1, 0], [0.8, 0.4]) == pytest.approx(-(np.log(0.8) + np.log(0.6)) / 2)
+
+
+def test_spend_metrics_by_hand():
+    y, p = [0.0, 10.0, 30.0, 0.0], [5.0, 10.0, 20.0, 5.0]
+    # mean 10; SS_tot = 100 + 0 + 400 + 100 = 600; SS_res = 25 + 0 + 100 + 25 = 150
+    assert M.r2(y, p) == pytest.approx(1 - 150 / 600)
+    assert M.rmse(y, p) == pytest.approx(np.sqrt(150 / 4))
+    assert M.aggregate_error(y, p) == pytest.approx((40 - 40) / 40)
+    assert M.aggregate_error([10.0, 10.0], [15.0, 15.0]) == pytest.approx(0.5)
+    assert M.mae(y, p) == pytest.approx(5.0)
+
+
+def test_top_share_by_hand():
+    y = [100.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 25.0]
+    # top 10% = 1 customer; ranked first by prediction is the last one (actual 25) -> 25 / 125
+    pred = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
+    assert M.top_share(y, pred) == pytest.approx(0.2)
+    assert M.top_share(y, list(reversed(pred))) == pytest.approx(0.8)
+
+
+def test_normalized_gini_is_one_for_perfect_order_and_negative_for_reversed():
+    y = np.array([0.0, 1.0, 2.0, 7.0])
+    assert M.normalized_gini(y, y) == pytest.approx(1.0)
+    assert M.normalized_gini(y, -y) < 0
+
+
+def test_reliability_table_and_ece_by_hand():
+    y = [0, 0, 1, 1]
+    p = [0.05, 0.15, 0.85, 0.95]
+    rows = M.reliability_table(y, p, bins=2)
+    assert [(r["count"], r["mean_predicted"], r["observed_rate"]) for r in rows] == [(2, pytest.approx(0.1), 0.0), (2, pytest.approx(0.9), 1.0)]
+    assert M.expected_calibration_error(y, p, bins=2) == pytest.approx(0.1)
+
+
+def test_concordance_index_by_hand():
+    # times 1 (event), 2 (event), 3 (censored); predictions 1, 3, 2
+    # comparable pairs: (1,2), (1,3), (2,3) -> concordant: 1<3 yes, 1<2 yes, 3<2 no -> 2/3
+    assert M.concordance_index([1, 2, 3], [1, 1, 0], [1, 3, 2]) == pytest.approx(2 / 3)
+
+
+def test_paired_bootstrap_contains_the_point_and_is_zero_for_identical_systems():
+    rng = np.random.default_rng(0)
+    y = rng.random(300) < 0.3
+    good = y + rng.normal(0, 0.5, 300)
+    bad = rng.random(300)
+    d, lo, hi = M.paired_bootstrap(M.roc_auc, y, good, bad, n_boot=100)
+    assert lo <= d <= hi and lo > 0
+    assert M.paired_bootstrap(M.roc_auc, y, good, good, n_boot=20) == (0.0, 0.0, 0.0)
