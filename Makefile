@@ -40,10 +40,12 @@ lint: install-dev
 ui: install $(DAGSTER_HOME)/dagster.yaml
 	$(BIN)/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
 
-# Opens the DuckDB CLI read-only on the warehouse (CUSTOMER_ASSETS_DB overrides the default).
+# Opens the DuckDB CLI read-only on the serving copy (falls back to the warehouse if it was never published).
 sql: install
 	$(BIN)/python -m pip install --quiet "duckdb-cli>=1.5,<2"
-	$(BIN)/duckdb -readonly "$${CUSTOMER_ASSETS_DB:-data/warehouse.duckdb}"
+	@db=$$($(BIN)/python -c "from customer_assets.settings import serving_dir as s; p = s() / 'serving.duckdb'; print(p if p.exists() else '')"); \
+	if [ -z "$$db" ]; then db="$${CUSTOMER_ASSETS_DB:-data/warehouse.duckdb}"; fi; \
+	echo "Opening $$db (read-only)"; $(BIN)/duckdb -readonly "$$db"
 
 clean:
 	rm -rf $(VENV) .dagster_home data/warehouse.duckdb data/warehouse.duckdb.wal

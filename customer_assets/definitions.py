@@ -11,10 +11,12 @@ from customer_assets.ingest import assets as ingest_assets
 from customer_assets.ingest import checks as ingest_checks
 from customer_assets.jobs import ingest_job, rescore_job, train_job
 from customer_assets.models.assets import MODEL_ASSETS
+from customer_assets.models.checks import MODEL_CHECKS
 from customer_assets.resources import warehouse_resource
 from customer_assets.schedules import SCHEDULES
 from customer_assets.scores.assets import scored_customers
 from customer_assets.segments.assets import customer_segments
+from customer_assets.serving.assets import serving_snapshot
 
 ASSETS = [
     ingest_assets.raw_transactions,
@@ -24,6 +26,7 @@ ASSETS = [
     customer_segments,
     *MODEL_ASSETS,
     scored_customers,
+    serving_snapshot,
     backtest,
     ltv_backtest,
 ]
@@ -32,6 +35,7 @@ CHECKS = [
     ingest_checks.clean_values_valid,
     feature_checks.one_row_per_customer,
     feature_checks.features_valid,
+    *MODEL_CHECKS,
 ]
 
 

@@ -14,10 +14,11 @@ FEATURES = dg.AssetKey(["features", "customer_features"])
 SEGMENTS = dg.AssetKey(["segments", "customer_segments"])
 MODELS = [dg.AssetKey(["models", n]) for n in ("churn", "spend", "ltv", "next_purchase")]
 SCORES = dg.AssetKey(["scores", "scored_customers"])
+SERVING = dg.AssetKey(["serving", "snapshot"])
 
 INGEST_SELECTION = dg.AssetSelection.assets(RAW, CLEAN, REJECTED)
 TRAIN_SELECTION = dg.AssetSelection.assets(*SPLITS, FEATURES, *MODELS)
-SCORE_SELECTION = dg.AssetSelection.assets(*SPLITS, FEATURES, SEGMENTS, SCORES)
+SCORE_SELECTION = dg.AssetSelection.assets(*SPLITS, FEATURES, SEGMENTS, SCORES, SERVING)
 
 ingest_job = dg.define_asset_job(
     "ingest_transactions", selection=INGEST_SELECTION, description="Read the source file, clean it and reconcile."

@@ -1,13 +1,20 @@
 """Resources: the DuckDB warehouse.
 
-``Warehouse`` is ``dagster_duckdb.DuckDBResource`` with one fix: the connection is
-closed in a ``finally`` block. Upstream closes it only when the asset body succeeds,
-so after a failure the file stayed open (and locked) until garbage collection.
+``Warehouse`` is ``dagster_duckdb.DuckDBResource`` with two changes:
+
+* the connection is closed in a ``finally`` block (upstream closes it only when the
+  asset body succeeds, so after a failure the file stayed open and locked);
+* when another process holds the file's lock, it waits and retries (up to
+  ``lock_timeout_seconds``) instead of failing, so two runs started at once are
+  serialized rather than one of them dying with "Could not set lock on file".
 
 ``database`` is a path or a MotherDuck ``md:`` URI, so swapping the storage is a
 configuration change only.
 """
 
+import random
+import re
+import time
 from contextlib import contextmanager
 
 import duckdb
@@ -15,14 +22,38 @@ from dagster_duckdb import DuckDBResource
 
 from customer_assets.settings import warehouse_path
 
+LOCK_MESSAGES = ("Could not set lock", "Conflicting lock", "database is locked")
+
+
+def redact(text: str) -> str:
+    """Hide tokens and passwords in connection strings before they are logged."""
+    return re.sub(r"(?i)(token|password|secret)=[^&;\s]+", r"\1=***", text)
+
 
 class Warehouse(DuckDBResource):
-    """DuckDB connection per asset execution, always closed afterwards."""
+    """One DuckDB connection per asset execution: waits for the lock, always closed afterwards."""
+
+    lock_timeout_seconds: float = 900.0
+
+    def connect(self) -> duckdb.DuckDBPyConnection:
+        config = {"custom_user_agent": "dagster", **self.connection_config}
+        deadline = time.monotonic() + self.lock_timeout_seconds
+        delay = 0.2
+        while True:
+            try:
+                return duckdb.connect(database=self.database, read_only=False, config=config)
+            except duckdb.IOException as exc:
+                if not any(m in str(exc) for m in LOCK_MESSAGES) or time.monotonic() > deadline:
+                    raise duckdb.IOException(
+                        f"Could not open the warehouse {redact(self.database)} for writing: {exc}. Another process holds "
+                        "it; analysts should query the serving copy (data/serving/) instead of the warehouse."
+                    ) from exc
+                time.sleep(delay + random.random() * delay)
+                delay = min(delay * 1.5, 5.0)
 
     @contextmanager
     def get_connection(self):
-        config = {"custom_user_agent": "dagster", **self.connection_config}
-        conn = duckdb.connect(database=self.database, read_only=False, config=config)
+        conn = self.connect()
         try:
             yield conn
         finally:

@@ -28,6 +28,7 @@ CLEAN_TRANSACTIONS: list[C] = [
     ("amount", "DOUBLE", "Line amount; negative for returns"),
     ("quantity", "DOUBLE", "Quantity; negative for returns (NULL if not mapped)"),
     ("is_return", "BOOLEAN", "True for a return (negative quantity, or negative amount when no quantity is mapped)"),
+    ("is_outlier", "BOOLEAN", "Kept but flagged: |amount| > 10 x the load's 99th percentile of |amount|"),
     ("order_id", "VARCHAR", "Order id (NULL if not mapped)"),
     ("product_id", "VARCHAR", "Product id (NULL if not mapped)"),
     ("load_id", "VARCHAR", "Load that produced the row"),

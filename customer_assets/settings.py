@@ -24,6 +24,7 @@ ENV_DB = "CUSTOMER_ASSETS_DB"
 ENV_HORIZON = "CUSTOMER_ASSETS_HORIZON_DAYS"
 ENV_LTV_HORIZON = "CUSTOMER_ASSETS_LTV_HORIZON_DAYS"
 ENV_START = "CUSTOMER_ASSETS_START_DATE"
+ENV_SERVING = "CUSTOMER_ASSETS_SERVING_DIR"
 
 # The bundled CDNOW file: whitespace separated, header `customer_id date number_of_cds dollar_value`.
 CDNOW_COLUMNS = "customer_id=customer_id,date=date,quantity=number_of_cds,amount=dollar_value"
@@ -71,6 +72,24 @@ def warehouse_path() -> str:
         raise ValueError(f"{ENV_DB} points at a directory, not a DuckDB file: {path}")
     path.parent.mkdir(parents=True, exist_ok=True)
     return str(path)
+
+
+def serving_dir(database: str | None = None) -> Path:
+    """Folder of the read-only serving copy.
+
+    ``$CUSTOMER_ASSETS_SERVING_DIR`` if set, else a ``serving/`` folder next to the warehouse
+    file (``data/serving`` by default, and for MotherDuck).
+    """
+    value = os.environ.get(ENV_SERVING)
+    if value:
+        path = Path(value).expanduser()
+        if path.exists() and not path.is_dir():
+            raise ValueError(f"{ENV_SERVING} must be a folder, got a file: {path}")
+        return path
+    database = database or warehouse_path()
+    if database.startswith("md:") or database == ":memory:":
+        return DATA_DIR / "serving"
+    return Path(database).expanduser().resolve().parent / "serving"
 
 
 def source_path() -> str:

@@ -24,6 +24,7 @@ EXPECTED_KEYS = {
     "scores/scored_customers",
     "evaluation/backtest",
     "evaluation/ltv_backtest",
+    "serving/snapshot",
 }
 PARTITIONED = EXPECTED_KEYS - {"raw/transactions", "clean/transactions", "quality/rejected_transactions"}
 
@@ -40,7 +41,7 @@ def test_asset_keys_are_pinned():
 def test_key_prefix_is_a_known_schema():
     from customer_assets.storage import SCHEMAS
 
-    assert {k.split("/")[0] for k in EXPECTED_KEYS} <= set(SCHEMAS)
+    assert {k.split("/")[0] for k in EXPECTED_KEYS} <= {*SCHEMAS, "serving"}  # serving = Parquet files, not a schema
 
 
 def test_partitions():

@@ -22,6 +22,7 @@ class SourceConfig(dg.Config):
     path: str = ""
     columns: str = ""
     format: str = ""
+    encoding: str = "utf-8"
 
 
 def resolve_source(config: SourceConfig) -> logic.SourceSpec:
@@ -29,7 +30,7 @@ def resolve_source(config: SourceConfig) -> logic.SourceSpec:
     p = logic.validate_source_path(path)
     columns = config.columns or (source_columns() if not config.path else "")
     mapping = ColumnMapping.parse(columns)
-    return logic.SourceSpec(str(p), mapping, logic.detect_format(str(p), config.format or None))
+    return logic.SourceSpec(str(p), mapping, logic.detect_format(str(p), config.format or None), config.encoding)
 
 
 @dg.asset(
@@ -89,6 +90,8 @@ def clean_transactions(context: dg.AssetExecutionContext, duckdb: DuckDBResource
         span = conn.execute("SELECT min(txn_date), max(txn_date), count(DISTINCT customer_id) FROM clean.transactions").fetchone()
     context.log.info(f"Cleaning: {counts}")
     reasons = {k.removeprefix("rejected_"): v for k, v in counts.items() if k.startswith("rejected_") and k != "rejected_rows"}
+    outlier_rule = (f"|amount| > {logic.OUTLIER_FACTOR:g} x p99(|amount|) = {counts['outlier_threshold']:.2f}"
+                    if counts["outlier_threshold"] is not None else "no rows")
     yield dg.MaterializeResult(
         asset_key=["clean", "transactions"],
         metadata={
@@ -97,6 +100,8 @@ def clean_transactions(context: dg.AssetExecutionContext, duckdb: DuckDBResource
             "first_date": str(span[0]),
             "last_date": str(span[1]),
             "customers": span[2] or 0,
+            "outlier_rows": counts["outlier_rows"],
+            "outlier_rule": outlier_rule,
             "preview": dg.MetadataValue.md(markdown_preview(clean_preview)),
         },
     )

@@ -6,7 +6,7 @@ Nothing is pulled through pandas, so memory stays bounded by DuckDB.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import duckdb
@@ -16,11 +16,36 @@ from customer_assets.settings import FIELDS, MAPPING_HELP, ColumnMapping, quote_
 SUPPORTED = (".csv", ".tsv", ".txt", ".dat", ".parquet", ".pq", ".gz", ".zst")
 
 
+ENCODINGS = ("utf-8", "utf-16", "latin-1")
+
+
 @dataclass(frozen=True)
 class SourceSpec:
     path: str
     mapping: ColumnMapping
     fmt: str  # "whitespace", "csv" or "parquet"
+    encoding: str = "utf-8"
+
+    def __post_init__(self):
+        if self.encoding not in ENCODINGS:
+            raise ValueError(f"Unsupported encoding {self.encoding!r}; use one of {', '.join(ENCODINGS)}")
+
+
+class SourceReadError(ValueError):
+    """The source file could not be read; the message says why and what to change."""
+
+
+def _explain(exc: Exception, path: str, fmt: str) -> SourceReadError:
+    text = str(exc)
+    first = text.splitlines()[0] if text else type(exc).__name__
+    if "not utf-8 encoded" in text or "Invalid unicode" in text:
+        hint = "The file is not UTF-8: set the `encoding` config of raw/transactions (utf-16 or latin-1)."
+    elif fmt == "parquet":
+        hint = "Is it really a Parquet file? Set `format` (csv, parquet or whitespace) if the extension is misleading."
+    else:
+        hint = ("Check that it is a delimited text file with a header line (compressed files must end in .gz or .zst), "
+                "or set `format` (csv, parquet or whitespace).")
+    return SourceReadError(f"Could not read the source file {path} as {fmt}: {first}. {hint}")
 
 
 def detect_format(path: str, fmt: str | None = None) -> str:
@@ -63,34 +88,41 @@ def validate_source_path(path: str) -> Path:
     return p
 
 
-def _reader_sql(path: str, fmt: str) -> tuple[str, list]:
+def _reader_sql(path: str, fmt: str, encoding: str = "utf-8") -> tuple[str, list]:
     """A SQL relation reading every column of the file as text, plus its row number."""
     if fmt == "parquet":
         return "SELECT *, row_number() OVER () AS __source_row FROM read_parquet(?)", [path]
     if fmt == "csv":
         return (
-            "SELECT *, row_number() OVER () AS __source_row FROM read_csv(?, header = true, all_varchar = true)",
-            [path],
+            "SELECT *, row_number() OVER () AS __source_row FROM read_csv(?, header = true, all_varchar = true, encoding = ?)",
+            [path, encoding],
         )
     raise AssertionError(fmt)
 
 
-def read_whitespace_header(conn: duckdb.DuckDBPyConnection, path: str) -> list[str]:
+WHITESPACE_READER = (
+    "read_csv(?, columns = {'line': 'VARCHAR'}, header = false, delim = '\\x1f', quote = '', escape = '', encoding = ?)"
+)
+
+
+def read_whitespace_header(conn: duckdb.DuckDBPyConnection, path: str, encoding: str = "utf-8") -> list[str]:
     row = conn.execute(
-        "SELECT line FROM read_csv(?, columns = {'line': 'VARCHAR'}, header = false, delim = '\\x1f', quote = '', escape = '') "
-        "WHERE trim(line) <> '' LIMIT 1",
-        [path],
+        f"SELECT line FROM {WHITESPACE_READER} WHERE trim(line) <> '' LIMIT 1",
+        [path, encoding],
     ).fetchone()
     if row is None:
         raise ValueError(f"Source file {path} has no lines")
     return row[0].split()
 
 
-def source_columns(conn: duckdb.DuckDBPyConnection, path: str, fmt: str) -> list[str]:
-    if fmt == "whitespace":
-        return read_whitespace_header(conn, path)
-    sql, params = _reader_sql(path, fmt)
-    rows = conn.execute(f"DESCRIBE {sql}", params).fetchall()
+def source_columns(conn: duckdb.DuckDBPyConnection, path: str, fmt: str, encoding: str = "utf-8") -> list[str]:
+    try:
+        if fmt == "whitespace":
+            return read_whitespace_header(conn, path, encoding)
+        sql, params = _reader_sql(path, fmt, encoding)
+        rows = conn.execute(f"DESCRIBE {sql}", params).fetchall()
+    except duckdb.Error as exc:
+        raise _explain(exc, path, fmt) from exc
     return [r[0] for r in rows if r[0] != "__source_row"]
 
 
@@ -98,8 +130,11 @@ def check_mapping(mapping: ColumnMapping, found: list[str], path: str) -> None:
     missing = [(f, c) for f, c in mapping.columns.items() if c not in found]
     if missing:
         desc = ", ".join(f"{f} -> {c!r}" for f, c in missing)
+        hint = ""
+        if len(found) == 1 and len(mapping.columns) > 1:
+            hint = " Only one column was found: the file probably uses another delimiter (set `format`, or re-export it as CSV)."
         raise ValueError(
-            f"The source file {path} has no column for {desc}. Columns found: {', '.join(repr(c) for c in found)}. "
+            f"The source file {path} has no column for {desc}. Columns found: {', '.join(repr(c) for c in found)}.{hint} "
             + MAPPING_HELP
         )
 
@@ -109,16 +144,18 @@ def load_raw(conn: duckdb.DuckDBPyConnection, spec: SourceSpec, load_id: str) ->
 
     Returns the number of rows loaded.
     """
-    found = source_columns(conn, spec.path, spec.fmt)
+    found = source_columns(conn, spec.path, spec.fmt, spec.encoding)
+    if spec.fmt == "csv" and len(found) == 1 and len(found[0].split()) > 1:
+        # DuckDB's sniffer does not pick runs of spaces as a delimiter: read such files as whitespace separated
+        spaced = read_whitespace_header(conn, spec.path, spec.encoding)
+        if all(c in spaced for c in spec.mapping.columns.values()):
+            spec, found = replace(spec, fmt="whitespace"), spaced
     check_mapping(spec.mapping, found, spec.path)
     m = spec.mapping.columns
 
     if spec.fmt == "whitespace":
         idx = {name: i + 1 for i, name in enumerate(found)}
-        src = (
-            "SELECT string_split_regex(trim(line), '\\s+') AS parts, row_number() OVER () AS __source_row "
-            "FROM read_csv(?, columns = {'line': 'VARCHAR'}, header = false, delim = '\\x1f', quote = '', escape = '')"
-        )
+        src = f"SELECT string_split_regex(trim(line), '\\s+') AS parts, row_number() OVER () AS __source_row FROM {WHITESPACE_READER}"
         select = ", ".join(
             f"CASE WHEN len(parts) >= {idx[m[f]]} THEN parts[{idx[m[f]]}] END AS {f}" if f in m else f"NULL::VARCHAR AS {f}"
             for f in FIELDS
@@ -127,9 +164,9 @@ def load_raw(conn: duckdb.DuckDBPyConnection, spec: SourceSpec, load_id: str) ->
             f"SELECT ?::VARCHAR AS load_id, (__source_row - 1)::BIGINT AS source_row, {select}, "
             f"len(parts)::INTEGER AS n_fields FROM ({src}) WHERE __source_row > 1 AND trim(array_to_string(parts, '')) <> ''"
         )
-        params = [load_id, spec.path]
+        params = [load_id, spec.path, spec.encoding]
     else:
-        sql, rparams = _reader_sql(spec.path, spec.fmt)
+        sql, rparams = _reader_sql(spec.path, spec.fmt, spec.encoding)
         select = ", ".join(
             f"CAST({quote_ident(m[f])} AS VARCHAR) AS {f}" if f in m else f"NULL::VARCHAR AS {f}" for f in FIELDS
         )
@@ -144,7 +181,14 @@ def load_raw(conn: duckdb.DuckDBPyConnection, spec: SourceSpec, load_id: str) ->
             [spec.path, *params],
         )
         n = conn.execute("SELECT count(*) FROM raw.transactions").fetchone()[0]
+        if n == 0:
+            raise SourceReadError(
+                f"The source file {spec.path} has a header but no data rows; nothing was loaded and the previous load is kept."
+            )
         conn.execute("COMMIT")
+    except duckdb.Error as exc:
+        conn.execute("ROLLBACK")
+        raise _explain(exc, spec.path, spec.fmt) from exc
     except BaseException:
         conn.execute("ROLLBACK")
         raise
@@ -161,6 +205,11 @@ DATE_PARSE_SQL = (
     "TRY_CAST(TRY_STRPTIME({d}, '%m/%d/%Y') AS DATE), "
     "TRY_CAST(TRY_STRPTIME({d}, '%Y/%m/%d') AS DATE))"
 )
+
+# Extreme amounts are kept (a real big order is real revenue) but flagged: |amount| above
+# OUTLIER_FACTOR x the 99th percentile of |amount| in the load. The threshold is recorded in
+# the asset's metadata.
+OUTLIER_FACTOR = 10.0
 
 REJECT_REASONS = (
     "null_customer_id",
@@ -245,16 +294,22 @@ def clean_transactions(conn: duckdb.DuckDBPyConnection) -> dict[str, int]:
         conn.execute("CREATE SCHEMA IF NOT EXISTS clean")
         conn.execute("CREATE SCHEMA IF NOT EXISTS quality")
         conn.execute(f"CREATE OR REPLACE TEMP TABLE _classified AS {sql}")
+        p99 = conn.execute(
+            "SELECT quantile_cont(abs(amt_raw), 0.99) FROM _classified WHERE reject_reason IS NULL"
+        ).fetchone()[0]
+        threshold = OUTLIER_FACTOR * float(p99) if p99 else None
         conn.execute(
             """
             CREATE OR REPLACE TABLE clean.transactions AS
             SELECT customer_id, txn_date,
                    CASE WHEN is_return THEN -abs(amt_raw) ELSE amt_raw END AS amount,
                    CASE WHEN is_return THEN -abs(qty) ELSE qty END AS quantity,
-                   is_return, order_id, product_id, load_id, source_row
+                   is_return, coalesce(abs(amt_raw) > ?, false) AS is_outlier,
+                   order_id, product_id, load_id, source_row
             FROM _classified WHERE reject_reason IS NULL
             ORDER BY customer_id, txn_date, source_row
-            """
+            """,
+            [threshold],
         )
         conn.execute(
             """
@@ -276,6 +331,8 @@ def clean_transactions(conn: duckdb.DuckDBPyConnection) -> dict[str, int]:
         "clean_rows": conn.execute("SELECT count(*) FROM clean.transactions").fetchone()[0],
         "rejected_rows": conn.execute("SELECT count(*) FROM quality.rejected_transactions").fetchone()[0],
     }
+    counts["outlier_rows"] = conn.execute("SELECT count(*) FROM clean.transactions WHERE is_outlier").fetchone()[0]
+    counts["outlier_threshold"] = threshold
     for reason, n in conn.execute(
         "SELECT reject_reason, count(*) FROM quality.rejected_transactions GROUP BY 1 ORDER BY 1"
     ).fetchall():

@@ -1,0 +1,46 @@
+"""Publishing the read-only serving copy after each scoring run."""
+
+from pathlib import Path
+
+import dagster as dg
+from dagster_duckdb import DuckDBResource
+
+from customer_assets.partitions import CUTOFF_PARTITIONS
+from customer_assets.serving import logic
+from customer_assets.settings import serving_dir
+
+
+class ServingConfig(dg.Config):
+    """Folder of the serving copy; empty = ``$CUSTOMER_ASSETS_SERVING_DIR`` or ``serving/`` next to the warehouse."""
+
+    path: str = ""
+
+
+@dg.asset(
+    key=["serving", "snapshot"],
+    deps=[dg.AssetKey(["scores", "scored_customers"])],
+    partitions_def=CUTOFF_PARTITIONS,
+    group_name="scores",
+    kinds={"parquet", "duckdb"},
+    pool="duckdb",
+    description=(
+        "The read-only copy analysts query: scores, segments and evaluation tables exported to Parquet (swapped in "
+        "atomically) plus serving.duckdb with views of the same names. Readers here never block the pipeline."
+    ),
+    metadata={"dagster/column_schema": dg.TableSchema(columns=[
+        dg.TableColumn("file", "VARCHAR", description="<schema>.<table>.parquet, one per published table"),
+        dg.TableColumn("rows", "BIGINT", description="Rows in the published table (all cutoffs)"),
+    ])},
+)
+def serving_snapshot(context: dg.AssetExecutionContext, config: ServingConfig, duckdb: DuckDBResource) -> dg.MaterializeResult:
+    folder = Path(config.path) if config.path else serving_dir(duckdb.database)
+    with duckdb.get_connection() as conn:
+        counts = logic.publish(conn, folder)
+    views = logic.write_views(folder)
+    context.log.info(f"Published {counts} to {folder}; {views}")
+    return dg.MaterializeResult(metadata={
+        "dagster/row_count": counts.get("scores.scored_customers", 0),
+        "folder": str(folder),
+        "tables": dg.MetadataValue.json(counts),
+        "views": views,
+    })
