@@ -98,7 +98,31 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("--db", help=f"warehouse file (default: ${ENV_DB} or data/warehouse.duckdb)")
     m.add_argument("--skip-ingest", action="store_true", help="reuse the clean transactions already in the warehouse")
     m.add_argument("--log-level", default="WARNING", help="Dagster console log level (default WARNING)")
+    g = sub.add_parser("generate", help="write synthetic transactions with known ground truth (CSV or Parquet)")
+    g.add_argument("--customers", type=int, required=True)
+    g.add_argument("--years", type=float, default=3.0)
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--out", required=True, help="output file, .csv or .parquet")
+    g.add_argument("--chunk-customers", type=int, default=50_000, help="customers simulated per chunk (bounds memory)")
     args = parser.parse_args(argv)
+    if args.command == "generate":
+        from customer_assets.generate import generate
+
+        bar = Progress(1)
+
+        def progress(done, total, rows):
+            bar.total, bar.done = total, done - 1
+            bar.step(f"chunks, {rows:,} rows")
+
+        try:
+            record = generate(args.customers, args.years, args.seed, args.out, chunk_customers=args.chunk_customers,
+                              progress=progress)
+        except ValueError as exc:
+            raise SystemExit(f"customer-assets generate: {exc}") from None
+        print(f"Wrote {record['rows']:,} rows for {args.customers:,} customers to {args.out}")
+        print(f"Ground truth: {args.out}.truth.json. Load it with:")
+        print(f"  CUSTOMER_ASSETS_SOURCE={args.out} CUSTOMER_ASSETS_COLUMNS={record['columns']} customer-assets materialize")
+        return 0
     if args.command == "materialize":
         cutoff = materialize_cutoff(args.cutoff, args.db, args.skip_ingest, log_level=args.log_level)
         from customer_assets.resources import warehouse_resource

@@ -117,7 +117,7 @@ def _matrix(frame: pd.DataFrame, features: list[str]) -> np.ndarray:
 # ----------------------------------------------------------------------------- selection and training
 
 STACK_OPTIONS = ((2, 30), (4, 30), (8, 30))
-MAX_ROWS_PER_CUTOFF = 200_000
+MAX_ROWS_PER_CUTOFF = 50_000
 CHURN_FAMILIES = ("logistic", "xgboost", "lightgbm", "xgboost+bgnbd", "lightgbm+bgnbd")
 SPEND_FAMILIES = ("xgboost", "lightgbm", "xgboost+bgnbd", "lightgbm+bgnbd", "bgnbd")
 
