@@ -179,7 +179,12 @@ def feature_params(cutoff: date, horizon_days: int, data_end: date) -> list:
     return [cutoff, horizon_days, data_end]
 
 
-def compute_features(conn: duckdb.DuckDBPyConnection, cutoff: date, horizon_days: int, data_end: date) -> pd.DataFrame:
+SAMPLE_FILTER = "(hash(customer_id) % 1000000) < ?"
+
+
+def compute_features(
+    conn: duckdb.DuckDBPyConnection, cutoff: date, horizon_days: int, data_end: date, sample_fraction: float = 1.0
+) -> pd.DataFrame:
     """Features (and labels, when complete) of every customer belonging to ``cutoff``.
 
     Parameters
@@ -191,5 +196,12 @@ def compute_features(conn: duckdb.DuckDBPyConnection, cutoff: date, horizon_days
         Label window length H.
     data_end : date
         Last date the data covers; labels are NULL unless ``cutoff + H <= data_end``.
+    sample_fraction : float
+        Keep this share of customers, chosen by a hash of the id (the same customers at every cutoff).
     """
-    return conn.execute(FEATURE_SQL, feature_params(cutoff, horizon_days, data_end)).df()
+    if sample_fraction >= 1.0:
+        return conn.execute(FEATURE_SQL, feature_params(cutoff, horizon_days, data_end)).df()
+    return conn.execute(
+        f"SELECT * FROM ({FEATURE_SQL}) WHERE {SAMPLE_FILTER} ORDER BY customer_id",
+        [*feature_params(cutoff, horizon_days, data_end), int(sample_fraction * 1_000_000)],
+    ).df()

@@ -52,20 +52,30 @@ def training_data(conn, cutoff: date, config: TrainingConfig, what: str) -> L.Tr
         F.require_complete_labels(cutoff, HORIZON_DAYS, end, f"models/{what} for partition {cutoff}")
     except F.IncompleteLabelsError as exc:
         raise dg.Failure(str(exc)) from exc
-    base = conn.execute("SELECT * FROM features.customer_features WHERE cutoff_date = ?", [cutoff]).df()
-    if base.empty:
+    n_customers = conn.execute(
+        "SELECT count(*) FROM features.customer_features WHERE cutoff_date = ?", [cutoff]
+    ).fetchone()[0]
+    if n_customers == 0:
         raise dg.Failure(f"features/customer_features has no rows for partition {cutoff}: materialize it first.")
+    # large data: train on a fixed hash sample of customers (the same ones at every cutoff), so memory stays bounded
+    fraction = min(1.0, config.max_rows_per_cutoff / n_customers)
+    threshold = int(fraction * 1_000_000)
+    base = conn.execute(
+        "SELECT * FROM features.customer_features WHERE cutoff_date = ?"
+        + ("" if fraction >= 1.0 else f" AND {F.SAMPLE_FILTER}") + " ORDER BY customer_id",
+        [cutoff] + ([] if fraction >= 1.0 else [threshold]),
+    ).df()
     cache = {cutoff: base}
 
     def load(c: date) -> pd.DataFrame:
         if c > cutoff:
             raise AssertionError(f"training at {cutoff} asked for features at a later cutoff {c}")
         if c not in cache:
-            cache[c] = F.compute_features(conn, c, HORIZON_DAYS, end)
+            cache[c] = F.compute_features(conn, c, HORIZON_DAYS, end, fraction)
         return cache[c]
 
     return L.TrainingData(cutoff, HORIZON_DAYS, start, load, parse_stack_options(config.stack_options),
-                          config.max_rows_per_cutoff)
+                          max_rows_per_cutoff=10 * config.max_rows_per_cutoff)
 
 
 def store(conn, record: L.ModelRecord, cutoff: date) -> None:

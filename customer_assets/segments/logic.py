@@ -17,7 +17,7 @@ from sklearn.metrics import silhouette_score
 SEGMENT_FEATURES = ["recency_days", "purchase_days", "monetary_total"]
 NEW_CUSTOMER_DAYS = 180
 K_RANGE = (3, 8)
-SILHOUETTE_SAMPLE = 10_000
+SILHOUETTE_SAMPLE = 4_000
 # K-Means is fit on at most this many customers (a fixed random sample); everyone is then
 # assigned to the nearest centroid. Keeps segmentation near-linear at millions of customers.
 FIT_SAMPLE = 100_000

@@ -1,0 +1,165 @@
+"""Scale benchmark: each pipeline stage timed at several sizes, with peak memory and warehouse size.
+
+    python benchmarks/scale.py --sizes 10000,100000,1000000
+
+Per size it generates synthetic data (3 years by default), then runs every stage in a
+fresh subprocess so that its wall time and peak RSS (from wait4) are its own:
+
+* ingest: raw/transactions + clean/transactions from the CSV (Dagster run);
+* floor: a bare single-pass DuckDB RFM aggregate over the same clean rows (no Dagster);
+* features: the feature SQL for one cutoff, timed alone (no Dagster), like the floor;
+* segments: segments/customer_segments for that cutoff (Dagster run);
+* train: the four models of partition s - 90 with stacked cutoffs and model selection (Dagster run);
+* rescore: the nightly rescoring of s (splits, features, segments, scores, serving copy; models trained);
+* backfill: features and segments for 24 monthly cutoffs (24 Dagster runs).
+
+It prints one table and writes the figures to <workdir>/scale_results.json.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from datetime import date, timedelta
+from pathlib import Path
+
+import duckdb
+
+from customer_assets.settings import DATA_DIR
+
+HERE = Path(__file__).resolve()
+STAGES = ["ingest", "floor", "features", "segments", "train", "rescore", "backfill"]
+H = 90
+
+
+def _env(source: Path, db: Path) -> dict:
+    from customer_assets.generate import COLUMNS
+
+    env = {**os.environ, "CUSTOMER_ASSETS_SOURCE": str(source), "CUSTOMER_ASSETS_COLUMNS": COLUMNS,
+           "CUSTOMER_ASSETS_DB": str(db), "CUSTOMER_ASSETS_SERVING_DIR": str(db.parent / "serving")}
+    env.pop("DAGSTER_HOME", None)
+    return env
+
+
+def stage(name: str, db: str, cutoff: str) -> float:
+    """Run one stage in this process; returns the seconds of the timed part."""
+    from customer_assets.cli import Runner
+    from customer_assets.features import logic as F
+    from customer_assets.jobs import INGEST_SELECTION, SCORE_SELECTION, TRAIN_SELECTION
+
+    s = date.fromisoformat(cutoff)
+    t0 = time.perf_counter()
+    if name == "ingest":
+        Runner(db).run(INGEST_SELECTION, label="ingest")
+    elif name in ("floor", "features"):
+        conn = duckdb.connect(db)
+        _, end = F.data_bounds(conn)
+        t0 = time.perf_counter()
+        if name == "floor":
+            conn.execute("CREATE OR REPLACE TEMP TABLE rfm AS SELECT customer_id, max(txn_date) AS last, "
+                         "count(DISTINCT txn_date) AS days, sum(amount) AS spend FROM clean.transactions "
+                         "WHERE txn_date <= ? GROUP BY customer_id", [s])
+        else:
+            conn.execute(f"CREATE OR REPLACE TEMP TABLE f AS {F.FEATURE_SQL}", F.feature_params(s, H, end))
+        elapsed = time.perf_counter() - t0
+        conn.close()
+        return elapsed
+    elif name == "segments":
+        Runner(db).run("features/calibration_transactions features/holdout_transactions features/customer_features",
+                       partition_key=cutoff, label="features")
+        t0 = time.perf_counter()
+        Runner(db).run("segments/customer_segments", partition_key=cutoff, label="segments")
+    elif name == "train":
+        Runner(db).run(TRAIN_SELECTION, partition_key=(s - timedelta(days=H)).isoformat(), label="train")
+    elif name == "rescore":
+        Runner(db).run(SCORE_SELECTION, partition_key=cutoff, label="rescore")
+    elif name == "backfill":
+        runner = Runner(db, steps=24)
+        c = s
+        for _ in range(24):
+            c = date(c.year, c.month, 1) - timedelta(days=1)  # the previous month end
+            runner.run("features/calibration_transactions features/holdout_transactions features/customer_features "
+                       "segments/customer_segments", partition_key=c.isoformat(), label=f"cutoff {c}")
+    return time.perf_counter() - t0
+
+
+def run_stage(name: str, env: dict, db: Path, cutoff: str) -> dict:
+    proc = subprocess.Popen([sys.executable, str(HERE), "--stage", name, "--db", str(db), "--cutoff", cutoff],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    t0 = time.perf_counter()
+    out, err = proc.communicate()
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"stage {name} failed:\n{err[-3000:]}")
+    result = json.loads(out.strip().splitlines()[-1])
+    result["wall_seconds"] = wall
+    return result
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", default="10000,100000,1000000")
+    ap.add_argument("--years", type=float, default=3.0)
+    ap.add_argument("--workdir", default=str(DATA_DIR / "benchmarks" / "scale"))
+    ap.add_argument("--stage", help=argparse.SUPPRESS)
+    ap.add_argument("--db", help=argparse.SUPPRESS)
+    ap.add_argument("--cutoff", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.stage:  # child process: run one stage, report seconds and peak RSS
+        import resource
+
+        seconds = stage(args.stage, args.db, args.cutoff)
+        rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        print(json.dumps({"stage": args.stage, "seconds": seconds, "peak_rss_mb": rss_kb / 1024}))
+        return 0
+
+    from customer_assets.generate import generate
+
+    work = Path(args.workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    results = {}
+    for n in [int(x) for x in args.sizes.split(",")]:
+        src = work / f"synthetic_{n}.csv"
+        t0 = time.perf_counter()
+        record = generate(n, args.years, 1, str(src))
+        gen_s = time.perf_counter() - t0
+        db = work / f"warehouse_{n}.duckdb"
+        for p in (db, Path(str(db) + ".wal")):
+            if p.exists():
+                p.unlink()
+        pq = work / f"synthetic_{n}.parquet"
+        duckdb.connect().execute(f"COPY (SELECT * FROM read_csv('{src}', header = true, all_varchar = true)) TO '{pq}' (FORMAT parquet)")
+        cutoff = record["end"]
+        env = _env(src, db)
+        res = {"customers": n, "rows": record["rows"], "generate_seconds": gen_s, "csv_mb": src.stat().st_size / 2**20,
+               "raw_parquet_mb": pq.stat().st_size / 2**20, "stages": {}}
+        for name in STAGES:
+            r = run_stage(name, env, db, cutoff)
+            res["stages"][name] = r
+            print(f"{n:>9,} customers  {name:<9} {r['seconds']:8.1f} s  peak RSS {r['peak_rss_mb']:7.0f} MB", file=sys.stderr)
+        res["warehouse_mb"] = sum(p.stat().st_size for p in (db, Path(str(db) + ".wal")) if p.exists()) / 2**20
+        results[n] = res
+        (work / "scale_results.json").write_text(json.dumps(results, indent=2))
+
+    sizes = list(results)
+    print("\n| stage | " + " | ".join(f"{n:,} customers ({results[n]['rows'] / 1e6:.1f}M rows)" for n in sizes) + " |")
+    print("| --- |" + " --- |" * len(sizes))
+    for name in STAGES:
+        cells = [f"{results[n]['stages'][name]['seconds']:.1f} s, {results[n]['stages'][name]['peak_rss_mb']:.0f} MB" for n in sizes]
+        print(f"| {name} | " + " | ".join(cells) + " |")
+    print("| warehouse after backfill | " + " | ".join(f"{results[n]['warehouse_mb']:.0f} MB (raw Parquet {results[n]['raw_parquet_mb']:.0f} MB, "
+                                                     f"{results[n]['warehouse_mb'] / results[n]['raw_parquet_mb']:.1f}x)" for n in sizes) + " |")
+    if len(sizes) >= 2:
+        a, b = sizes[-2], sizes[-1]
+        print(f"\nGrowth {a:,} -> {b:,} customers ({b / a:.0f}x): " + ", ".join(
+            f"{name} {results[b]['stages'][name]['seconds'] / max(results[a]['stages'][name]['seconds'], 1e-9):.1f}x" for name in STAGES))
+    last = results[sizes[-1]]["stages"]
+    print(f"features / floor at {sizes[-1]:,}: {last['features']['seconds'] / last['floor']['seconds']:.1f}x")
+    print(f"\nFigures also in {work / 'scale_results.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
