@@ -15,10 +15,11 @@ SEGMENTS = dg.AssetKey(["segments", "customer_segments"])
 MODELS = [dg.AssetKey(["models", n]) for n in ("churn", "spend", "ltv", "next_purchase")]
 SCORES = dg.AssetKey(["scores", "scored_customers"])
 SERVING = dg.AssetKey(["serving", "snapshot"])
+REPORT = dg.AssetKey(["reports", "customer_report"])
 
 INGEST_SELECTION = dg.AssetSelection.assets(RAW, CLEAN, REJECTED)
 TRAIN_SELECTION = dg.AssetSelection.assets(*SPLITS, FEATURES, *MODELS)
-SCORE_SELECTION = dg.AssetSelection.assets(*SPLITS, FEATURES, SEGMENTS, SCORES, SERVING)
+SCORE_SELECTION = dg.AssetSelection.assets(*SPLITS, FEATURES, SEGMENTS, SCORES, SERVING, REPORT)
 
 ingest_job = dg.define_asset_job(
     "ingest_transactions", selection=INGEST_SELECTION, description="Read the source file, clean it and reconcile."

@@ -155,6 +155,8 @@ SCORED_CUSTOMERS: list[C] = [
     ("horizon_days", "INTEGER", "H"),
     ("ltv_horizon_days", "INTEGER", "LTV horizon in days"),
     ("model_cutoff_date", "DATE", "Partition of the models used (= s - H)"),
+    ("top_drivers", "VARCHAR", "The 3 features that moved this customer's churn risk and spend most, from the models' own "
+                               "per-row contributions (link scale), e.g. 'recency_days (churn +0.84)'"),
 ]
 
 

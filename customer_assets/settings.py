@@ -25,6 +25,7 @@ ENV_HORIZON = "CUSTOMER_ASSETS_HORIZON_DAYS"
 ENV_LTV_HORIZON = "CUSTOMER_ASSETS_LTV_HORIZON_DAYS"
 ENV_START = "CUSTOMER_ASSETS_START_DATE"
 ENV_SERVING = "CUSTOMER_ASSETS_SERVING_DIR"
+ENV_REPORTS = "CUSTOMER_ASSETS_REPORTS_DIR"
 
 # The bundled CDNOW file: whitespace separated, header `customer_id date number_of_cds dollar_value`.
 CDNOW_COLUMNS = "customer_id=customer_id,date=date,quantity=number_of_cds,amount=dollar_value"
@@ -90,6 +91,17 @@ def serving_dir(database: str | None = None) -> Path:
     if database.startswith("md:") or database == ":memory:":
         return DATA_DIR / "serving"
     return Path(database).expanduser().resolve().parent / "serving"
+
+
+def reports_dir(database: str | None = None) -> Path:
+    """Folder of the HTML reports: ``$CUSTOMER_ASSETS_REPORTS_DIR``, else ``reports/`` next to the warehouse."""
+    value = os.environ.get(ENV_REPORTS)
+    if value:
+        return Path(value).expanduser()
+    database = database or warehouse_path()
+    if database.startswith("md:") or database == ":memory:":
+        return DATA_DIR / "reports"
+    return Path(database).expanduser().resolve().parent / "reports"
 
 
 def source_path() -> str:

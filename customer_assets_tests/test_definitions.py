@@ -25,6 +25,7 @@ EXPECTED_KEYS = {
     "evaluation/backtest",
     "evaluation/ltv_backtest",
     "serving/snapshot",
+    "reports/customer_report",
 }
 PARTITIONED = EXPECTED_KEYS - {"raw/transactions", "clean/transactions", "quality/rejected_transactions"}
 
@@ -41,7 +42,7 @@ def test_asset_keys_are_pinned():
 def test_key_prefix_is_a_known_schema():
     from customer_assets.storage import SCHEMAS
 
-    assert {k.split("/")[0] for k in EXPECTED_KEYS} <= {*SCHEMAS, "serving"}  # serving = Parquet files, not a schema
+    assert {k.split("/")[0] for k in EXPECTED_KEYS} <= {*SCHEMAS, "serving", "reports"}  # files, not schemas
 
 
 def test_partitions():

@@ -186,3 +186,30 @@ def test_model_gates_pass_on_cdnow(scored):
     result = materialize(scored, "models/churn models/spend", partition_key="1998-04-01")
     checks = {e.asset_check_key.name: e.passed for e in result.get_asset_check_evaluations()}
     assert checks == {"churn_beats_naive_baseline": True, "spend_beats_naive_baseline": True}
+
+
+def test_top_drivers_name_three_features(scored):
+    s = _q(scored, "SELECT top_drivers FROM scores.scored_customers WHERE cutoff_date = '1998-06-30'")
+    from customer_assets.features.logic import FEATURE_COLUMNS
+    from customer_assets.models.candidates import BG_FEATURES
+
+    known = set(FEATURE_COLUMNS) | set(BG_FEATURES)
+    for text in s.top_drivers.head(50):
+        items = text.split("; ")
+        assert len(items) == 3
+        for item in items:
+            feature, rest = item.split(" (", 1)
+            assert feature in known and rest.split()[0] in ("churn", "spend")
+
+
+def test_report_has_every_section_with_real_numbers(scored):
+    from pathlib import Path
+
+    assert materialize(scored, "reports/customer_report", partition_key="1998-06-30").success  # now 1998-04-01 exists too
+    report = Path(scored).parent / "reports" / "customer_report_1998-06-30.html"
+    text = report.read_text()
+    for section in ("What changed since 1998-04-01", "Segments", "Movement between segments", "Revenue at risk",
+                    "Customers to call first", "Recommended actions per segment"):
+        assert section in text, section
+    total = _q(scored, "SELECT sum(predicted_spend) AS s FROM scores.scored_customers WHERE cutoff_date = '1998-06-30'").s[0]
+    assert f"${total:,.0f}" in text

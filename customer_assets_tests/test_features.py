@@ -125,3 +125,32 @@ def test_rematerializing_a_then_b_then_a_replaces_a_and_leaves_b(built, ledger_c
     conn = duckdb.connect(warehouse, read_only=True)
     per_cutoff = dict(conn.execute("SELECT cutoff_date::VARCHAR, count(*) FROM features.customer_features GROUP BY 1").fetchall())
     assert per_cutoff == {C: 3, b_key: 4}
+
+
+def test_feature_checks_pass_on_clean_and_fail_on_dirty_rows(built):
+    import dagster as dg
+
+    warehouse, result = built
+    assert {e.asset_check_key.name: e.passed for e in result.get_asset_check_evaluations()} == {
+        "one_row_per_customer": True, "features_valid": True}
+    with duckdb.connect(warehouse) as conn:  # a duplicated customer and a recency beyond the history
+        conn.execute("INSERT INTO features.customer_features SELECT * FROM features.customer_features WHERE customer_id = 'A'")
+        conn.execute("UPDATE features.customer_features SET recency_days = 999 WHERE customer_id = 'B'")
+    checks = dg.AssetSelection.checks_for_assets(dg.AssetKey(["features", "customer_features"]))
+    result = materialize(warehouse, checks, raise_on_error=False)
+    outcome = {e.asset_check_key.name: e.passed for e in result.get_asset_check_evaluations()}
+    assert outcome == {"one_row_per_customer": False, "features_valid": False}
+
+
+def test_reconciliation_check_fails_when_a_row_goes_missing(ledger_csv, warehouse):
+    import dagster as dg
+
+    assert materialize(warehouse, "raw/transactions clean/transactions quality/rejected_transactions",
+                       run_config=source_config(ledger_csv)).success
+    with duckdb.connect(warehouse) as conn:
+        conn.execute("DELETE FROM clean.transactions WHERE source_row = 1")
+    checks = dg.AssetSelection.checks_for_assets(dg.AssetKey(["clean", "transactions"]))
+    result = materialize(warehouse, checks, raise_on_error=False)
+    evals = {e.asset_check_key.name: e for e in result.get_asset_check_evaluations()}
+    assert not evals["rows_reconcile"].passed
+    assert evals["rows_reconcile"].metadata["lost_rows"].value == 1

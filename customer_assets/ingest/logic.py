@@ -268,12 +268,23 @@ def clean_sql(has_amount: bool, has_quantity: bool, has_unit_price: bool) -> str
                 WHEN {negative_price} THEN 'negative_price'
             END AS pre_reason
         FROM flagged
+    ), keyed AS (
+        SELECT *, hash(customer_id, txn_date, amt_raw, qty, price, order_id, product_id) AS dup_key FROM classified
+    ), dup_groups AS (
+        -- exact repeats: a hash aggregate over the valid rows, far cheaper than a sorted window at scale
+        SELECT dup_key, customer_id, txn_date, amt_raw, qty, price, order_id, product_id, min(source_row) AS keep_row
+        FROM keyed WHERE pre_reason IS NULL
+        GROUP BY ALL HAVING count(*) > 1
     ), deduped AS (
-        SELECT *,
-            CASE WHEN pre_reason IS NULL AND row_number() OVER (
-                PARTITION BY pre_reason IS NULL, customer_id, txn_date, amt_raw, qty, price, order_id, product_id
-                ORDER BY source_row) > 1 THEN 'duplicate' ELSE pre_reason END AS reject_reason
-        FROM classified
+        SELECT c.* EXCLUDE (dup_key),
+            CASE WHEN c.pre_reason IS NULL AND g.keep_row IS NOT NULL AND c.source_row <> g.keep_row
+                      -- the hash only finds candidates; equality of every field makes it exact
+                      AND c.customer_id = g.customer_id AND c.txn_date = g.txn_date
+                      AND c.amt_raw IS NOT DISTINCT FROM g.amt_raw AND c.qty IS NOT DISTINCT FROM g.qty
+                      AND c.price IS NOT DISTINCT FROM g.price AND c.order_id IS NOT DISTINCT FROM g.order_id
+                      AND c.product_id IS NOT DISTINCT FROM g.product_id
+                 THEN 'duplicate' ELSE c.pre_reason END AS reject_reason
+        FROM keyed c LEFT JOIN dup_groups g ON c.dup_key = g.dup_key
     )
     SELECT * FROM deduped
     """
@@ -307,7 +318,6 @@ def clean_transactions(conn: duckdb.DuckDBPyConnection) -> dict[str, int]:
                    is_return, coalesce(abs(amt_raw) > ?, false) AS is_outlier,
                    order_id, product_id, load_id, source_row
             FROM _classified WHERE reject_reason IS NULL
-            ORDER BY customer_id, txn_date, source_row
             """,
             [threshold],
         )

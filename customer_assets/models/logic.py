@@ -355,6 +355,8 @@ def _nearest_window(days: int) -> int:
 
 
 def _prepare(record: ModelRecord, frame: pd.DataFrame, horizon_days: int) -> pd.DataFrame:
+    if set(C.BG_FEATURES) <= set(frame.columns):
+        return frame
     if any(f in C.BG_FEATURES for f in record.features) or record.calibration.get("blend_bgnbd_weight"):
         return C.add_bgnbd_features(frame, horizon_days)
     return frame
@@ -441,3 +443,33 @@ def predict_ltv(record: ModelRecord, frame: pd.DataFrame, horizon_days: int) -> 
     bg, gg = _ltv_params(record)
     x, t_x, T, m = rfm_weeks(frame)
     return P.bgnbd_expected_purchases(bg, horizon_days / WEEK, x, t_x, T) * P.gamma_gamma_expected_spend(gg, x, m)
+
+
+def top_drivers(churn: ModelRecord, spend: ModelRecord, frame: pd.DataFrame, horizon_days: int = 90, k: int = 3) -> list[str]:
+    """The ``k`` features that moved each customer's churn risk and spend most, with direction.
+
+    Uses the boosting libraries' own per-row contributions on the link scale (logit for the
+    purchase model, log for Tweedie spend), so the two models' contributions are comparable.
+    A contribution that raises P(purchase) lowers churn, and is reported as ``churn -``.
+    """
+    parts = []
+    for record, sign, label in ((churn, -1.0, "churn"), (spend, 1.0, "spend")):
+        prepared = _prepare(record, frame, horizon_days)
+        contrib = C.contributions(record.artifact_format, record.artifact, record.features, record.params.get("rounds", 0), prepared)
+        if contrib is not None:
+            parts.append((label, record.features, sign * contrib))
+    if not parts:
+        return [""] * len(frame)
+    labels = np.array([label for label, feats, _ in parts for _f in feats])
+    feats = np.array([f for _label, fs, _ in parts for f in fs])
+    values = np.hstack([c for _, _, c in parts])
+    order = np.argsort(-np.abs(values), axis=1)[:, :k]
+    rows = np.arange(len(values))[:, None]
+    top = values[rows, order]
+    text = [np.char.add(np.char.add(np.char.add(feats[order[:, j]], " ("), labels[order[:, j]]),
+                        np.char.add(np.where(top[:, j] >= 0, " +", " -"), np.char.add(np.char.mod("%.2f", np.abs(top[:, j])), ")")))
+            for j in range(order.shape[1])]
+    joined = text[0]
+    for part in text[1:]:
+        joined = np.char.add(np.char.add(joined, "; "), part)
+    return joined.tolist()

@@ -8,6 +8,7 @@ import pandas as pd
 from dagster_duckdb import DuckDBResource
 
 from customer_assets import schemas
+from customer_assets.models import candidates as C
 from customer_assets.models import logic as L
 from customer_assets.models.assets import MODEL_NAMES
 from customer_assets.partitions import CUTOFF_PARTITIONS, MODEL_FOR_SCORING
@@ -52,6 +53,7 @@ def load_model(conn, name: str, model_cutoff: date, scoring_cutoff: date) -> tup
 def score_frame(feats: pd.DataFrame, segs: pd.DataFrame, models: dict[str, L.ModelRecord], cutoff: date, model_cutoff: date) -> pd.DataFrame:
     """Apply the four models to the features at ``cutoff``. Pure: no warehouse access."""
     df = feats.merge(segs[["customer_id", "segment"]], on="customer_id", how="left", validate="one_to_one")
+    df = C.add_bgnbd_features(df, HORIZON_DAYS)  # once, shared by every model that uses BG/NBD outputs
     if df["segment"].isna().any():
         raise ValueError(f"{int(df['segment'].isna().sum())} customers at {cutoff} have no segment")
     p = L.predict_purchase(models["churn"], df, HORIZON_DAYS).astype("float64")
@@ -65,6 +67,7 @@ def score_frame(feats: pd.DataFrame, segs: pd.DataFrame, models: dict[str, L.Mod
         "predicted_ltv": L.predict_ltv(models["ltv"], df, LTV_HORIZON_DAYS).astype("float64"),
         "predicted_days_to_next_purchase": L.predict_next_purchase(models["next_purchase"], df, HORIZON_DAYS).astype("float64"),
     })
+    out["top_drivers"] = L.top_drivers(models["churn"], models["spend"], df, HORIZON_DAYS)
     out["value_decile"] = S.value_deciles(out["predicted_ltv"].to_numpy()).astype("int32")
     out["recommended_action"] = S.recommended_actions(out)
     out["horizon_days"] = HORIZON_DAYS

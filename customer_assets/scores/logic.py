@@ -22,6 +22,7 @@ SCORED_COLUMNS = [
     "horizon_days",
     "ltv_horizon_days",
     "model_cutoff_date",
+    "top_drivers",
 ]
 
 

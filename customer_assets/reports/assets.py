@@ -1,0 +1,54 @@
+"""reports/customer_report: an HTML page per cutoff for marketers."""
+
+import os
+from datetime import date
+from pathlib import Path
+
+import dagster as dg
+from dagster_duckdb import DuckDBResource
+
+from customer_assets.partitions import CUTOFF_PARTITIONS
+from customer_assets.reports import logic
+from customer_assets.settings import HORIZON_DAYS, LTV_HORIZON_DAYS, reports_dir
+
+
+@dg.asset(
+    key=["reports", "customer_report"],
+    deps=[dg.AssetKey(["scores", "scored_customers"])],
+    partitions_def=CUTOFF_PARTITIONS,
+    group_name="scores",
+    kinds={"html", "duckdb"},
+    pool="duckdb",
+    description=(
+        "A self-contained HTML report per cutoff, written under data/reports/: what changed since the previous scored "
+        "cutoff, segment sizes and movement, revenue at risk, the customers to call first and the recommended action "
+        "per segment with its reasoning."
+    ),
+    metadata={"dagster/column_schema": dg.TableSchema(columns=[
+        dg.TableColumn("file", "VARCHAR", description="customer_report_<cutoff>.html"),
+    ])},
+)
+def customer_report(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.MaterializeResult:
+    cutoff = date.fromisoformat(context.partition_key)
+    with duckdb.get_connection() as conn:
+        current = conn.execute("SELECT * FROM scores.scored_customers WHERE cutoff_date = ?", [cutoff]).df()
+        if current.empty:
+            raise dg.Failure(f"scores/scored_customers has no rows for {cutoff}: score that cutoff first.")
+        prev_cutoff = conn.execute("SELECT max(cutoff_date) FROM scores.scored_customers WHERE cutoff_date < ?", [cutoff]).fetchone()[0]
+        previous = (conn.execute("SELECT * FROM scores.scored_customers WHERE cutoff_date = ?", [prev_cutoff]).df()
+                    if prev_cutoff else None)
+    page, headline = logic.build_report(cutoff, current, previous, prev_cutoff, HORIZON_DAYS, LTV_HORIZON_DAYS)
+    folder = reports_dir(duckdb.database)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"customer_report_{cutoff}.html"
+    tmp = Path(str(path) + ".tmp")
+    tmp.write_text(page, encoding="utf-8")
+    os.replace(tmp, path)
+    context.log.info(f"Report written to {path}")
+    return dg.MaterializeResult(metadata={
+        "dagster/row_count": headline["customers"],
+        "report": dg.MetadataValue.path(str(path)),
+        "report_url": dg.MetadataValue.url(path.resolve().as_uri()),
+        "previous_cutoff": str(prev_cutoff) if prev_cutoff else "none",
+        **{k: float(v) for k, v in headline.items()},
+    })
