@@ -51,6 +51,8 @@ def _write(tmp_path: Path, name: str, data) -> Path:
         ("compressed.csv.gz", gzip.compress(GOOD.encode()), "utf-8", 2),
         ("random.csv", bytes(np.random.default_rng(0).integers(0, 256, 400, dtype=np.uint8)), "utf-8", "Could not read the source file"),
         ("not_parquet.parquet", GOOD, "utf-8", "Is it really a Parquet file?"),
+        ("blank_lines.csv", GOOD.replace("\nA,", "\n\n\nA,") + "\n  \n", "utf-8", 2),  # the sniffer gives up; we retry with ","
+        ("crlf_bom.csv", ("\ufeff" + GOOD).replace("\n", "\r\n"), "utf-8", 2),
     ],
 )
 def test_file_level_problems_are_read_or_explained(tmp_path, name, data, encoding, outcome):
@@ -83,15 +85,17 @@ def test_row_level_problems_are_rejected_with_reasons(tmp_path):
         "G,2020-01-10,1,-5,O8",  # negative price, not a return
         "H,2020-01-11,-1,5,O9",  # a return: kept, negative
         "a ,2020-01-12,1,5,O10",  # padded lower-case id -> A
+        "I,2020-01-13,1e300,1e300,O11",  # overflows to inf: not a usable amount
+        "J,2020-01-14,1,NaN,O12",  # NaN price
     ]) + "\n"
     conn = duckdb.connect()
     spec = logic.SourceSpec(str(_write(tmp_path, "rows.csv", rows)), MAPPING, "csv")
     logic.load_raw(conn, spec, "t")
     counts = logic.clean_transactions(conn)
     reasons = dict(conn.execute("SELECT reject_reason, count(*) FROM quality.rejected_transactions GROUP BY 1").fetchall())
-    assert reasons == {"non_numeric_amount": 1, "zero_quantity": 1, "future_date": 1, "null_customer_id": 1,
+    assert reasons == {"non_numeric_amount": 3, "zero_quantity": 1, "future_date": 1, "null_customer_id": 1,
                        "unparseable_date": 1, "negative_price": 1}
-    assert counts["raw_rows"] == 10 == counts["clean_rows"] + counts["rejected_rows"]
+    assert counts["raw_rows"] == 12 == counts["clean_rows"] + counts["rejected_rows"]
     assert conn.execute("SELECT amount, is_return FROM clean.transactions WHERE customer_id = 'H'").fetchone() == (-5.0, True)
     assert conn.execute("SELECT count(*) FROM clean.transactions WHERE customer_id = 'A'").fetchone()[0] == 2
 

@@ -25,6 +25,7 @@ class SourceSpec:
     mapping: ColumnMapping
     fmt: str  # "whitespace", "csv" or "parquet"
     encoding: str = "utf-8"
+    delimiter: str | None = None  # None: let DuckDB's sniffer decide
 
     def __post_init__(self):
         if self.encoding not in ENCODINGS:
@@ -88,10 +89,17 @@ def validate_source_path(path: str) -> Path:
     return p
 
 
-def _reader_sql(path: str, fmt: str, encoding: str = "utf-8") -> tuple[str, list]:
+def _reader_sql(path: str, fmt: str, encoding: str = "utf-8", delimiter: str | None = None) -> tuple[str, list]:
     """A SQL relation reading every column of the file as text, plus its row number."""
     if fmt == "parquet":
         return "SELECT *, row_number() OVER () AS __source_row FROM read_parquet(?)", [path]
+    if fmt == "csv" and delimiter:
+        # explicit delimiter (the sniffer gave up, e.g. on blank lines): pad short rows, drop empty ones
+        return (
+            "SELECT *, row_number() OVER () AS __source_row FROM read_csv(?, header = true, all_varchar = true, "
+            "encoding = ?, delim = ?, null_padding = true) WHERE NOT (COLUMNS(*) IS NULL)",
+            [path, encoding, delimiter],
+        )
     if fmt == "csv":
         return (
             "SELECT *, row_number() OVER () AS __source_row FROM read_csv(?, header = true, all_varchar = true, encoding = ?)",
@@ -115,11 +123,12 @@ def read_whitespace_header(conn: duckdb.DuckDBPyConnection, path: str, encoding:
     return row[0].split()
 
 
-def source_columns(conn: duckdb.DuckDBPyConnection, path: str, fmt: str, encoding: str = "utf-8") -> list[str]:
+def source_columns(conn: duckdb.DuckDBPyConnection, path: str, fmt: str, encoding: str = "utf-8",
+                   delimiter: str | None = None) -> list[str]:
     try:
         if fmt == "whitespace":
             return read_whitespace_header(conn, path, encoding)
-        sql, params = _reader_sql(path, fmt, encoding)
+        sql, params = _reader_sql(path, fmt, encoding, delimiter)
         rows = conn.execute(f"DESCRIBE {sql}", params).fetchall()
     except duckdb.Error as exc:
         raise _explain(exc, path, fmt) from exc
@@ -144,7 +153,14 @@ def load_raw(conn: duckdb.DuckDBPyConnection, spec: SourceSpec, load_id: str) ->
 
     Returns the number of rows loaded.
     """
-    found = source_columns(conn, spec.path, spec.fmt, spec.encoding)
+    found = source_columns(conn, spec.path, spec.fmt, spec.encoding, spec.delimiter)
+    if spec.fmt == "csv" and len(found) == 1 and not spec.delimiter:
+        # the sniffer found one column although the header holds a delimiter (blank lines confuse it): say which
+        for sep in (",", ";", "\t", "|"):
+            if sep in found[0] and all(c in found[0].split(sep) for c in spec.mapping.columns.values()):
+                spec = replace(spec, delimiter=sep)
+                found = source_columns(conn, spec.path, spec.fmt, spec.encoding, spec.delimiter)
+                break
     if spec.fmt == "csv" and len(found) == 1 and len(found[0].split()) > 1:
         # DuckDB's sniffer does not pick runs of spaces as a delimiter: read such files as whitespace separated
         spaced = read_whitespace_header(conn, spec.path, spec.encoding)
@@ -166,7 +182,7 @@ def load_raw(conn: duckdb.DuckDBPyConnection, spec: SourceSpec, load_id: str) ->
         )
         params = [load_id, spec.path, spec.encoding]
     else:
-        sql, rparams = _reader_sql(spec.path, spec.fmt, spec.encoding)
+        sql, rparams = _reader_sql(spec.path, spec.fmt, spec.encoding, spec.delimiter)
         select = ", ".join(
             f"CAST({quote_ident(m[f])} AS VARCHAR) AS {f}" if f in m else f"NULL::VARCHAR AS {f}" for f in FIELDS
         )
@@ -263,7 +279,7 @@ def clean_sql(has_amount: bool, has_quantity: bool, has_unit_price: bool) -> str
                 WHEN customer_id IS NULL OR customer_id = '' THEN 'null_customer_id'
                 WHEN txn_date IS NULL THEN 'unparseable_date'
                 WHEN txn_date > current_date THEN 'future_date'
-                WHEN NOT ({numeric_ok}) THEN 'non_numeric_amount'
+                WHEN NOT ({numeric_ok}) OR NOT coalesce(isfinite(amt_raw), false) THEN 'non_numeric_amount'
                 WHEN qty = 0 THEN 'zero_quantity'
                 WHEN {negative_price} THEN 'negative_price'
             END AS pre_reason

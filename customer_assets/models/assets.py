@@ -24,10 +24,12 @@ GROUP = "models"
 
 
 class TrainingConfig(dg.Config):
-    """Candidate stacking depths as "<cutoffs>x<days apart>" (chosen by validation) and a per-cutoff row cap."""
+    """Candidate stacking depths as "<cutoffs>x<days apart>" (chosen by validation), a per-cutoff row cap,
+    and the fewest customers with complete labels a model may be trained on."""
 
     stack_options: list[str] = [f"{n}x{step}" for n, step in L.STACK_OPTIONS]
     max_rows_per_cutoff: int = L.MAX_ROWS_PER_CUTOFF
+    min_labelled_customers: int = L.MIN_LABELLED_CUSTOMERS
 
 
 def parse_stack_options(options: list[str]) -> tuple[tuple[int, int], ...]:
@@ -75,7 +77,8 @@ def training_data(conn, cutoff: date, config: TrainingConfig, what: str) -> L.Tr
         return cache[c]
 
     return L.TrainingData(cutoff, HORIZON_DAYS, start, load, parse_stack_options(config.stack_options),
-                          max_rows_per_cutoff=10 * config.max_rows_per_cutoff)
+                          max_rows_per_cutoff=10 * config.max_rows_per_cutoff,
+                          min_labelled_customers=config.min_labelled_customers)
 
 
 def store(conn, record: L.ModelRecord, cutoff: date) -> None:
@@ -131,14 +134,14 @@ def _train(context: dg.AssetExecutionContext, duckdb: DuckDBResource, name: str,
     return result(record)
 
 
-@_model_asset("churn", {"xgboost", "sklearn"},
+@_model_asset("churn", {"xgboost", "lightgbm", "sklearn"},
               "P(purchase in H): the best of logistic regression, XGBoost, LightGBM and their BG/NBD-feature blends on an "
               "out-of-time validation, Platt-calibrated out of time; churn = 1 - P(purchase in H).")
 def churn(context: dg.AssetExecutionContext, config: TrainingConfig, duckdb: DuckDBResource) -> dg.MaterializeResult:
     return _train(context, duckdb, "churn", config, lambda d: L.train_churn(d, log=context.log.info))
 
 
-@_model_asset("spend", {"xgboost"}, "Expected net spend in the next H days: the best of XGBoost/LightGBM (Tweedie), their BG/NBD blends and "
+@_model_asset("spend", {"xgboost", "lightgbm"}, "Expected net spend in the next H days: the best of XGBoost/LightGBM (Tweedie), their BG/NBD blends and "
               "BG/NBD + Gamma-Gamma itself, on an out-of-time validation.")
 def spend(context: dg.AssetExecutionContext, config: TrainingConfig, duckdb: DuckDBResource) -> dg.MaterializeResult:
     return _train(context, duckdb, "spend", config, lambda d: L.train_spend(d, log=context.log.info))

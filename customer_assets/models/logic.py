@@ -135,6 +135,7 @@ class TrainingData:
     load: Any
     stack_options: tuple = STACK_OPTIONS
     max_rows_per_cutoff: int = MAX_ROWS_PER_CUTOFF
+    min_labelled_customers: int = MIN_LABELLED_CUSTOMERS
 
     def cutoffs(self, last: date, n: int, step: int) -> list[date]:
         """``last`` and up to ``n - 1`` earlier cutoffs ``step`` days apart that still have 30 days of history."""
@@ -201,9 +202,10 @@ def select_and_fit(task: str, data: TrainingData, families: tuple[str, ...], log
     t, h = data.cutoff, data.horizon_days
     label_fn, objective, metric = _task(task, h)
     valid = C.add_bgnbd_features(data.frame([t]), h)
-    if len(valid) < MIN_LABELLED_CUSTOMERS:
+    if len(valid) < data.min_labelled_customers:
         raise InsufficientDataError(
-            f"{task}: only {len(valid)} customers with complete labels at {t}; at least {MIN_LABELLED_CUSTOMERS} are needed."
+            f"{task}: only {len(valid)} customers with complete labels at {t}; at least {data.min_labelled_customers} are "
+            "needed (the `min_labelled_customers` config of the model assets)."
         )
     val_last = t - timedelta(days=h)
     if not data.cutoffs(val_last, 1, 30):
