@@ -103,3 +103,14 @@ def test_scored_customers_page_shows_metadata_and_columns(ui, page):
                  "Partition of the models used"):
         assert text in body, text
     page.screenshot(path=str(SHOTS / "scored_customers.png"), full_page=True)
+
+
+def test_model_metadata_lists_its_charts_and_metrics(ui, page):
+    """The churn model's latest materialization carries its charts (markdown images) and numeric metrics."""
+    page.goto(ui + "/assets/models/churn?view=events", wait_until="networkidle")
+    page.get_by_text("metric/validation_roc_auc").first.wait_for(timeout=60_000)
+    page.wait_for_timeout(2_000)
+    body = page.inner_text("body")
+    for key in ("feature_importance", "reliability_plot", "cumulative_gains", "metric/validation_brier", "promoted"):
+        assert key in body, key
+    page.screenshot(path=str(SHOTS / "churn_model_events.png"), full_page=True)

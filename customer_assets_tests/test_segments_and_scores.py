@@ -178,3 +178,23 @@ def test_a_model_that_does_not_beat_the_baseline_is_not_promoted():
     assert rec.metrics["baseline_neg_recency_roc_auc"] == 1.0
     assert not rec.promoted and rec.to_row(date(2020, 6, 1))["promoted"] is False
     assert rec.notes[0].startswith("not promoted: validation ROC-AUC")
+
+
+def test_model_charts_are_valid_svg_images():
+    import base64
+    import re
+    import xml.etree.ElementTree as ET
+
+    from customer_assets.models.assets import charts
+
+    rec = L.train_churn(_data())
+    out = charts(rec)
+    assert set(out) == {"feature_importance", "reliability_plot", "cumulative_gains"}
+    for value in out.values():
+        m = re.fullmatch(r"!\[[^\]]+\]\(data:image/svg\+xml;base64,([A-Za-z0-9+/=]+)\)", value.value)
+        assert m, value.value[:80]
+        root = ET.fromstring(base64.b64decode(m.group(1)))
+        assert root.tag.endswith("svg") and len(list(root)) > 3
+    # the importance chart names the most important feature first
+    top = next(iter(rec.params["importance"]))
+    assert top in base64.b64decode(re.search(r"base64,(.*)\)", out["feature_importance"].value).group(1)).decode()

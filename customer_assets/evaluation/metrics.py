@@ -134,3 +134,14 @@ def paired_bootstrap(metric, y, pred_a, pred_b, n_boot: int = 200, seed: int = 0
     if len(diffs) == 0:
         return point, float("nan"), float("nan")
     return float(point), float(np.percentile(diffs, 2.5)), float(np.percentile(diffs, 97.5))
+
+
+def gains_curve(y, score, points: int = 20) -> tuple[list[float], list[float]]:
+    """Cumulative gains: share of the total of ``y`` captured by the top x share of rows ranked by ``score``."""
+    y, score = np.clip(_arr(y), 0, None), _arr(score)
+    order = np.argsort(-score, kind="mergesort")
+    cum = np.concatenate([[0.0], np.cumsum(y[order])])
+    total = cum[-1] if cum[-1] > 0 else 1.0
+    xs = [i / points for i in range(points + 1)]
+    ys = [float(cum[int(round(x * len(y)))] / total) for x in xs]
+    return xs, ys

@@ -87,12 +87,41 @@ def store(conn, record: L.ModelRecord, cutoff: date) -> None:
     replace_partition_df(conn, "models", record.model_name, cutoff, frame)
 
 
+def charts(record: L.ModelRecord) -> dict:
+    """Feature importance, reliability and cumulative gains as images in the asset's metadata."""
+    from customer_assets import charts as ch
+
+    out = {}
+    imp = list(record.params.get("importance", {}).items())[:15]
+    if imp:
+        out["feature_importance"] = dg.MetadataValue.md(ch.md_image(
+            ch.bar_chart([k for k, _ in imp], [v for _, v in imp], f"models/{record.model_name}: feature importance (share of gain)",
+                         "{:.1%}"), "feature importance"))
+    diag = record.params.get("diagnostics", {})
+    if diag.get("reliability"):
+        rel = [r for r in diag["reliability"] if r["count"]]
+        out["reliability_plot"] = dg.MetadataValue.md(ch.md_image(ch.line_chart(
+            {"model (validation)": ([r["mean_predicted"] for r in rel], [r["observed_rate"] for r in rel])},
+            "Reliability on the out-of-time validation", "mean predicted probability", "observed purchase rate"),
+            "reliability"))
+    if diag.get("gains"):
+        series = {"model": tuple(diag["gains"])}
+        if diag.get("gains_baseline"):
+            series["naive baseline"] = tuple(diag["gains_baseline"])
+        what = "buyers" if record.model_name == "churn" else "revenue"
+        out["cumulative_gains"] = dg.MetadataValue.md(ch.md_image(ch.line_chart(
+            series, f"Cumulative gains: share of {what} in the top x of customers", "share of customers targeted",
+            f"share of {what} captured"), "cumulative gains"))
+    return out
+
+
 def result(record: L.ModelRecord) -> dg.MaterializeResult:
     md = {f"metric/{k}": (float(v) if v == v else dg.MetadataValue.null()) for k, v in record.metrics.items()}
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": 1,
             **md,
+            **charts(record),
             "library": record.library,
             "artifact_format": record.artifact_format,
             "training_cutoffs": dg.MetadataValue.json([str(c) for c in record.training_cutoffs]),

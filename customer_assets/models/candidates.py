@@ -213,3 +213,18 @@ def contributions(artifact_format: str, artifact: str, features: list[str], roun
         z = (_logit_design(frame, features) - np.asarray(art["mean"])) / np.asarray(art["scale"])
         return z * np.asarray(art["coef"])
     return None
+
+
+def importance(artifact_format: str, artifact: str, features: list[str]) -> dict[str, float]:
+    """Each feature's share of the model's total importance (gain for the boosters, |coefficient| otherwise)."""
+    if artifact_format == "xgboost-json":
+        raw = xgb_load(artifact).get_score(importance_type="total_gain")
+    elif artifact_format == "lightgbm-text":
+        booster = lgb_load(artifact)
+        raw = dict(zip(booster.feature_name(), booster.feature_importance(importance_type="gain"), strict=True))
+    elif artifact_format == "json-coefficients":
+        raw = dict(zip(features, np.abs(json.loads(artifact)["coef"]), strict=True))
+    else:
+        return {}
+    total = float(sum(raw.values())) or 1.0
+    return {k: float(v) / total for k, v in sorted(raw.items(), key=lambda kv: -kv[1])}

@@ -283,7 +283,8 @@ def _record(task, sel, metrics, calibration, notes, promoted) -> ModelRecord:
     return ModelRecord(
         task, lib, ver, fmt, art, feats,
         {"family": sel["family"], "stacked_cutoffs": n, "stack_step_days": step, "rounds": sel["rounds"],
-         "selection": sel["selection"], "promoted": promoted},
+         "selection": sel["selection"], "promoted": promoted, "diagnostics": sel.get("diagnostics", {}),
+         "importance": C.importance(fmt, art, feats)},
         metrics, sel["training_cutoffs"], sel["n_train_rows"], calibration, notes,
     )
 
@@ -311,6 +312,8 @@ def train_churn(data: TrainingData, log=None) -> ModelRecord:
     }
     promoted = metrics["validation_roc_auc"] > baseline
     notes = [] if promoted else [f"not promoted: validation ROC-AUC {metrics['validation_roc_auc']:.4f} <= -recency {baseline:.4f}"]
+    sel["diagnostics"] = {"reliability": M.reliability_table(y, p), "gains": M.gains_curve(y, p),
+                          "gains_baseline": M.gains_curve(y, -valid["recency_days"].to_numpy())}
     return _record("churn", sel, metrics, {"method": "platt", "a": a, "b": b, "fitted_on_cutoff": str(data.cutoff)}, notes, promoted)
 
 
@@ -331,6 +334,8 @@ def train_spend(data: TrainingData, log=None) -> ModelRecord:
     }
     promoted = metrics["validation_r2"] > baseline
     notes = [] if promoted else [f"not promoted: validation R2 {metrics['validation_r2']:.4f} <= last-H-days spend {baseline:.4f}"]
+    sel["diagnostics"] = {"gains": M.gains_curve(y, pred),
+                          "gains_baseline": M.gains_curve(y, valid[f"spend_{_nearest_window(data.horizon_days)}d"].to_numpy())}
     return _record("spend", sel, metrics, {"blend_bgnbd_weight": sel["blend_bgnbd_weight"], "fitted_on_cutoff": str(data.cutoff)},
                    notes, promoted)
 

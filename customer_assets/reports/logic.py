@@ -5,6 +5,8 @@ from datetime import date
 
 import pandas as pd
 
+from customer_assets.charts import bar_chart
+
 REASONING = {
     "Champions": "Recent, frequent, high spenders. Discounts would give away margin they would spend anyway: reward them "
                  "(early access, VIP service) and cross-sell. Watch the ones whose churn risk rises: they are the costliest to lose.",
@@ -44,23 +46,6 @@ def _table(frame: pd.DataFrame, money: tuple = (), pct: tuple = (), digits: dict
             cells.append(f"<td>{_esc(text)}</td>")
         rows.append("<tr>" + "".join(cells) + "</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
-
-
-def bar_chart(labels: list[str], values: list[float], title: str, fmt: str = "{:,.0f}", width: int = 560) -> str:
-    """A horizontal bar chart as inline SVG."""
-    top = max(values) if values and max(values) > 0 else 1
-    bar_h, gap, left = 22, 6, 150
-    height = len(values) * (bar_h + gap) + 30
-    parts = [f'<svg role="img" aria-label="{_esc(title)}" width="{width}" height="{height}" xmlns="http://www.w3.org/2000/svg">',
-             f'<text x="0" y="14" font-size="13" font-weight="bold">{_esc(title)}</text>']
-    for i, (lab, val) in enumerate(zip(labels, values, strict=True)):
-        y = 24 + i * (bar_h + gap)
-        w = max(1, (width - left - 90) * val / top)
-        parts.append(f'<text x="{left - 6}" y="{y + 15}" font-size="12" text-anchor="end">{_esc(lab)}</text>')
-        parts.append(f'<rect x="{left}" y="{y}" width="{w:.1f}" height="{bar_h}" fill="#4f6bed"/>')
-        parts.append(f'<text x="{left + w + 6:.1f}" y="{y + 15}" font-size="12">{_esc(fmt.format(val))}</text>')
-    parts.append("</svg>")
-    return "".join(parts)
 
 
 def build_report(cutoff: date, current: pd.DataFrame, previous: pd.DataFrame | None, previous_cutoff: date | None,

@@ -115,9 +115,19 @@ def scored_customers(context: dg.AssetExecutionContext, duckdb: DuckDBResource) 
         n = replace_partition_df(conn, "scores", "scored_customers", cutoff, out)
     by_segment = out.groupby("segment").agg(customers=("customer_id", "size"), mean_churn=("churn_probability", "mean"),
                                             expected_spend=("predicted_spend", "sum"), expected_ltv=("predicted_ltv", "sum")).reset_index()
+    from customer_assets import charts as ch
+
+    deciles = out.groupby("value_decile")["predicted_ltv"].sum().sort_index(ascending=False)
+    decile_chart = ch.md_image(ch.bar_chart([f"decile {d}" for d in deciles.index], deciles.tolist(),
+                                            f"Expected {LTV_HORIZON_DAYS}-day value by value decile", "${:,.0f}"), "value deciles")
+    at_risk = (out[out["churn_probability"] >= 0.5].assign(value_at_risk=lambda f: f["predicted_ltv"] * f["churn_probability"])
+               .sort_values("value_at_risk", ascending=False)
+               [["customer_id", "segment", "churn_probability", "predicted_ltv", "value_at_risk", "recommended_action"]])
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": n,
+            "value_decile_chart": dg.MetadataValue.md(decile_chart),
+            "top_customers_at_risk": dg.MetadataValue.md(markdown_preview(at_risk, n=15)),
             "model_cutoff_date": str(model_cutoff),
             "models_used": dg.MetadataValue.json({n: {"partition": str(v[1]), "status": v[2], "family": v[0].params.get("family")}
                                                   for n, v in loaded.items()}),

@@ -84,9 +84,15 @@ def customer_segments(context: dg.AssetExecutionContext, config: SegmentConfig, 
             "mean_monetary_total": prof.sort_values("cluster_id")["mean_monetary_total"].to_numpy(),
         })
         replace_partition_df(conn, "segments", "segment_centroids", cutoff, cent)
+    from customer_assets import charts as ch
+
+    by_segment = prof.groupby("segment").agg(size=("size", "sum")).sort_values("size", ascending=False)
+    chart = ch.md_image(ch.bar_chart(by_segment.index.tolist(), by_segment["size"].astype(float).tolist(),
+                                     f"Customers per segment at {cutoff}"), "segments")
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": n,
+            "segments_chart": dg.MetadataValue.md(chart),
             "k": model.k,
             "silhouette": model.silhouette_by_k[model.k],
             "silhouette_by_k": dg.MetadataValue.json({str(k): v for k, v in model.silhouette_by_k.items()}),
