@@ -20,6 +20,10 @@ from customer_assets.models import probabilistic as P
 
 WEEK = 7.0
 THREADS = 2
+# Upper bounds on early-stopped boosting rounds during selection. On CDNOW no candidate goes past 170
+# rounds, so the caps change nothing there; on large synthetic data they bound the search's cost.
+MAX_XGB_ROUNDS = 300
+MAX_LGB_ROUNDS = 500
 BG_FEATURES = ["bg_p_alive", "bg_expected_purchases", "bg_p_purchase", "gg_expected_spend", "bg_expected_value"]
 # The BG/NBD and Gamma-Gamma parameters are estimated on at most this many customers per cutoff
 # (a fixed random sample) and then applied to everyone: the estimates barely move, the cost stays flat.
@@ -110,7 +114,8 @@ def fit_xgb(objective: str, train: pd.DataFrame, features: list[str], label_fn, 
     dtrain = xgb_dmatrix(train, features, **label_fn(train))
     if rounds is None:
         dvalid = xgb_dmatrix(valid, features, **label_fn(valid))
-        booster = xgb.train(params, dtrain, 1000, evals=[(dvalid, "valid")], early_stopping_rounds=40, verbose_eval=False)
+        booster = xgb.train(params, dtrain, MAX_XGB_ROUNDS, evals=[(dvalid, "valid")], early_stopping_rounds=40,
+                            verbose_eval=False)
         rounds = int(booster.best_iteration) + 1
     else:
         booster = xgb.train(params, dtrain, rounds)
@@ -138,7 +143,7 @@ def fit_lgb(objective: str, train, features, label_fn, valid, rounds, family) ->
     dtrain = lgb.Dataset(_x(train, features), label=label_fn(train)["label"], feature_name=features, free_raw_data=False)
     if rounds is None:
         dvalid = lgb.Dataset(_x(valid, features), label=label_fn(valid)["label"], reference=dtrain)
-        booster = lgb.train(params, dtrain, 1500, valid_sets=[dvalid], callbacks=[lgb.early_stopping(60, verbose=False)])
+        booster = lgb.train(params, dtrain, MAX_LGB_ROUNDS, valid_sets=[dvalid], callbacks=[lgb.early_stopping(60, verbose=False)])
         rounds = int(booster.best_iteration or booster.current_iteration())
     else:
         booster = lgb.train(params, dtrain, rounds)
