@@ -105,12 +105,51 @@ def test_scored_customers_page_shows_metadata_and_columns(ui, page):
     page.screenshot(path=str(SHOTS / "scored_customers.png"), full_page=True)
 
 
-def test_model_metadata_lists_its_charts_and_metrics(ui, page):
-    """The churn model's latest materialization carries its charts (markdown images) and numeric metrics."""
-    page.goto(ui + "/assets/models/churn?view=events", wait_until="networkidle")
+def _open_chart(page, key: str, alt: str, shot: str) -> None:
+    """Open the metadata entry ``key`` ([Show Markdown]) and check that its chart image is drawn."""
+    link = page.locator("tr", has_text=key).locator("a", has_text="[Show Markdown]").first
+    link.click()
+    dialog = page.get_by_role("dialog")
+    dialog.get_by_text(key).first.wait_for(timeout=30_000)
+    img = dialog.locator(f'img[alt="{alt}"]')
+    img.wait_for(timeout=30_000)
+    width, height, src = img.evaluate("e => [e.naturalWidth, e.naturalHeight, e.getAttribute('src').slice(0, 26)]")
+    assert src == "data:image/svg+xml;base64,", src
+    assert width >= 400 and height >= 100, (key, width, height)
+    dialog.screenshot(path=str(SHOTS / shot))
+    dialog.get_by_role("button", name="Close").click()
+    dialog.wait_for(state="hidden", timeout=10_000)
+
+
+def test_model_metadata_shows_its_charts_and_metrics(ui, page):
+    """The churn model's metadata carries numeric metrics and three charts that the UI draws as images."""
+    page.goto(ui + "/assets/models/churn", wait_until="networkidle")
     page.get_by_text("metric/validation_roc_auc").first.wait_for(timeout=60_000)
     page.wait_for_timeout(2_000)
     body = page.inner_text("body")
-    for key in ("feature_importance", "reliability_plot", "cumulative_gains", "metric/validation_brier", "promoted"):
+    for key in ("metric/validation_brier", "metric/validation_pr_auc", "promoted", "selection"):
         assert key in body, key
-    page.screenshot(path=str(SHOTS / "churn_model_events.png"), full_page=True)
+    _open_chart(page, "feature_importance", "feature importance", "churn_feature_importance.png")
+    _open_chart(page, "reliability_plot", "reliability", "churn_reliability.png")
+    _open_chart(page, "cumulative_gains", "cumulative gains", "churn_cumulative_gains.png")
+
+
+def test_segments_and_scores_show_their_charts(ui, page):
+    page.goto(ui + "/assets/segments/customer_segments", wait_until="networkidle")
+    page.get_by_text("silhouette_by_k").first.wait_for(timeout=60_000)
+    assert "mean_recency_days" in page.inner_text("body")
+    _open_chart(page, "segments_chart", "segments", "segments_chart.png")
+    page.goto(ui + "/assets/scores/scored_customers", wait_until="networkidle")
+    page.get_by_text("segment_profile").first.wait_for(timeout=60_000)
+    body = page.inner_text("body")
+    for text in ("mean_predicted_ltv", "mean_churn_probability", "top_customers_at_risk"):
+        assert text in body, text
+    page.locator("tr", has_text="top_customers_at_risk").locator("a", has_text="[Show Markdown]").first.click()
+    dialog = page.get_by_role("dialog")
+    dialog.get_by_text("value_at_risk").first.wait_for(timeout=30_000)
+    assert "recommended_action" in dialog.inner_text()
+    dialog.screenshot(path=str(SHOTS / "scored_top_at_risk.png"))
+    dialog.get_by_role("button", name="Close").click()
+    dialog.wait_for(state="hidden", timeout=10_000)
+    _open_chart(page, "value_decile_chart", "value deciles", "scored_value_deciles.png")
+    _open_chart(page, "segment_value_chart", "segment value", "scored_segment_value.png")

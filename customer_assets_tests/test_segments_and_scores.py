@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from customer_assets.models import logic as L
-from customer_assets.scores.logic import recommended_action, value_deciles
+from customer_assets.scores.logic import recommended_action, segment_profile, value_deciles
 from customer_assets.segments import logic as S
 
 
@@ -96,6 +96,34 @@ def test_value_deciles():
 )
 def test_recommended_action(segment, churn, decile, action):
     assert recommended_action(segment, churn, decile) == action
+
+
+def test_segment_profile_by_hand():
+    scored = pd.DataFrame({
+        "customer_id": ["a", "b", "c", "d"],
+        "segment": ["Loyal", "Loyal", "At Risk", "Loyal"],
+        "churn_probability": [0.1, 0.3, 0.9, 0.2],
+        "predicted_spend": [10.0, 20.0, 1.0, 30.0],
+        "predicted_ltv": [100.0, 50.0, 400.0, 30.0],
+    })
+    feats = pd.DataFrame({
+        "customer_id": ["d", "c", "b", "a"],  # another order: rows are matched by id, not by position
+        "recency_days": [30, 200, 20, 10],
+        "purchase_days": [3, 1, 2, 4],
+        "monetary_total": [90.0, 15.0, 60.0, 120.0],
+    })
+    prof = segment_profile(scored, feats)
+    # At Risk: one customer, LTV 400 -> first by total value; Loyal: a, b, d with LTV 100 + 50 + 30 = 180.
+    assert prof["segment"].tolist() == ["At Risk", "Loyal"]
+    loyal = prof.iloc[1]
+    assert loyal["customers"] == 3 and loyal["share"] == pytest.approx(0.75)
+    assert loyal["mean_recency_days"] == pytest.approx((10 + 20 + 30) / 3)
+    assert loyal["mean_purchase_days"] == pytest.approx(3.0)
+    assert loyal["mean_monetary_total"] == pytest.approx(90.0)
+    assert loyal["mean_predicted_ltv"] == pytest.approx(60.0)
+    assert loyal["mean_churn_probability"] == pytest.approx(0.2)
+    assert loyal["expected_spend"] == pytest.approx(60.0) and loyal["expected_ltv"] == pytest.approx(180.0)
+    assert prof.iloc[0]["mean_recency_days"] == 200 and prof.iloc[0]["share"] == pytest.approx(0.25)
 
 
 def _labelled_cutoff(c: date, n=400) -> pd.DataFrame:

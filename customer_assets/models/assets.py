@@ -95,7 +95,8 @@ def charts(record: L.ModelRecord) -> dict:
     imp = list(record.params.get("importance", {}).items())[:15]
     if imp:
         out["feature_importance"] = dg.MetadataValue.md(ch.md_image(
-            ch.bar_chart([k for k, _ in imp], [v for _, v in imp], f"models/{record.model_name}: feature importance (share of gain)",
+            ch.bar_chart([k for k, _ in imp], [v for _, v in imp], f"models/{record.model_name}: feature importance "
+                         f"({'share of |standardised coefficient|' if record.artifact_format == 'json-coefficients' else 'share of gain'})",
                          "{:.1%}"), "feature importance"))
     diag = record.params.get("diagnostics", {})
     if diag.get("reliability"):

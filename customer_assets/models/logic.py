@@ -433,7 +433,7 @@ def train_ltv(frame: pd.DataFrame, cutoff: date, horizon_days: int, ltv_horizon_
         })
     if log:
         log(f"BG/NBD r={bg.r:.3f} alpha={bg.alpha:.3f} a={bg.a:.3f} b={bg.b:.3f}; Gamma-Gamma p={gg.p:.3f} q={gg.q:.3f} v={gg.v:.3f}")
-    params = {"bgnbd": bg.to_dict(), "gamma_gamma": gg.to_dict(), "time_unit_days": WEEK, "ltv_horizon_days": ltv_horizon_days}
+    params = {"family": "bgnbd+gamma-gamma", "bgnbd": bg.to_dict(), "gamma_gamma": gg.to_dict(), "time_unit_days": WEEK, "ltv_horizon_days": ltv_horizon_days}
     return ModelRecord(
         "ltv", "customer_assets.probabilistic (scipy)", "1", "json-params", json.dumps(params),
         ["frequency", "t_x_days", "tenure_days", "repeat_monetary_mean"], params, metrics, [cutoff], len(frame), {}, notes,

@@ -113,8 +113,7 @@ def scored_customers(context: dg.AssetExecutionContext, duckdb: DuckDBResource) 
         context.log.info(f"Scoring {len(feats):,} customers at {cutoff} with the models of {model_cutoff}")
         out = score_frame(feats, segs, models, cutoff, model_cutoff)
         n = replace_partition_df(conn, "scores", "scored_customers", cutoff, out)
-    by_segment = out.groupby("segment").agg(customers=("customer_id", "size"), mean_churn=("churn_probability", "mean"),
-                                            expected_spend=("predicted_spend", "sum"), expected_ltv=("predicted_ltv", "sum")).reset_index()
+    by_segment = S.segment_profile(out, feats)
     from customer_assets import charts as ch
 
     deciles = out.groupby("value_decile")["predicted_ltv"].sum().sort_index(ascending=False)
@@ -134,7 +133,10 @@ def scored_customers(context: dg.AssetExecutionContext, duckdb: DuckDBResource) 
             "mean_churn_probability": float(out["churn_probability"].mean()),
             "expected_spend_in_horizon": float(out["predicted_spend"].sum()),
             "expected_ltv_total": float(out["predicted_ltv"].sum()),
-            "by_segment": dg.MetadataValue.md(markdown_preview(by_segment, n=20)),
+            "segment_profile": dg.MetadataValue.md(markdown_preview(by_segment, n=20)),
+            "segment_value_chart": dg.MetadataValue.md(ch.md_image(ch.bar_chart(
+                by_segment["segment"].tolist(), by_segment["expected_ltv"].tolist(),
+                f"Expected {LTV_HORIZON_DAYS}-day value by segment", "${:,.0f}"), "segment value")),
             "preview": dg.MetadataValue.md(markdown_preview(out.sort_values("predicted_ltv", ascending=False))),
         }
     )

@@ -69,3 +69,36 @@ def recommended_actions(frame: pd.DataFrame) -> list[str]:
         recommended_action(s, float(c), int(d))
         for s, c, d in zip(frame["segment"], frame["churn_probability"], frame["value_decile"], strict=False)
     ]
+
+
+def segment_profile(scored: pd.DataFrame, features: pd.DataFrame) -> pd.DataFrame:
+    """One row per segment: size, share, mean recency, frequency and monetary, predicted value, churn risk.
+
+    Parameters
+    ----------
+    scored : DataFrame
+        Rows of ``scores.scored_customers`` for one cutoff (``customer_id``, ``segment``,
+        ``churn_probability``, ``predicted_spend``, ``predicted_ltv``).
+    features : DataFrame
+        Rows of ``features.customer_features`` for the same cutoff (``customer_id``, ``recency_days``,
+        ``purchase_days``, ``monetary_total``).
+
+    Returns
+    -------
+    DataFrame
+        Sorted by total predicted value, most valuable segment first.
+    """
+    frame = scored.merge(features[["customer_id", "recency_days", "purchase_days", "monetary_total"]],
+                         on="customer_id", how="left", validate="one_to_one")
+    prof = frame.groupby("segment").agg(
+        customers=("customer_id", "size"),
+        mean_recency_days=("recency_days", "mean"),
+        mean_purchase_days=("purchase_days", "mean"),
+        mean_monetary_total=("monetary_total", "mean"),
+        mean_predicted_ltv=("predicted_ltv", "mean"),
+        mean_churn_probability=("churn_probability", "mean"),
+        expected_spend=("predicted_spend", "sum"),
+        expected_ltv=("predicted_ltv", "sum"),
+    ).reset_index()
+    prof.insert(2, "share", prof["customers"] / max(len(frame), 1))
+    return prof.sort_values("expected_ltv", ascending=False, kind="mergesort").reset_index(drop=True)
