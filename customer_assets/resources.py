@@ -62,4 +62,4 @@ class Warehouse(DuckDBResource):
 
 def warehouse_resource(database: str | None = None) -> Warehouse:
     """The warehouse resource for ``database`` (default: ``$CUSTOMER_ASSETS_DB`` or ``data/warehouse.duckdb``)."""
-    return Warehouse(database=database or warehouse_path())
+    return Warehouse(database=warehouse_path(database))

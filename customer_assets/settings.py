@@ -60,17 +60,44 @@ except ValueError as exc:  # pragma: no cover - configuration error path
     raise ValueError(f"{ENV_START} must be a YYYY-MM-DD date, got {PARTITIONS_START!r}") from exc
 
 
-def warehouse_path() -> str:
-    """The DuckDB warehouse: ``$CUSTOMER_ASSETS_DB`` or ``data/warehouse.duckdb``.
+DUCKDB_MAGIC = b"DUCK"  # bytes 8..12 of every DuckDB database file
 
-    MotherDuck style ``md:`` URIs pass through unchanged.
+
+def _config_path(env: str, value: str) -> Path:
+    """A path from configuration, refused with the variable's name if it cannot be a path at all."""
+    if "\x00" in value or not value.strip():
+        raise ValueError(f"{env} is not a usable path: {value!r}")
+    return Path(value).expanduser()
+
+
+def _folder(env: str, path: Path) -> Path:
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{env} must be a folder, got a file: {path}")
+    return path
+
+
+def warehouse_path(value: str | None = None) -> str:
+    """The DuckDB warehouse: ``value`` (e.g. the CLI's ``--db``), ``$CUSTOMER_ASSETS_DB`` or ``data/warehouse.duckdb``.
+
+    MotherDuck style ``md:`` URIs pass through unchanged. A local path is refused if it is a
+    folder, the transaction source itself, or an existing file that is not a DuckDB database
+    (so a mistyped setting cannot make DuckDB overwrite someone's CSV).
     """
-    value = os.environ.get(ENV_DB) or str(DEFAULT_WAREHOUSE)
+    value = value or os.environ.get(ENV_DB) or str(DEFAULT_WAREHOUSE)
     if value.startswith("md:") or value == ":memory:":
         return value
-    path = Path(value).expanduser()
+    path = _config_path(ENV_DB, value)
     if path.exists() and path.is_dir():
         raise ValueError(f"{ENV_DB} points at a directory, not a DuckDB file: {path}")
+    if path.exists() and path.resolve() == Path(source_path()).expanduser().resolve():
+        raise ValueError(f"{ENV_DB} points at the transaction source ({path}); give the warehouse its own file, "
+                         f"e.g. {DEFAULT_WAREHOUSE}")
+    if path.is_file() and path.stat().st_size > 0:
+        with path.open("rb") as fh:
+            head = fh.read(12)
+        if head[8:12] != DUCKDB_MAGIC:
+            raise ValueError(f"{ENV_DB} points at {path}, which exists but is not a DuckDB database file; refusing "
+                             "to open it as the warehouse. Point it at a new file or an existing warehouse.")
     path.parent.mkdir(parents=True, exist_ok=True)
     return str(path)
 
@@ -83,10 +110,7 @@ def serving_dir(database: str | None = None) -> Path:
     """
     value = os.environ.get(ENV_SERVING)
     if value:
-        path = Path(value).expanduser()
-        if path.exists() and not path.is_dir():
-            raise ValueError(f"{ENV_SERVING} must be a folder, got a file: {path}")
-        return path
+        return _folder(ENV_SERVING, _config_path(ENV_SERVING, value))
     database = database or warehouse_path()
     if database.startswith("md:") or database == ":memory:":
         return DATA_DIR / "serving"
@@ -97,7 +121,7 @@ def reports_dir(database: str | None = None) -> Path:
     """Folder of the HTML reports: ``$CUSTOMER_ASSETS_REPORTS_DIR``, else ``reports/`` next to the warehouse."""
     value = os.environ.get(ENV_REPORTS)
     if value:
-        return Path(value).expanduser()
+        return _folder(ENV_REPORTS, _config_path(ENV_REPORTS, value))
     database = database or warehouse_path()
     if database.startswith("md:") or database == ":memory:":
         return DATA_DIR / "reports"

@@ -233,3 +233,36 @@ def test_two_runs_started_at_once_are_serialized(cdnow_slice, tmp_path):
     with duckdb.connect(db, read_only=True) as conn:
         per_cutoff = dict(conn.execute("SELECT cutoff_date::VARCHAR, count(*) FROM scores.scored_customers GROUP BY 1").fetchall())
     assert per_cutoff == {"1998-06-30": 2000, "1998-05-01": 2000, "1998-04-01": 2000}
+
+
+def test_config_paths_are_validated(tmp_path, monkeypatch):
+    """A warehouse setting that points at a folder, at the source or at a non-DuckDB file is refused by name."""
+    from customer_assets import settings
+
+    source = tmp_path / "sales.csv"
+    source.write_text("customer_id,date,amount\n1,2020-01-01,5\n")
+    monkeypatch.setenv(settings.ENV_SOURCE, str(source))
+    with pytest.raises(ValueError, match="CUSTOMER_ASSETS_DB points at a directory"):
+        settings.warehouse_path(str(tmp_path))
+    with pytest.raises(ValueError, match="points at the transaction source"):
+        settings.warehouse_path(str(source))
+    other = tmp_path / "notes.txt"
+    other.write_text("not a database, and it must survive\n")
+    with pytest.raises(ValueError, match="not a DuckDB database file"):
+        settings.warehouse_path(str(other))
+    assert other.read_text() == "not a database, and it must survive\n"
+    with pytest.raises(ValueError, match="not a usable path"):
+        settings.warehouse_path("bad\x00name.duckdb")
+    # A real DuckDB file, a new file in a new folder and MotherDuck URIs are accepted.
+    real = tmp_path / "wh.duckdb"
+    duckdb.connect(str(real)).close()
+    assert settings.warehouse_path(str(real)) == str(real)
+    new = tmp_path / "sub" / "new.duckdb"
+    assert settings.warehouse_path(str(new)) == str(new) and new.parent.is_dir()
+    assert settings.warehouse_path("md:customer_assets") == "md:customer_assets"
+    monkeypatch.setenv(settings.ENV_REPORTS, str(other))
+    with pytest.raises(ValueError, match="CUSTOMER_ASSETS_REPORTS_DIR must be a folder"):
+        settings.reports_dir()
+    monkeypatch.setenv(settings.ENV_SERVING, str(other))
+    with pytest.raises(ValueError, match="CUSTOMER_ASSETS_SERVING_DIR must be a folder"):
+        settings.serving_dir()
