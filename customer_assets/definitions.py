@@ -37,6 +37,7 @@ ASSETS = [
 CHECKS = [
     ingest_checks.rows_reconcile,
     ingest_checks.clean_values_valid,
+    ingest_checks.clean_keys_unique,
     feature_checks.one_row_per_customer,
     feature_checks.features_valid,
     *MODEL_CHECKS,

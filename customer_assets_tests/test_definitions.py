@@ -104,3 +104,19 @@ def test_schedules_evaluate_to_the_right_partition(when, rescore, retrain):
     assert evaluate(nightly_rescore) == rescore
     assert evaluate(nightly_retrain) == retrain
     assert evaluate(nightly_ingest) is None
+
+
+def test_blocking_checks_are_pinned():
+    graph = _graph()
+    checks = {f"{k.asset_key.to_user_string()}:{k.name}" for k in graph.asset_check_keys}
+    assert checks == {
+        "clean/transactions:rows_reconcile",
+        "clean/transactions:clean_values_valid",
+        "clean/transactions:clean_keys_unique",
+        "features/customer_features:one_row_per_customer",
+        "features/customer_features:features_valid",
+        "models/churn:churn_beats_naive_baseline",
+        "models/spend:spend_beats_naive_baseline",
+        "models/next_purchase:next_purchase_beats_naive_baseline",
+    }
+    assert all(graph.get_check_spec(k).blocking for k in graph.asset_check_keys)

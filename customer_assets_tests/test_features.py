@@ -154,3 +154,25 @@ def test_reconciliation_check_fails_when_a_row_goes_missing(ledger_csv, warehous
     evals = {e.asset_check_key.name: e for e in result.get_asset_check_evaluations()}
     assert not evals["rows_reconcile"].passed
     assert evals["rows_reconcile"].metadata["lost_rows"].value == 1
+
+
+def test_key_check_fails_on_a_repeated_or_doubly_classified_row(ledger_csv, warehouse):
+    import dagster as dg
+
+    assert materialize(warehouse, "raw/transactions clean/transactions quality/rejected_transactions",
+                       run_config=source_config(ledger_csv)).success
+    checks = dg.AssetSelection.checks_for_assets(dg.AssetKey(["clean", "transactions"]))
+    with duckdb.connect(warehouse) as conn:  # the same source row twice in clean
+        conn.execute("INSERT INTO clean.transactions SELECT * FROM clean.transactions WHERE source_row = 1")
+    evals = {e.asset_check_key.name: e for e in materialize(warehouse, checks, raise_on_error=False).get_asset_check_evaluations()}
+    assert not evals["clean_keys_unique"].passed and evals["clean_keys_unique"].metadata["repeated_keys"].value == 1
+    with duckdb.connect(warehouse) as conn:  # a rejected row also counted as clean
+        conn.execute("DELETE FROM clean.transactions WHERE source_row = 1")
+        conn.execute("INSERT INTO clean.transactions BY NAME SELECT * EXCLUDE (source_row), 1 AS source_row "
+                     "FROM clean.transactions WHERE source_row = 2")
+        conn.execute("UPDATE clean.transactions SET source_row = (SELECT min(source_row) FROM quality.rejected_transactions) "
+                     "WHERE source_row = 1")
+    evals = {e.asset_check_key.name: e for e in materialize(warehouse, checks, raise_on_error=False).get_asset_check_evaluations()}
+    assert not evals["clean_keys_unique"].passed
+    assert evals["clean_keys_unique"].metadata["rows_both_clean_and_rejected"].value == 1
+    assert evals["clean_keys_unique"].metadata["repeated_keys"].value == 0

@@ -104,7 +104,7 @@ def test_dagster_config_sets_the_source_and_the_check_reconciles(ledger_csv, war
     result = materialize(warehouse, "raw/transactions clean/transactions quality/rejected_transactions", run_config=source_config(ledger_csv))
     assert result.success
     checks = {e.asset_check_key.name: e.passed for e in result.get_asset_check_evaluations()}
-    assert checks == {"rows_reconcile": True, "clean_values_valid": True}
+    assert checks == {"rows_reconcile": True, "clean_values_valid": True, "clean_keys_unique": True}
     assert row_counts(result) == {"raw/transactions": 15, "clean/transactions": 11, "quality/rejected_transactions": 4}
 
 

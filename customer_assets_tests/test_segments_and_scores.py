@@ -208,6 +208,22 @@ def test_a_model_that_does_not_beat_the_baseline_is_not_promoted():
     assert rec.notes[0].startswith("not promoted: validation ROC-AUC")
 
 
+def test_a_next_purchase_model_worse_than_recency_is_not_promoted():
+    t = date(2020, 6, 1)
+
+    def load(c):  # training cutoffs: days unrelated to anything; the validation cutoff: days = recency / 4 + 1
+        f = _labelled_cutoff(c)
+        rng = np.random.default_rng(c.toordinal() + 1)
+        days = f.recency_days / 4.0 + 1 if c == t else rng.integers(1, 90, len(f)).astype(float)
+        buy = f.recency_days < 300 if c == t else f.label_purchase
+        return f.assign(label_purchase=buy, label_days_to_next_purchase=np.where(buy, days, np.nan))
+
+    rec = L.train_next_purchase(_data(t, load=load))
+    assert rec.metrics["baseline_recency_c_index"] == 1.0
+    assert rec.metrics["validation_c_index"] < 0.9
+    assert not rec.promoted and rec.notes[0].startswith("not promoted: validation C-index")
+
+
 def test_model_charts_are_valid_svg_images():
     import base64
     import re

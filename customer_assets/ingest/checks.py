@@ -33,3 +33,17 @@ def clean_values_valid(duckdb: DuckDBResource) -> dg.AssetCheckResult:
             "OR amount IS NULL OR txn_date > current_date"
         ).fetchone()[0]
     return dg.AssetCheckResult(passed=bad == 0, metadata={"invalid_rows": bad})
+
+
+@dg.asset_check(asset=dg.AssetKey(["clean", "transactions"]), blocking=True, pool="duckdb",
+                description="Keys are unique: each source row appears once in clean.transactions and never in both "
+                            "clean and rejected.")
+def clean_keys_unique(duckdb: DuckDBResource) -> dg.AssetCheckResult:
+    with duckdb.get_connection() as conn:
+        repeated, both = conn.execute(
+            "SELECT (SELECT count(*) - count(DISTINCT (load_id, source_row)) FROM clean.transactions), "
+            "(SELECT count(*) FROM clean.transactions c SEMI JOIN quality.rejected_transactions r "
+            " ON c.load_id = r.load_id AND c.source_row = r.source_row)"
+        ).fetchone()
+    return dg.AssetCheckResult(passed=repeated == 0 and both == 0,
+                               metadata={"repeated_keys": repeated, "rows_both_clean_and_rejected": both})

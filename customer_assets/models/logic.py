@@ -351,8 +351,14 @@ def train_next_purchase(data: TrainingData, log=None) -> ModelRecord:
     metrics = {
         "validation_c_index": M.concordance_index(np.where(bought, days, data.horizon_days), bought, pred),
         "validation_mae_days_buyers": float(np.mean(np.abs(pred[bought] - days[bought]))) if bought.any() else float("nan"),
+        # the naive ranking: the longer since the last purchase, the longer until the next one
+        "baseline_recency_c_index": M.concordance_index(np.where(bought, days, data.horizon_days), bought,
+                                                        valid["recency_days"].astype(float).to_numpy()),
     }
-    return _record("next_purchase", sel, metrics, {"censored_at_days": data.horizon_days}, [], True)
+    promoted = metrics["validation_c_index"] >= metrics["baseline_recency_c_index"]
+    notes = [] if promoted else [f"not promoted: validation C-index {metrics['validation_c_index']:.4f} < recency's "
+                                 f"{metrics['baseline_recency_c_index']:.4f}"]
+    return _record("next_purchase", sel, metrics, {"censored_at_days": data.horizon_days}, notes, promoted)
 
 
 def _nearest_window(days: int) -> int:
