@@ -176,3 +176,35 @@ def test_key_check_fails_on_a_repeated_or_doubly_classified_row(ledger_csv, ware
     assert not evals["clean_keys_unique"].passed
     assert evals["clean_keys_unique"].metadata["rows_both_clean_and_rejected"].value == 1
     assert evals["clean_keys_unique"].metadata["repeated_keys"].value == 0
+
+
+def test_a_failed_feature_gate_stops_the_downstream_segments(ledger_csv, warehouse, monkeypatch):
+    """A (simulated) feature bug puts a recency beyond the history: the blocking check fails and segments never run."""
+    import dagster as dg
+
+    from customer_assets.features import logic as F
+
+    assert materialize(warehouse, "raw/transactions clean/transactions quality/rejected_transactions",
+                       run_config=source_config(ledger_csv)).success
+    monkeypatch.setattr(F, "FEATURE_SQL", "SELECT * REPLACE (CASE WHEN customer_id = 'B' THEN 9999 ELSE recency_days END "
+                        f"AS recency_days) FROM ({F.FEATURE_SQL})")
+    result = materialize(warehouse, "features/calibration_transactions features/holdout_transactions "
+                         "features/customer_features segments/customer_segments", partition_key=C, raise_on_error=False)
+    checks = {e.asset_check_key.name: e for e in result.get_asset_check_evaluations()}
+    assert not checks["features_valid"].passed
+    assert checks["features_valid"].metadata["recency_out_of_range"].value == 1
+    assert checks["features_valid"].severity == dg.AssetCheckSeverity.ERROR
+    materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+    assert "features/customer_features" in materialized and "segments/customer_segments" not in materialized
+    started = {e.step_key for e in result.all_events if e.event_type_value == "STEP_START"}
+    failed = {e.step_key for e in result.all_events if e.event_type_value == "STEP_FAILURE"}
+    assert not any("segments" in s for s in started), started
+    assert failed == {"features__customer_features_features_valid"}
+    with duckdb.connect(warehouse, read_only=True) as conn:
+        assert not conn.execute("SELECT count(*) FROM information_schema.tables WHERE table_schema = 'segments'").fetchone()[0]
+    # control: without the bug the same run reaches the segments step
+    monkeypatch.undo()
+    result = materialize(warehouse, "features/calibration_transactions features/holdout_transactions "
+                         "features/customer_features segments/customer_segments", partition_key=C, raise_on_error=False)
+    started = {e.step_key for e in result.all_events if e.event_type_value == "STEP_START"}
+    assert any("segments" in s for s in started), started
