@@ -117,6 +117,5 @@ def test_blocking_checks_are_pinned():
         "features/customer_features:features_valid",
         "models/churn:churn_beats_naive_baseline",
         "models/spend:spend_beats_naive_baseline",
-        "models/next_purchase:next_purchase_beats_naive_baseline",
     }
     assert all(graph.get_check_spec(k).blocking for k in graph.asset_check_keys)

@@ -213,3 +213,14 @@ def test_report_has_every_section_with_real_numbers(scored):
         assert section in text, section
     total = _q(scored, "SELECT sum(predicted_spend) AS s FROM scores.scored_customers WHERE cutoff_date = '1998-06-30'").s[0]
     assert f"${total:,.0f}" in text
+
+
+def test_a_model_trained_alone_equals_the_one_trained_with_shared_frames(scored):
+    """The fixture trained the four models of 1998-01-01 in one run, sharing feature frames; alone gives the same model."""
+    sql = "SELECT artifact, metrics, params FROM models.{} WHERE cutoff_date = '1998-01-01'"
+    for name in ("spend", "churn"):
+        shared = _q(scored, sql.format(name))
+        assert materialize(scored, f"models/{name}", partition_key="1998-01-01").success
+        alone = _q(scored, sql.format(name))
+        assert len(alone) == 1
+        pd.testing.assert_frame_equal(shared, alone)

@@ -208,3 +208,27 @@ def test_a_failed_feature_gate_stops_the_downstream_segments(ledger_csv, warehou
                          "features/customer_features segments/customer_segments", partition_key=C, raise_on_error=False)
     started = {e.step_key for e in result.all_events if e.event_type_value == "STEP_START"}
     assert any("segments" in s for s in started), started
+
+
+def test_features_are_bit_identical_across_runs_on_multi_threaded_data(tmp_path):
+    """Money is summed exactly (DECIMAL), so DuckDB's parallel aggregation gives the same bits on every run."""
+    import numpy as np
+
+    rng = np.random.default_rng(7)
+    n = 600_000  # several row groups, so both threads take part
+    conn = duckdb.connect(str(tmp_path / "w.duckdb"), config={"threads": 2})
+    conn.execute("CREATE SCHEMA clean")
+    conn.execute("CREATE TABLE clean.transactions AS SELECT * FROM (SELECT 'C' || (i % 3000)::VARCHAR AS customer_id, "
+                 "DATE '2020-01-01' + (i % 700)::INTEGER AS txn_date, amount, amount < 0 AS is_return "
+                 "FROM (SELECT unnest(range(?)) AS i, unnest(?::DOUBLE[]) AS amount))",
+                 [n, (rng.lognormal(3, 1.2, n) * rng.choice([1, 1, 1, 1, -1], n)).round(2).tolist()])
+    runs = [logic.compute_features(conn, date(2021, 6, 1), 90, date(2021, 11, 30)) for _ in range(4)]
+    money = ["monetary_total", "monetary_mean", "spend_365d", "return_amount", "label_spend"]
+    assert len(runs[0]) == 3000 and runs[0]["monetary_total"].abs().sum() > 0
+    for other in runs[1:]:
+        for col in money:
+            assert np.array_equal(runs[0][col].to_numpy(), other[col].to_numpy()), col
+    # and the sums are the exact sums of the cent amounts
+    exact = conn.execute("SELECT sum(amount::DECIMAL(38, 2))::DOUBLE FROM clean.transactions WHERE txn_date <= '2021-06-01' "
+                         "AND customer_id = 'C17'").fetchone()[0]
+    assert runs[0].set_index("customer_id").loc["C17", "monetary_total"] == exact

@@ -109,10 +109,12 @@ def _window_cols(kind: str) -> str:
 FEATURE_SQL = f"""
 WITH p AS (SELECT CAST(? AS DATE) AS c, CAST(? AS INTEGER) AS h, CAST(? AS DATE) AS data_end),
 days AS (
-    SELECT t.customer_id, t.txn_date, sum(t.amount) AS day_amount,
+    -- money is summed as DECIMAL: exact, so the result does not depend on the order in which
+    -- DuckDB's threads add the rows up (a DOUBLE sum differs in the last bits from run to run)
+    SELECT t.customer_id, t.txn_date, sum(t.amount::DECIMAL(38, 6)) AS day_amount,
            bool_or(NOT t.is_return) AS is_purchase,
            count(*) FILTER (WHERE NOT t.is_return) AS n_lines,
-           coalesce(sum(t.amount) FILTER (WHERE t.is_return), 0) AS day_return_amount,
+           coalesce(sum(t.amount::DECIMAL(38, 6)) FILTER (WHERE t.is_return), 0) AS day_return_amount,
            count(*) FILTER (WHERE t.is_return) AS n_returns
     FROM clean.transactions t, p WHERE t.txn_date <= p.c
     GROUP BY t.customer_id, t.txn_date
@@ -138,7 +140,7 @@ dagg AS (
     FROM days, p GROUP BY customer_id
 ),
 lab AS (
-    SELECT t.customer_id, sum(t.amount) AS label_spend,
+    SELECT t.customer_id, sum(t.amount::DECIMAL(38, 6)) AS label_spend,
            min(t.txn_date) FILTER (WHERE NOT t.is_return) AS next_date,
            count(DISTINCT t.txn_date) FILTER (WHERE NOT t.is_return) AS label_purchase_days
     FROM clean.transactions t, p WHERE t.txn_date > p.c AND t.txn_date <= p.c + p.h

@@ -225,6 +225,9 @@ DATE_PARSE_SQL = (
 # Extreme amounts are kept (a real big order is real revenue) but flagged: |amount| above
 # OUTLIER_FACTOR x the 99th percentile of |amount| in the load. The threshold is recorded in
 # the asset's metadata.
+# A line amount beyond a trillion (either sign) is not a purchase; such rows are rejected with the
+# reason 'amount_out_of_range'. It also keeps every sum exact in the features' DECIMAL(38, 6) arithmetic.
+MAX_ABS_AMOUNT = 1e12
 OUTLIER_FACTOR = 10.0
 
 REJECT_REASONS = (
@@ -280,6 +283,7 @@ def clean_sql(has_amount: bool, has_quantity: bool, has_unit_price: bool) -> str
                 WHEN txn_date IS NULL THEN 'unparseable_date'
                 WHEN txn_date > current_date THEN 'future_date'
                 WHEN NOT ({numeric_ok}) OR NOT coalesce(isfinite(amt_raw), false) THEN 'non_numeric_amount'
+                WHEN abs(amt_raw) > {MAX_ABS_AMOUNT:.0f} THEN 'amount_out_of_range'
                 WHEN qty = 0 THEN 'zero_quantity'
                 WHEN {negative_price} THEN 'negative_price'
             END AS pre_reason

@@ -14,6 +14,7 @@ from dagster_duckdb import DuckDBResource
 
 from customer_assets import schemas
 from customer_assets.features import logic as F
+from customer_assets.models import candidates as C
 from customer_assets.models import logic as L
 from customer_assets.partitions import CUTOFF_PARTITIONS
 from customer_assets.settings import HORIZON_DAYS, LTV_HORIZON_DAYS
@@ -47,8 +48,25 @@ def parse_stack_options(options: list[str]) -> tuple[tuple[int, int], ...]:
     return tuple(out)
 
 
-def training_data(conn, cutoff: date, config: TrainingConfig, what: str) -> L.TrainingData:
-    """Labelled features at ``cutoff`` (from the warehouse) and, on demand, at earlier cutoffs (same SQL)."""
+# Feature frames computed for training, shared by the model assets of one run: churn, spend and
+# next_purchase stack the same cutoffs, and at a million customers each cutoff's feature SQL takes
+# seconds. Keyed by run id (cleared when another run starts), so a later run never sees stale rows.
+_RUN_FRAMES: dict[tuple, pd.DataFrame] = {}
+
+
+def _run_cache(run_id: str | None) -> dict[tuple, pd.DataFrame]:
+    if run_id is None:
+        return {}
+    if any(k[0] != run_id for k in _RUN_FRAMES):
+        _RUN_FRAMES.clear()
+    return _RUN_FRAMES
+
+
+def training_data(conn, cutoff: date, config: TrainingConfig, what: str, run_id: str | None = None) -> L.TrainingData:
+    """Labelled features at ``cutoff`` (from the warehouse) and, on demand, at earlier cutoffs (same SQL).
+
+    Within one run (``run_id``) the frames are computed once and shared by the model assets.
+    """
     start, end = F.data_bounds(conn)
     try:
         F.require_complete_labels(cutoff, HORIZON_DAYS, end, f"models/{what} for partition {cutoff}")
@@ -62,19 +80,22 @@ def training_data(conn, cutoff: date, config: TrainingConfig, what: str) -> L.Tr
     # large data: train on a fixed hash sample of customers (the same ones at every cutoff), so memory stays bounded
     fraction = min(1.0, config.max_rows_per_cutoff / n_customers)
     threshold = int(fraction * 1_000_000)
-    base = conn.execute(
-        "SELECT * FROM features.customer_features WHERE cutoff_date = ?"
-        + ("" if fraction >= 1.0 else f" AND {F.SAMPLE_FILTER}") + " ORDER BY customer_id",
-        [cutoff] + ([] if fraction >= 1.0 else [threshold]),
-    ).df()
-    cache = {cutoff: base}
+    shared = _run_cache(run_id)
+    key = (run_id, str(cutoff), threshold, HORIZON_DAYS, str(end))
+    if key not in shared:
+        shared[key] = C.add_bgnbd_features(conn.execute(
+            "SELECT * FROM features.customer_features WHERE cutoff_date = ?"
+            + ("" if fraction >= 1.0 else f" AND {F.SAMPLE_FILTER}") + " ORDER BY customer_id",
+            [cutoff] + ([] if fraction >= 1.0 else [threshold]),
+        ).df(), HORIZON_DAYS)
 
     def load(c: date) -> pd.DataFrame:
         if c > cutoff:
             raise AssertionError(f"training at {cutoff} asked for features at a later cutoff {c}")
-        if c not in cache:
-            cache[c] = F.compute_features(conn, c, HORIZON_DAYS, end, fraction)
-        return cache[c]
+        k = (run_id, str(c), threshold, HORIZON_DAYS, str(end))
+        if k not in shared:
+            shared[k] = C.add_bgnbd_features(F.compute_features(conn, c, HORIZON_DAYS, end, fraction), HORIZON_DAYS)
+        return shared[k]
 
     return L.TrainingData(cutoff, HORIZON_DAYS, start, load, parse_stack_options(config.stack_options),
                           max_rows_per_cutoff=10 * config.max_rows_per_cutoff,
@@ -158,7 +179,7 @@ def _train(context: dg.AssetExecutionContext, duckdb: DuckDBResource, name: str,
     """Build the training frame of the partition, fit with ``fit(frame, cutoff)``, store the record."""
     cutoff = date.fromisoformat(context.partition_key)
     with duckdb.get_connection() as conn:
-        record = fit(training_data(conn, cutoff, config, name))
+        record = fit(training_data(conn, cutoff, config, name, context.run_id))
         store(conn, record, cutoff)
     context.log.info(f"models/{name} {cutoff}: {record.params.get('family', record.library)}, metrics {record.metrics}")
     return result(record)

@@ -31,9 +31,15 @@ BG_FIT_SAMPLE = 100_000
 
 
 def add_bgnbd_features(frame: pd.DataFrame, horizon_days: int) -> pd.DataFrame:
-    """Add BG/NBD + Gamma-Gamma outputs, fitted separately on each cutoff's own histories."""
+    """Add BG/NBD + Gamma-Gamma outputs, fitted separately on each cutoff's own histories.
+
+    A cutoff whose rows already carry them (a frame shared between model assets) is kept as is.
+    """
     parts = []
     for _, part in frame.groupby("cutoff_date", sort=False):
+        if all(c in part.columns for c in BG_FEATURES) and part[BG_FEATURES].notna().all().all():
+            parts.append(part)
+            continue
         x = part["frequency"].astype(float).to_numpy()
         t_x = part["t_x_days"].astype(float).to_numpy() / WEEK
         T = part["tenure_days"].astype(float).to_numpy() / WEEK
