@@ -119,19 +119,14 @@ days AS (
     FROM clean.transactions t, p WHERE t.txn_date <= p.c
     GROUP BY t.customer_id, t.txn_date
 ),
-pdays AS (
-    SELECT customer_id, txn_date, day_amount,
-           row_number() OVER w AS k,
-           txn_date - lag(txn_date) OVER w AS gap
-    FROM days WHERE is_purchase
-    WINDOW w AS (PARTITION BY customer_id ORDER BY txn_date)
-),
 pagg AS (
+    -- purchase days only; the last gap from the two latest dates (no window sort), the repeat spend as the
+    -- total minus the first day's (exact: DECIMAL)
     SELECT customer_id, min(txn_date) AS first_date, max(txn_date) AS last_date, count(*) AS purchase_days,
-           max_by(gap, txn_date) AS last_gap, min_by(day_amount, txn_date) AS first_amount,
-           sum(day_amount) FILTER (WHERE k > 1) AS repeat_amount, max(day_amount) AS max_day_spend,
+           max(txn_date, 2) AS last_two_dates, min_by(day_amount, txn_date) AS first_amount,
+           sum(day_amount) AS purchase_amount, max(day_amount) AS max_day_spend,
            {_window_cols("count")}
-    FROM pdays, p GROUP BY customer_id
+    FROM days, p WHERE is_purchase GROUP BY customer_id
 ),
 dagg AS (
     SELECT customer_id, sum(day_amount) AS monetary_total, sum(n_lines) AS n_transactions,
@@ -153,13 +148,14 @@ SELECT p.c AS cutoff_date, a.customer_id,
        d.n_transactions::INTEGER AS n_transactions,
        d.monetary_total::DOUBLE AS monetary_total,
        (d.monetary_total / a.purchase_days)::DOUBLE AS monetary_mean,
-       coalesce(a.repeat_amount / nullif(a.purchase_days - 1, 0), 0)::DOUBLE AS repeat_monetary_mean,
+       coalesce(CASE WHEN a.purchase_days > 1 THEN (a.purchase_amount - a.first_amount) END
+                / nullif(a.purchase_days - 1, 0), 0)::DOUBLE AS repeat_monetary_mean,
        a.first_amount::DOUBLE AS first_purchase_amount,
        a.max_day_spend::DOUBLE AS max_day_spend,
        (p.c - a.first_date)::INTEGER AS tenure_days,
        (a.last_date - a.first_date)::INTEGER AS t_x_days,
        CASE WHEN a.purchase_days > 1 THEN (a.last_date - a.first_date) / (a.purchase_days - 1) END::DOUBLE AS mean_gap_days,
-       a.last_gap::DOUBLE AS last_gap_days,
+       (a.last_two_dates[1] - a.last_two_dates[2])::DOUBLE AS last_gap_days,
        {", ".join(f"d.spend_{w}d::DOUBLE AS spend_{w}d" for w in WINDOWS)},
        {", ".join(f"a.purchases_{w}d::INTEGER AS purchases_{w}d" for w in WINDOWS)},
        ((a.purchases_90d / 90.0) / (a.purchase_days / ((p.c - a.first_date) + 1.0)))::DOUBLE AS momentum_ratio,
