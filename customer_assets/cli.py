@@ -33,6 +33,17 @@ class Progress:
         self.stream.flush()
 
 
+def root_cause(error) -> str:
+    """The message of the first error in a Dagster error chain that is not Dagster's own step wrapper.
+
+    That is the exception our code raised (e.g. a SourceReadError that names the file and the fix),
+    not the library error it wraps, and not "Error occurred while executing op ...".
+    """
+    while (getattr(error, "cls_name", "") or "").startswith("Dagster") and getattr(error, "cause", None) is not None:
+        error = error.cause
+    return error.message.strip()
+
+
 class Runner:
     """Materializes asset selections in process, one partition at a time, with progress and clear failures."""
 
@@ -56,8 +67,8 @@ class Runner:
         if not result.success:
             failures = [e for e in result.all_events if e.is_failure and e.event_specific_data is not None
                         and getattr(e.event_specific_data, "error", None) is not None]
-            msg = failures[0].event_specific_data.error.message if failures else "see the run log"
-            raise SystemExit(f"customer-assets: {label or partition_key} failed: {msg.strip()}")
+            msg = root_cause(failures[0].event_specific_data.error) if failures else "see the run log"
+            raise SystemExit(f"customer-assets: {label or partition_key} failed: {msg}")
         self.progress.step(label)
 
     def last_date(self) -> str:

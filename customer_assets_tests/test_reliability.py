@@ -53,6 +53,8 @@ def _write(tmp_path: Path, name: str, data) -> Path:
         ("not_parquet.parquet", GOOD, "utf-8", "Is it really a Parquet file?"),
         ("blank_lines.csv", GOOD.replace("\nA,", "\n\n\nA,") + "\n  \n", "utf-8", 2),  # the sniffer gives up; we retry with ","
         ("crlf_bom.csv", ("\ufeff" + GOOD).replace("\n", "\r\n"), "utf-8", 2),
+        ("truncated.csv.gz", gzip.compress((GOOD + "C,2020-01-07,1,5,O3\n").encode())[:-12], "utf-8", "truncated or corrupt"),
+        ("ragged.csv", GOOD + "C,2020-01-07\nD,2020-01-08,1,5,O4,x,y\n", "utf-8", "rows probably have different numbers"),
     ],
 )
 def test_file_level_problems_are_read_or_explained(tmp_path, name, data, encoding, outcome):
@@ -267,3 +269,18 @@ def test_config_paths_are_validated(tmp_path, monkeypatch):
     monkeypatch.setenv(settings.ENV_SERVING, str(other))
     with pytest.raises(ValueError, match="CUSTOMER_ASSETS_SERVING_DIR must be a folder"):
         settings.serving_dir()
+
+
+def test_the_cli_shows_the_reason_not_the_step_wrapper(tmp_path, monkeypatch):
+    """A failed ingest through the CLI's runner ends with our message (file, problem, fix), not Dagster's wrapper."""
+    from customer_assets.cli import Runner
+    from customer_assets.jobs import INGEST_SELECTION
+
+    bad = _write(tmp_path, "sales.csv.gz", gzip.compress(GOOD.encode())[:-12])
+    monkeypatch.setenv("CUSTOMER_ASSETS_SOURCE", str(bad))
+    monkeypatch.setenv("CUSTOMER_ASSETS_COLUMNS", LEDGER_COLUMNS)
+    with pytest.raises(SystemExit) as exc:
+        Runner(str(tmp_path / "w.duckdb"), instance=dg.DagsterInstance.ephemeral()).run(INGEST_SELECTION, label="ingest")
+    text = str(exc.value)
+    assert text.startswith("customer-assets: ingest failed: ") and "SourceReadError" in text
+    assert "sales.csv.gz is truncated or corrupt" in text and "Error occurred while executing" not in text

@@ -6,6 +6,9 @@ Nothing is pulled through pandas, so memory stays bounded by DuckDB.
 
 from __future__ import annotations
 
+import gzip
+import re
+import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -89,6 +92,38 @@ def validate_source_path(path: str) -> Path:
     return p
 
 
+def check_compressed(path: str) -> None:
+    """A truncated or corrupt .gz file is refused: DuckDB would read the rows before the damage and stop quietly."""
+    if not path.lower().endswith(".gz"):
+        return
+    try:
+        with gzip.open(path, "rb") as fh:
+            while fh.read(1 << 22):
+                pass
+    except (EOFError, OSError, zlib.error) as exc:
+        raise SourceReadError(
+            f"The compressed source file {path} is truncated or corrupt ({exc}); nothing was loaded and the previous "
+            "load is kept. Re-export or re-download the file."
+        ) from exc
+
+
+def _header_hint(spec: SourceSpec, found: list[str]) -> str:
+    """Why the mapped columns were not found although the first line holds them (rows of uneven width)."""
+    if spec.fmt != "csv" or spec.path.lower().endswith((".gz", ".zst")):
+        return ""
+    try:
+        with open(spec.path, encoding=spec.encoding, errors="replace") as fh:
+            first = fh.readline().strip().lstrip("\ufeff")
+    except OSError:
+        return ""
+    tokens = {t.strip().strip('"') for t in re.split(r"[,;\t|]", first)}
+    if all(c in tokens for c in spec.mapping.columns.values()) and not all(c in found for c in spec.mapping.columns.values()):
+        return (f" The first line of the file ({first[:120]!r}) does hold the mapped names, but DuckDB's CSV sniffer did not take "
+                "it as the header: the rows probably have different numbers of fields. Fix the ragged rows, or set "
+                "`format` and check the delimiter.")
+    return ""
+
+
 def _reader_sql(path: str, fmt: str, encoding: str = "utf-8", delimiter: str | None = None) -> tuple[str, list]:
     """A SQL relation reading every column of the file as text, plus its row number."""
     if fmt == "parquet":
@@ -153,6 +188,7 @@ def load_raw(conn: duckdb.DuckDBPyConnection, spec: SourceSpec, load_id: str) ->
 
     Returns the number of rows loaded.
     """
+    check_compressed(spec.path)
     found = source_columns(conn, spec.path, spec.fmt, spec.encoding, spec.delimiter)
     if spec.fmt == "csv" and len(found) == 1 and not spec.delimiter:
         # the sniffer found one column although the header holds a delimiter (blank lines confuse it): say which
@@ -166,7 +202,13 @@ def load_raw(conn: duckdb.DuckDBPyConnection, spec: SourceSpec, load_id: str) ->
         spaced = read_whitespace_header(conn, spec.path, spec.encoding)
         if all(c in spaced for c in spec.mapping.columns.values()):
             spec, found = replace(spec, fmt="whitespace"), spaced
-    check_mapping(spec.mapping, found, spec.path)
+    try:
+        check_mapping(spec.mapping, found, spec.path)
+    except ValueError as exc:
+        hint = _header_hint(spec, found)
+        if hint:
+            raise SourceReadError(str(exc) + hint) from exc
+        raise
     m = spec.mapping.columns
 
     if spec.fmt == "whitespace":
