@@ -357,10 +357,9 @@ def clean_transactions(conn: duckdb.DuckDBPyConnection) -> dict[str, int]:
 
     Both tables are replaced in one transaction. Returns row counts and counts per reason.
     """
-    present = {
-        f: conn.execute(f"SELECT count({f}) > 0 FROM raw.transactions").fetchone()[0]
-        for f in ("amount", "quantity", "unit_price")
-    }
+    cols = ("amount", "quantity", "unit_price")
+    row = conn.execute(f"SELECT {', '.join(f'count({f}) > 0' for f in cols)} FROM raw.transactions").fetchone()
+    present = dict(zip(cols, row, strict=True))
     sql = clean_sql(present["amount"], present["quantity"], present["unit_price"])
     conn.execute("BEGIN TRANSACTION")
     try:
