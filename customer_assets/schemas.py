@@ -37,7 +37,7 @@ CLEAN_TRANSACTIONS: list[C] = [
 REJECTED_TRANSACTIONS: list[C] = [
     ("load_id", "VARCHAR", "Load that produced the row"),
     ("source_row", "BIGINT", "Row number in the source file"),
-    ("reject_reason", "VARCHAR", "null_customer_id, unparseable_date, future_date, non_numeric_amount, zero_quantity, negative_price or duplicate"),
+    ("reject_reason", "VARCHAR", "null_customer_id, unparseable_date, future_date, date_before_1970, non_numeric_amount, amount_out_of_range, zero_quantity, negative_price or duplicate"),
     ("customer_id", "VARCHAR", "Customer id as read"),
     ("txn_date", "VARCHAR", "Date as read"),
     ("amount", "VARCHAR", "Amount as read"),

@@ -90,6 +90,7 @@ def test_row_level_problems_are_rejected_with_reasons(tmp_path):
         "I,2020-01-13,1e300,1e300,O11",  # overflows to inf: not a usable amount
         "J,2020-01-14,1,NaN,O12",  # NaN price
         "K,2020-01-15,1000,2e9,O13",  # 2e12: beyond a trillion, not a purchase
+        "L,1899-12-30,1,5,O14",  # Excel's zero date: an export artefact
     ]) + "\n"
     conn = duckdb.connect()
     spec = logic.SourceSpec(str(_write(tmp_path, "rows.csv", rows)), MAPPING, "csv")
@@ -97,8 +98,9 @@ def test_row_level_problems_are_rejected_with_reasons(tmp_path):
     counts = logic.clean_transactions(conn)
     reasons = dict(conn.execute("SELECT reject_reason, count(*) FROM quality.rejected_transactions GROUP BY 1").fetchall())
     assert reasons == {"non_numeric_amount": 3, "zero_quantity": 1, "future_date": 1, "null_customer_id": 1,
-                       "unparseable_date": 1, "negative_price": 1, "amount_out_of_range": 1}
-    assert counts["raw_rows"] == 13 == counts["clean_rows"] + counts["rejected_rows"]
+                       "unparseable_date": 1, "negative_price": 1, "amount_out_of_range": 1,
+                       "date_before_1970": 1}
+    assert counts["raw_rows"] == 14 == counts["clean_rows"] + counts["rejected_rows"]
     assert conn.execute("SELECT amount, is_return FROM clean.transactions WHERE customer_id = 'H'").fetchone() == (-5.0, True)
     assert conn.execute("SELECT count(*) FROM clean.transactions WHERE customer_id = 'A'").fetchone()[0] == 2
 

@@ -25,12 +25,12 @@ def rows_reconcile(duckdb: DuckDBResource) -> dg.AssetCheckResult:
 
 
 @dg.asset_check(asset=dg.AssetKey(["clean", "transactions"]), blocking=True, pool="duckdb",
-                description="No clean row has a NULL customer id, date or amount, or a date after today.")
+                description="No clean row has a NULL customer id, date or amount, or a date after today or before 1970.")
 def clean_values_valid(duckdb: DuckDBResource) -> dg.AssetCheckResult:
     with duckdb.get_connection() as conn:
         bad = conn.execute(
             "SELECT count(*) FROM clean.transactions WHERE customer_id IS NULL OR customer_id = '' OR txn_date IS NULL "
-            "OR amount IS NULL OR txn_date > current_date"
+            "OR amount IS NULL OR txn_date > current_date OR txn_date < DATE '1970-01-01'"
         ).fetchone()[0]
     return dg.AssetCheckResult(passed=bad == 0, metadata={"invalid_rows": bad})
 

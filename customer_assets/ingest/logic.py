@@ -267,16 +267,21 @@ DATE_PARSE_SQL = (
 # Extreme amounts are kept (a real big order is real revenue) but flagged: |amount| above
 # OUTLIER_FACTOR x the 99th percentile of |amount| in the load. The threshold is recorded in
 # the asset's metadata.
+OUTLIER_FACTOR = 10.0
 # A line amount beyond a trillion (either sign) is not a purchase; such rows are rejected with the
 # reason 'amount_out_of_range'. It also keeps every sum exact in the features' DECIMAL(38, 6) arithmetic.
 MAX_ABS_AMOUNT = 1e12
-OUTLIER_FACTOR = 10.0
+# Dates before this are export artefacts (Excel's 1899-12-30 and 1900-01-00 "zero" dates, two-digit years
+# read as 19xx), not purchases: rejected as 'date_before_1970'.
+MIN_DATE = "1970-01-01"
 
 REJECT_REASONS = (
     "null_customer_id",
     "unparseable_date",
     "future_date",
+    "date_before_1970",
     "non_numeric_amount",
+    "amount_out_of_range",
     "zero_quantity",
     "negative_price",
     "duplicate",
@@ -324,6 +329,7 @@ def clean_sql(has_amount: bool, has_quantity: bool, has_unit_price: bool) -> str
                 WHEN customer_id IS NULL OR customer_id = '' THEN 'null_customer_id'
                 WHEN txn_date IS NULL THEN 'unparseable_date'
                 WHEN txn_date > current_date THEN 'future_date'
+                WHEN txn_date < DATE '{MIN_DATE}' THEN 'date_before_1970'
                 WHEN NOT ({numeric_ok}) OR NOT coalesce(isfinite(amt_raw), false) THEN 'non_numeric_amount'
                 WHEN abs(amt_raw) > {MAX_ABS_AMOUNT:.0f} THEN 'amount_out_of_range'
                 WHEN qty = 0 THEN 'zero_quantity'
