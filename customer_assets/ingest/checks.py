@@ -4,6 +4,8 @@
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
+from customer_assets.ingest import logic
+
 
 @dg.asset_check(asset=dg.AssetKey(["clean", "transactions"]), blocking=True, pool="duckdb",
                 description="Every raw row is either clean or rejected: raw = clean + rejected, for the current load.")
@@ -30,7 +32,7 @@ def clean_values_valid(duckdb: DuckDBResource) -> dg.AssetCheckResult:
     with duckdb.get_connection() as conn:
         bad = conn.execute(
             "SELECT count(*) FROM clean.transactions WHERE customer_id IS NULL OR customer_id = '' OR txn_date IS NULL "
-            "OR amount IS NULL OR txn_date > current_date OR txn_date < DATE '1970-01-01'"
+            f"OR amount IS NULL OR txn_date > current_date OR txn_date < DATE '{logic.MIN_DATE}'"
         ).fetchone()[0]
     return dg.AssetCheckResult(passed=bad == 0, metadata={"invalid_rows": bad})
 

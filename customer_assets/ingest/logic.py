@@ -107,7 +107,7 @@ def check_compressed(path: str) -> None:
         ) from exc
 
 
-def _header_hint(spec: SourceSpec, found: list[str]) -> str:
+def _header_hint(spec: SourceSpec) -> str:
     """Why the mapped columns were not found although the first line holds them (rows of uneven width)."""
     if spec.fmt != "csv" or spec.path.lower().endswith((".gz", ".zst")):
         return ""
@@ -117,7 +117,7 @@ def _header_hint(spec: SourceSpec, found: list[str]) -> str:
     except OSError:
         return ""
     tokens = {t.strip().strip('"') for t in re.split(r"[,;\t|]", first)}
-    if all(c in tokens for c in spec.mapping.columns.values()) and not all(c in found for c in spec.mapping.columns.values()):
+    if all(c in tokens for c in spec.mapping.columns.values()):
         return (f" The first line of the file ({first[:120]!r}) does hold the mapped names, but DuckDB's CSV sniffer did not take "
                 "it as the header: the rows probably have different numbers of fields. Fix the ragged rows, or set "
                 "`format` and check the delimiter.")
@@ -205,7 +205,7 @@ def load_raw(conn: duckdb.DuckDBPyConnection, spec: SourceSpec, load_id: str) ->
     try:
         check_mapping(spec.mapping, found, spec.path)
     except ValueError as exc:
-        hint = _header_hint(spec, found)
+        hint = _header_hint(spec)
         if hint:
             raise SourceReadError(str(exc) + hint) from exc
         raise

@@ -81,21 +81,23 @@ def training_data(conn, cutoff: date, config: TrainingConfig, what: str, run_id:
     fraction = min(1.0, config.max_rows_per_cutoff / n_customers)
     threshold = int(fraction * 1_000_000)
     shared = _run_cache(run_id)
-    key = (run_id, str(cutoff), threshold, HORIZON_DAYS, str(end))
-    if key not in shared:
-        shared[key] = C.add_bgnbd_features(conn.execute(
-            "SELECT * FROM features.customer_features WHERE cutoff_date = ?"
-            + ("" if fraction >= 1.0 else f" AND {F.SAMPLE_FILTER}") + " ORDER BY customer_id",
-            [cutoff] + ([] if fraction >= 1.0 else [threshold]),
-        ).df(), HORIZON_DAYS)
 
     def load(c: date) -> pd.DataFrame:
+        """The partition's own features come from the warehouse; earlier cutoffs from the same SQL."""
         if c > cutoff:
             raise AssertionError(f"training at {cutoff} asked for features at a later cutoff {c}")
-        k = (run_id, str(c), threshold, HORIZON_DAYS, str(end))
-        if k not in shared:
-            shared[k] = C.add_bgnbd_features(F.compute_features(conn, c, HORIZON_DAYS, end, fraction), HORIZON_DAYS)
-        return shared[k]
+        key = (run_id, str(c), threshold, HORIZON_DAYS, str(end))
+        if key not in shared:
+            if c == cutoff:
+                frame = conn.execute(
+                    "SELECT * FROM features.customer_features WHERE cutoff_date = ?"
+                    + ("" if fraction >= 1.0 else f" AND {F.SAMPLE_FILTER}") + " ORDER BY customer_id",
+                    [cutoff] + ([] if fraction >= 1.0 else [threshold]),
+                ).df()
+            else:
+                frame = F.compute_features(conn, c, HORIZON_DAYS, end, fraction)
+            shared[key] = C.add_bgnbd_features(frame, HORIZON_DAYS)
+        return shared[key]
 
     return L.TrainingData(cutoff, HORIZON_DAYS, start, load, parse_stack_options(config.stack_options),
                           max_rows_per_cutoff=10 * config.max_rows_per_cutoff,
