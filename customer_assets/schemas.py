@@ -22,6 +22,19 @@ RAW_TRANSACTIONS: list[C] = [
     ("source_file", "VARCHAR", "Path of the file that was read"),
     ("loaded_at", "TIMESTAMP", "When the load ran"),
 ]
+RAW_LOADS: list[C] = [
+    ("load_id", "VARCHAR", "Identifier of the load"),
+    ("source_file", "VARCHAR", "Absolute path of the file that was read"),
+    ("format", "VARCHAR", "Reader used: csv, parquet or whitespace"),
+    ("encoding", "VARCHAR", "Text encoding used"),
+    ("delimiter", "VARCHAR", "Delimiter given to the CSV reader (NULL: sniffed)"),
+    ("mapping", "VARCHAR", "Column mapping as JSON (our field -> the file's column)"),
+    ("rows", "BIGINT", "Data rows the load counted; rows_reconcile checks clean + rejected against it"),
+    ("file_bytes", "BIGINT", "File size when loaded"),
+    ("file_modified_ns", "BIGINT", "File modification time when loaded (ns since the epoch)"),
+    ("stored_copy", "BOOLEAN", "Whether raw.transactions holds a copy (else it is a view over the file)"),
+    ("loaded_at", "TIMESTAMP", "When the load ran (UTC)"),
+]
 CLEAN_TRANSACTIONS: list[C] = [
     ("customer_id", "VARCHAR", "Trimmed, upper-cased customer id"),
     ("txn_date", "DATE", "Transaction date"),

@@ -26,6 +26,7 @@ ENV_LTV_HORIZON = "CUSTOMER_ASSETS_LTV_HORIZON_DAYS"
 ENV_START = "CUSTOMER_ASSETS_START_DATE"
 ENV_SERVING = "CUSTOMER_ASSETS_SERVING_DIR"
 ENV_REPORTS = "CUSTOMER_ASSETS_REPORTS_DIR"
+ENV_KEEP_CUTOFFS = "CUSTOMER_ASSETS_KEEP_CUTOFFS"
 
 # The bundled CDNOW file: whitespace separated, header `customer_id date number_of_cds dollar_value`.
 CDNOW_COLUMNS = "customer_id=customer_id,date=date,quantity=number_of_cds,amount=dollar_value"
@@ -48,6 +49,25 @@ def _int_env(name: str, default: int) -> int:
         raise ValueError(f"{name} must be a whole number of days, got {raw!r}") from exc
     if value <= 0:
         raise ValueError(f"{name} must be positive, got {value}")
+    return value
+
+
+def keep_cutoffs(value: int | None = None) -> int:
+    """How many of the newest cutoffs ``features.customer_features`` and ``segments.customer_segments`` keep.
+
+    ``value`` (Dagster config) wins over ``CUSTOMER_ASSETS_KEEP_CUTOFFS``; 0, the default, keeps every cutoff.
+    Read at run time, so a changed setting applies to the next run.
+    """
+    if value is None:
+        raw = os.environ.get(ENV_KEEP_CUTOFFS)
+        if raw is None or raw.strip() == "":
+            return 0
+        try:
+            value = int(raw)
+        except ValueError as exc:
+            raise ValueError(f"{ENV_KEEP_CUTOFFS} must be a whole number of cutoffs (0 keeps all), got {raw!r}") from exc
+    if value < 0:
+        raise ValueError(f"keep_cutoffs ({ENV_KEEP_CUTOFFS}) must be 0 (keep all) or a positive number, got {value}")
     return value
 
 

@@ -78,6 +78,34 @@ def replace_partition(
     return int(n)
 
 
+def prune_partitions(conn: duckdb.DuckDBPyConnection, schema: str, table: str, keep: int, current: date) -> list[date]:
+    """Delete the partitions of ``schema.table`` that are neither among the ``keep`` newest cutoffs nor ``current``.
+
+    ``keep = 0`` keeps everything. ``current`` (the partition just written) always stays, so that the same
+    run's downstream steps can read it even when it is older than the newest ``keep``. One transaction.
+
+    Returns
+    -------
+    list of date
+        The cutoffs deleted, oldest first.
+    """
+    if keep <= 0 or not table_exists(conn, schema, table):
+        return []
+    fq = f"{checked_ident(schema)}.{checked_ident(table)}"
+    cutoffs = [r[0] for r in conn.execute(f"SELECT DISTINCT cutoff_date FROM {fq} ORDER BY cutoff_date DESC").fetchall()]
+    drop = sorted(c for c in cutoffs[keep:] if c != current)
+    if not drop:
+        return []
+    conn.execute("BEGIN TRANSACTION")
+    try:
+        conn.execute(f"DELETE FROM {fq} WHERE cutoff_date IN (SELECT unnest(?::DATE[]))", [drop])
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return drop
+
+
 def replace_partition_df(
     conn: duckdb.DuckDBPyConnection, schema: str, table: str, cutoff: date, frame: pd.DataFrame
 ) -> int:

@@ -224,3 +224,18 @@ def test_a_model_trained_alone_equals_the_one_trained_with_shared_frames(scored)
         alone = _q(scored, sql.format(name))
         assert len(alone) == 1
         pd.testing.assert_frame_equal(shared, alone)
+
+
+def test_a_model_whose_features_partition_was_deleted_by_the_retention_is_the_same(scored, tmp_path):
+    """Training recomputes a deleted features partition with the same SQL, so the model does not change."""
+    import shutil
+
+    copy = str(tmp_path / "w.duckdb")
+    shutil.copy(scored, copy)
+    with duckdb.connect(copy) as conn:
+        conn.execute("DELETE FROM features.customer_features WHERE cutoff_date = '1998-01-01'")
+    sql = "SELECT artifact, metrics, params FROM models.churn WHERE cutoff_date = '1998-01-01'"
+    before = _q(copy, sql)
+    assert materialize(copy, "models/churn", partition_key="1998-01-01").success
+    assert _q(copy, "SELECT count(*) AS n FROM features.customer_features WHERE cutoff_date = '1998-01-01'").n[0] == 0
+    pd.testing.assert_frame_equal(before, _q(copy, sql))

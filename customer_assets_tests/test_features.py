@@ -232,3 +232,72 @@ def test_features_are_bit_identical_across_runs_on_multi_threaded_data(tmp_path)
     exact = conn.execute("SELECT sum(amount::DECIMAL(38, 2))::DOUBLE FROM clean.transactions WHERE txn_date <= '2021-06-01' "
                          "AND customer_id = 'C17'").fetchone()[0]
     assert runs[0].set_index("customer_id").loc["C17", "monetary_total"] == exact
+
+
+def _features_config(keep):
+    return {"ops": {"features__customer_features": {"config": {"keep_cutoffs": keep}}}}
+
+
+def test_retention_keeps_the_newest_cutoffs_and_marks_the_rest_missing(ledger_csv, warehouse):
+    """keep_cutoffs = 1: the newest cutoff and the one just written stay; the others go, and the metadata says which."""
+    import dagster as dg
+
+    from customer_assets.definitions import ASSETS, CHECKS
+    from customer_assets.resources import Warehouse
+
+    instance = dg.DagsterInstance.ephemeral()
+    sel = dg.AssetSelection.assets(*[dg.AssetKey(k.split("/")) for k in (
+        "features/calibration_transactions", "features/holdout_transactions", "features/customer_features")])
+
+    def run(cutoff):
+        result = dg.materialize([*ASSETS, *CHECKS], selection=sel, partition_key=cutoff, instance=instance,
+                                resources={"duckdb": Warehouse(database=warehouse)}, run_config=_features_config(1))
+        assert result.success
+        return result
+
+    assert materialize(warehouse, "raw/transactions clean/transactions quality/rejected_transactions",
+                       run_config=source_config(ledger_csv)).success
+    run(C)
+    first = _features(warehouse, C)
+    run("2020-04-30")  # newer: C is beyond the retention
+    assert set(_stored_cutoffs(warehouse)) == {"2020-04-30"}
+    result = run("2020-02-29")  # older than the newest, but just written: it stays for this run's downstream steps
+    assert set(_stored_cutoffs(warehouse)) == {"2020-02-29", "2020-04-30"}
+    md = result.asset_materializations_for_node("features__customer_features")[0].metadata
+    assert md["keep_cutoffs"].value == 1 and md["pruned_cutoffs"].value == []
+    result = run(C)  # recomputed after being deleted: the same rows
+    assert set(_stored_cutoffs(warehouse)) == {C, "2020-04-30"}
+    assert _features(warehouse, C).equals(first)
+    md = result.asset_materializations_for_node("features__customer_features")[0].metadata
+    assert md["pruned_cutoffs"].value == ["2020-02-29"] and md["stored_cutoffs"].value == [C, "2020-04-30"]
+
+
+def _stored_cutoffs(warehouse):
+    with duckdb.connect(warehouse, read_only=True) as conn:
+        return [r[0] for r in conn.execute("SELECT DISTINCT cutoff_date::VARCHAR FROM features.customer_features").fetchall()]
+
+
+def test_retention_settings_are_validated(monkeypatch):
+    from customer_assets.settings import ENV_KEEP_CUTOFFS, keep_cutoffs
+
+    monkeypatch.delenv(ENV_KEEP_CUTOFFS, raising=False)
+    assert keep_cutoffs() == 0
+    monkeypatch.setenv(ENV_KEEP_CUTOFFS, "3")
+    assert keep_cutoffs() == 3 and keep_cutoffs(0) == 0  # Dagster config wins over the environment
+    monkeypatch.setenv(ENV_KEEP_CUTOFFS, "three")
+    with pytest.raises(ValueError, match="CUSTOMER_ASSETS_KEEP_CUTOFFS must be a whole number"):
+        keep_cutoffs()
+    with pytest.raises(ValueError, match="0 \\(keep all\\) or a positive number, got -2"):
+        keep_cutoffs(-2)
+
+
+def test_prune_partitions_by_hand():
+    from customer_assets.storage import prune_partitions
+
+    conn = duckdb.connect()
+    conn.execute("CREATE SCHEMA s; CREATE TABLE s.t AS SELECT (DATE '2020-01-01' + INTERVAL (i) MONTH)::DATE AS cutoff_date, i "
+                 "FROM range(5) r(i)")  # 2020-01 .. 2020-05
+    assert prune_partitions(conn, "s", "t", 0, date(2020, 1, 1)) == []  # 0 keeps all
+    dropped = prune_partitions(conn, "s", "t", 2, date(2020, 2, 1))
+    assert dropped == [date(2020, 1, 1), date(2020, 3, 1)]
+    assert [r[0] for r in conn.execute("SELECT i FROM s.t ORDER BY i").fetchall()] == [1, 3, 4]

@@ -120,3 +120,69 @@ def test_env_source_without_mapping_fails_clearly(ledger_csv, warehouse, monkeyp
     monkeypatch.delenv("CUSTOMER_ASSETS_COLUMNS", raising=False)
     with pytest.raises(ValueError, match="No column mapping was given"):
         materialize(warehouse, "raw/transactions")
+
+
+def test_raw_is_a_view_over_the_file_and_the_load_is_recorded(ledger_csv, tmp_path):
+    conn, counts = _load(ledger_csv)
+    kind = conn.execute("SELECT table_type FROM information_schema.tables WHERE table_schema = 'raw' "
+                        "AND table_name = 'transactions'").fetchone()[0]
+    assert kind == "VIEW"
+    # every field as read, numbered in file order (row 4 is ' a ', padded and lower-case)
+    assert conn.execute("SELECT source_row, customer_id FROM raw.transactions WHERE source_row = 4").fetchone() == (4, " a ")
+    load = logic.current_load(conn)
+    assert (load.load_id, load.rows, load.file_bytes, load.stored_copy) == ("test", 15, ledger_csv.stat().st_size, False)
+    from customer_assets.schemas import RAW_LOADS
+
+    assert [r[0] for r in conn.execute("DESCRIBE raw.loads").fetchall()] == [c[0] for c in RAW_LOADS]
+    assert counts["raw_rows"] == 15
+
+
+def test_stored_copy_keeps_the_rows_after_the_file_is_gone(ledger_csv, tmp_path):
+    conn = duckdb.connect()
+    spec = logic.SourceSpec(str(ledger_csv), ColumnMapping.parse(LEDGER_COLUMNS), "csv")
+    assert logic.load_raw(conn, spec, "copy", stored_copy=True) == 15
+    ledger_csv.unlink()
+    kind = conn.execute("SELECT table_type FROM information_schema.tables WHERE table_schema = 'raw' "
+                        "AND table_name = 'transactions'").fetchone()[0]
+    assert kind == "BASE TABLE"
+    assert conn.execute("SELECT count(*) FROM raw.transactions").fetchone()[0] == 15
+    assert logic.clean_transactions(conn)["clean_rows"] == 11
+
+
+def test_a_source_changed_or_gone_after_the_load_is_refused_and_clean_is_kept(ledger_csv):
+    conn, _ = _load(ledger_csv)
+    ledger_csv.write_text(ledger_csv.read_text() + "Z,2020-01-01,1,1,O100\n")
+    with pytest.raises(logic.SourceReadError, match="changed after load test read it"):
+        logic.clean_transactions(conn)
+    ledger_csv.unlink()
+    with pytest.raises(logic.SourceReadError, match="is gone"):
+        logic.clean_transactions(conn)
+    assert conn.execute("SELECT count(*) FROM clean.transactions").fetchone()[0] == 11
+
+
+def test_an_edit_that_keeps_size_and_time_is_caught_by_the_row_count(ledger_csv):
+    import os
+
+    conn, _ = _load(ledger_csv)
+    st = ledger_csv.stat()
+    text = ledger_csv.read_text()
+    # drop the last line and pad another so the size stays the same, then restore the modification time
+    lines = text.splitlines(keepends=True)
+    dropped = lines.pop()
+    lines[1] = lines[1].rstrip("\n") + " " * len(dropped) + "\n"
+    ledger_csv.write_text("".join(lines))
+    os.utime(ledger_csv, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert ledger_csv.stat().st_size == st.st_size
+    with pytest.raises(logic.SourceReadError, match="now has 14 rows but load test counted 15"):
+        logic.clean_transactions(conn)
+    assert conn.execute("SELECT count(*) FROM clean.transactions").fetchone()[0] == 11
+
+
+def test_stored_copy_through_dagster_config(ledger_csv, warehouse):
+    cfg = source_config(ledger_csv)
+    cfg["ops"]["raw__transactions"]["config"]["stored_copy"] = True
+    result = materialize(warehouse, "raw/transactions clean/transactions quality/rejected_transactions", run_config=cfg)
+    assert row_counts(result)["clean/transactions"] == 11
+    ledger_csv.unlink()
+    with duckdb.connect(warehouse, read_only=True) as conn:
+        assert conn.execute("SELECT count(*) FROM raw.transactions").fetchone()[0] == 15

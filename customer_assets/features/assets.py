@@ -9,8 +9,8 @@ from dagster_duckdb import DuckDBResource
 from customer_assets import schemas
 from customer_assets.features import logic
 from customer_assets.partitions import CUTOFF_PARTITIONS
-from customer_assets.settings import HORIZON_DAYS
-from customer_assets.storage import ensure_schemas, markdown_preview, replace_partition
+from customer_assets.settings import HORIZON_DAYS, keep_cutoffs
+from customer_assets.storage import ensure_schemas, markdown_preview, prune_partitions, replace_partition
 
 GROUP = "features"
 CLEAN = dg.AssetKey(["clean", "transactions"])
@@ -18,6 +18,39 @@ CLEAN = dg.AssetKey(["clean", "transactions"])
 
 def partition_cutoff(context: dg.AssetExecutionContext) -> date:
     return date.fromisoformat(context.partition_key)
+
+
+class RetentionConfig(dg.Config):
+    """``keep_cutoffs``: how many of the newest cutoffs this table keeps (0 keeps all). Unset, it comes from
+    ``CUSTOMER_ASSETS_KEEP_CUTOFFS``, whose default is 0."""
+
+    keep_cutoffs: int | None = None
+
+
+def apply_retention(context: dg.AssetExecutionContext, conn, key: list[str], keep: int | None, current: date) -> dict:
+    """Delete the partitions beyond the retention and say so in the log and the metadata.
+
+    Features and segments are derived data: a deleted partition is recomputed exactly by materializing it again.
+    Dagster keeps showing a deleted partition as materialized (its SQLite event log cannot wipe single
+    partitions), so the metadata lists the cutoffs the table holds.
+    """
+    try:
+        keep = keep_cutoffs(keep)
+    except ValueError as exc:
+        raise dg.Failure(str(exc)) from exc
+    pruned = [d.isoformat() for d in prune_partitions(conn, key[0], key[1], keep, current)]
+    if pruned:
+        context.log.info(f"Retention keeps the newest {keep} cutoffs of {'/'.join(key)}: deleted {len(pruned)} older "
+                         f"partition(s) ({pruned[0]} .. {pruned[-1]}); materialize one again to recompute it exactly.")
+    out = {"keep_cutoffs": keep, "pruned_cutoffs": dg.MetadataValue.json(pruned)}
+    if keep:
+        stored = conn.execute(f"SELECT DISTINCT cutoff_date::VARCHAR FROM {key[0]}.{key[1]} ORDER BY 1").fetchall()
+        out["stored_cutoffs"] = dg.MetadataValue.json([r[0] for r in stored])
+    return out
+
+
+MISSING_HINT = (" If it was materialized before, the retention (CUSTOMER_ASSETS_KEEP_CUTOFFS) may have deleted it: "
+                "materializing it again recomputes the same rows.")
 
 
 @dg.multi_asset(
@@ -84,11 +117,12 @@ def cutoff_split(context: dg.AssetExecutionContext, duckdb: DuckDBResource):
     pool="duckdb",
     description=(
         "One row per customer whose first purchase is on or before the cutoff: RFM, tenure, gaps, windowed spend and "
-        "counts, momentum, and the labels of (c, c + H] when that window is complete."
+        "counts, momentum, and the labels of (c, c + H] when that window is complete. With a retention "
+        "(`keep_cutoffs`, CUSTOMER_ASSETS_KEEP_CUTOFFS) only the newest cutoffs are kept; older ones recompute exactly."
     ),
     metadata={"dagster/column_schema": schemas.column_schema(schemas.CUSTOMER_FEATURES)},
 )
-def customer_features(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.MaterializeResult:
+def customer_features(context: dg.AssetExecutionContext, config: RetentionConfig, duckdb: DuckDBResource) -> dg.MaterializeResult:
     cutoff = partition_cutoff(context)
     with duckdb.get_connection() as conn:
         _, end = logic.data_bounds(conn)
@@ -106,6 +140,7 @@ def customer_features(context: dg.AssetExecutionContext, duckdb: DuckDBResource)
             "FROM features.customer_features WHERE cutoff_date = ? ORDER BY customer_id LIMIT 5",
             [cutoff],
         ).df()
+        retention = apply_retention(context, conn, ["features", "customer_features"], config.keep_cutoffs, cutoff) if n else {}
     if n == 0:
         raise dg.Failure(f"No customer has a purchase on or before {cutoff}; nothing to build features from.")
     context.log.info(f"{n:,} customers at {cutoff}")
@@ -118,5 +153,6 @@ def customer_features(context: dg.AssetExecutionContext, duckdb: DuckDBResource)
             "labels_complete": bool(stats[4]),
             "purchase_rate_in_horizon": float(stats[3]) if stats[3] is not None else dg.MetadataValue.null(),
             "preview": dg.MetadataValue.md(markdown_preview(preview)),
+            **retention,
         }
     )

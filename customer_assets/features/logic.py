@@ -180,6 +180,11 @@ def feature_params(cutoff: date, horizon_days: int, data_end: date) -> list:
 SAMPLE_FILTER = "(hash(customer_id) % 1000000) < ?"
 
 
+def customer_count(conn: duckdb.DuckDBPyConnection, cutoff: date, horizon_days: int, data_end: date) -> int:
+    """Rows the feature SQL gives at ``cutoff`` (the customers it covers), without keeping them."""
+    return int(conn.execute(f"SELECT count(*) FROM ({FEATURE_SQL})", feature_params(cutoff, horizon_days, data_end)).fetchone()[0])
+
+
 def compute_features(
     conn: duckdb.DuckDBPyConnection, cutoff: date, horizon_days: int, data_end: date, sample_fraction: float = 1.0
 ) -> pd.DataFrame:

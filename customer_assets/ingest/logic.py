@@ -7,9 +7,11 @@ Nothing is pulled through pandas, so memory stays bounded by DuckDB.
 from __future__ import annotations
 
 import gzip
+import json
 import re
 import zlib
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
@@ -124,35 +126,42 @@ def _header_hint(spec: SourceSpec) -> str:
     return ""
 
 
-def _reader_sql(path: str, fmt: str, encoding: str = "utf-8", delimiter: str | None = None) -> tuple[str, list]:
-    """A SQL relation reading every column of the file as text, plus its row number."""
+def sql_literal(value: str) -> str:
+    """A SQL string literal. Paths and ids end up in the stored view definition, so no bound parameters."""
+    if "\x00" in value:
+        raise ValueError("A NUL byte cannot appear in a SQL literal")
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _reader_sql(path: str, fmt: str, encoding: str = "utf-8", delimiter: str | None = None) -> str:
+    """A SQL relation reading every column of the file as text, plus its row number.
+
+    ``row_number() OVER ()`` without ORDER BY is DuckDB's streaming window: rows are numbered in file order.
+    """
+    p, enc = sql_literal(path), sql_literal(encoding)
     if fmt == "parquet":
-        return "SELECT *, row_number() OVER () AS __source_row FROM read_parquet(?)", [path]
+        return f"SELECT *, row_number() OVER () AS __source_row FROM read_parquet({p})"
     if fmt == "csv" and delimiter:
         # explicit delimiter (the sniffer gave up, e.g. on blank lines): pad short rows, drop empty ones
         return (
-            "SELECT *, row_number() OVER () AS __source_row FROM read_csv(?, header = true, all_varchar = true, "
-            "encoding = ?, delim = ?, null_padding = true) WHERE NOT (COLUMNS(*) IS NULL)",
-            [path, encoding, delimiter],
+            f"SELECT *, row_number() OVER () AS __source_row FROM read_csv({p}, header = true, all_varchar = true, "
+            f"encoding = {enc}, delim = {sql_literal(delimiter)}, null_padding = true) WHERE NOT (COLUMNS(*) IS NULL)"
         )
     if fmt == "csv":
-        return (
-            "SELECT *, row_number() OVER () AS __source_row FROM read_csv(?, header = true, all_varchar = true, encoding = ?)",
-            [path, encoding],
-        )
+        return f"SELECT *, row_number() OVER () AS __source_row FROM read_csv({p}, header = true, all_varchar = true, encoding = {enc})"
     raise AssertionError(fmt)
 
 
-WHITESPACE_READER = (
-    "read_csv(?, columns = {'line': 'VARCHAR'}, header = false, delim = '\\x1f', quote = '', escape = '', encoding = ?)"
-)
+def whitespace_reader(path: str, encoding: str = "utf-8") -> str:
+    """Every line of a whitespace-separated file as one text column."""
+    return (
+        f"read_csv({sql_literal(path)}, columns = {{'line': 'VARCHAR'}}, header = false, delim = '\\x1f', quote = '', "
+        f"escape = '', encoding = {sql_literal(encoding)})"
+    )
 
 
 def read_whitespace_header(conn: duckdb.DuckDBPyConnection, path: str, encoding: str = "utf-8") -> list[str]:
-    row = conn.execute(
-        f"SELECT line FROM {WHITESPACE_READER} WHERE trim(line) <> '' LIMIT 1",
-        [path, encoding],
-    ).fetchone()
+    row = conn.execute(f"SELECT line FROM {whitespace_reader(path, encoding)} WHERE trim(line) <> '' LIMIT 1").fetchone()
     if row is None:
         raise ValueError(f"Source file {path} has no lines")
     return row[0].split()
@@ -163,8 +172,7 @@ def source_columns(conn: duckdb.DuckDBPyConnection, path: str, fmt: str, encodin
     try:
         if fmt == "whitespace":
             return read_whitespace_header(conn, path, encoding)
-        sql, params = _reader_sql(path, fmt, encoding, delimiter)
-        rows = conn.execute(f"DESCRIBE {sql}", params).fetchall()
+        rows = conn.execute(f"DESCRIBE {_reader_sql(path, fmt, encoding, delimiter)}").fetchall()
     except duckdb.Error as exc:
         raise _explain(exc, path, fmt) from exc
     return [r[0] for r in rows if r[0] != "__source_row"]
@@ -183,8 +191,39 @@ def check_mapping(mapping: ColumnMapping, found: list[str], path: str) -> None:
         )
 
 
-def load_raw(conn: duckdb.DuckDBPyConnection, spec: SourceSpec, load_id: str) -> int:
-    """Replace ``raw.transactions`` with the source rows, every field as read (text).
+@dataclass(frozen=True)
+class Load:
+    """One row of ``raw.loads``: what a load read, and the file's size and time when it did."""
+
+    load_id: str
+    source_file: str
+    rows: int
+    file_bytes: int
+    file_modified_ns: int
+    stored_copy: bool
+
+
+RAW_LOADS_DDL = """
+CREATE TABLE IF NOT EXISTS raw.loads (
+    load_id VARCHAR, source_file VARCHAR, format VARCHAR, encoding VARCHAR, delimiter VARCHAR, mapping VARCHAR,
+    rows BIGINT, file_bytes BIGINT, file_modified_ns BIGINT, stored_copy BOOLEAN, loaded_at TIMESTAMP
+)"""
+
+
+def _object_type(conn: duckdb.DuckDBPyConnection, schema: str, name: str) -> str | None:
+    row = conn.execute(
+        "SELECT table_type FROM information_schema.tables WHERE table_schema = ? AND table_name = ?", [schema, name]
+    ).fetchone()
+    return row[0] if row else None
+
+
+def load_raw(conn: duckdb.DuckDBPyConnection, spec: SourceSpec, load_id: str, stored_copy: bool = False) -> int:
+    """Point ``raw.transactions`` at the source rows, every field as read (text), and record the load in ``raw.loads``.
+
+    By default ``raw.transactions`` is a view over the source file: the rows are parsed, counted and checked
+    here, but not copied into the warehouse (the copy cost as much time and space as the clean table). With
+    ``stored_copy`` it is a table holding a copy, which stays readable after the file is gone.
+    The file's size and modification time are recorded, so the clean step can refuse a file that changed since.
 
     Returns the number of rows loaded.
     """
@@ -211,38 +250,51 @@ def load_raw(conn: duckdb.DuckDBPyConnection, spec: SourceSpec, load_id: str) ->
         raise
     m = spec.mapping.columns
 
+    path = str(Path(spec.path).resolve())  # the view must not depend on the working directory
     if spec.fmt == "whitespace":
         idx = {name: i + 1 for i, name in enumerate(found)}
-        src = f"SELECT string_split_regex(trim(line), '\\s+') AS parts, row_number() OVER () AS __source_row FROM {WHITESPACE_READER}"
+        src = (f"SELECT string_split_regex(trim(line), '\\s+') AS parts, row_number() OVER () AS __source_row "
+               f"FROM {whitespace_reader(path, spec.encoding)}")
         select = ", ".join(
             f"CASE WHEN len(parts) >= {idx[m[f]]} THEN parts[{idx[m[f]]}] END AS {f}" if f in m else f"NULL::VARCHAR AS {f}"
             for f in FIELDS
         )
-        body = (
-            f"SELECT ?::VARCHAR AS load_id, (__source_row - 1)::BIGINT AS source_row, {select}, "
-            f"len(parts)::INTEGER AS n_fields FROM ({src}) WHERE __source_row > 1 AND trim(array_to_string(parts, '')) <> ''"
-        )
-        params = [load_id, spec.path, spec.encoding]
+        rows = (f"SELECT (__source_row - 1)::BIGINT AS source_row, {select}, len(parts)::INTEGER AS n_fields FROM ({src}) "
+                "WHERE __source_row > 1 AND trim(array_to_string(parts, '')) <> ''")
     else:
-        sql, rparams = _reader_sql(spec.path, spec.fmt, spec.encoding, spec.delimiter)
         select = ", ".join(
             f"CAST({quote_ident(m[f])} AS VARCHAR) AS {f}" if f in m else f"NULL::VARCHAR AS {f}" for f in FIELDS
         )
-        body = f"SELECT ?::VARCHAR AS load_id, __source_row::BIGINT AS source_row, {select}, NULL::INTEGER AS n_fields FROM ({sql})"
-        params = [load_id, *rparams]
+        rows = (f"SELECT __source_row::BIGINT AS source_row, {select}, NULL::INTEGER AS n_fields "
+                f"FROM ({_reader_sql(path, spec.fmt, spec.encoding, spec.delimiter)})")
+    stat = Path(path).stat()
+    loaded_at = datetime.now(UTC).replace(tzinfo=None).isoformat(sep=" ")
+    body = (f"SELECT {sql_literal(load_id)}::VARCHAR AS load_id, * EXCLUDE (n_fields), n_fields, "
+            f"{sql_literal(path)}::VARCHAR AS source_file, TIMESTAMP {sql_literal(loaded_at)} AS loaded_at FROM ({rows})")
 
     conn.execute("BEGIN TRANSACTION")
     try:
         conn.execute("CREATE SCHEMA IF NOT EXISTS raw")
-        conn.execute(
-            f"CREATE OR REPLACE TABLE raw.transactions AS SELECT *, ?::VARCHAR AS source_file, now()::TIMESTAMP AS loaded_at FROM ({body})",
-            [spec.path, *params],
-        )
-        n = conn.execute("SELECT count(*) FROM raw.transactions").fetchone()[0]
+        conn.execute(RAW_LOADS_DDL)
+        n = conn.execute(f"SELECT count(*) FROM ({body})").fetchone()[0]
         if n == 0:
             raise SourceReadError(
                 f"The source file {spec.path} has a header but no data rows; nothing was loaded and the previous load is kept."
             )
+        kind = _object_type(conn, "raw", "transactions")
+        if kind == "VIEW":
+            conn.execute("DROP VIEW raw.transactions")
+        elif kind is not None:
+            conn.execute("DROP TABLE raw.transactions")
+        if stored_copy:
+            conn.execute(f"CREATE TABLE raw.transactions AS {body}")
+        else:
+            conn.execute(f"CREATE VIEW raw.transactions AS {body}")
+        conn.execute(
+            "INSERT INTO raw.loads VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?::TIMESTAMP)",
+            [load_id, path, spec.fmt, spec.encoding, spec.delimiter, json.dumps(m), n, stat.st_size, stat.st_mtime_ns,
+             stored_copy, loaded_at],
+        )
         conn.execute("COMMIT")
     except duckdb.Error as exc:
         conn.execute("ROLLBACK")
@@ -251,6 +303,38 @@ def load_raw(conn: duckdb.DuckDBPyConnection, spec: SourceSpec, load_id: str) ->
         conn.execute("ROLLBACK")
         raise
     return int(n)
+
+
+def current_load(conn: duckdb.DuckDBPyConnection) -> Load:
+    """The latest load recorded in ``raw.loads``."""
+    if _object_type(conn, "raw", "loads") is None:
+        raise ValueError("Nothing has been loaded yet: materialize raw/transactions first")
+    row = conn.execute(
+        "SELECT load_id, source_file, rows, file_bytes, file_modified_ns, stored_copy FROM raw.loads "
+        "ORDER BY loaded_at DESC, rowid DESC LIMIT 1"
+    ).fetchone()
+    if row is None:
+        raise ValueError("Nothing has been loaded yet: materialize raw/transactions first")
+    return Load(*row)
+
+
+def check_source_unchanged(load: Load) -> None:
+    """A view reads the file again: refuse if it is not the file that was loaded (size or modification time)."""
+    if load.stored_copy:
+        return
+    p = Path(load.source_file)
+    if not p.exists():
+        raise SourceReadError(
+            f"The source file {load.source_file} of load {load.load_id} is gone. raw.transactions reads it in place; "
+            "put the file back or re-materialize raw/transactions. clean.transactions is unchanged."
+        )
+    st = p.stat()
+    if (st.st_size, st.st_mtime_ns) != (load.file_bytes, load.file_modified_ns):
+        raise SourceReadError(
+            f"The source file {load.source_file} changed after load {load.load_id} read it (size {load.file_bytes:,} -> "
+            f"{st.st_size:,} bytes, or a new modification time). Re-materialize raw/transactions before cleaning; "
+            "clean.transactions is unchanged."
+        )
 
 
 # Date formats tried in order; the first that parses wins. ISO first, then CDNOW's
@@ -318,7 +402,7 @@ def clean_sql(has_amount: bool, has_quantity: bool, has_unit_price: bool) -> str
                nullif(trim(product_id), '') AS product_id,
                customer_id AS customer_id_raw, amount AS amount_raw_text,
                quantity AS quantity_raw, unit_price AS unit_price_raw, n_fields
-        FROM raw.transactions
+        FROM _raw
     ), valued AS (
         SELECT *, {amt_raw} AS amt_raw, {date_expr} AS txn_date FROM typed
     ), flagged AS (
@@ -354,7 +438,14 @@ def clean_sql(has_amount: bool, has_quantity: bool, has_unit_price: bool) -> str
                  THEN 'duplicate' ELSE c.pre_reason END AS reject_reason
         FROM keyed c LEFT JOIN dup_groups g ON c.dup_key = g.dup_key
     )
-    SELECT * FROM deduped
+    -- narrow: the text as read is only kept for rejected rows (clean rows keep their typed values)
+    SELECT load_id, source_row, reject_reason, customer_id, txn_date, amt_raw, qty, is_return, order_id, product_id,
+           CASE WHEN reject_reason IS NOT NULL THEN customer_id_raw END AS customer_id_raw,
+           CASE WHEN reject_reason IS NOT NULL THEN txn_date_raw END AS txn_date_raw,
+           CASE WHEN reject_reason IS NOT NULL THEN amount_raw_text END AS amount_raw_text,
+           CASE WHEN reject_reason IS NOT NULL THEN quantity_raw END AS quantity_raw,
+           CASE WHEN reject_reason IS NOT NULL THEN unit_price_raw END AS unit_price_raw
+    FROM deduped
     """
 
 
@@ -363,19 +454,38 @@ def clean_transactions(conn: duckdb.DuckDBPyConnection) -> dict[str, int]:
 
     Both tables are replaced in one transaction. Returns row counts and counts per reason.
     """
+    load = current_load(conn)
+    check_source_unchanged(load)
+    # one parse of the source (or one scan of the stored copy) into memory; every later pass reads this
+    try:
+        conn.execute("CREATE OR REPLACE TEMP TABLE _raw AS SELECT * EXCLUDE (source_file, loaded_at) FROM raw.transactions")
+    except duckdb.Error as exc:
+        raise _explain(exc, load.source_file, "the loaded format") from exc
+    n_raw = conn.execute("SELECT count(*) FROM _raw").fetchone()[0]
+    if n_raw != load.rows:
+        conn.execute("DROP TABLE _raw")
+        raise SourceReadError(
+            f"raw.transactions now has {n_raw:,} rows but load {load.load_id} counted {load.rows:,}: the source file "
+            f"{load.source_file} changed. Re-materialize raw/transactions; clean.transactions is unchanged."
+        )
     cols = ("amount", "quantity", "unit_price")
-    row = conn.execute(f"SELECT {', '.join(f'count({f}) > 0' for f in cols)} FROM raw.transactions").fetchone()
+    row = conn.execute(f"SELECT {', '.join(f'count({f}) > 0' for f in cols)} FROM _raw").fetchone()
     present = dict(zip(cols, row, strict=True))
     sql = clean_sql(present["amount"], present["quantity"], present["unit_price"])
+    # the classification goes to a temp table outside the transaction: scanning rows written inside the
+    # same transaction is about twice as slow at 10M rows
+    try:
+        conn.execute(f"CREATE OR REPLACE TEMP TABLE _classified AS {sql}")
+    finally:
+        conn.execute("DROP TABLE IF EXISTS _raw")
+    p99 = conn.execute(
+        "SELECT quantile_cont(abs(amt_raw), 0.99) FROM _classified WHERE reject_reason IS NULL"
+    ).fetchone()[0]
+    threshold = OUTLIER_FACTOR * float(p99) if p99 else None
     conn.execute("BEGIN TRANSACTION")
     try:
         conn.execute("CREATE SCHEMA IF NOT EXISTS clean")
         conn.execute("CREATE SCHEMA IF NOT EXISTS quality")
-        conn.execute(f"CREATE OR REPLACE TEMP TABLE _classified AS {sql}")
-        p99 = conn.execute(
-            "SELECT quantile_cont(abs(amt_raw), 0.99) FROM _classified WHERE reject_reason IS NULL"
-        ).fetchone()[0]
-        threshold = OUTLIER_FACTOR * float(p99) if p99 else None
         conn.execute(
             """
             CREATE OR REPLACE TABLE clean.transactions AS
@@ -398,13 +508,14 @@ def clean_transactions(conn: duckdb.DuckDBPyConnection) -> dict[str, int]:
             ORDER BY source_row
             """
         )
-        conn.execute("DROP TABLE _classified")
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
         raise
+    finally:
+        conn.execute("DROP TABLE IF EXISTS _classified")
     counts = {
-        "raw_rows": conn.execute("SELECT count(*) FROM raw.transactions").fetchone()[0],
+        "raw_rows": n_raw,
         "clean_rows": conn.execute("SELECT count(*) FROM clean.transactions").fetchone()[0],
         "rejected_rows": conn.execute("SELECT count(*) FROM quality.rejected_transactions").fetchone()[0],
     }

@@ -18,7 +18,7 @@ from customer_assets.models import candidates as C
 from customer_assets.models import logic as L
 from customer_assets.partitions import CUTOFF_PARTITIONS
 from customer_assets.settings import HORIZON_DAYS, LTV_HORIZON_DAYS
-from customer_assets.storage import markdown_preview, replace_partition_df
+from customer_assets.storage import markdown_preview, replace_partition_df, table_exists
 
 FEATURES = dg.AssetKey(["features", "customer_features"])
 GROUP = "models"
@@ -72,11 +72,13 @@ def training_data(conn, cutoff: date, config: TrainingConfig, what: str, run_id:
         F.require_complete_labels(cutoff, HORIZON_DAYS, end, f"models/{what} for partition {cutoff}")
     except F.IncompleteLabelsError as exc:
         raise dg.Failure(str(exc)) from exc
-    n_customers = conn.execute(
+    stored = conn.execute(
         "SELECT count(*) FROM features.customer_features WHERE cutoff_date = ?", [cutoff]
-    ).fetchone()[0]
+    ).fetchone()[0] if table_exists(conn, "features", "customer_features") else 0
+    # a partition deleted by the retention (keep_cutoffs) is recomputed by the same SQL: identical rows
+    n_customers = stored or F.customer_count(conn, cutoff, HORIZON_DAYS, end)
     if n_customers == 0:
-        raise dg.Failure(f"features/customer_features has no rows for partition {cutoff}: materialize it first.")
+        raise dg.Failure(f"No customer has a purchase on or before {cutoff}: nothing to train partition {cutoff} on.")
     # large data: train on a fixed hash sample of customers (the same ones at every cutoff), so memory stays bounded
     fraction = min(1.0, config.max_rows_per_cutoff / n_customers)
     threshold = int(fraction * 1_000_000)
@@ -88,7 +90,7 @@ def training_data(conn, cutoff: date, config: TrainingConfig, what: str, run_id:
             raise AssertionError(f"training at {cutoff} asked for features at a later cutoff {c}")
         key = (run_id, str(c), threshold, HORIZON_DAYS, str(end))
         if key not in shared:
-            if c == cutoff:
+            if c == cutoff and stored:
                 frame = conn.execute(
                     "SELECT * FROM features.customer_features WHERE cutoff_date = ?"
                     + ("" if fraction >= 1.0 else f" AND {F.SAMPLE_FILTER}") + " ORDER BY customer_id",

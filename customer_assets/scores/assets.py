@@ -8,6 +8,7 @@ import pandas as pd
 from dagster_duckdb import DuckDBResource
 
 from customer_assets import schemas
+from customer_assets.features.assets import MISSING_HINT
 from customer_assets.models import candidates as C
 from customer_assets.models import logic as L
 from customer_assets.models.assets import MODEL_NAMES
@@ -106,10 +107,10 @@ def scored_customers(context: dg.AssetExecutionContext, duckdb: DuckDBResource) 
                 context.log.warning(f"models/{n}: {note}")
         feats = conn.execute("SELECT * FROM features.customer_features WHERE cutoff_date = ? ORDER BY customer_id", [cutoff]).df()
         if feats.empty:
-            raise dg.Failure(f"features/customer_features has no rows for {cutoff}: materialize that partition first.")
+            raise dg.Failure(f"features/customer_features has no rows for {cutoff}: materialize that partition first." + MISSING_HINT)
         segs = conn.execute("SELECT customer_id, segment FROM segments.customer_segments WHERE cutoff_date = ?", [cutoff]).df()
         if segs.empty:
-            raise dg.Failure(f"segments/customer_segments has no rows for {cutoff}: materialize that partition first.")
+            raise dg.Failure(f"segments/customer_segments has no rows for {cutoff}: materialize that partition first." + MISSING_HINT)
         context.log.info(f"Scoring {len(feats):,} customers at {cutoff} with the models of {model_cutoff}")
         out = score_frame(feats, segs, models, cutoff, model_cutoff)
         n = replace_partition_df(conn, "scores", "scored_customers", cutoff, out)

@@ -8,15 +8,18 @@ import pandas as pd
 from dagster_duckdb import DuckDBResource
 
 from customer_assets import schemas
+from customer_assets.features.assets import MISSING_HINT, apply_retention
 from customer_assets.partitions import CUTOFF_PARTITIONS
 from customer_assets.segments import logic
 from customer_assets.storage import markdown_preview, replace_partition_df
 
 
 class SegmentConfig(dg.Config):
-    """``k = 0`` chooses k in 3..8 by silhouette; any other value fixes it."""
+    """``k = 0`` chooses k in 3..8 by silhouette; any other value fixes it. ``keep_cutoffs``: how many of the
+    newest cutoffs the table keeps (0 keeps all; unset, from ``CUSTOMER_ASSETS_KEEP_CUTOFFS``)."""
 
     k: int = 0
+    keep_cutoffs: int | None = None
 
 
 def segment_profile(features: pd.DataFrame, labels, personas: list[str]) -> pd.DataFrame:
@@ -55,7 +58,7 @@ def customer_segments(context: dg.AssetExecutionContext, config: SegmentConfig, 
             [cutoff],
         ).df()
         if feats.empty:
-            raise dg.Failure(f"features/customer_features has no rows for {cutoff}: materialize that partition first.")
+            raise dg.Failure(f"features/customer_features has no rows for {cutoff}: materialize that partition first." + MISSING_HINT)
         model, labels = logic.fit_segments(feats, k=config.k or None)
         _, dist = logic.assign(model, feats)
         context.log.info(f"k={model.k} (silhouette by k: {model.silhouette_by_k}); personas {model.personas}")
@@ -84,6 +87,7 @@ def customer_segments(context: dg.AssetExecutionContext, config: SegmentConfig, 
             "mean_monetary_total": prof.sort_values("cluster_id")["mean_monetary_total"].to_numpy(),
         })
         replace_partition_df(conn, "segments", "segment_centroids", cutoff, cent)
+        retention = apply_retention(context, conn, ["segments", "customer_segments"], config.keep_cutoffs, cutoff)
     from customer_assets import charts as ch
 
     by_segment = prof.groupby("segment").agg(size=("size", "sum")).sort_values("size", ascending=False)
@@ -98,5 +102,6 @@ def customer_segments(context: dg.AssetExecutionContext, config: SegmentConfig, 
             "silhouette_by_k": dg.MetadataValue.json({str(k): v for k, v in model.silhouette_by_k.items()}),
             "profile": dg.MetadataValue.md(markdown_preview(prof, n=20)),
             "preview": dg.MetadataValue.md(markdown_preview(out)),
+            **retention,
         }
     )
