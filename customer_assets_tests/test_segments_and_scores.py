@@ -242,3 +242,19 @@ def test_model_charts_are_valid_svg_images():
     # the importance chart names the most important feature first
     top = next(iter(rec.params["importance"]))
     assert top in base64.b64decode(re.search(r"base64,(.*)\)", out["feature_importance"].value).group(1)).decode()
+
+
+def test_recommended_actions_for_a_frame_equal_the_rule_row_by_row():
+    import itertools
+
+    import pandas as pd
+
+    from customer_assets.scores.logic import HIGH_CHURN, MEDIUM_CHURN, recommended_actions
+
+    segments = ["Champions", "Loyal", "New", "Promising", "At risk", "Hibernating", "Other"]
+    churns = [0.0, MEDIUM_CHURN - 1e-9, MEDIUM_CHURN, HIGH_CHURN - 1e-9, HIGH_CHURN, 1.0]
+    grid = pd.DataFrame(list(itertools.product(segments, churns, range(1, 11))),
+                        columns=["segment", "churn_probability", "value_decile"])
+    expected = [recommended_action(s, c, d) for s, c, d in grid.itertuples(index=False)]
+    assert list(recommended_actions(grid)) == expected
+    assert len(set(expected)) == 9  # every rule is reached

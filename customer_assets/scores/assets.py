@@ -4,6 +4,7 @@
 from datetime import date, timedelta
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 from dagster_duckdb import DuckDBResource
 
@@ -53,7 +54,10 @@ def load_model(conn, name: str, model_cutoff: date, scoring_cutoff: date) -> tup
 
 def score_frame(feats: pd.DataFrame, segs: pd.DataFrame, models: dict[str, L.ModelRecord], cutoff: date, model_cutoff: date) -> pd.DataFrame:
     """Apply the four models to the features at ``cutoff``. Pure: no warehouse access."""
-    df = feats.merge(segs[["customer_id", "segment"]], on="customer_id", how="left", validate="one_to_one")
+    if len(segs) == len(feats) and np.array_equal(segs["customer_id"].to_numpy(), feats["customer_id"].to_numpy()):
+        df = feats.assign(segment=segs["segment"].to_numpy())  # same customers in the same order: no join needed
+    else:
+        df = feats.merge(segs[["customer_id", "segment"]], on="customer_id", how="left", validate="one_to_one")
     df = C.add_bgnbd_features(df, HORIZON_DAYS)  # once, shared by every model that uses BG/NBD outputs
     if df["segment"].isna().any():
         raise ValueError(f"{int(df['segment'].isna().sum())} customers at {cutoff} have no segment")
@@ -108,7 +112,8 @@ def scored_customers(context: dg.AssetExecutionContext, duckdb: DuckDBResource) 
         feats = conn.execute("SELECT * FROM features.customer_features WHERE cutoff_date = ? ORDER BY customer_id", [cutoff]).df()
         if feats.empty:
             raise dg.Failure(f"features/customer_features has no rows for {cutoff}: materialize that partition first." + MISSING_HINT)
-        segs = conn.execute("SELECT customer_id, segment FROM segments.customer_segments WHERE cutoff_date = ?", [cutoff]).df()
+        segs = conn.execute("SELECT customer_id, segment FROM segments.customer_segments WHERE cutoff_date = ? ORDER BY customer_id",
+                            [cutoff]).df()
         if segs.empty:
             raise dg.Failure(f"segments/customer_segments has no rows for {cutoff}: materialize that partition first." + MISSING_HINT)
         context.log.info(f"Scoring {len(feats):,} customers at {cutoff} with the models of {model_cutoff}")
