@@ -186,3 +186,12 @@ def test_stored_copy_through_dagster_config(ledger_csv, warehouse):
     ledger_csv.unlink()
     with duckdb.connect(warehouse, read_only=True) as conn:
         assert conn.execute("SELECT count(*) FROM raw.transactions").fetchone()[0] == 15
+
+
+def test_a_quote_in_the_file_name_is_read_safely(tmp_path, ledger_csv):
+    """The path goes into the view's SQL as a literal: a quote in it must neither break nor inject SQL."""
+    odd = tmp_path / "o'brien'); DROP TABLE x; --.csv"
+    odd.write_text(ledger_csv.read_text())
+    conn, counts = _load(odd)
+    assert counts["clean_rows"] == 11
+    assert logic.current_load(conn).source_file == str(odd.resolve())
