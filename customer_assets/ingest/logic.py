@@ -394,7 +394,7 @@ def clean_sql(has_amount: bool, has_quantity: bool, has_unit_price: bool) -> str
     date_expr = DATE_PARSE_SQL.format(d="trim(txn_date_raw)")
     return f"""
     WITH typed AS (
-        SELECT load_id, source_row,
+        SELECT source_row,
                upper(trim(customer_id)) AS customer_id,
                "date" AS txn_date_raw,
                {qty} AS qty, {price} AS price,
@@ -439,7 +439,7 @@ def clean_sql(has_amount: bool, has_quantity: bool, has_unit_price: bool) -> str
         FROM keyed c LEFT JOIN dup_groups g ON c.dup_key = g.dup_key
     )
     -- narrow: the text as read is only kept for rejected rows (clean rows keep their typed values)
-    SELECT load_id, source_row, reject_reason, customer_id, txn_date, amt_raw, qty, is_return, order_id, product_id,
+    SELECT source_row, reject_reason, customer_id, txn_date, amt_raw, qty, is_return, order_id, product_id,
            CASE WHEN reject_reason IS NOT NULL THEN customer_id_raw END AS customer_id_raw,
            CASE WHEN reject_reason IS NOT NULL THEN txn_date_raw END AS txn_date_raw,
            CASE WHEN reject_reason IS NOT NULL THEN amount_raw_text END AS amount_raw_text,
@@ -456,9 +456,10 @@ def clean_transactions(conn: duckdb.DuckDBPyConnection) -> dict[str, int]:
     """
     load = current_load(conn)
     check_source_unchanged(load)
-    # one parse of the source (or one scan of the stored copy) into memory; every later pass reads this
+    # one parse of the source (or one scan of the stored copy) into memory; every later pass reads this.
+    # The load's constant columns stay out of it (9.4M copies of the load id cost ~0.5 GB); they are added on write.
     try:
-        conn.execute("CREATE OR REPLACE TEMP TABLE _raw AS SELECT * EXCLUDE (source_file, loaded_at) FROM raw.transactions")
+        conn.execute("CREATE OR REPLACE TEMP TABLE _raw AS SELECT * EXCLUDE (load_id, source_file, loaded_at) FROM raw.transactions")
     except duckdb.Error as exc:
         raise _explain(exc, load.source_file, "the loaded format") from exc
     n_raw = conn.execute("SELECT count(*) FROM _raw").fetchone()[0]
@@ -493,20 +494,21 @@ def clean_transactions(conn: duckdb.DuckDBPyConnection) -> dict[str, int]:
                    CASE WHEN is_return THEN -abs(amt_raw) ELSE amt_raw END AS amount,
                    CASE WHEN is_return THEN -abs(qty) ELSE qty END AS quantity,
                    is_return, coalesce(abs(amt_raw) > ?, false) AS is_outlier,
-                   order_id, product_id, load_id, source_row
+                   order_id, product_id, ?::VARCHAR AS load_id, source_row
             FROM _classified WHERE reject_reason IS NULL
             """,
-            [threshold],
+            [threshold, load.load_id],
         )
         conn.execute(
             """
             CREATE OR REPLACE TABLE quality.rejected_transactions AS
-            SELECT load_id, source_row, reject_reason,
+            SELECT ?::VARCHAR AS load_id, source_row, reject_reason,
                    customer_id_raw AS customer_id, txn_date_raw AS txn_date, amount_raw_text AS amount,
                    quantity_raw AS quantity, unit_price_raw AS unit_price, order_id, product_id
             FROM _classified WHERE reject_reason IS NOT NULL
             ORDER BY source_row
-            """
+            """,
+            [load.load_id],
         )
         conn.execute("COMMIT")
     except BaseException:
