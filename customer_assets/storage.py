@@ -25,12 +25,17 @@ def ensure_schemas(conn: duckdb.DuckDBPyConnection) -> None:
         conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
 
 
-def table_exists(conn: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
+def object_type(conn: duckdb.DuckDBPyConnection, schema: str, name: str) -> str | None:
+    """``'BASE TABLE'``, ``'VIEW'`` (and so on) for ``schema.name``, or None when it does not exist."""
     row = conn.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
-        [schema, table],
+        "SELECT table_type FROM information_schema.tables WHERE table_schema = ? AND table_name = ?", [schema, name]
     ).fetchone()
-    return bool(row and row[0])
+    return row[0] if row else None
+
+
+def table_exists(conn: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
+    """Whether ``schema.table`` exists, as a table or a view."""
+    return object_type(conn, schema, table) is not None
 
 
 def replace_partition(

@@ -180,9 +180,13 @@ def feature_params(cutoff: date, horizon_days: int, data_end: date) -> list:
 SAMPLE_FILTER = "(hash(customer_id) % 1000000) < ?"
 
 
-def customer_count(conn: duckdb.DuckDBPyConnection, cutoff: date, horizon_days: int, data_end: date) -> int:
-    """Rows the feature SQL gives at ``cutoff`` (the customers it covers), without keeping them."""
-    return int(conn.execute(f"SELECT count(*) FROM ({FEATURE_SQL})", feature_params(cutoff, horizon_days, data_end)).fetchone()[0])
+def customer_count(conn: duckdb.DuckDBPyConnection, cutoff: date) -> int:
+    """Rows the feature SQL gives at ``cutoff``: customers with a purchase (not only returns) on or before it.
+
+    One distinct count, the same as ``customers`` in ``features.cutoff_windows``, instead of the feature SQL itself.
+    """
+    return int(conn.execute("SELECT count(DISTINCT customer_id) FROM clean.transactions WHERE txn_date <= ? AND NOT is_return",
+                            [cutoff]).fetchone()[0])
 
 
 def compute_features(

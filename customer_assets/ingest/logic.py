@@ -17,6 +17,7 @@ from pathlib import Path
 import duckdb
 
 from customer_assets.settings import FIELDS, MAPPING_HELP, ColumnMapping, quote_ident
+from customer_assets.storage import object_type, table_exists
 
 SUPPORTED = (".csv", ".tsv", ".txt", ".dat", ".parquet", ".pq", ".gz", ".zst")
 
@@ -197,6 +198,7 @@ class Load:
 
     load_id: str
     source_file: str
+    format: str
     rows: int
     file_bytes: int
     file_modified_ns: int
@@ -208,13 +210,6 @@ CREATE TABLE IF NOT EXISTS raw.loads (
     load_id VARCHAR, source_file VARCHAR, format VARCHAR, encoding VARCHAR, delimiter VARCHAR, mapping VARCHAR,
     rows BIGINT, file_bytes BIGINT, file_modified_ns BIGINT, stored_copy BOOLEAN, loaded_at TIMESTAMP
 )"""
-
-
-def _object_type(conn: duckdb.DuckDBPyConnection, schema: str, name: str) -> str | None:
-    row = conn.execute(
-        "SELECT table_type FROM information_schema.tables WHERE table_schema = ? AND table_name = ?", [schema, name]
-    ).fetchone()
-    return row[0] if row else None
 
 
 def load_raw(conn: duckdb.DuckDBPyConnection, spec: SourceSpec, load_id: str, stored_copy: bool = False) -> int:
@@ -281,7 +276,7 @@ def load_raw(conn: duckdb.DuckDBPyConnection, spec: SourceSpec, load_id: str, st
             raise SourceReadError(
                 f"The source file {spec.path} has a header but no data rows; nothing was loaded and the previous load is kept."
             )
-        kind = _object_type(conn, "raw", "transactions")
+        kind = object_type(conn, "raw", "transactions")
         if kind == "VIEW":
             conn.execute("DROP VIEW raw.transactions")
         elif kind is not None:
@@ -307,10 +302,10 @@ def load_raw(conn: duckdb.DuckDBPyConnection, spec: SourceSpec, load_id: str, st
 
 def current_load(conn: duckdb.DuckDBPyConnection) -> Load:
     """The latest load recorded in ``raw.loads``."""
-    if _object_type(conn, "raw", "loads") is None:
+    if not table_exists(conn, "raw", "loads"):
         raise ValueError("Nothing has been loaded yet: materialize raw/transactions first")
     row = conn.execute(
-        "SELECT load_id, source_file, rows, file_bytes, file_modified_ns, stored_copy FROM raw.loads "
+        "SELECT load_id, source_file, format, rows, file_bytes, file_modified_ns, stored_copy FROM raw.loads "
         "ORDER BY loaded_at DESC, rowid DESC LIMIT 1"
     ).fetchone()
     if row is None:
@@ -461,7 +456,7 @@ def clean_transactions(conn: duckdb.DuckDBPyConnection) -> dict[str, int]:
     try:
         conn.execute("CREATE OR REPLACE TEMP TABLE _raw AS SELECT * EXCLUDE (load_id, source_file, loaded_at) FROM raw.transactions")
     except duckdb.Error as exc:
-        raise _explain(exc, load.source_file, "the loaded format") from exc
+        raise _explain(exc, load.source_file, load.format) from exc
     n_raw = conn.execute("SELECT count(*) FROM _raw").fetchone()[0]
     if n_raw != load.rows:
         conn.execute("DROP TABLE _raw")

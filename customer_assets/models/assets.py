@@ -76,7 +76,7 @@ def training_data(conn, cutoff: date, config: TrainingConfig, what: str, run_id:
         "SELECT count(*) FROM features.customer_features WHERE cutoff_date = ?", [cutoff]
     ).fetchone()[0] if table_exists(conn, "features", "customer_features") else 0
     # a partition deleted by the retention (keep_cutoffs) is recomputed by the same SQL: identical rows
-    n_customers = stored or F.customer_count(conn, cutoff, HORIZON_DAYS, end)
+    n_customers = stored or F.customer_count(conn, cutoff)
     if n_customers == 0:
         raise dg.Failure(f"No customer has a purchase on or before {cutoff}: nothing to train partition {cutoff} on.")
     # large data: train on a fixed hash sample of customers (the same ones at every cutoff), so memory stays bounded
