@@ -258,3 +258,45 @@ def test_recommended_actions_for_a_frame_equal_the_rule_row_by_row():
     expected = [recommended_action(s, c, d) for s, c, d in grid.itertuples(index=False)]
     assert list(recommended_actions(grid)) == expected
     assert len(set(expected)) == 9  # every rule is reached
+
+
+def test_platt_scaling_by_hand_and_recovered_from_data():
+    raw = np.array([0.1, 0.5, 0.9])
+    # a = 1, b = 0 is the identity; a = 2 doubles the logit: logit 0.9 = ln 9, so sigmoid(2 ln 9) = 81 / 82
+    np.testing.assert_allclose(L.apply_platt(raw, 1.0, 0.0), raw)
+    np.testing.assert_allclose(L.apply_platt(raw, 2.0, 0.0), [1 / 82, 0.5, 81 / 82])
+    np.testing.assert_allclose(L.apply_platt(raw, 1.0, np.log(9)), [0.5, 0.9, 81 / 82])
+    # labels drawn from sigmoid(2 * logit(raw) - 1): the fit recovers a = 2 and b = -1
+    rng = np.random.default_rng(0)
+    raw = rng.uniform(0.02, 0.98, 200_000)
+    y = rng.random(raw.size) < L.apply_platt(raw, 2.0, -1.0)
+    a, b = L.fit_platt(raw, y)
+    assert a == pytest.approx(2.0, abs=0.03) and b == pytest.approx(-1.0, abs=0.03)
+
+
+def test_parameter_overrides_reach_the_booster_and_none_removes_one():
+    import json
+    import warnings
+
+    from customer_assets.models import candidates as C
+
+    def depth(node):
+        return 1 + max((depth(c) for c in node.get("children", [])), default=-1)
+
+    def fitted(overrides=None):
+        train = _labelled_cutoff(date(2020, 1, 1))
+        fit = C.fit_xgb("tweedie", train, ["recency_days", "frequency"], L.task_spec("spend", 90)[0], None, 5, "xgboost", overrides)
+        booster = C.xgb_load(fit.artifact)
+        trees = [json.loads(t) for t in booster.get_dump(dump_format="json")]
+        return json.loads(booster.save_config())["learner"]["objective"]["name"], max(depth(t) for t in trees)
+
+    # the default: Tweedie, trees up to depth 4 (and this data is rich enough to reach it)
+    assert fitted() == ("reg:tweedie", 4)
+    # overridden: squared error with depth-2 trees; None drops the Tweedie power that squared error does not take
+    # (without the None, XGBoost warns that the parameter is not used)
+    for overrides, warned in (({"max_depth": 2, "objective": "reg:squarederror", "tweedie_variance_power": None}, False),
+                              ({"max_depth": 2, "objective": "reg:squarederror"}, True)):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert fitted(overrides) == ("reg:squarederror", 2)
+        assert any("tweedie_variance_power" in str(w.message) for w in caught) == warned

@@ -115,8 +115,12 @@ def xgb_load(text: str) -> xgb.Booster:
 
 
 def fit_xgb(objective: str, train: pd.DataFrame, features: list[str], label_fn, valid: pd.DataFrame | None,
-            rounds: int | None, family: str) -> Fitted:
-    params = xgb_params(objective)
+            rounds: int | None, family: str, overrides: dict | None = None) -> Fitted:
+    """Fit XGBoost; with ``rounds=None``, early-stopped on ``valid``.
+
+    ``overrides`` replace default parameters; an override of ``None`` removes one.
+    """
+    params = {k: v for k, v in {**xgb_params(objective), **(overrides or {})}.items() if v is not None}
     dtrain = xgb_dmatrix(train, features, **label_fn(train))
     if rounds is None:
         dvalid = xgb_dmatrix(valid, features, **label_fn(valid))
@@ -144,8 +148,8 @@ def lgb_params(objective: str) -> dict:
     raise ValueError(objective)
 
 
-def fit_lgb(objective: str, train, features, label_fn, valid, rounds, family) -> Fitted:
-    params = lgb_params(objective)
+def fit_lgb(objective: str, train, features, label_fn, valid, rounds, family, overrides: dict | None = None) -> Fitted:
+    params = {**lgb_params(objective), **(overrides or {})}
     dtrain = lgb.Dataset(_x(train, features), label=label_fn(train)["label"], feature_name=features, free_raw_data=False)
     if rounds is None:
         dvalid = lgb.Dataset(_x(valid, features), label=label_fn(valid)["label"], reference=dtrain)

@@ -159,7 +159,7 @@ class TrainingData:
         return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 
-def _task(task: str, horizon_days: int):
+def task_spec(task: str, horizon_days: int):
     """label function, objective and validation metric of a task."""
     if task == "churn":
         return (lambda f: {"label": f["label_purchase"].astype(float).to_numpy()}), "binary", M.roc_auc
@@ -200,7 +200,7 @@ def select_and_fit(task: str, data: TrainingData, families: tuple[str, ...], log
     """
     log = log or (lambda _m: None)
     t, h = data.cutoff, data.horizon_days
-    label_fn, objective, metric = _task(task, h)
+    label_fn, objective, metric = task_spec(task, h)
     valid = C.add_bgnbd_features(data.frame([t]), h)
     if len(valid) < data.min_labelled_customers:
         raise InsufficientDataError(
@@ -298,12 +298,10 @@ def train_churn(data: TrainingData, log=None) -> ModelRecord:
             "a classifier needs both buyers and non-buyers in the training window."
         )
     sel = select_and_fit("churn", data, CHURN_FAMILIES, log)
-    valid, raw = sel["valid"], np.clip(sel["val_pred"], 1e-6, 1 - 1e-6)
+    valid, raw = sel["valid"], sel["val_pred"]
     y = valid["label_purchase"].astype(float).to_numpy()
-    logit = np.log(raw / (1 - raw))
-    cal = LogisticRegression(C=1e6).fit(logit.reshape(-1, 1), y)
-    a, b = float(cal.coef_[0, 0]), float(cal.intercept_[0])
-    p = 1 / (1 + np.exp(-(a * logit + b)))
+    a, b = fit_platt(raw, y)
+    p = apply_platt(raw, a, b)
     baseline = M.roc_auc(y, -valid["recency_days"].to_numpy())
     metrics = {
         "validation_roc_auc": M.roc_auc(y, p), "validation_pr_auc": M.pr_auc(y, p), "validation_brier": M.brier(y, p),
@@ -386,10 +384,23 @@ def _raw_predict(record: ModelRecord, frame: pd.DataFrame, horizon_days: int) ->
     return np.asarray(predictor(frame), dtype=float)
 
 
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(np.asarray(p, dtype=float), 1e-6, 1 - 1e-6)
+    return np.log(p / (1 - p))
+
+
+def fit_platt(raw: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Platt scaling: (a, b) of P(y = 1) = sigmoid(a * logit(raw) + b), by unpenalised maximum likelihood."""
+    cal = LogisticRegression(C=1e6).fit(_logit(raw).reshape(-1, 1), np.asarray(y, dtype=float))
+    return float(cal.coef_[0, 0]), float(cal.intercept_[0])
+
+
+def apply_platt(raw: np.ndarray, a: float, b: float) -> np.ndarray:
+    return 1 / (1 + np.exp(-(a * _logit(raw) + b)))
+
+
 def predict_purchase(record: ModelRecord, frame: pd.DataFrame, horizon_days: int = 90) -> np.ndarray:
-    raw = np.clip(_raw_predict(record, frame, horizon_days), 1e-6, 1 - 1e-6)
-    logit = np.log(raw / (1 - raw))
-    return 1 / (1 + np.exp(-(record.calibration["a"] * logit + record.calibration["b"])))
+    return apply_platt(_raw_predict(record, frame, horizon_days), record.calibration["a"], record.calibration["b"])
 
 
 def predict_spend(record: ModelRecord, frame: pd.DataFrame, horizon_days: int = 90) -> np.ndarray:

@@ -1,0 +1,234 @@
+"""How far can the models go on this data? The searches behind issue 3's "out of reach" figures.
+
+    python benchmarks/headroom.py --cutoff 1998-04-01
+    python benchmarks/headroom.py --cutoff 1998-04-01 --rolling 1998-01-01,1998-02-01,1998-03-01
+
+Every candidate is chosen the way the pipeline chooses its champion, without peeking: fit on
+cutoffs whose label windows end by t = s - H, validated on t (boosting rounds by early stopping
+there, Platt calibration and the BG/NBD blend weight fitted there), then refit on cutoffs up to t
+with those settings and scored at s against the purchases of (s, s + H]. The tables print the
+validation figure next to the test figure, so a reader can see whether validation would have
+picked a better candidate.
+
+Two rows per table are not models but bounds, and say so: the best test figure of any
+candidate (picked with the test labels, so optimistic), and for Brier the champion
+recalibrated on the test labels themselves.
+
+The LTV table refits BG/NBD + Gamma-Gamma at --ltv-cutoff (default: last date - 365 days)
+with two spend models and splits the aggregate error into purchases and spend per purchase.
+
+The warehouse is --db (default data/benchmarks/accuracy.duckdb, the accuracy benchmark's); it
+is ingested first unless --skip-ingest. About 3 minutes per scoring cutoff on 2 cores for CDNOW.
+"""
+
+import argparse
+import sys
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+from sklearn.linear_model import LinearRegression
+
+from customer_assets.cli import Runner
+from customer_assets.evaluation import metrics as M
+from customer_assets.features import logic as F
+from customer_assets.jobs import INGEST_SELECTION
+from customer_assets.models import candidates as C
+from customer_assets.models import logic as L
+from customer_assets.models import probabilistic as P
+from customer_assets.settings import DATA_DIR, HORIZON_DAYS, LTV_HORIZON_DAYS
+
+BLEND_WEIGHTS = (0.0, 0.25, 0.5, 0.75)
+
+
+@dataclass
+class Candidate:
+    name: str
+    family: str  # xgboost | lightgbm | logistic
+    n: int = 8
+    step: int = 30
+    overrides: dict = field(default_factory=dict)
+    bg_features: bool = False
+
+
+PURCHASE = [
+    *[Candidate(f"xgboost, {n} cutoffs every {s} d", "xgboost", n, s) for n, s in ((2, 30), (4, 30), (8, 30), (6, 45), (12, 20), (16, 15), (24, 10))],
+    Candidate("xgboost + BG/NBD features", "xgboost", bg_features=True),
+    Candidate("xgboost, depth 3", "xgboost", overrides={"max_depth": 3}),
+    Candidate("xgboost, depth 6, min child weight 50", "xgboost", overrides={"max_depth": 6, "min_child_weight": 50}),
+    Candidate("xgboost, learning rate 0.02", "xgboost", overrides={"eta": 0.02}),
+    Candidate("xgboost, min child weight 100", "xgboost", overrides={"min_child_weight": 100}),
+    Candidate("xgboost, half the columns per tree", "xgboost", overrides={"colsample_bytree": 0.5}),
+    Candidate("lightgbm", "lightgbm"),
+    Candidate("lightgbm + BG/NBD features", "lightgbm", bg_features=True),
+    Candidate("logistic regression", "logistic"),
+    Candidate("logistic regression + BG/NBD features", "logistic", bg_features=True),
+]
+NOT_TWEEDIE = {"tweedie_variance_power": None, "eval_metric": "rmse"}
+ENSEMBLE = ("xgboost, 8 cutoffs every 30 d", "lightgbm", "logistic regression")
+SPEND = [
+    *[Candidate(f"xgboost Tweedie 1.5, {n} cutoffs every {s} d", "xgboost", n, s, bg_features=True) for n, s in ((2, 30), (4, 30), (8, 30), (16, 15))],
+    Candidate("xgboost Tweedie 1.2, 4 cutoffs", "xgboost", 4, overrides={"tweedie_variance_power": 1.2}, bg_features=True),
+    Candidate("xgboost Tweedie 1.8, 4 cutoffs", "xgboost", 4, overrides={"tweedie_variance_power": 1.8}, bg_features=True),
+    Candidate("xgboost squared error, 8 cutoffs", "xgboost", 8, overrides={"objective": "reg:squarederror", **NOT_TWEEDIE}, bg_features=True),
+    Candidate("xgboost pseudo-Huber, 4 cutoffs", "xgboost", 4, overrides={"objective": "reg:pseudohubererror", "huber_slope": 50.0, **NOT_TWEEDIE}, bg_features=True),
+    Candidate("xgboost Tweedie, depth 3, 4 cutoffs", "xgboost", 4, overrides={"max_depth": 3}, bg_features=True),
+    Candidate("xgboost Tweedie, depth 6, min child weight 50, 4 cutoffs", "xgboost", 4, overrides={"max_depth": 6, "min_child_weight": 50}, bg_features=True),
+    Candidate("lightgbm Tweedie 1.5, 4 cutoffs", "lightgbm", 4, bg_features=True),
+]
+
+
+class Frames:
+    """Feature frames (with labels and per-cutoff BG/NBD outputs) of any cutoff, computed once."""
+
+    def __init__(self, conn, horizon_days: int):
+        self.conn, self.h = conn, horizon_days
+        self.start, self.end = F.data_bounds(conn)
+        self.cache: dict[date, pd.DataFrame] = {}
+
+    def one(self, c: date) -> pd.DataFrame:
+        if c not in self.cache:
+            self.cache[c] = C.add_bgnbd_features(F.compute_features(self.conn, c, self.h, self.end), self.h)
+        return self.cache[c]
+
+    def stacked(self, last: date, n: int, step: int) -> pd.DataFrame:
+        data = L.TrainingData(last, self.h, self.start, self.one)
+        return data.frame(data.cutoffs(last, n, step))
+
+
+def fit_predict(cand: Candidate, objective: str, frames: Frames, t: date, valid, test, label_fn):
+    """(validation predictions at t, test predictions at s) of a candidate, chosen and refit like the pipeline."""
+    feats = F.FEATURE_COLUMNS + (C.BG_FEATURES if cand.bg_features else [])
+    tr_val = frames.stacked(t - timedelta(days=frames.h), cand.n, cand.step)
+    tr_final = frames.stacked(t, cand.n, cand.step)
+    if cand.family == "logistic":
+        return (C.fit_logistic(tr_val, feats, label_fn).predict(valid),
+                C.fit_logistic(tr_final, feats, label_fn).predict(test))
+    fit = C.fit_xgb if cand.family == "xgboost" else C.fit_lgb
+    chosen = fit(objective, tr_val, feats, label_fn, valid, None, cand.family, cand.overrides)
+    final = fit(objective, tr_final, feats, label_fn, None, max(chosen.rounds, 1), cand.family, cand.overrides)
+    return chosen.predict(valid), final.predict(test)
+
+
+def purchase_table(frames: Frames, t: date, s: date) -> dict[str, float]:
+    valid, test = frames.one(t), frames.one(s)
+    yv, yt = (f["label_purchase"].astype(float).to_numpy() for f in (valid, test))
+    label_fn = L.task_spec("churn", frames.h)[0]
+    rows, raw = [], {}
+    print(f"\n## Purchase in {frames.h} days: validation at {t}, test at {s} ({len(test):,} customers)\n")
+    print("| candidate | validation ROC-AUC | test ROC-AUC | test PR-AUC | test Brier |")
+    print("| --- | --- | --- | --- | --- |")
+
+    def show(name, pv, pt):
+        a, b = L.fit_platt(pv, yv)
+        p = L.apply_platt(pt, a, b)
+        rows.append((name, M.roc_auc(yv, pv), M.roc_auc(yt, p), M.pr_auc(yt, p), M.brier(yt, p), pt))
+        print(f"| {name} | {rows[-1][1]:.4f} | {rows[-1][2]:.4f} | {rows[-1][3]:.4f} | {rows[-1][4]:.4f} |", flush=True)
+
+    for cand in PURCHASE:
+        raw[cand.name] = fit_predict(cand, "binary", frames, t, valid, test, label_fn)
+        show(cand.name, *raw[cand.name])
+    show("mean logit of " + ", ".join(ENSEMBLE),
+         *(1 / (1 + np.exp(-np.mean([L._logit(raw[n][i]) for n in ENSEMBLE], axis=0))) for i in (0, 1)))
+    champ = max(rows, key=lambda r: r[1])
+    a, b = L.fit_platt(champ[5], yt)
+    print(f"| *bound: best test figure of any row (picked on test)* | – | {max(r[2] for r in rows):.4f} | "
+          f"{max(r[3] for r in rows):.4f} | {min(r[4] for r in rows):.4f} |")
+    print(f"| *bound: validation's pick ({champ[0]}) recalibrated on the test labels* | – | {champ[2]:.4f} | {champ[3]:.4f} | "
+          f"{M.brier(yt, L.apply_platt(champ[5], a, b)):.4f} |")
+    return {"pick_auc": champ[2], "pick_pr": champ[3], "pick_brier": champ[4], "best_auc": max(r[2] for r in rows),
+            "best_pr": max(r[3] for r in rows), "best_brier": min(r[4] for r in rows)}
+
+
+def spend_table(frames: Frames, t: date, s: date) -> dict[str, float]:
+    valid, test = frames.one(t), frames.one(s)
+    label_fn = L.task_spec("spend", frames.h)[0]
+    yv, yt = label_fn(valid)["label"], label_fn(test)["label"]
+    bv, bt = valid["bg_expected_value"].to_numpy(), test["bg_expected_value"].to_numpy()
+    print(f"\n## Spend in {frames.h} days: validation at {t}, test at {s}; BG/NBD blend weight chosen on validation\n")
+    print("The level-set column multiplies the test predictions by Σ actual / Σ predicted of the validation window.\n")
+    print("| candidate | BG/NBD weight | validation R² | test R² | test aggregate error | the same, level set on validation "
+          "| test top-10% share |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    best = []
+    for cand in SPEND:
+        pv, pt = fit_predict(cand, "tweedie", frames, t, valid, test, label_fn)
+        pv, pt = np.clip(pv, 0, None), np.clip(pt, 0, None)
+        w = max(BLEND_WEIGHTS, key=lambda w: M.r2(yv, (1 - w) * pv + w * bv))
+        p, level = (1 - w) * pt + w * bt, yv.sum() / ((1 - w) * pv + w * bv).sum()
+        best.append((M.r2(yt, p), abs(M.aggregate_error(yt, p)), M.top_share(yt, p), M.r2(yv, (1 - w) * pv + w * bv),
+                     M.aggregate_error(yt, p)))
+        print(f"| {cand.name} | {w} | {M.r2(yv, (1 - w) * pv + w * bv):.4f} | {best[-1][0]:.4f} | "
+              f"{M.aggregate_error(yt, p):+.1%} | {M.aggregate_error(yt, level * p):+.1%} | {best[-1][2]:.1%} |", flush=True)
+    print(f"| BG/NBD + Gamma-Gamma alone | 1 | {M.r2(yv, bv):.4f} | {M.r2(yt, bt):.4f} | {M.aggregate_error(yt, bt):+.1%} | "
+          f"{M.aggregate_error(yt, bt * yv.sum() / bv.sum()):+.1%} | {M.top_share(yt, bt):.1%} |")
+    print(f"| *bound: best test figure of any row (picked on test)* | – | – | {max(b[0] for b in best):.4f} | "
+          f"±{min(b[1] for b in best):.1%} | – | {max(b[2] for b in best):.1%} |")
+    pick = max(best, key=lambda b: b[3])
+    return {"pick_r2": pick[0], "pick_aggregate_error": pick[4], "pick_top10": pick[2], "best_r2": max(b[0] for b in best),
+            "best_abs_aggregate_error": min(b[1] for b in best), "best_top10": max(b[2] for b in best)}
+
+
+def ltv_table(conn, cutoff: date, horizon: int) -> None:
+    _, end = F.data_bounds(conn)
+    f = F.compute_features(conn, cutoff, horizon, end)
+    y = f["label_spend"].astype(float).to_numpy()
+    x, t_x, T, m = L.rfm_weeks(f)
+    bg = P.fit_bgnbd(x, t_x, T)
+    purchases = P.bgnbd_expected_purchases(bg, horizon / L.WEEK, x, t_x, T)
+    actual_days = float(f["label_purchase_days"].sum())
+    print(f"\n## LTV: {horizon} days from {cutoff} ({len(f):,} customers); BG/NBD expects {purchases.sum():,.0f} purchase days, "
+          f"{actual_days:,.0f} happened ({purchases.sum() / actual_days - 1:+.1%})\n")
+    print("| spend model | R² | aggregate error | top-10% share | spend per purchase day, expected vs actual |")
+    print("| --- | --- | --- | --- | --- |")
+    variants = {"Gamma-Gamma on repeat purchases (published model)": (x, m),
+                "Gamma-Gamma on every purchase day, first included": (x + 1, f["monetary_mean"].astype(float).to_numpy())}
+    preds = {}
+    for name, (xs, ms) in variants.items():
+        preds[name] = p = purchases * P.gamma_gamma_expected_spend(P.fit_gamma_gamma(xs, ms), xs, ms)
+        print(f"| {name} | {M.r2(y, p):.4f} | {M.aggregate_error(y, p):+.1%} | {M.top_share(y, p):.1%} | "
+              f"${p.sum() / purchases.sum():.2f} vs ${y.sum() / actual_days:.2f} |")
+    # not a model: the best linear combination of every feature and the published model's value, fitted on the truth
+    X = np.column_stack([f[F.FEATURE_COLUMNS].astype(float).fillna(0).to_numpy(), next(iter(preds.values()))])
+    p = LinearRegression().fit(X, y).predict(X)
+    print(f"| *bound: least squares on every feature and the published model's value, fitted on the test labels* | "
+          f"{M.r2(y, p):.4f} | {M.aggregate_error(y, p):+.1%} | {M.top_share(y, p):.1%} | – |")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--cutoff", default="1998-04-01", help="scoring cutoff s (candidates validated at s - H)")
+    ap.add_argument("--rolling", default="", help="more comma-separated scoring cutoffs; a summary table follows")
+    ap.add_argument("--ltv-cutoff", default="", help="LTV cutoff (default: last date - LTV horizon)")
+    ap.add_argument("--db", default=str(DATA_DIR / "benchmarks" / "accuracy.duckdb"))
+    ap.add_argument("--skip-ingest", action="store_true")
+    args = ap.parse_args(argv)
+    Path(args.db).parent.mkdir(parents=True, exist_ok=True)
+    if not args.skip_ingest:
+        Runner(args.db).run(INGEST_SELECTION, label="ingest")
+    scoring = sorted({date.fromisoformat(c) for c in [args.cutoff, *args.rolling.split(",")] if c})
+    summary = {}
+    with duckdb.connect(args.db, read_only=True) as conn:
+        frames = Frames(conn, HORIZON_DAYS)
+        for s in scoring:
+            t = s - timedelta(days=HORIZON_DAYS)
+            summary[s] = {**purchase_table(frames, t, s), **spend_table(frames, t, s)}
+        ltv_cutoff = date.fromisoformat(args.ltv_cutoff) if args.ltv_cutoff else frames.end - timedelta(days=LTV_HORIZON_DAYS)
+        ltv_table(conn, ltv_cutoff, LTV_HORIZON_DAYS)
+    if len(scoring) > 1:
+        print("\n## Every scoring cutoff: validation's pick, and the best test figure of any candidate (picked on test)\n")
+        print("| scoring cutoff | ROC-AUC pick / best | PR-AUC pick / best | Brier pick / best | spend R² pick / best "
+              "| aggregate error pick / best | top-10% pick / best |")
+        print("| --- | --- | --- | --- | --- | --- | --- |")
+        for s, v in summary.items():
+            print(f"| {s} | {v['pick_auc']:.4f} / {v['best_auc']:.4f} | {v['pick_pr']:.4f} / {v['best_pr']:.4f} | "
+                  f"{v['pick_brier']:.4f} / {v['best_brier']:.4f} | {v['pick_r2']:.4f} / {v['best_r2']:.4f} | "
+                  f"{v['pick_aggregate_error']:+.1%} / ±{v['best_abs_aggregate_error']:.1%} | {v['pick_top10']:.1%} / {v['best_top10']:.1%} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
