@@ -30,6 +30,7 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pandas as pd
+from scipy import special
 from sklearn.linear_model import LinearRegression
 
 from customer_assets.cli import Runner
@@ -52,6 +53,7 @@ class Candidate:
     step: int = 30
     overrides: dict = field(default_factory=dict)
     bg_features: bool = False
+    target: str = "purchase"  # purchase | purchase_days (Poisson count) | days_to_next (survival, censored at H)
 
 
 PURCHASE = [
@@ -66,6 +68,9 @@ PURCHASE = [
     Candidate("lightgbm + BG/NBD features", "lightgbm", bg_features=True),
     Candidate("logistic regression", "logistic"),
     Candidate("logistic regression + BG/NBD features", "logistic", bg_features=True),
+    Candidate("xgboost Poisson on the number of purchase days, P = 1 - exp(-λ)", "xgboost", target="purchase_days",
+              overrides={"objective": "count:poisson", "eval_metric": "poisson-nloglik"}),
+    Candidate("xgboost survival (AFT) on days to next purchase, P = P(T <= H)", "xgboost", target="days_to_next"),
 ]
 NOT_TWEEDIE = {"tweedie_variance_power": None, "eval_metric": "rmse"}
 ENSEMBLE = ("xgboost, 8 cutoffs every 30 d", "lightgbm", "logistic regression")
@@ -113,6 +118,20 @@ def fit_predict(cand: Candidate, objective: str, frames: Frames, t: date, valid,
     return chosen.predict(valid), final.predict(test)
 
 
+def purchase_days_label(frame: pd.DataFrame) -> dict:
+    return {"label": frame["label_purchase_days"].astype(float).to_numpy()}
+
+
+def purchase_scores(cand: Candidate, frames: Frames, t: date, valid, test, label_fn):
+    """P(purchase in H) at t and s, from a model of the purchase label or of a richer target."""
+    if cand.target == "purchase_days":  # Poisson mean number of purchase days -> P(at least one)
+        return tuple(1 - np.exp(-lam) for lam in fit_predict(cand, "binary", frames, t, valid, test, purchase_days_label))
+    if cand.target == "days_to_next":  # AFT, normal log-time errors of scale 1: P(T <= H) = Phi((ln H - ln T_hat) / 1)
+        days = fit_predict(cand, "aft", frames, t, valid, test, L.task_spec("next_purchase", frames.h)[0])
+        return tuple(special.ndtr(np.log(frames.h) - np.log(d)) for d in days)
+    return fit_predict(cand, "binary", frames, t, valid, test, label_fn)
+
+
 def purchase_table(frames: Frames, t: date, s: date) -> dict[str, float]:
     valid, test = frames.one(t), frames.one(s)
     yv, yt = (f["label_purchase"].astype(float).to_numpy() for f in (valid, test))
@@ -129,7 +148,7 @@ def purchase_table(frames: Frames, t: date, s: date) -> dict[str, float]:
         print(f"| {name} | {rows[-1][1]:.4f} | {rows[-1][2]:.4f} | {rows[-1][3]:.4f} | {rows[-1][4]:.4f} |", flush=True)
 
     for cand in PURCHASE:
-        raw[cand.name] = fit_predict(cand, "binary", frames, t, valid, test, label_fn)
+        raw[cand.name] = purchase_scores(cand, frames, t, valid, test, label_fn)
         show(cand.name, *raw[cand.name])
     show("mean logit of " + ", ".join(ENSEMBLE),
          *(1 / (1 + np.exp(-np.mean([L._logit(raw[n][i]) for n in ENSEMBLE], axis=0))) for i in (0, 1)))
