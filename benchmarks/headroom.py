@@ -151,7 +151,7 @@ def purchase_table(frames: Frames, t: date, s: date) -> dict[str, float]:
         raw[cand.name] = purchase_scores(cand, frames, t, valid, test, label_fn)
         show(cand.name, *raw[cand.name])
     show("mean logit of " + ", ".join(ENSEMBLE),
-         *(1 / (1 + np.exp(-np.mean([L._logit(raw[n][i]) for n in ENSEMBLE], axis=0))) for i in (0, 1)))
+         *(1 / (1 + np.exp(-np.mean([L.logit(raw[n][i]) for n in ENSEMBLE], axis=0))) for i in (0, 1)))
     champ = max(rows, key=lambda r: r[1])
     a, b = L.fit_platt(champ[5], yt)
     print(f"| *bound: best test figure of any row (picked on test)* | – | {max(r[2] for r in rows):.4f} | "

@@ -75,6 +75,11 @@ class Fitted:
     predict: Callable[[pd.DataFrame], np.ndarray]
 
 
+def with_overrides(defaults: dict, overrides: dict | None) -> dict:
+    """``defaults`` updated by ``overrides``; an override of ``None`` removes that parameter."""
+    return {k: v for k, v in {**defaults, **(overrides or {})}.items() if v is not None}
+
+
 def _x(frame: pd.DataFrame, features: list[str]) -> np.ndarray:
     return frame[features].astype(float).to_numpy()
 
@@ -120,7 +125,7 @@ def fit_xgb(objective: str, train: pd.DataFrame, features: list[str], label_fn, 
 
     ``overrides`` replace default parameters; an override of ``None`` removes one.
     """
-    params = {k: v for k, v in {**xgb_params(objective), **(overrides or {})}.items() if v is not None}
+    params = with_overrides(xgb_params(objective), overrides)
     dtrain = xgb_dmatrix(train, features, **label_fn(train))
     if rounds is None:
         dvalid = xgb_dmatrix(valid, features, **label_fn(valid))
@@ -149,7 +154,8 @@ def lgb_params(objective: str) -> dict:
 
 
 def fit_lgb(objective: str, train, features, label_fn, valid, rounds, family, overrides: dict | None = None) -> Fitted:
-    params = {**lgb_params(objective), **(overrides or {})}
+    """Fit LightGBM; with ``rounds=None``, early-stopped on ``valid``. ``overrides`` as in ``fit_xgb``."""
+    params = with_overrides(lgb_params(objective), overrides)
     dtrain = lgb.Dataset(_x(train, features), label=label_fn(train)["label"], feature_name=features, free_raw_data=False)
     if rounds is None:
         dvalid = lgb.Dataset(_x(valid, features), label=label_fn(valid)["label"], reference=dtrain)

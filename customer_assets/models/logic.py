@@ -384,19 +384,20 @@ def _raw_predict(record: ModelRecord, frame: pd.DataFrame, horizon_days: int) ->
     return np.asarray(predictor(frame), dtype=float)
 
 
-def _logit(p: np.ndarray) -> np.ndarray:
+def logit(p: np.ndarray) -> np.ndarray:
+    """log(p / (1 - p)) in float64, with p clipped to [1e-6, 1 - 1e-6]."""
     p = np.clip(np.asarray(p, dtype=float), 1e-6, 1 - 1e-6)
     return np.log(p / (1 - p))
 
 
 def fit_platt(raw: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     """Platt scaling: (a, b) of P(y = 1) = sigmoid(a * logit(raw) + b), by unpenalised maximum likelihood."""
-    cal = LogisticRegression(C=1e6).fit(_logit(raw).reshape(-1, 1), np.asarray(y, dtype=float))
+    cal = LogisticRegression(C=1e6).fit(logit(raw).reshape(-1, 1), np.asarray(y, dtype=float))
     return float(cal.coef_[0, 0]), float(cal.intercept_[0])
 
 
 def apply_platt(raw: np.ndarray, a: float, b: float) -> np.ndarray:
-    return 1 / (1 + np.exp(-(a * _logit(raw) + b)))
+    return 1 / (1 + np.exp(-(a * logit(raw) + b)))
 
 
 def predict_purchase(record: ModelRecord, frame: pd.DataFrame, horizon_days: int = 90) -> np.ndarray:
