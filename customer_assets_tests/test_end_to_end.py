@@ -68,13 +68,19 @@ def test_cutoff_1998_04_01_uses_models_trained_at_1998_01_01(scored):
 def test_models_are_stored_in_portable_formats(scored):
     rows = pd.concat([_q(scored, f"SELECT model_name, artifact_format, artifact, metrics, promoted FROM models.{n}")
                       for n in ("churn", "spend", "ltv", "next_purchase")])
+
+    def check(fmt, artifact):
+        assert fmt in ("xgboost-json", "lightgbm-text", "json-coefficients", "json-params", "bgnbd-features", "ensemble-json")
+        assert not artifact.startswith("\x80")  # not a pickle stream
+        if fmt == "lightgbm-text":
+            assert artifact.startswith("tree\nversion=")  # LightGBM's own text model format
+            return
+        art = json.loads(artifact)  # JSON text: loading never executes code
+        for m in art["members"] if fmt == "ensemble-json" else []:  # each member in its own portable format
+            check(m["artifact_format"], m["artifact"])
+
     for r in rows.itertuples():
-        assert r.artifact_format in ("xgboost-json", "lightgbm-text", "json-coefficients", "json-params", "bgnbd-features")
-        if r.artifact_format == "lightgbm-text":
-            assert r.artifact.startswith("tree\nversion=")  # LightGBM's own text model format
-        else:
-            json.loads(r.artifact)  # JSON text: loading never executes code
-        assert not r.artifact.startswith("\x80")  # not a pickle stream
+        check(r.artifact_format, r.artifact)
     churn_metrics = json.loads(rows[rows.model_name == "churn"].metrics.iloc[0])
     assert 0.5 < churn_metrics["validation_roc_auc"] <= 1.0
 

@@ -300,3 +300,57 @@ def test_parameter_overrides_reach_the_booster_and_none_removes_one():
             warnings.simplefilter("always")
             assert fitted(overrides) == ("reg:squarederror", 2)
         assert any("tweedie_variance_power" in str(w.message) for w in caught) == warned
+
+
+def _two_signal_cutoff(c: date) -> pd.DataFrame:
+    """Buying needs two signals: a band of recency (trees find it; a logistic regression cannot) and the sum of ten
+    features (a logistic regression finds it; trees on 800 rows only approximate it)."""
+    f = _labelled_cutoff(c)
+    rng = np.random.default_rng(c.toordinal() + 7)
+    smooth = ["purchase_days", "n_transactions", "monetary_total", "first_purchase_amount", "max_day_spend",
+              "mean_gap_days", "last_gap_days", "spend_30d", "spend_180d", "spend_365d"]
+    band = ((f.recency_days > 100) & (f.recency_days < 200)).astype(float)
+    z = 1.5 * band - 1.0 + 3.0 * (f[smooth].sum(axis=1) - 5) / np.sqrt(10 / 12)
+    return f.assign(label_purchase=rng.random(len(f)) < 1 / (1 + np.exp(-z)))
+
+
+def test_ensemble_by_hand_and_chosen_when_it_validates_best():
+    import json
+
+    from customer_assets.models import candidates as C
+
+    # by hand: logits 0 and ln 9 average to ln 3, and sigmoid(ln 3) = 3 / 4; equal inputs stay put
+    np.testing.assert_allclose(C.combine([np.array([0.5, 0.1]), np.array([0.9, 0.1])], "logit"), [0.75, 0.1])
+    np.testing.assert_allclose(C.combine([np.array([1.0, 4.0]), np.array([3.0, 0.0])], "identity"), [2.0, 2.0])
+    with pytest.raises(ValueError, match="Unknown ensemble link 'log'"):
+        C.combine([np.array([1.0])], "log")
+
+    rec = L.train_churn(_data(load=_two_signal_cutoff))
+    name = "ensemble(xgboost, logistic+bgnbd)"
+    at_depth = {r["family"]: r["validation_score"] for r in rec.params["selection"]
+                if r["stacked_cutoffs"] == rec.params["stacked_cutoffs"]}
+    assert rec.params["family"] == name and at_depth[name] == max(at_depth.values())
+    assert at_depth[name] > max(at_depth["xgboost"], at_depth["logistic+bgnbd"])  # better than either member alone
+    assert rec.artifact_format == "ensemble-json" and rec.library == "xgboost+scikit-learn"
+
+    # stored as text and reloaded, it predicts the members' mean logit, Platt-calibrated
+    back = L.ModelRecord.from_row(rec.to_row(date(2020, 6, 1)))
+    fresh = _two_signal_cutoff(date(2020, 9, 1))
+    prepared = C.add_bgnbd_features(fresh, 90)
+    members = json.loads(back.artifact)["members"]
+    assert [m["family"] for m in members] == ["xgboost", "logistic+bgnbd"]
+    assert [m["artifact_format"] for m in members] == ["xgboost-json", "json-coefficients"]
+    p = [C.load_predictor(m["artifact_format"], m["artifact"], m["features"], m["rounds"])(prepared) for m in members]
+    raw = 1 / (1 + np.exp(-(L.logit(p[0]) + L.logit(p[1])) / 2))
+    np.testing.assert_allclose(L.predict_purchase(back, fresh), L.apply_platt(raw, rec.calibration["a"], rec.calibration["b"]), rtol=1e-9)
+
+    # contributions: the members' mean on the union of their features; BG/NBD features come from one member only
+    contrib = C.contributions(back.artifact_format, back.artifact, back.features, 0, prepared)
+    parts = [C.contributions(m["artifact_format"], m["artifact"], m["features"], m["rounds"], prepared) for m in members]
+
+    def col(k, feature):
+        return parts[k][:, members[k]["features"].index(feature)]
+
+    np.testing.assert_allclose(contrib[:, back.features.index("recency_days")], (col(0, "recency_days") + col(1, "recency_days")) / 2)
+    np.testing.assert_allclose(contrib[:, back.features.index("bg_p_alive")], col(1, "bg_p_alive") / 2)
+    assert sum(rec.params["importance"].values()) == pytest.approx(1.0)

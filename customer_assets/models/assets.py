@@ -112,6 +112,10 @@ def store(conn, record: L.ModelRecord, cutoff: date) -> None:
     replace_partition_df(conn, "models", record.model_name, cutoff, frame)
 
 
+IMPORTANCE_KIND = {"json-coefficients": "share of |standardised coefficient|",
+                   "ensemble-json": "mean of the members' shares of gain or |coefficient|"}
+
+
 def charts(record: L.ModelRecord) -> dict:
     """Feature importance, reliability and cumulative gains as images in the asset's metadata."""
     from customer_assets import charts as ch
@@ -121,7 +125,7 @@ def charts(record: L.ModelRecord) -> dict:
     if imp:
         out["feature_importance"] = dg.MetadataValue.md(ch.md_image(
             ch.bar_chart([k for k, _ in imp], [v for _, v in imp], f"models/{record.model_name}: feature importance "
-                         f"({'share of |standardised coefficient|' if record.artifact_format == 'json-coefficients' else 'share of gain'})",
+                         f"({IMPORTANCE_KIND.get(record.artifact_format, 'share of gain')})",
                          "{:.1%}"), "feature importance"))
     diag = record.params.get("diagnostics", {})
     if diag.get("reliability"):

@@ -80,6 +80,12 @@ def with_overrides(defaults: dict, overrides: dict | None) -> dict:
     return {k: v for k, v in {**defaults, **(overrides or {})}.items() if v is not None}
 
 
+def logit(p: np.ndarray) -> np.ndarray:
+    """log(p / (1 - p)) in float64, with p clipped to [1e-6, 1 - 1e-6]."""
+    p = np.clip(np.asarray(p, dtype=float), 1e-6, 1 - 1e-6)
+    return np.log(p / (1 - p))
+
+
 def _x(frame: pd.DataFrame, features: list[str]) -> np.ndarray:
     return frame[features].astype(float).to_numpy()
 
@@ -198,8 +204,42 @@ def logistic_predict(art: dict, frame: pd.DataFrame, features: list[str]) -> np.
     return 1 / (1 + np.exp(-(z @ np.asarray(art["coef"]) + art["intercept"])))
 
 
+# --------------------------------------------------------------------------- ensembles
+
+def combine(predictions: list[np.ndarray], link: str) -> np.ndarray:
+    """The members' mean on the ``link`` scale: ``"logit"`` (probabilities) or ``"identity"``."""
+    if link == "logit":
+        return 1 / (1 + np.exp(-np.mean([logit(p) for p in predictions], axis=0)))
+    if link == "identity":
+        return np.mean(predictions, axis=0)
+    raise ValueError(f"Unknown ensemble link {link!r}")
+
+
+def _union(lists: list[list[str]]) -> list[str]:
+    return list(dict.fromkeys(f for features in lists for f in features))
+
+
+def ensemble(members: list[Fitted], link: str, family: str) -> Fitted:
+    """Fitted members averaged on the ``link`` scale, stored as one JSON artifact that nests each member's own.
+
+    The artifact holds every member's portable text (XGBoost JSON, LightGBM text, JSON coefficients),
+    its features and rounds, so loading it parses text and runs no code, like a single model.
+    """
+    art = {"link": link, "members": [{"family": m.family, "artifact_format": m.artifact_format, "artifact": m.artifact,
+                                      "features": m.features, "rounds": m.rounds, "library": m.library,
+                                      "library_version": m.library_version} for m in members]}
+    return Fitted(family, _union([m.features for m in members]), json.dumps(art), "ensemble-json",
+                  "+".join(dict.fromkeys(m.library for m in members)),
+                  "+".join(dict.fromkeys(m.library_version for m in members if m.library_version)), 0,
+                  lambda frame: combine([m.predict(frame) for m in members], link))
+
+
 def load_predictor(artifact_format: str, artifact: str, features: list[str], rounds: int):
     """Rebuild a predictor from a stored artifact. Parsing only: no code is executed."""
+    if artifact_format == "ensemble-json":
+        art = json.loads(artifact)
+        parts = [load_predictor(m["artifact_format"], m["artifact"], m["features"], m["rounds"]) for m in art["members"]]
+        return lambda frame: combine([predict(frame) for predict in parts], art["link"])
     if artifact_format == "xgboost-json":
         booster = xgb_load(artifact)
         return lambda frame: booster.predict(xgb_dmatrix(frame, features), iteration_range=(0, rounds) if rounds else (0, 0))
@@ -217,8 +257,20 @@ def contributions(artifact_format: str, artifact: str, features: list[str], roun
 
     The gradient-boosting libraries' own attributions (XGBoost ``pred_contribs``, LightGBM
     ``pred_contrib``; the bias column is dropped); coefficient x standardised value for the
-    logistic regression. ``None`` for models without per-feature inputs.
+    logistic regression. For an ensemble averaged on the logit scale, the members' contributions
+    averaged over the union of their features (that mean is additive on the link scale too).
+    ``None`` for models without per-feature inputs, and for ensembles averaged on another scale.
     """
+    if artifact_format == "ensemble-json":
+        art = json.loads(artifact)
+        if art["link"] != "logit":
+            return None
+        out = np.zeros((len(frame), len(features)))
+        index = {f: i for i, f in enumerate(features)}
+        for m in art["members"]:
+            part = contributions(m["artifact_format"], m["artifact"], m["features"], m["rounds"], frame)
+            out[:, [index[f] for f in m["features"]]] += part / len(art["members"])
+        return out
     if artifact_format == "xgboost-json":
         booster = xgb_load(artifact)
         # approx_contribs: XGBoost's path-based (Saabas) attribution, ~10x faster than exact TreeSHAP and
@@ -237,8 +289,17 @@ def contributions(artifact_format: str, artifact: str, features: list[str], roun
 
 
 def importance(artifact_format: str, artifact: str, features: list[str]) -> dict[str, float]:
-    """Each feature's share of the model's total importance (gain for the boosters, |coefficient| otherwise)."""
-    if artifact_format == "xgboost-json":
+    """Each feature's share of the model's total importance (gain for the boosters, |coefficient| otherwise).
+
+    For an ensemble, the mean of its members' shares.
+    """
+    if artifact_format == "ensemble-json":
+        members = json.loads(artifact)["members"]
+        raw: dict[str, float] = {}
+        for m in members:
+            for k, v in importance(m["artifact_format"], m["artifact"], m["features"]).items():
+                raw[k] = raw.get(k, 0.0) + v / len(members)
+    elif artifact_format == "xgboost-json":
         raw = xgb_load(artifact).get_score(importance_type="total_gain")
     elif artifact_format == "lightgbm-text":
         booster = lgb_load(artifact)

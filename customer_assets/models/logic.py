@@ -30,6 +30,7 @@ from customer_assets.evaluation import metrics as M
 from customer_assets.features.logic import FEATURE_COLUMNS
 from customer_assets.models import candidates as C
 from customer_assets.models import probabilistic as P
+from customer_assets.models.candidates import logit
 
 WEEK = 7.0
 MIN_LABELLED_CUSTOMERS = 50
@@ -118,7 +119,10 @@ def _matrix(frame: pd.DataFrame, features: list[str]) -> np.ndarray:
 
 STACK_OPTIONS = ((2, 30), (4, 30), (8, 30))
 MAX_ROWS_PER_CUTOFF = 50_000
-CHURN_FAMILIES = ("logistic", "xgboost", "lightgbm", "xgboost+bgnbd", "lightgbm+bgnbd")
+CHURN_FAMILIES = ("logistic", "logistic+bgnbd", "xgboost", "lightgbm", "xgboost+bgnbd", "lightgbm+bgnbd")
+# Ensembles compared with the single families on the same validation, from the members' validation
+# predictions (no extra fit): name -> (member families, the scale they are averaged on).
+CHURN_ENSEMBLES = {"ensemble(xgboost, logistic+bgnbd)": (("xgboost", "logistic+bgnbd"), "logit")}
 SPEND_FAMILIES = ("xgboost", "lightgbm", "xgboost+bgnbd", "lightgbm+bgnbd", "bgnbd")
 
 
@@ -190,14 +194,17 @@ def _bgnbd_value(frame: pd.DataFrame) -> np.ndarray:
     return frame["bg_expected_value"].to_numpy()
 
 
-def select_and_fit(task: str, data: TrainingData, families: tuple[str, ...], log=None) -> dict[str, Any]:
+def select_and_fit(task: str, data: TrainingData, families: tuple[str, ...], log=None,
+                   ensembles: dict[str, tuple[tuple[str, ...], str]] | None = None) -> dict[str, Any]:
     """Out-of-time model selection inside the training data, then the final fit.
 
     Validation: candidates are fit on cutoffs whose label windows end by ``t`` (``t - H``,
     ``t - H - step``, ...) and scored on ``t``. The stacking depth is chosen first with
-    XGBoost, then the family. The champion is refit on ``t, t - step, ...`` with the
-    chosen settings. Nothing dated after ``t + H`` is used.
+    XGBoost, then the family, among ``families`` and the ``ensembles`` of them (members
+    averaged on the given scale, see ``candidates.combine``). The champion is refit on
+    ``t, t - step, ...`` with the chosen settings. Nothing dated after ``t + H`` is used.
     """
+    ensembles = ensembles or {}
     log = log or (lambda _m: None)
     t, h = data.cutoff, data.horizon_days
     label_fn, objective, metric = task_spec(task, h)
@@ -249,6 +256,14 @@ def select_and_fit(task: str, data: TrainingData, families: tuple[str, ...], log
         for family in families:
             if family != "xgboost":
                 results[(family, *best_opt)] = evaluate(family, *best_opt)
+        for name, (members, link) in ensembles.items():
+            pred = C.combine([results[(m, *best_opt)][1] for m in members], link)
+            score = metric(y_val["label"], pred)
+            rounds_by_member = {m: results[(m, *best_opt)][2] for m in members}
+            rows.append({"family": name, "stacked_cutoffs": best_opt[0], "stack_step_days": best_opt[1],
+                         "train_rows": len(train_frame(*best_opt, val_last)), "rounds": rounds_by_member, "validation_score": score})
+            log(f"{task}: {name} -> validation {score:.4f}")
+            results[(name, *best_opt)] = score, pred, rounds_by_member
         best_family = max((k for k in results if k[1:] == best_opt), key=lambda k: results[k][0])[0]
     _, val_pred, rounds = results[(best_family, *best_opt)]
     blend_weight = 0.0
@@ -266,6 +281,10 @@ def select_and_fit(task: str, data: TrainingData, families: tuple[str, ...], log
     final_frame = train_frame(best_opt[0], best_opt[1], t)
     if best_family == "bgnbd":
         final = None
+    elif best_family in ensembles:
+        members, link = ensembles[best_family]
+        final = C.ensemble([_fit_family(m, objective, final_frame, None, label_fn, rounds=max(rounds[m], 1) if rounds[m] else None)
+                            for m in members], link, best_family)
     else:
         final = _fit_family(best_family, objective, final_frame, None, label_fn, rounds=max(rounds, 1) if rounds else None)
     log(f"{task}: champion {best_family}, {best_opt[0]} cutoffs every {best_opt[1]} days, trained on {len(final_frame):,} rows")
@@ -297,7 +316,7 @@ def train_churn(data: TrainingData, log=None) -> ModelRecord:
             f"churn: the labels at {data.cutoff} have a single class (all {'buyers' if valid_labels.iloc[0] else 'non-buyers'}); "
             "a classifier needs both buyers and non-buyers in the training window."
         )
-    sel = select_and_fit("churn", data, CHURN_FAMILIES, log)
+    sel = select_and_fit("churn", data, CHURN_FAMILIES, log, CHURN_ENSEMBLES)
     valid, raw = sel["valid"], sel["val_pred"]
     y = valid["label_purchase"].astype(float).to_numpy()
     a, b = fit_platt(raw, y)
@@ -382,12 +401,6 @@ def _raw_predict(record: ModelRecord, frame: pd.DataFrame, horizon_days: int) ->
         return frame["bg_expected_value"].to_numpy()
     predictor = C.load_predictor(record.artifact_format, record.artifact, record.features, record.params.get("rounds", 0))
     return np.asarray(predictor(frame), dtype=float)
-
-
-def logit(p: np.ndarray) -> np.ndarray:
-    """log(p / (1 - p)) in float64, with p clipped to [1e-6, 1 - 1e-6]."""
-    p = np.clip(np.asarray(p, dtype=float), 1e-6, 1 - 1e-6)
-    return np.log(p / (1 - p))
 
 
 def fit_platt(raw: np.ndarray, y: np.ndarray) -> tuple[float, float]:
