@@ -54,6 +54,24 @@ class Candidate:
     overrides: dict = field(default_factory=dict)
     bg_features: bool = False
     target: str = "purchase"  # purchase | purchase_days (Poisson count) | days_to_next (survival, censored at H)
+    ratios: bool = False  # add RATIO_FEATURES (computed here, not in the pipeline)
+    seeds: int = 1  # > 1: that many XGBoost fits with different seeds, averaged (on the logit scale for purchase)
+    half_life: float | None = None  # XGBoost sample weights 0.5 ** (days before the newest training cutoff / half_life)
+    cap: float | None = None  # spend label capped at this quantile of each frame's positive labels
+
+
+# Ratios that trees cannot form from the pipeline's features on their own
+RATIO_FEATURES = ["overdue_ratio", "purchase_rate", "share_in_last_365d", "t_x_share"]
+
+
+def add_ratios(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.assign(overdue_ratio=frame["recency_days"] / frame["mean_gap_days"],
+                        purchase_rate=frame["purchase_days"] / (frame["tenure_days"] + 1),
+                        share_in_last_365d=frame["purchases_365d"] / frame["purchase_days"],
+                        t_x_share=frame["t_x_days"] / (frame["tenure_days"] + 1))
+
+
+MONOTONE = {"recency_days": -1, "frequency": 1, "purchases_90d": 1, "purchases_365d": 1}
 
 
 PURCHASE = [
@@ -71,9 +89,16 @@ PURCHASE = [
     Candidate("xgboost Poisson on the number of purchase days, P = 1 - exp(-λ)", "xgboost", target="purchase_days",
               overrides={"objective": "count:poisson", "eval_metric": "poisson-nloglik"}),
     Candidate("xgboost survival (AFT) on days to next purchase, P = P(T <= H)", "xgboost", target="days_to_next"),
+    Candidate("xgboost + ratio features", "xgboost", ratios=True),
+    Candidate("xgboost, 5 seeds averaged, 70% of rows and columns per tree", "xgboost", seeds=5,
+              overrides={"subsample": 0.7, "colsample_bytree": 0.7}),
+    Candidate("xgboost, monotone in recency, frequency and purchase counts", "xgboost",
+              overrides={"monotone_constraints": "(" + ",".join(str(MONOTONE.get(f, 0)) for f in F.FEATURE_COLUMNS) + ")"}),
 ]
 NOT_TWEEDIE = {"tweedie_variance_power": None, "eval_metric": "rmse"}
-ENSEMBLE = ("xgboost, 8 cutoffs every 30 d", "lightgbm", "logistic regression")
+ENSEMBLES = [("xgboost, 8 cutoffs every 30 d", "lightgbm", "logistic regression"),
+             # the pipeline's ensemble candidate (models.logic.CHURN_ENSEMBLES)
+             ("xgboost, 8 cutoffs every 30 d", "logistic regression + BG/NBD features")]
 SPEND = [
     *[Candidate(f"xgboost Tweedie 1.5, {n} cutoffs every {s} d", "xgboost", n, s, bg_features=True) for n, s in ((2, 30), (4, 30), (8, 30), (16, 15))],
     Candidate("xgboost Tweedie 1.2, 4 cutoffs", "xgboost", 4, overrides={"tweedie_variance_power": 1.2}, bg_features=True),
@@ -83,6 +108,13 @@ SPEND = [
     Candidate("xgboost Tweedie, depth 3, 4 cutoffs", "xgboost", 4, overrides={"max_depth": 3}, bg_features=True),
     Candidate("xgboost Tweedie, depth 6, min child weight 50, 4 cutoffs", "xgboost", 4, overrides={"max_depth": 6, "min_child_weight": 50}, bg_features=True),
     Candidate("lightgbm Tweedie 1.5, 4 cutoffs", "lightgbm", 4, bg_features=True),
+    Candidate("xgboost Tweedie 1.5, 8 cutoffs, + ratio features", "xgboost", bg_features=True, ratios=True),
+    Candidate("xgboost Tweedie 1.5, 8 cutoffs, weights halving every 90 d", "xgboost", bg_features=True, half_life=90),
+    Candidate("xgboost Tweedie 1.5, 8 cutoffs, weights halving every 180 d", "xgboost", bg_features=True, half_life=180),
+    Candidate("xgboost Tweedie 1.5, 8 cutoffs, label capped at its 99.9th percentile", "xgboost", bg_features=True, cap=0.999),
+    Candidate("xgboost Tweedie 1.5, 8 cutoffs, label capped at its 99.5th percentile", "xgboost", bg_features=True, cap=0.995),
+    Candidate("xgboost Tweedie 1.5, 8 cutoffs, 5 seeds averaged, 70% of rows and columns", "xgboost", bg_features=True,
+              seeds=5, overrides={"subsample": 0.7, "colsample_bytree": 0.7}),
 ]
 
 
@@ -96,7 +128,7 @@ class Frames:
 
     def one(self, c: date) -> pd.DataFrame:
         if c not in self.cache:
-            self.cache[c] = C.add_bgnbd_features(F.compute_features(self.conn, c, self.h, self.end), self.h)
+            self.cache[c] = add_ratios(C.add_bgnbd_features(F.compute_features(self.conn, c, self.h, self.end), self.h))
         return self.cache[c]
 
     def stacked(self, last: date, n: int, step: int) -> pd.DataFrame:
@@ -104,18 +136,38 @@ class Frames:
         return data.frame(data.cutoffs(last, n, step))
 
 
+def with_options(cand: Candidate, label_fn):
+    """``label_fn`` with the candidate's label cap and sample weights (XGBoost reads the ``weight`` key)."""
+    def fn(frame):
+        out = dict(label_fn(frame))
+        if cand.cap is not None:
+            y = out["label"]
+            out["label"] = np.minimum(y, np.quantile(y[y > 0], cand.cap))
+        if cand.half_life is not None:
+            cut = pd.to_datetime(frame["cutoff_date"])
+            out["weight"] = 0.5 ** ((cut.max() - cut).dt.days.to_numpy() / cand.half_life)
+        return out
+    return fn
+
+
 def fit_predict(cand: Candidate, objective: str, frames: Frames, t: date, valid, test, label_fn):
     """(validation predictions at t, test predictions at s) of a candidate, chosen and refit like the pipeline."""
-    feats = F.FEATURE_COLUMNS + (C.BG_FEATURES if cand.bg_features else [])
+    feats = F.FEATURE_COLUMNS + (C.BG_FEATURES if cand.bg_features else []) + (RATIO_FEATURES if cand.ratios else [])
     tr_val = frames.stacked(t - timedelta(days=frames.h), cand.n, cand.step)
     tr_final = frames.stacked(t, cand.n, cand.step)
     if cand.family == "logistic":
         return (C.fit_logistic(tr_val, feats, label_fn).predict(valid),
                 C.fit_logistic(tr_final, feats, label_fn).predict(test))
     fit = C.fit_xgb if cand.family == "xgboost" else C.fit_lgb
-    chosen = fit(objective, tr_val, feats, label_fn, valid, None, cand.family, cand.overrides)
-    final = fit(objective, tr_final, feats, label_fn, None, max(chosen.rounds, 1), cand.family, cand.overrides)
-    return chosen.predict(valid), final.predict(test)
+    label_fn = with_options(cand, label_fn)
+    out = []
+    for seed in range(cand.seeds):
+        overrides = {**cand.overrides, "seed": seed} if cand.seeds > 1 else cand.overrides
+        chosen = fit(objective, tr_val, feats, label_fn, valid, None, cand.family, overrides)
+        final = fit(objective, tr_final, feats, label_fn, None, max(chosen.rounds, 1), cand.family, overrides)
+        out.append((chosen.predict(valid), final.predict(test)))
+    link = "logit" if objective == "binary" else "identity"
+    return tuple(C.combine([o[i] for o in out], link) for i in (0, 1))
 
 
 def purchase_days_label(frame: pd.DataFrame) -> dict:
@@ -150,8 +202,8 @@ def purchase_table(frames: Frames, t: date, s: date) -> dict[str, float]:
     for cand in PURCHASE:
         raw[cand.name] = purchase_scores(cand, frames, t, valid, test, label_fn)
         show(cand.name, *raw[cand.name])
-    show("mean logit of " + ", ".join(ENSEMBLE),
-         *(1 / (1 + np.exp(-np.mean([L.logit(raw[n][i]) for n in ENSEMBLE], axis=0))) for i in (0, 1)))
+    for members in ENSEMBLES:
+        show("mean logit of " + ", ".join(members), *(C.combine([raw[n][i] for n in members], "logit") for i in (0, 1)))
     champ = max(rows, key=lambda r: r[1])
     a, b = L.fit_platt(champ[5], yt)
     print(f"| *bound: best test figure of any row (picked on test)* | – | {max(r[2] for r in rows):.4f} | "

@@ -105,10 +105,12 @@ def xgb_params(objective: str) -> dict:
     raise ValueError(objective)
 
 
-def xgb_dmatrix(frame, features, label=None, lower=None, upper=None) -> xgb.DMatrix:
+def xgb_dmatrix(frame, features, label=None, lower=None, upper=None, weight=None) -> xgb.DMatrix:
     d = xgb.DMatrix(_x(frame, features), feature_names=features, missing=np.nan)
     if label is not None:
         d.set_label(np.asarray(label, dtype=float))
+    if weight is not None:
+        d.set_weight(np.asarray(weight, dtype=float))
     if lower is not None:
         d.set_float_info("label_lower_bound", np.asarray(lower, dtype=float))
         d.set_float_info("label_upper_bound", np.asarray(upper, dtype=float))
