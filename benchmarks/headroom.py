@@ -166,7 +166,10 @@ def fit_predict(cand: Candidate, objective: str, frames: Frames, t: date, valid,
         chosen = fit(objective, tr_val, feats, label_fn, valid, None, cand.family, overrides)
         final = fit(objective, tr_final, feats, label_fn, None, max(chosen.rounds, 1), cand.family, overrides)
         out.append((chosen.predict(valid), final.predict(test)))
-    link = "logit" if objective == "binary" else "identity"
+    if len(out) == 1:
+        return out[0]
+    # seeds averaged: on the logit scale for probabilities, as they are (counts, spend) otherwise
+    link = "logit" if objective == "binary" and cand.target == "purchase" else "identity"
     return tuple(C.combine([o[i] for o in out], link) for i in (0, 1))
 
 
