@@ -354,3 +354,8 @@ def test_ensemble_by_hand_and_chosen_when_it_validates_best():
     np.testing.assert_allclose(contrib[:, back.features.index("recency_days")], (col(0, "recency_days") + col(1, "recency_days")) / 2)
     np.testing.assert_allclose(contrib[:, back.features.index("bg_p_alive")], col(1, "bg_p_alive") / 2)
     assert sum(rec.params["importance"].values()) == pytest.approx(1.0)
+
+
+def test_an_ensemble_of_unknown_families_is_refused_by_name():
+    with pytest.raises(ValueError, match=r"ensemble 'e' names \['nope'\], which are not among the candidate families"):
+        L.select_and_fit("churn", _data(), ("xgboost", "logistic"), None, {"e": (("xgboost", "nope"), "logit")})

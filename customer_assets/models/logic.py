@@ -205,6 +205,9 @@ def select_and_fit(task: str, data: TrainingData, families: tuple[str, ...], log
     ``t, t - step, ...`` with the chosen settings. Nothing dated after ``t + H`` is used.
     """
     ensembles = ensembles or {}
+    for name, (members, _link) in ensembles.items():
+        if unknown := [m for m in members if m not in families]:
+            raise ValueError(f"{task}: ensemble {name!r} names {unknown}, which are not among the candidate families {list(families)}")
     log = log or (lambda _m: None)
     t, h = data.cutoff, data.horizon_days
     label_fn, objective, metric = task_spec(task, h)
