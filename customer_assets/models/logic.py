@@ -282,14 +282,17 @@ def select_and_fit(task: str, data: TrainingData, families: tuple[str, ...], log
         log(f"{task}: BG/NBD blend weight {blend_weight} -> validation {scores[blend_weight]:.4f}")
     final_cutoffs = data.cutoffs(t, *best_opt)
     final_frame = train_frame(best_opt[0], best_opt[1], t)
+
+    def refit(family, family_rounds):  # the validated rounds (none for the logistic regression)
+        return _fit_family(family, objective, final_frame, None, label_fn, rounds=max(family_rounds, 1) if family_rounds else None)
+
     if best_family == "bgnbd":
         final = None
     elif best_family in ensembles:
         members, link = ensembles[best_family]
-        final = C.ensemble([_fit_family(m, objective, final_frame, None, label_fn, rounds=max(rounds[m], 1) if rounds[m] else None)
-                            for m in members], link, best_family)
+        final = C.ensemble([refit(m, rounds[m]) for m in members], link, best_family)
     else:
-        final = _fit_family(best_family, objective, final_frame, None, label_fn, rounds=max(rounds, 1) if rounds else None)
+        final = refit(best_family, rounds)
     log(f"{task}: champion {best_family}, {best_opt[0]} cutoffs every {best_opt[1]} days, trained on {len(final_frame):,} rows")
     return {"family": best_family, "stack": best_opt, "blend_bgnbd_weight": blend_weight, "final": final, "valid": valid, "val_pred": val_pred,
             "selection": rows, "training_cutoffs": final_cutoffs, "n_train_rows": len(final_frame), "rounds": rounds}
