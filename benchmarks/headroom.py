@@ -190,6 +190,13 @@ def with_options(cand: Candidate, label_fn):
     return fn
 
 
+def stopped_then_refit(family, objective, feats, label_fn, train, stop, full, overrides=None) -> tuple[C.Fitted, C.Fitted]:
+    """A booster early-stopped on ``stop`` after fitting ``train``, and the same refit on ``full`` for those rounds."""
+    fit = C.fit_xgb if family == "xgboost" else C.fit_lgb
+    chosen = fit(objective, train, feats, label_fn, stop, None, family, overrides)
+    return chosen, fit(objective, full, feats, label_fn, None, max(chosen.rounds, 1), family, overrides)
+
+
 def fit_predict(cand: Candidate, objective: str, frames: Frames, t: date, valid, test, label_fn):
     """(validation predictions at t, test predictions at s) of a candidate, chosen and refit like the pipeline."""
     feats = (F.FEATURE_COLUMNS + (C.BG_FEATURES if cand.bg_features else []) + (RATIO_FEATURES if cand.ratios else [])
@@ -199,13 +206,11 @@ def fit_predict(cand: Candidate, objective: str, frames: Frames, t: date, valid,
     if cand.family == "logistic":
         return (C.fit_logistic(tr_val, feats, label_fn).predict(valid),
                 C.fit_logistic(tr_final, feats, label_fn).predict(test))
-    fit = C.fit_xgb if cand.family == "xgboost" else C.fit_lgb
     label_fn = with_options(cand, label_fn)
     out = []
     for seed in range(cand.seeds):
         overrides = {**cand.overrides, "seed": seed} if cand.seeds > 1 else cand.overrides
-        chosen = fit(objective, tr_val, feats, label_fn, valid, None, cand.family, overrides)
-        final = fit(objective, tr_final, feats, label_fn, None, max(chosen.rounds, 1), cand.family, overrides)
+        chosen, final = stopped_then_refit(cand.family, objective, feats, label_fn, tr_val, valid, tr_final, overrides)
         out.append((chosen.predict(valid), final.predict(test)))
     if len(out) == 1:
         return out[0]
@@ -292,8 +297,7 @@ IN_PERIOD_FOLDS = 5
 
 def _boosted(objective, feats, label_fn, fit_on, stop, full, held) -> np.ndarray:
     """XGBoost early-stopped (fit on ``fit_on``, stopped on ``stop``), refit on ``full``, predicting ``held``."""
-    rounds = C.fit_xgb(objective, fit_on, feats, label_fn, stop, None, "xgboost").rounds
-    return C.fit_xgb(objective, full, feats, label_fn, None, max(rounds, 1), "xgboost").predict(held)
+    return stopped_then_refit("xgboost", objective, feats, label_fn, fit_on, stop, full)[1].predict(held)
 
 
 def in_period_table(frames: Frames, t: date, s: date) -> dict[str, float]:
@@ -328,22 +332,22 @@ def in_period_table(frames: Frames, t: date, s: date) -> dict[str, float]:
           f"({len(test):,} customers)\n")
     print("| purchase model | test ROC-AUC | test PR-AUC | test Brier, recalibrated on the test labels |")
     print("| --- | --- | --- | --- |")
-    out = {"auc": 0.0, "pr": 0.0, "brier": 1.0}
+    rows = []
     for name, p in oof.items():
         a, b = L.fit_platt(p, y)
-        row = (M.roc_auc(y, p), M.pr_auc(y, p), M.brier(y, L.apply_platt(p, a, b)))
-        out = {"auc": max(out["auc"], row[0]), "pr": max(out["pr"], row[1]), "brier": min(out["brier"], row[2])}
-        print(f"| {name} | {row[0]:.4f} | {row[1]:.4f} | {row[2]:.4f} |", flush=True)
+        rows.append((M.roc_auc(y, p), M.pr_auc(y, p), M.brier(y, L.apply_platt(p, a, b))))
+        print(f"| {name} | {rows[-1][0]:.4f} | {rows[-1][1]:.4f} | {rows[-1][2]:.4f} |", flush=True)
     print("\n| spend model: xgboost Tweedie 1.5 + BG/NBD features, blended with BG/NBD + Gamma-Gamma | test R² | "
           "test aggregate error | test top-10% share |")
     print("| --- | --- | --- | --- |")
     bg = test["bg_expected_value"].to_numpy()
+    blends = []
     for w in (*BLEND_WEIGHTS, 1.0):
         p = (1 - w) * spend + w * bg
-        print(f"| BG/NBD weight {w} | {M.r2(ys, p):.4f} | {M.aggregate_error(ys, p):+.1%} | {M.top_share(ys, p):.1%} |")
-        out = {**out, "r2": max(out.get("r2", -np.inf), M.r2(ys, p)), "top10": max(out.get("top10", 0.0), M.top_share(ys, p)),
-               "agg": min(out.get("agg", np.inf), abs(M.aggregate_error(ys, p)))}
-    return out
+        blends.append((M.r2(ys, p), M.aggregate_error(ys, p), M.top_share(ys, p)))
+        print(f"| BG/NBD weight {w} | {blends[-1][0]:.4f} | {blends[-1][1]:+.1%} | {blends[-1][2]:.1%} |")
+    return {"auc": max(r[0] for r in rows), "pr": max(r[1] for r in rows), "brier": min(r[2] for r in rows),
+            "r2": max(b[0] for b in blends), "agg": min(abs(b[1]) for b in blends), "top10": max(b[2] for b in blends)}
 
 
 def ltv_table(conn, cutoff: date, horizon: int) -> None:
