@@ -11,7 +11,7 @@ from customer_assets.features import assets as feature_assets
 from customer_assets.features import checks as feature_checks
 from customer_assets.ingest import assets as ingest_assets
 from customer_assets.ingest import checks as ingest_checks
-from customer_assets.jobs import ingest_job, rescore_job, train_job
+from customer_assets.jobs import backtest_job, ingest_job, rescore_job, train_job
 from customer_assets.models.assets import MODEL_ASSETS
 from customer_assets.models.checks import MODEL_CHECKS
 from customer_assets.reports.assets import customer_report
@@ -72,7 +72,7 @@ def build_definitions(database: str | None = None) -> dg.Definitions:
     return dg.Definitions(
         assets=ASSETS,
         asset_checks=CHECKS,
-        jobs=[ingest_job, train_job, rescore_job],
+        jobs=[ingest_job, train_job, rescore_job, backtest_job],
         schedules=SCHEDULES,
         resources={"duckdb": warehouse_resource(database)},
         executor=executor_from_env(),

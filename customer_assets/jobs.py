@@ -1,4 +1,4 @@
-"""Asset jobs: ingest, training at t, and rescoring at s."""
+"""Asset jobs: ingest, training at t, rescoring at s, and the backtests once their windows are complete."""
 
 from __future__ import annotations
 
@@ -16,10 +16,13 @@ MODELS = [dg.AssetKey(["models", n]) for n in ("churn", "spend", "ltv", "next_pu
 SCORES = dg.AssetKey(["scores", "scored_customers"])
 SERVING = dg.AssetKey(["serving", "snapshot"])
 REPORT = dg.AssetKey(["reports", "customer_report"])
+BACKTEST = dg.AssetKey(["evaluation", "backtest"])
+LTV_BACKTEST = dg.AssetKey(["evaluation", "ltv_backtest"])
 
 INGEST_SELECTION = dg.AssetSelection.assets(RAW, CLEAN, REJECTED)
 TRAIN_SELECTION = dg.AssetSelection.assets(*SPLITS, FEATURES, *MODELS)
 SCORE_SELECTION = dg.AssetSelection.assets(*SPLITS, FEATURES, SEGMENTS, SCORES, SERVING, REPORT)
+BACKTEST_SELECTION = dg.AssetSelection.assets(BACKTEST, LTV_BACKTEST)
 
 ingest_job = dg.define_asset_job(
     "ingest_transactions", selection=INGEST_SELECTION, description="Read the source file, clean it and reconcile."
@@ -35,4 +38,10 @@ rescore_job = dg.define_asset_job(
     selection=SCORE_SELECTION,
     partitions_def=CUTOFF_PARTITIONS,
     description="Features, segments and scores for a scoring partition s, using the models of s - H.",
+)
+backtest_job = dg.define_asset_job(
+    "backtest_models",
+    selection=BACKTEST_SELECTION,
+    partitions_def=CUTOFF_PARTITIONS,
+    description="Out-of-time backtests: the models of partition t against (t + H, t + 2H], the LTV model against its horizon.",
 )

@@ -46,7 +46,7 @@ def warehouse(tmp_path: Path) -> str:
     return str(tmp_path / "warehouse.duckdb")
 
 
-def materialize(warehouse: str, selection, partition_key=None, run_config=None, raise_on_error=True):
+def materialize(warehouse: str, selection, partition_key=None, run_config=None, raise_on_error=True, instance=None):
     if isinstance(selection, str):
         selection = dg.AssetSelection.assets(*[dg.AssetKey(k.split("/")) for k in selection.split()])
     return dg.materialize(
@@ -55,7 +55,7 @@ def materialize(warehouse: str, selection, partition_key=None, run_config=None, 
         partition_key=partition_key,
         resources={"duckdb": Warehouse(database=warehouse)},
         run_config=run_config,
-        instance=dg.DagsterInstance.ephemeral(),
+        instance=instance or dg.DagsterInstance.ephemeral(),
         raise_on_error=raise_on_error,
     )
 

@@ -7,7 +7,7 @@ import pytest
 
 from customer_assets.definitions import defs
 from customer_assets.partitions import CUTOFF_PARTITIONS, MODEL_FOR_SCORING
-from customer_assets.schedules import nightly_ingest, nightly_rescore, nightly_retrain
+from customer_assets.schedules import nightly_backtest, nightly_ingest, nightly_rescore, nightly_retrain
 
 EXPECTED_KEYS = {
     "raw/transactions",
@@ -80,30 +80,48 @@ def test_every_asset_is_in_the_duckdb_pool_and_documented():
 
 
 def test_jobs_and_schedules():
-    assert {j.name for j in defs.jobs} >= {"ingest_transactions", "train_models", "rescore_customers"}
+    assert {j.name for j in defs.jobs} >= {"ingest_transactions", "train_models", "rescore_customers", "backtest_models"}
     schedules = {s.name: s.cron_schedule for s in defs.schedules}
-    assert schedules == {"nightly_ingest": "30 0 * * *", "nightly_retrain": "0 1 * * *", "nightly_rescore": "0 2 * * *"}
+    assert schedules == {"nightly_ingest": "30 0 * * *", "nightly_retrain": "0 1 * * *", "nightly_rescore": "0 2 * * *",
+                         "nightly_backtest": "0 3 * * *"}
+
+
+def _tick(schedule, when):
+    ctx = dg.build_schedule_context(scheduled_execution_time=when, repository_def=defs.get_repository_def())
+    return schedule.evaluate_tick(ctx)
 
 
 @pytest.mark.parametrize(
-    "when, rescore, retrain",
+    "when, rescore, retrain, backtest, ltv_backtest",
     [
-        (datetime(2026, 11, 22, 2, 0, tzinfo=UTC), "2026-11-21", "2026-08-23"),
-        (datetime(1998, 7, 1, 2, 0, tzinfo=UTC), "1998-06-30", "1998-04-01"),
-        (datetime(2024, 3, 1, 2, 0, tzinfo=UTC), "2024-02-29", "2023-12-01"),
+        (datetime(2026, 11, 22, 2, 0, tzinfo=UTC), "2026-11-21", "2026-08-23", "2026-05-25", "2025-11-21"),
+        # CDNOW's last day: the backtest of the models behind the 1998-04-01 scores, and the LTV check at 1997-06-30
+        (datetime(1998, 7, 1, 2, 0, tzinfo=UTC), "1998-06-30", "1998-04-01", "1998-01-01", "1997-06-30"),
+        (datetime(2024, 3, 1, 2, 0, tzinfo=UTC), "2024-02-29", "2023-12-01", "2023-09-02", "2023-03-01"),
     ],
 )
-def test_schedules_evaluate_to_the_right_partition(when, rescore, retrain):
-    repo = defs.get_repository_def()
-
+def test_schedules_evaluate_to_the_right_partition(when, rescore, retrain, backtest, ltv_backtest):
     def evaluate(schedule):
-        ctx = dg.build_schedule_context(scheduled_execution_time=when, repository_def=repo)
-        (req,) = schedule.evaluate_tick(ctx).run_requests
+        (req,) = _tick(schedule, when).run_requests
         return req.partition_key
 
     assert evaluate(nightly_rescore) == rescore
     assert evaluate(nightly_retrain) == retrain
     assert evaluate(nightly_ingest) is None
+    runs = {tuple(k.to_user_string() for k in r.asset_selection): r.partition_key for r in _tick(nightly_backtest, when).run_requests}
+    assert runs == {("evaluation/backtest",): backtest, ("evaluation/ltv_backtest",): ltv_backtest}
+
+
+def test_schedules_skip_partitions_before_the_first():
+    # 1997-03-01: rescoring 1997-02-28 is fine; training 1996-11-30 and both backtests are before 1997-01-01
+    when = datetime(1997, 3, 1, 2, 0, tzinfo=UTC)
+    assert [r.partition_key for r in _tick(nightly_rescore, when).run_requests] == ["1997-02-28"]
+    for schedule in (nightly_retrain, nightly_backtest):
+        tick = _tick(schedule, when)
+        assert tick.run_requests == [] and "before the first partition 1997-01-01" in tick.skip_message
+    # 1997-09-01: the 90-day backtest (1997-08-31 - 180 d = 1997-03-04) runs, the LTV one (1996-08-31) does not
+    runs = _tick(nightly_backtest, datetime(1997, 9, 1, 3, 0, tzinfo=UTC)).run_requests
+    assert [(r.partition_key, r.asset_selection) for r in runs] == [("1997-03-04", [dg.AssetKey(["evaluation", "backtest"])])]
 
 
 def test_blocking_checks_are_pinned():

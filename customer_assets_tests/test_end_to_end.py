@@ -245,3 +245,68 @@ def test_a_model_whose_features_partition_was_deleted_by_the_retention_is_the_sa
     assert materialize(copy, "models/churn", partition_key="1998-01-01").success
     assert _q(copy, "SELECT count(*) AS n FROM features.customer_features WHERE cutoff_date = '1998-01-01'").n[0] == 0
     pd.testing.assert_frame_equal(before, _q(copy, sql))
+
+
+LABELS_NULL = ("UPDATE features.customer_features SET labels_complete = false, label_spend = NULL, label_purchase = NULL, "
+               "label_purchase_days = NULL, label_days_to_next_purchase = NULL WHERE cutoff_date = ?")
+
+
+def _copy_with_labels_not_yet_complete(scored, tmp_path, cutoff: str) -> str:
+    """A copy of the warehouse whose features partition at ``cutoff`` looks as the rescore job wrote it on the day
+    after the cutoff: same history columns, labels NULL, labels_complete false."""
+    import shutil
+
+    copy = str(tmp_path / "w.duckdb")
+    shutil.copy(scored, copy)
+    with duckdb.connect(copy) as conn:
+        conn.execute(LABELS_NULL, [cutoff])
+    return copy
+
+
+def test_training_recomputes_features_written_before_the_labels_were_complete(scored, tmp_path):
+    """Stored features with NULL labels are not trained on: the model is the one trained on complete labels."""
+    copy = _copy_with_labels_not_yet_complete(scored, tmp_path, "1998-01-01")
+    sql = "SELECT artifact, metrics, params FROM models.churn WHERE cutoff_date = '1998-01-01'"
+    before = _q(copy, sql)
+    instance = dg.DagsterInstance.ephemeral()
+    result = materialize(copy, "models/churn", partition_key="1998-01-01", instance=instance)
+    assert result.success
+    pd.testing.assert_frame_equal(before, _q(copy, sql))
+    logs = [r.user_message for r in instance.all_logs(result.run_id)]
+    assert any("1998-01-01 was written before its label window ended" in m for m in logs)
+
+
+def test_backtest_recomputes_features_written_before_the_labels_were_complete(scored, tmp_path):
+    """The backtest of 1998-01-01 scores at 1998-04-01; NULL stored labels there would make every metric NaN."""
+    from customer_assets.evaluation import metrics as M
+
+    copy = _copy_with_labels_not_yet_complete(scored, tmp_path, "1998-04-01")
+    result = materialize(copy, "evaluation/backtest", partition_key="1998-01-01",
+                         run_config={"ops": {"evaluation__backtest": {"config": {"bootstrap_samples": 20}}}})
+    assert result.success
+    v = _q(copy, "SELECT * FROM evaluation.backtest_metrics WHERE cutoff_date = '1998-01-01'").set_index(
+        ["task", "system", "metric"])["value"]
+    truth = _q(scored, "SELECT s.purchase_probability, s.predicted_spend, f.label_purchase, f.label_spend "
+                       "FROM scores.scored_customers s JOIN features.customer_features f USING (cutoff_date, customer_id) "
+                       "WHERE cutoff_date = '1998-04-01'")
+    assert v[("purchase", "champion", "roc_auc")] == pytest.approx(M.roc_auc(truth.label_purchase, truth.purchase_probability))
+    assert v[("spend", "champion", "r2")] == pytest.approx(M.r2(truth.label_spend, truth.predicted_spend))
+
+
+def test_ltv_backtest_does_not_need_the_stored_features_partition(scored, tmp_path):
+    """With the features partition deleted (retention), the LTV check still compares against the actual spend."""
+    import shutil
+
+    copy = str(tmp_path / "w.duckdb")
+    shutil.copy(scored, copy)
+    assert materialize(copy, TRAIN_SEL + " evaluation/ltv_backtest", partition_key="1997-06-30").success
+    sql = "SELECT system, metric, value FROM evaluation.ltv_metrics WHERE cutoff_date = '1997-06-30' ORDER BY system, metric"
+    kept = _q(copy, sql)
+    actual = _q(copy, "SELECT sum(amount) AS s FROM clean.transactions WHERE txn_date > '1997-06-30' AND txn_date <= '1998-06-30'").s[0]
+    agg = kept.set_index(["system", "metric"])["value"][("last_365d_spend", "aggregate_error")]
+    spend_365d = _q(copy, "SELECT sum(spend_365d) AS s FROM features.customer_features WHERE cutoff_date = '1997-06-30'").s[0]
+    assert agg == pytest.approx((spend_365d - actual) / actual)
+    with duckdb.connect(copy) as conn:
+        conn.execute("DELETE FROM features.customer_features WHERE cutoff_date = '1997-06-30'")
+    assert materialize(copy, "evaluation/ltv_backtest", partition_key="1997-06-30").success
+    pd.testing.assert_frame_equal(kept, _q(copy, sql))

@@ -26,12 +26,18 @@ class BacktestConfig(dg.Config):
     bootstrap_samples: int = 200
 
 
-def _features(conn, cutoff: date, end: date) -> pd.DataFrame:
-    """Features at ``cutoff`` from the warehouse when materialized, else from the same SQL."""
-    if table_exists(conn, "features", "customer_features"):
-        f = conn.execute("SELECT * FROM features.customer_features WHERE cutoff_date = ?", [cutoff]).df()
-        if not f.empty:
-            return f
+def _features(conn, cutoff: date, end: date, log=None) -> pd.DataFrame:
+    """Features at ``cutoff`` from the warehouse when materialized with complete labels, else from the same SQL.
+
+    A partition written before its label window ended holds NULL labels (the rescore job writes one
+    every night), so it is recomputed rather than evaluated against.
+    """
+    rows, labelled = F.stored_partition(conn, cutoff)
+    if rows and labelled:
+        return conn.execute("SELECT * FROM features.customer_features WHERE cutoff_date = ?", [cutoff]).df()
+    if rows and log is not None:
+        log(f"features/customer_features {cutoff} was written before its label window ended (labels NULL): "
+            "recomputed from clean.transactions for this backtest.")
     return F.compute_features(conn, cutoff, HORIZON_DAYS, end)
 
 
@@ -76,7 +82,7 @@ def backtest(context: dg.AssetExecutionContext, config: BacktestConfig, duckdb: 
         except F.IncompleteLabelsError as exc:
             raise dg.Failure(str(exc)) from exc
         models = {n: _model(conn, n, t) for n in MODEL_NAMES}
-        train, test = _features(conn, t, end), _features(conn, s, end)
+        train, test = _features(conn, t, end, context.log.warning), _features(conn, s, end, context.log.warning)
         context.log.info(f"Backtest: models of {t} scored at {s} on {len(test):,} customers")
         pred = E.predictions(test, train, models, HORIZON_DAYS)
         rows = pd.DataFrame(E.metric_rows(pred, HORIZON_DAYS, config.bootstrap_samples))
@@ -100,12 +106,13 @@ def backtest(context: dg.AssetExecutionContext, config: BacktestConfig, duckdb: 
     )
 
 
+# Net spend in the LTV window, from the transactions alone: the features partition at c may have been
+# deleted by the retention (keep_cutoffs) and recomputed by _features, so it is not joined here.
 LTV_LABEL_SQL = """
-SELECT f.customer_id, coalesce(sum(t.amount), 0) AS actual
-FROM features.customer_features f
-LEFT JOIN clean.transactions t ON t.customer_id = f.customer_id AND t.txn_date > ? AND t.txn_date <= ?
-WHERE f.cutoff_date = ?
-GROUP BY f.customer_id
+SELECT customer_id, sum(amount) AS actual
+FROM clean.transactions
+WHERE txn_date > ? AND txn_date <= ?
+GROUP BY customer_id
 """
 
 
@@ -134,8 +141,8 @@ def ltv_backtest(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> d
                 f"{end}. Use a cutoff on or before {end - timedelta(days=LTV_HORIZON_DAYS)}."
             )
         record = _model(conn, "ltv", c)
-        feats = _features(conn, c, end)
-        actual = conn.execute(LTV_LABEL_SQL, [c, window_end, c]).df()
+        feats = _features(conn, c, end, context.log.warning)
+        actual = conn.execute(LTV_LABEL_SQL, [c, window_end]).df()
         frame = feats.merge(actual, on="customer_id", how="left")
         y = frame["actual"].fillna(0).to_numpy()
         rows = pd.DataFrame(

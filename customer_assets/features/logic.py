@@ -19,6 +19,8 @@ from datetime import date, timedelta
 import duckdb
 import pandas as pd
 
+from customer_assets.storage import table_exists
+
 WINDOWS = (30, 90, 180, 365)
 
 # Model inputs: every column a model may use. All are known at the cutoff.
@@ -69,6 +71,22 @@ def require_complete_labels(cutoff: date, horizon_days: int, data_end: date, wha
             f"= {cutoff + timedelta(days=horizon_days)}) ends after the last date the data covers ({data_end}). "
             f"Use a cutoff on or before {data_end - timedelta(days=horizon_days)}."
         )
+
+
+def stored_partition(conn: duckdb.DuckDBPyConnection, cutoff: date) -> tuple[int, bool]:
+    """(rows stored in ``features.customer_features`` at ``cutoff``, whether all of them were written with complete labels).
+
+    A partition written before its label window ended (for example by the rescore job, on the day after
+    its cutoff) holds NULL labels. Readers that need labels recompute such a partition by the same SQL
+    instead of training or evaluating on those NULLs.
+    """
+    if not table_exists(conn, "features", "customer_features"):
+        return 0, False
+    rows, labelled = conn.execute(
+        "SELECT count(*), coalesce(bool_and(labels_complete), false) FROM features.customer_features WHERE cutoff_date = ?",
+        [cutoff],
+    ).fetchone()
+    return int(rows), bool(labelled)
 
 
 WINDOW_SQL = """

@@ -18,7 +18,7 @@ from customer_assets.models import candidates as C
 from customer_assets.models import logic as L
 from customer_assets.partitions import CUTOFF_PARTITIONS
 from customer_assets.settings import HORIZON_DAYS, LTV_HORIZON_DAYS
-from customer_assets.storage import markdown_preview, replace_partition_df, table_exists
+from customer_assets.storage import markdown_preview, replace_partition_df
 
 FEATURES = dg.AssetKey(["features", "customer_features"])
 GROUP = "models"
@@ -62,19 +62,24 @@ def _run_cache(run_id: str | None) -> dict[tuple, pd.DataFrame]:
     return _RUN_FRAMES
 
 
-def training_data(conn, cutoff: date, config: TrainingConfig, what: str, run_id: str | None = None) -> L.TrainingData:
+def training_data(conn, cutoff: date, config: TrainingConfig, what: str, run_id: str | None = None,
+                  warn=None) -> L.TrainingData:
     """Labelled features at ``cutoff`` (from the warehouse) and, on demand, at earlier cutoffs (same SQL).
 
-    Within one run (``run_id``) the frames are computed once and shared by the model assets.
+    Within one run (``run_id``) the frames are computed once and shared by the model assets. A stored
+    partition written before its labels were complete is not used: it is recomputed (``warn`` says so).
     """
     start, end = F.data_bounds(conn)
     try:
         F.require_complete_labels(cutoff, HORIZON_DAYS, end, f"models/{what} for partition {cutoff}")
     except F.IncompleteLabelsError as exc:
         raise dg.Failure(str(exc)) from exc
-    stored = conn.execute(
-        "SELECT count(*) FROM features.customer_features WHERE cutoff_date = ?", [cutoff]
-    ).fetchone()[0] if table_exists(conn, "features", "customer_features") else 0
+    stored, labelled = F.stored_partition(conn, cutoff)
+    if stored and not labelled:
+        if warn is not None:
+            warn(f"features/customer_features {cutoff} was written before its label window ended (labels NULL): "
+                 f"models/{what} recomputes it from clean.transactions. Materialize that partition again to refresh it.")
+        stored = 0
     # a partition deleted by the retention (keep_cutoffs) is recomputed by the same SQL: identical rows
     n_customers = stored or F.customer_count(conn, cutoff)
     if n_customers == 0:
@@ -187,7 +192,7 @@ def _train(context: dg.AssetExecutionContext, duckdb: DuckDBResource, name: str,
     """Build the training frame of the partition, fit with ``fit(frame, cutoff)``, store the record."""
     cutoff = date.fromisoformat(context.partition_key)
     with duckdb.get_connection() as conn:
-        record = fit(training_data(conn, cutoff, config, name, context.run_id))
+        record = fit(training_data(conn, cutoff, config, name, context.run_id, warn=context.log.warning))
         store(conn, record, cutoff)
     context.log.info(f"models/{name} {cutoff}: {record.params.get('family', record.library)}, metrics {record.metrics}")
     return result(record)
