@@ -310,3 +310,67 @@ def test_ltv_backtest_does_not_need_the_stored_features_partition(scored, tmp_pa
         conn.execute("DELETE FROM features.customer_features WHERE cutoff_date = '1997-06-30'")
     assert materialize(copy, "evaluation/ltv_backtest", partition_key="1997-06-30").success
     pd.testing.assert_frame_equal(kept, _q(copy, sql))
+
+
+def test_the_nightly_schedules_in_order_on_a_growing_file(cdnow_slice, tmp_path, monkeypatch):
+    """Two nights of the schedules, run as they would be (their RunRequests, in cron order), on a file that grows.
+
+    Night of 1998-04-02 (data to 1998-04-01): retrain 1998-01-01, rescore 1998-04-01 (its features stored with NULL
+    labels, the window being open). Night of 1998-07-01 (data to 1998-06-30): retrain 1998-04-01, rescore 1998-06-30,
+    then the backtest of the models of 1998-01-01 against what the 1998-04-01 customers bought; the LTV backtest of
+    1997-06-30 fails naming the model it lacks, as no night trained one.
+    """
+    from datetime import UTC, datetime
+
+    from customer_assets.definitions import build_definitions
+    from customer_assets.evaluation import metrics as M
+    from customer_assets.schedules import SCHEDULES
+
+    frame = pd.read_csv(cdnow_slice, dtype=str)
+    early = tmp_path / "early.csv"
+    frame[frame["date"] <= "19980401"].to_csv(early, index=False)
+    warehouse = str(tmp_path / "w.duckdb")
+    defs = build_definitions(warehouse)
+    instance = dg.DagsterInstance.ephemeral()
+    monkeypatch.setenv("CUSTOMER_ASSETS_COLUMNS", CDNOW_CSV_COLUMNS)
+    outcomes = {}
+    for source, night in ((early, datetime(1998, 4, 2, tzinfo=UTC)), (cdnow_slice, datetime(1998, 7, 1, tzinfo=UTC))):
+        monkeypatch.setenv("CUSTOMER_ASSETS_SOURCE", str(source))
+        for schedule in SCHEDULES:
+            when = night.replace(hour=int(schedule.cron_schedule.split()[1]), minute=int(schedule.cron_schedule.split()[0]))
+            ctx = dg.build_schedule_context(scheduled_execution_time=when, repository_def=defs.get_repository_def())
+            for req in schedule.evaluate_tick(ctx).run_requests:
+                job = defs.resolve_job_def(schedule.job_name)
+                result = job.execute_in_process(partition_key=req.partition_key, asset_selection=req.asset_selection,
+                                                instance=instance, raise_on_error=False)
+                what = "/".join(k.to_user_string() for k in req.asset_selection) if req.asset_selection else schedule.job_name
+                outcomes[(str(night.date()), what, req.partition_key)] = result
+    ran = {k: r.success for k, r in outcomes.items()}
+    assert ran == {
+        ("1998-04-02", "ingest_transactions", None): True,
+        ("1998-04-02", "train_models", "1998-01-01"): True,
+        ("1998-04-02", "rescore_customers", "1998-04-01"): True,
+        # 1998-04-01 - 180 d and - 365 d: partitions no night trained models for
+        ("1998-04-02", "evaluation/backtest", "1997-10-03"): False,
+        ("1998-04-02", "evaluation/ltv_backtest", "1997-04-01"): False,
+        ("1998-07-01", "ingest_transactions", None): True,
+        ("1998-07-01", "train_models", "1998-04-01"): True,
+        ("1998-07-01", "rescore_customers", "1998-06-30"): True,
+        ("1998-07-01", "evaluation/backtest", "1998-01-01"): True,
+        ("1998-07-01", "evaluation/ltv_backtest", "1997-06-30"): False,
+    }
+    # the backtests that fail do so because no night trained the models they check, and say so
+    for key, expected in (((("1998-04-02", "evaluation/backtest", "1997-10-03")), "No models/churn for partition 1997-10-03"),
+                          ((("1998-04-02", "evaluation/ltv_backtest", "1997-04-01")), "No models/ltv for partition 1997-04-01"),
+                          ((("1998-07-01", "evaluation/ltv_backtest", "1997-06-30")), "No models/ltv for partition 1997-06-30")):
+        msgs = " ".join(e.event_specific_data.error.message for e in outcomes[key].all_events if e.is_step_failure)
+        assert expected in msgs, msgs
+    # the backtest's figures are those of the 1998-04-01 scores (made on the first night) against the truth
+    v = _q(warehouse, "SELECT * FROM evaluation.backtest_metrics WHERE cutoff_date = '1998-01-01'").set_index(
+        ["task", "system", "metric"])["value"]
+    truth = _q(warehouse, "SELECT s.purchase_probability, s.predicted_spend, f.label_purchase, f.label_spend "
+                          "FROM scores.scored_customers s JOIN features.customer_features f USING (cutoff_date, customer_id) "
+                          "WHERE cutoff_date = '1998-04-01'")
+    assert len(truth) == 2000 and truth.label_purchase.notna().all()
+    assert v[("purchase", "champion", "roc_auc")] == pytest.approx(M.roc_auc(truth.label_purchase, truth.purchase_probability))
+    assert v[("spend", "champion", "r2")] == pytest.approx(M.r2(truth.label_spend, truth.predicted_spend))
