@@ -374,3 +374,31 @@ def test_the_nightly_schedules_in_order_on_a_growing_file(cdnow_slice, tmp_path,
     assert len(truth) == 2000 and truth.label_purchase.notna().all()
     assert v[("purchase", "champion", "roc_auc")] == pytest.approx(M.roc_auc(truth.label_purchase, truth.purchase_probability))
     assert v[("spend", "champion", "r2")] == pytest.approx(M.r2(truth.label_spend, truth.predicted_spend))
+
+
+def test_backtest_evaluates_the_model_that_scored_when_the_partition_was_not_promoted(scored, tmp_path):
+    """models/churn of 1998-01-01 not promoted: the 1998-04-01 scores come from the last good model (1997-12-01), and
+    the backtest of 1998-01-01 evaluates that one, so the evaluation table still reproduces the scored table."""
+    import shutil
+
+    from customer_assets.evaluation import metrics as M
+
+    copy = str(tmp_path / "w.duckdb")
+    shutil.copy(scored, copy)
+    assert materialize(copy, "models/churn", partition_key="1997-12-01").success
+    with duckdb.connect(copy) as conn:
+        conn.execute("""UPDATE models.churn SET promoted = false, params = json_merge_patch(params, '{"promoted": false}'),
+                        notes = '["not promoted: made so by the test"]' WHERE cutoff_date = '1998-01-01'""")
+    assert materialize(copy, SCORE_SEL, partition_key="1998-04-01").success
+    result = materialize(copy, "evaluation/backtest", partition_key="1998-01-01",
+                         run_config={"ops": {"evaluation__backtest": {"config": {"bootstrap_samples": 20}}}})
+    meta = result.asset_materializations_for_node("evaluation__backtest")[0].metadata
+    assert meta["models_evaluated"].value["churn"] == "1997-12-01" and meta["models_evaluated"].value["spend"] == "1998-01-01"
+    sql = ("SELECT s.purchase_probability, f.label_purchase FROM scores.scored_customers s "
+           "JOIN features.customer_features f USING (cutoff_date, customer_id) WHERE cutoff_date = '1998-04-01'")
+    served, original = _q(copy, sql), _q(scored, sql)
+    auc = _q(copy, "SELECT value FROM evaluation.backtest_metrics WHERE cutoff_date = '1998-01-01' AND task = 'purchase' "
+                   "AND system = 'champion' AND metric = 'roc_auc'").value[0]
+    assert auc == pytest.approx(M.roc_auc(served.label_purchase, served.purchase_probability))
+    # and it is not the figure of the model that was not promoted
+    assert abs(auc - M.roc_auc(original.label_purchase, original.purchase_probability)) > 1e-4

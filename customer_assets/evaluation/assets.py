@@ -13,6 +13,7 @@ from customer_assets.features import logic as F
 from customer_assets.models import logic as L
 from customer_assets.models.assets import MODEL_NAMES
 from customer_assets.partitions import CUTOFF_PARTITIONS
+from customer_assets.scores.assets import load_model
 from customer_assets.settings import HORIZON_DAYS, LTV_HORIZON_DAYS
 from customer_assets.storage import markdown_preview, replace_partition_df, table_exists
 
@@ -65,7 +66,8 @@ def _headline(rows: pd.DataFrame) -> dict:
     kinds={"duckdb", "xgboost"},
     pool="duckdb",
     description=(
-        "Out-of-time backtest of the models of partition t: scored at s = t + H (features dated <= s) against the purchases "
+        "Out-of-time backtest of the models of partition t (or, where they were not promoted, of the last good models "
+        "that scored in their place): scored at s = t + H (features dated <= s) against the purchases "
         "of (s, s + H], next to the baselines (last-H-days spend, -recency, frequency, BG/NBD + Gamma-Gamma fitted at s, "
         "seed-style XGBoost). Baseline rows carry the champion-minus-baseline difference with a paired bootstrap 95% "
         "interval. Reliability bins in evaluation.reliability."
@@ -81,7 +83,12 @@ def backtest(context: dg.AssetExecutionContext, config: BacktestConfig, duckdb: 
             F.require_complete_labels(s, HORIZON_DAYS, end, f"evaluation/backtest of model partition {t} (scored at {s})")
         except F.IncompleteLabelsError as exc:
             raise dg.Failure(str(exc)) from exc
-        models = {n: _model(conn, n, t) for n in MODEL_NAMES}
+        # the models that scored s: those of t, or the last promoted ones when t's were not promoted (as scoring does)
+        loaded = {n: load_model(conn, n, t, s) for n in MODEL_NAMES}
+        models = {n: v[0] for n, v in loaded.items()}
+        for n, (_, _, note) in loaded.items():
+            if note != "promoted":
+                context.log.warning(f"models/{n}: {note}; the backtest evaluates that model, which is the one that scored {s}")
         train, test = _features(conn, t, end, context.log.warning), _features(conn, s, end, context.log.warning)
         context.log.info(f"Backtest: models of {t} scored at {s} on {len(test):,} customers")
         pred = E.predictions(test, train, models, HORIZON_DAYS)
@@ -99,6 +106,7 @@ def backtest(context: dg.AssetExecutionContext, config: BacktestConfig, duckdb: 
         metadata={
             "dagster/row_count": n,
             "eval_cutoff_date": str(s),
+            "models_evaluated": dg.MetadataValue.json({n: str(v[1]) for n, v in loaded.items()}),
             **_headline(rows),
             "metrics": dg.MetadataValue.md(markdown_preview(table[["task", "system", "metric", "value", "diff_ci_low", "diff_ci_high"]], n=80)),
             "reliability": dg.MetadataValue.md(markdown_preview(rel, n=10)),
