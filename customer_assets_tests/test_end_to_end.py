@@ -165,6 +165,34 @@ def test_backtest_table_matches_the_scored_table(scored):
     assert b.diff_ci_low <= b.diff_champion_minus_system <= b.diff_ci_high
     rel = _q(scored, "SELECT * FROM evaluation.reliability WHERE cutoff_date = '1998-01-01'")
     assert len(rel) == 10 and rel["count"].sum() == 2000
+    (check,) = result.get_asset_check_evaluations()
+    assert check.check_name == "champion_not_worse_than_baselines"
+    assert check.passed, check.metadata["significantly_worse"].value
+    assert check.metadata["comparisons"].value == m.diff_ci_low.notna().sum() > 0
+
+
+def test_backtest_check_warns_when_the_champion_is_worse_than_a_baseline(scored, tmp_path):
+    """A churn model whose calibration slope is flipped ranks buyers last: the backtest still runs, the check fails
+    with WARN and names the baselines it loses to."""
+    import shutil
+
+    copy = str(tmp_path / "w.duckdb")
+    shutil.copy(scored, copy)
+    with duckdb.connect(copy) as conn:
+        cal = json.loads(conn.execute("SELECT calibration FROM models.churn WHERE cutoff_date = '1998-01-01'").fetchone()[0])
+        cal["a"] = -cal["a"]
+        conn.execute("UPDATE models.churn SET calibration = ? WHERE cutoff_date = '1998-01-01'", [json.dumps(cal)])
+    result = materialize(copy, "evaluation/backtest", partition_key="1998-01-01",
+                         run_config={"ops": {"evaluation__backtest": {"config": {"bootstrap_samples": 20}}}})
+    assert result.success
+    (check,) = result.get_asset_check_evaluations()
+    assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
+    worse = check.metadata["significantly_worse"].value
+    for baseline in ("bgnbd", "neg_recency", "seed_xgboost"):
+        assert f"| purchase | {baseline} | roc_auc |" in worse, worse
+    auc = _q(copy, "SELECT value FROM evaluation.backtest_metrics WHERE cutoff_date = '1998-01-01' AND task = 'purchase' "
+                   "AND system = 'champion' AND metric = 'roc_auc'").value[0]
+    assert auc < 0.5
 
 
 def test_backtest_refuses_an_incomplete_window(scored):

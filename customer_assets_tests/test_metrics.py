@@ -68,3 +68,29 @@ def test_paired_bootstrap_contains_the_point_and_is_zero_for_identical_systems()
     d, lo, hi = M.paired_bootstrap(M.roc_auc, y, good, bad, n_boot=100)
     assert lo <= d <= hi and lo > 0
     assert M.paired_bootstrap(M.roc_auc, y, good, good, n_boot=20) == (0.0, 0.0, 0.0)
+
+
+def test_significantly_worse_picks_intervals_wholly_on_the_losing_side():
+    import pandas as pd
+
+    from customer_assets.evaluation.logic import significantly_worse
+
+    nan = float("nan")
+    rows = pd.DataFrame(
+        [  # task, system, metric, value, diff (champion - system), ci low, ci high
+            ("purchase", "champion", "roc_auc", 0.80, nan, nan, nan),  # the champion's own row: no interval
+            ("purchase", "bgnbd", "roc_auc", 0.81, -0.010, -0.020, -0.005),  # worse: whole interval below 0
+            ("purchase", "neg_recency", "roc_auc", 0.81, -0.010, -0.020, 0.001),  # spans 0: not shown to be worse
+            ("purchase", "bgnbd", "brier", 0.090, 0.002, 0.001, 0.003),  # lower is better: whole interval above 0
+            ("purchase", "seed_xgboost", "brier", 0.094, -0.002, -0.003, -0.001),  # better
+            ("spend", "bgnbd_gamma_gamma", "aggregate_error", 0.15, -0.15, -0.20, -0.10),  # signed: never "worse"
+            ("spend", "last_h_spend", "top10_share", 0.60, -0.03, -0.05, -0.01),  # worse
+            ("spend", "last_h_spend", "r2", 0.40, 0.05, 0.01, 0.09),  # better
+        ],
+        columns=["task", "system", "metric", "value", "diff_champion_minus_system", "diff_ci_low", "diff_ci_high"],
+    )
+    worse = significantly_worse(rows)
+    assert set(zip(worse.task, worse.system, worse.metric, strict=True)) == {
+        ("purchase", "bgnbd", "roc_auc"), ("purchase", "bgnbd", "brier"), ("spend", "last_h_spend", "top10_share")}
+    # without the three losing comparisons nothing is left to flag
+    assert significantly_worse(rows[(rows.system != "bgnbd") & (rows.metric != "top10_share")]).empty

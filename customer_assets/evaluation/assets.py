@@ -18,6 +18,7 @@ from customer_assets.settings import HORIZON_DAYS, LTV_HORIZON_DAYS
 from customer_assets.storage import markdown_preview, replace_partition_df, table_exists
 
 FEATURES = dg.AssetKey(["features", "customer_features"])
+NOT_WORSE = "champion_not_worse_than_baselines"
 EVAL_FEATURES = dg.TimeWindowPartitionMapping(start_offset=HORIZON_DAYS, end_offset=HORIZON_DAYS)
 
 
@@ -73,6 +74,12 @@ def _headline(rows: pd.DataFrame) -> dict:
         "interval. Reliability bins in evaluation.reliability."
     ),
     metadata={"dagster/column_schema": schemas.column_schema(schemas.BACKTEST_METRICS)},
+    check_specs=[dg.AssetCheckSpec(
+        NOT_WORSE, asset=["evaluation", "backtest"], blocking=False,
+        description="The champion is not worse than any baseline with 95% confidence (paired bootstrap) on ROC-AUC, PR-AUC, "
+                    "Brier, spend R² or top-10% share, out of time. Fails with WARN: a signal to look at the models, "
+                    "nothing downstream is stopped.",
+    )],
 )
 def backtest(context: dg.AssetExecutionContext, config: BacktestConfig, duckdb: DuckDBResource) -> dg.MaterializeResult:
     t = date.fromisoformat(context.partition_key)
@@ -102,7 +109,16 @@ def backtest(context: dg.AssetExecutionContext, config: BacktestConfig, duckdb: 
         n = replace_partition_df(conn, "evaluation", "backtest_metrics", t, rows)
         replace_partition_df(conn, "evaluation", "reliability", t, rel)
     table = rows[rows.metric.isin(["roc_auc", "pr_auc", "brier", "r2", "aggregate_error", "top10_share", "c_index"])]
+    worse = E.significantly_worse(rows)
+    if len(worse):
+        context.log.warning(f"Backtest {t}: the champion is significantly worse than a baseline on "
+                            + "; ".join(f"{r.task} {r.metric} vs {r.system}" for r in worse.itertuples()))
     return dg.MaterializeResult(
+        check_results=[dg.AssetCheckResult(
+            check_name=NOT_WORSE, passed=worse.empty, severity=dg.AssetCheckSeverity.WARN,
+            metadata={"partition": t.isoformat(), "comparisons": int(rows["diff_ci_low"].notna().sum()),
+                      "significantly_worse": dg.MetadataValue.md(markdown_preview(worse, n=20)) if len(worse) else "none"},
+        )],
         metadata={
             "dagster/row_count": n,
             "eval_cutoff_date": str(s),

@@ -105,3 +105,29 @@ def metric_rows(pred: pd.DataFrame, horizon_days: int, n_boot: int = 200) -> lis
 
 def ltv_rows(y: np.ndarray, pred: np.ndarray, system: str) -> list[dict]:
     return [{"task": "ltv", "system": system, "metric": name, "value": fn(y, pred)} for name, fn in SPEND_METRICS.items()]
+
+
+# For each bootstrapped metric, the sign of "better" (aggregate_error is signed, so neither side is "worse": left out).
+BETTER = {"roc_auc": 1, "pr_auc": 1, "brier": -1, "r2": 1, "top10_share": 1}
+
+
+def significantly_worse(rows: pd.DataFrame) -> pd.DataFrame:
+    """Baseline rows where the champion is worse than the baseline with 95% confidence.
+
+    Parameters
+    ----------
+    rows : DataFrame
+        ``evaluation.backtest_metrics`` rows of one partition (``task, system, metric, value,
+        diff_champion_minus_system, diff_ci_low, diff_ci_high``).
+
+    Returns
+    -------
+    DataFrame
+        The rows whose paired bootstrap interval of champion minus baseline lies wholly on the
+        losing side: below 0 where higher is better (ROC-AUC, PR-AUC, R², top-10% share), above 0
+        where lower is better (Brier). Empty when the champion is nowhere significantly worse.
+    """
+    r = rows[rows["metric"].isin(BETTER) & rows["diff_ci_low"].notna() & rows["diff_ci_high"].notna()]
+    sign = r["metric"].map(BETTER)
+    losing = ((sign > 0) & (r["diff_ci_high"] < 0)) | ((sign < 0) & (r["diff_ci_low"] > 0))
+    return r[losing][["task", "system", "metric", "diff_champion_minus_system", "diff_ci_low", "diff_ci_high"]]
