@@ -1,5 +1,5 @@
 # customer-assets: two commands set everything up on a fresh machine.
-#   make run   - venv, install, materialize everything needed to score at the last date in the data
+#   make run   - venv, install, score at the last date in the data, then the newest backtests
 #   make test  - install the dev extra, ruff check, pytest
 PYTHON ?= python3
 VENV := .venv
@@ -28,7 +28,7 @@ $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 	cp dagster.yaml $@
 
 run: install $(DAGSTER_HOME)/dagster.yaml
-	$(BIN)/customer-assets materialize
+	$(BIN)/customer-assets materialize --backtests
 
 test: install-dev
 	$(BIN)/ruff check .

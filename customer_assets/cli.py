@@ -78,9 +78,55 @@ class Runner:
             return str(conn.execute("SELECT max(txn_date) FROM clean.transactions").fetchone()[0])
 
 
+def _has_models(database: str, names: list[str], partition: str) -> bool:
+    import duckdb as ddb
+
+    from customer_assets.storage import table_exists
+
+    with ddb.connect(database, read_only=True) as conn:
+        return all(table_exists(conn, "models", n)
+                   and conn.execute(f"SELECT count(*) FROM models.{n} WHERE cutoff_date = ?", [partition]).fetchone()[0]
+                   for n in names)
+
+
+def materialize_backtests(runner: Runner, last: date) -> list[str]:
+    """The newest backtests the data allow, training the model partitions they check when those are missing.
+
+    ``evaluation/backtest`` of t = last - 2H (its scores at t + H have a complete window) and
+    ``evaluation/ltv_backtest`` of c = last - LTV horizon. Returns what was skipped, and why.
+    """
+    from customer_assets.jobs import BACKTEST, LTV_BACKTEST, TRAIN_SELECTION
+    from customer_assets.models.assets import MODEL_NAMES
+    from customer_assets.settings import LTV_HORIZON_DAYS, PARTITIONS_START
+
+    first, steps, skipped = date.fromisoformat(PARTITIONS_START), [], []
+    t = last - timedelta(days=2 * HORIZON_DAYS)
+    if t >= first:
+        if not _has_models(runner.database, MODEL_NAMES, t.isoformat()):
+            steps.append((TRAIN_SELECTION, t, f"trained the models of partition {t} for its backtest"))
+        steps.append((dg.AssetSelection.assets(BACKTEST), t,
+                      f"backtested the models of {t} (scored at {t + timedelta(days=HORIZON_DAYS)})"))
+    else:
+        skipped.append(f"evaluation/backtest: the data span less than 2 x {HORIZON_DAYS} days after {first}")
+    c = last - timedelta(days=LTV_HORIZON_DAYS)
+    if c >= first:
+        if not _has_models(runner.database, ["ltv"], c.isoformat()):
+            steps.append(("features/calibration_transactions features/holdout_transactions features/customer_features "
+                          "models/ltv", c, f"fitted the LTV model of partition {c} for its backtest"))
+        steps.append((dg.AssetSelection.assets(LTV_BACKTEST), c, f"checked the LTV model of {c} over the {LTV_HORIZON_DAYS} days after it"))
+    else:
+        skipped.append(f"evaluation/ltv_backtest: the data span less than {LTV_HORIZON_DAYS} days after {first}")
+    runner.progress.total = runner.progress.done + len(steps)
+    for selection, partition, label in steps:
+        runner.run(selection, partition_key=partition.isoformat(), label=label)
+    return skipped
+
+
 def materialize_cutoff(cutoff: str | None, database: str | None = None, skip_ingest: bool = False,
-                       instance: dg.DagsterInstance | None = None, log_level: str = "WARNING") -> str:
-    """Ingest (unless skipped), train the models of ``cutoff - H`` and score ``cutoff``.
+                       instance: dg.DagsterInstance | None = None, log_level: str = "WARNING",
+                       backtests: bool = False) -> str:
+    """Ingest (unless skipped), train the models of ``cutoff - H`` and score ``cutoff``; with ``backtests``,
+    then the newest backtests the data allow (``materialize_backtests``).
 
     Returns the scored cutoff. ``cutoff=None`` means the last date in the data.
     """
@@ -98,6 +144,9 @@ def materialize_cutoff(cutoff: str | None, database: str | None = None, skip_ing
     train = (c - timedelta(days=HORIZON_DAYS)).isoformat()
     runner.run(TRAIN_SELECTION, partition_key=train, label=f"trained the models of partition {train}")
     runner.run(SCORE_SELECTION, partition_key=cutoff, label=f"scored customers at {cutoff}")
+    if backtests:
+        for reason in materialize_backtests(runner, date.fromisoformat(runner.last_date())):
+            sys.stderr.write(f"skipped {reason}\n")
     return cutoff
 
 
@@ -109,6 +158,9 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("--db", help=f"warehouse file (default: ${ENV_DB} or data/warehouse.duckdb)")
     m.add_argument("--skip-ingest", action="store_true", help="reuse the clean transactions already in the warehouse")
     m.add_argument("--log-level", default="WARNING", help="Dagster console log level (default WARNING)")
+    m.add_argument("--backtests", action="store_true",
+                   help="then the newest backtests the data allow: the models of last date - 2H scored at last date - H, "
+                        "and the LTV model of last date - LTV horizon (training those partitions when missing)")
     g = sub.add_parser("generate", help="write synthetic transactions with known ground truth (CSV or Parquet)")
     g.add_argument("--customers", type=int, required=True)
     g.add_argument("--years", type=float, default=3.0)
@@ -135,13 +187,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  CUSTOMER_ASSETS_SOURCE={args.out} CUSTOMER_ASSETS_COLUMNS={record['columns']} customer-assets materialize")
         return 0
     if args.command == "materialize":
-        cutoff = materialize_cutoff(args.cutoff, args.db, args.skip_ingest, log_level=args.log_level)
+        cutoff = materialize_cutoff(args.cutoff, args.db, args.skip_ingest, log_level=args.log_level, backtests=args.backtests)
         from customer_assets.resources import warehouse_resource
 
         db = args.db or warehouse_resource().database
         print(f"\nWarehouse: {db}")
         print("Tables: raw.transactions, clean.transactions, quality.rejected_transactions, features.customer_features,")
-        print("        segments.customer_segments, models.{churn,spend,ltv,next_purchase}, scores.scored_customers")
+        print("        segments.customer_segments, models.{churn,spend,ltv,next_purchase}, scores.scored_customers"
+              + (",\n        evaluation.backtest_metrics, evaluation.reliability, evaluation.ltv_metrics" if args.backtests else ""))
         print("Try this query in `make sql` (DuckDB CLI, read-only) or any DuckDB client:")
         print(f"  SELECT segment, count(*) AS customers, round(avg(churn_probability), 3) AS mean_churn, "
               f"round(sum(predicted_ltv)) AS expected_ltv FROM scores.scored_customers WHERE cutoff_date = '{cutoff}' "

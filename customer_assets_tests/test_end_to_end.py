@@ -430,3 +430,29 @@ def test_backtest_evaluates_the_model_that_scored_when_the_partition_was_not_pro
     assert auc == pytest.approx(M.roc_auc(served.label_purchase, served.purchase_probability))
     # and it is not the figure of the model that was not promoted
     assert abs(auc - M.roc_auc(original.label_purchase, original.purchase_probability)) > 1e-4
+
+
+def test_materialize_with_backtests_adds_the_newest_backtests(scored, tmp_path):
+    """``customer-assets materialize --backtests`` (what ``make run`` calls) after scoring: the backtest of the models of
+    1998-06-30 - 180 d = 1998-01-01, which exist already and are not retrained, and the LTV check of 1998-06-30 - 365 d
+    = 1997-06-30, whose LTV model it fits first."""
+    import shutil
+
+    from customer_assets.cli import Runner, materialize_backtests
+
+    copy = str(tmp_path / "w.duckdb")
+    shutil.copy(scored, copy)
+    trained = "SELECT cutoff_date, trained_at FROM models.churn ORDER BY cutoff_date"
+    before = _q(copy, trained)
+    runner = Runner(copy, dg.DagsterInstance.ephemeral())
+    assert materialize_backtests(runner, date(1998, 6, 30)) == []
+    assert runner.progress.done == runner.progress.total == 3  # backtest, LTV model, LTV check
+    pd.testing.assert_frame_equal(before, _q(copy, trained))
+    assert list(_q(copy, "SELECT DISTINCT cutoff_date FROM evaluation.backtest_metrics").cutoff_date.dt.date) == [date(1998, 1, 1)]
+    ltv = _q(copy, "SELECT DISTINCT cutoff_date, window_end, n_customers FROM evaluation.ltv_metrics")
+    assert ltv.to_dict("records") == [{"cutoff_date": pd.Timestamp("1997-06-30"), "window_end": pd.Timestamp("1998-06-30"),
+                                       "n_customers": 2000}]
+    # a warehouse whose data are too short for either window: nothing runs, and the reasons are returned
+    short = materialize_backtests(Runner(str(tmp_path / "empty.duckdb"), dg.DagsterInstance.ephemeral()), date(1997, 5, 1))
+    assert short == ["evaluation/backtest: the data span less than 2 x 90 days after 1997-01-01",
+                     "evaluation/ltv_backtest: the data span less than 365 days after 1997-01-01"]
