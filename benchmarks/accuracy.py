@@ -6,8 +6,9 @@
 For each scoring cutoff s it materializes (in process, into its own warehouse under
 data/benchmarks/ unless --db is given) the models of partition t = s - H, trained on data
 dated up to s only, then ``evaluation/backtest`` for t, which scores every customer at s and
-compares with the purchases of (s, s + H]. The LTV check materializes the LTV model at
---ltv-cutoff (default: the last date - 365 days) and ``evaluation/ltv_backtest``. The
+compares with the purchases of (s, s + H]. The LTV check materializes the LTV model that serves
+--ltv-cutoff c (default: the last date - 365 days), that of partition c - H, and ``evaluation/ltv_backtest`` at c,
+which also refits BG/NBD + Gamma-Gamma on the histories at c (the column "BG/NBD + GG"). The
 figures printed are read back from the evaluation tables in the warehouse.
 """
 
@@ -71,8 +72,9 @@ def main(argv=None) -> int:
         runner.run(TRAIN, partition_key=t, label=f"models of partition {t} (data up to {s})")
         runner.run("evaluation/backtest", partition_key=t, label=f"backtest at {s}")
     ltv_cutoff = args.ltv_cutoff or (date.fromisoformat(runner.last_date()) - timedelta(days=LTV_HORIZON_DAYS)).isoformat()
+    ltv_model = (date.fromisoformat(ltv_cutoff) - timedelta(days=HORIZON_DAYS)).isoformat()  # serves ltv_cutoff
     runner.run("features/calibration_transactions features/holdout_transactions features/customer_features models/ltv",
-               partition_key=ltv_cutoff, label=f"LTV model at {ltv_cutoff}")
+               partition_key=ltv_model, label=f"LTV model of partition {ltv_model} (serves {ltv_cutoff})")
     runner.run("evaluation/ltv_backtest", partition_key=ltv_cutoff, label=f"LTV backtest at {ltv_cutoff}")
 
     with duckdb.connect(args.db, read_only=True) as conn:
@@ -103,7 +105,7 @@ def main(argv=None) -> int:
     lv = ltv.set_index(["system", "metric"])["value"]
     for label, metric, target, peer in LTV_TARGETS:
         print(f"| {label} ({LTV_HORIZON_DAYS} d from {ltv_cutoff}) | {target} | {peer} | {fmt(metric, lv.get(('champion', metric)))} "
-              f"| (same model) | – | {fmt(metric, lv.get(('last_365d_spend', metric)))} | – |")
+              f"| {fmt(metric, lv.get(('bgnbd_gamma_gamma', metric)))} | – | {fmt(metric, lv.get(('last_365d_spend', metric)))} | – |")
     if len(scoring) > 1:
         ts = [pd.Timestamp(date.fromisoformat(s) - timedelta(days=HORIZON_DAYS)) for s in scoring]
         roll = m[m.cutoff_date.isin(ts)]

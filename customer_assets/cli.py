@@ -93,7 +93,8 @@ def materialize_backtests(runner: Runner, last: date) -> list[str]:
     """The newest backtests the data allow, training the model partitions they check when those are missing.
 
     ``evaluation/backtest`` of t = last - 2H (its scores at t + H have a complete window) and
-    ``evaluation/ltv_backtest`` of c = last - LTV horizon. Returns what was skipped, and why.
+    ``evaluation/ltv_backtest`` of c = last - LTV horizon (served by the LTV model of c - H). Returns what was
+    skipped, and why.
     """
     from customer_assets.jobs import BACKTEST, LTV_BACKTEST, TRAIN_SELECTION
     from customer_assets.models.assets import MODEL_NAMES
@@ -109,13 +110,14 @@ def materialize_backtests(runner: Runner, last: date) -> list[str]:
     else:
         skipped.append(f"evaluation/backtest: the data span less than 2 x {HORIZON_DAYS} days after {first}")
     c = last - timedelta(days=LTV_HORIZON_DAYS)
-    if c >= first:
-        if not _has_models(runner.database, ["ltv"], c.isoformat()):
+    ltv_model = c - timedelta(days=HORIZON_DAYS)  # the LTV served at c comes from the models/ltv of c - H
+    if ltv_model >= first:
+        if not _has_models(runner.database, ["ltv"], ltv_model.isoformat()):
             steps.append(("features/calibration_transactions features/holdout_transactions features/customer_features "
-                          "models/ltv", c, f"fitted the LTV model of partition {c} for its backtest"))
-        steps.append((dg.AssetSelection.assets(LTV_BACKTEST), c, f"checked the LTV model of {c} over the {LTV_HORIZON_DAYS} days after it"))
+                          "models/ltv", ltv_model, f"fitted the LTV model of partition {ltv_model}, which serves {c}"))
+        steps.append((dg.AssetSelection.assets(LTV_BACKTEST), c, f"checked the LTV served at {c} over the {LTV_HORIZON_DAYS} days after it"))
     else:
-        skipped.append(f"evaluation/ltv_backtest: the data span less than {LTV_HORIZON_DAYS} days after {first}")
+        skipped.append(f"evaluation/ltv_backtest: the data span less than {LTV_HORIZON_DAYS} + {HORIZON_DAYS} days after {first}")
     runner.progress.total = runner.progress.done + len(steps)
     for selection, partition, label in steps:
         runner.run(selection, partition_key=partition.isoformat(), label=label)

@@ -5,8 +5,8 @@
   window has just completed; they are the models that score yesterday;
 * 02:00 ``nightly_rescore``: score the latest cutoff partition (yesterday);
 * 03:00 ``nightly_backtest``: backtest the models of partition (yesterday - 2H), whose scores
-  (made at yesterday - H) now have a complete window of actual purchases, and the LTV model of
-  partition (yesterday - LTV horizon), whose LTV window has just completed.
+  (made at yesterday - H) now have a complete window of actual purchases, and the LTV served at
+  cutoff (yesterday - LTV horizon), whose LTV window has just completed.
 
 A partition before the first partition (``CUSTOMER_ASSETS_START_DATE``) is skipped with a reason.
 """
@@ -40,9 +40,13 @@ def ltv_backtest_cutoff(scheduled_time) -> str:
     return (scheduled_time.date() - timedelta(days=1 + LTV_HORIZON_DAYS)).isoformat()
 
 
-def _request(prefix: str, key: str, **kwargs) -> dg.RunRequest | dg.SkipReason:
-    if date.fromisoformat(key) < date.fromisoformat(PARTITIONS_START):
-        return dg.SkipReason(f"{prefix} partition {key} is before the first partition {PARTITIONS_START} (CUSTOMER_ASSETS_START_DATE)")
+def _request(prefix: str, key: str, needs_days_before: int = 0, **kwargs) -> dg.RunRequest | dg.SkipReason:
+    """A run of partition ``key``, or a skip when it (or the model partition it needs, ``needs_days_before`` days
+    earlier) is before the first partition."""
+    first, needed = date.fromisoformat(PARTITIONS_START), date.fromisoformat(key) - timedelta(days=needs_days_before)
+    if needed < first:
+        what = f"partition {key}" + (f" needs partition {needed}, which" if needs_days_before else "")
+        return dg.SkipReason(f"{prefix} {what} is before the first partition {first} (CUSTOMER_ASSETS_START_DATE)")
     return dg.RunRequest(run_key=f"{prefix}-{key}", partition_key=key, **kwargs)
 
 
@@ -65,7 +69,8 @@ def nightly_rescore(context: dg.ScheduleEvaluationContext):
 def nightly_backtest(context: dg.ScheduleEvaluationContext):
     when = context.scheduled_execution_time
     requests = [_request("backtest", backtest_cutoff(when), asset_selection=[BACKTEST]),
-                _request("ltv-backtest", ltv_backtest_cutoff(when), asset_selection=[LTV_BACKTEST])]
+                # the LTV served at c comes from the models/ltv of c - H
+                _request("ltv-backtest", ltv_backtest_cutoff(when), HORIZON_DAYS, asset_selection=[LTV_BACKTEST])]
     runs = [r for r in requests if isinstance(r, dg.RunRequest)]
     return runs or requests[0]
 

@@ -199,9 +199,9 @@ RELIABILITY: list[C] = [
     ("observed_rate", "DOUBLE", "Share that did purchase"),
 ]
 LTV_METRICS: list[C] = [
-    ("cutoff_date", "DATE", "Partition c: LTV model fitted on histories dated <= c"),
+    ("cutoff_date", "DATE", "Partition c: the cutoff whose LTV is checked (served by the models/ltv of c - H)"),
     ("task", "VARCHAR", "ltv"),
-    ("system", "VARCHAR", "champion (BG/NBD + Gamma-Gamma) or last_365d_spend"),
+    ("system", "VARCHAR", "champion (the LTV scoring serves at c), bgnbd_gamma_gamma (refitted on the histories at c) or last_365d_spend"),
     ("metric", "VARCHAR", "r2, rmse, aggregate_error, normalized_gini, top10_share, mae"),
     ("value", "DOUBLE", "The metric over (c, c + LTV horizon]"),
     ("window_end", "DATE", "c + LTV horizon"),

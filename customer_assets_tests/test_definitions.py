@@ -122,6 +122,11 @@ def test_schedules_skip_partitions_before_the_first():
     # 1997-09-01: the 90-day backtest (1997-08-31 - 180 d = 1997-03-04) runs, the LTV one (1996-08-31) does not
     runs = _tick(nightly_backtest, datetime(1997, 9, 1, 3, 0, tzinfo=UTC)).run_requests
     assert [(r.partition_key, r.asset_selection) for r in runs] == [("1997-03-04", [dg.AssetKey(["evaluation", "backtest"])])]
+    # 1998-03-31: the LTV check of 1997-03-30 is after the start, but the model that serves it (1996-12-30) is not
+    runs = _tick(nightly_backtest, datetime(1998, 3, 31, 3, 0, tzinfo=UTC)).run_requests
+    assert [r.partition_key for r in runs] == ["1997-10-01"]
+    runs = _tick(nightly_backtest, datetime(1998, 4, 2, 3, 0, tzinfo=UTC)).run_requests
+    assert [r.partition_key for r in runs] == ["1997-10-03", "1997-04-01"]  # the LTV model of 1997-01-01 is the first
 
 
 def test_blocking_checks_are_pinned():

@@ -321,19 +321,38 @@ def test_backtest_recomputes_features_written_before_the_labels_were_complete(sc
     assert v[("spend", "champion", "r2")] == pytest.approx(M.r2(truth.label_spend, truth.predicted_spend))
 
 
-def test_ltv_backtest_does_not_need_the_stored_features_partition(scored, tmp_path):
-    """With the features partition deleted (retention), the LTV check still compares against the actual spend."""
+def test_ltv_backtest_checks_the_ltv_served_at_c_and_does_not_need_the_stored_features(scored, tmp_path):
+    """The LTV check at 1997-06-30 evaluates what scoring at 1997-06-30 serves (the models/ltv of 1997-04-01 on the
+    histories at 1997-06-30) against the actual spend, also with the features partition deleted (retention)."""
     import shutil
+
+    from customer_assets.evaluation import metrics as M
+    from customer_assets.features.logic import compute_features
+    from customer_assets.models import logic as L
 
     copy = str(tmp_path / "w.duckdb")
     shutil.copy(scored, copy)
-    assert materialize(copy, TRAIN_SEL + " evaluation/ltv_backtest", partition_key="1997-06-30").success
+    assert materialize(copy, "features/calibration_transactions features/holdout_transactions features/customer_features "
+                             "models/ltv", partition_key="1997-04-01").success
+    result = materialize(copy, "features/calibration_transactions features/holdout_transactions features/customer_features "
+                               "evaluation/ltv_backtest", partition_key="1997-06-30")
+    meta = result.asset_materializations_for_node("evaluation__ltv_backtest")[0].metadata
+    assert meta["model_partition"].value == "1997-04-01"
     sql = "SELECT system, metric, value FROM evaluation.ltv_metrics WHERE cutoff_date = '1997-06-30' ORDER BY system, metric"
     kept = _q(copy, sql)
-    actual = _q(copy, "SELECT sum(amount) AS s FROM clean.transactions WHERE txn_date > '1997-06-30' AND txn_date <= '1998-06-30'").s[0]
-    agg = kept.set_index(["system", "metric"])["value"][("last_365d_spend", "aggregate_error")]
-    spend_365d = _q(copy, "SELECT sum(spend_365d) AS s FROM features.customer_features WHERE cutoff_date = '1997-06-30'").s[0]
-    assert agg == pytest.approx((spend_365d - actual) / actual)
+    v = kept.set_index(["system", "metric"])["value"]
+    with duckdb.connect(copy, read_only=True) as conn:
+        record = L.ModelRecord.from_row(conn.execute("SELECT * FROM models.ltv WHERE cutoff_date = '1997-04-01'").df().iloc[0].to_dict())
+        feats = compute_features(conn, date(1997, 6, 30), 90, date(1998, 6, 30))
+        actual = conn.execute("SELECT customer_id, sum(amount) AS a FROM clean.transactions "
+                              "WHERE txn_date > '1997-06-30' AND txn_date <= '1998-06-30' GROUP BY 1").df()
+    y = feats.merge(actual, on="customer_id", how="left")["a"].fillna(0).to_numpy()
+    served = L.predict_ltv(record, feats, 365)
+    assert v[("champion", "r2")] == pytest.approx(M.r2(y, served))
+    assert v[("champion", "aggregate_error")] == pytest.approx((served.sum() - y.sum()) / y.sum())
+    assert v[("last_365d_spend", "aggregate_error")] == pytest.approx((feats.spend_365d.sum() - y.sum()) / y.sum())
+    # the refit on the histories at 1997-06-30 is another model: its figures differ from the served one's
+    assert abs(v[("bgnbd_gamma_gamma", "aggregate_error")] - v[("champion", "aggregate_error")]) > 1e-3
     with duckdb.connect(copy) as conn:
         conn.execute("DELETE FROM features.customer_features WHERE cutoff_date = '1997-06-30'")
     assert materialize(copy, "evaluation/ltv_backtest", partition_key="1997-06-30").success
@@ -389,8 +408,9 @@ def test_the_nightly_schedules_in_order_on_a_growing_file(cdnow_slice, tmp_path,
     }
     # the backtests that fail do so because no night trained the models they check, and say so
     for key, expected in (((("1998-04-02", "evaluation/backtest", "1997-10-03")), "No models/churn for partition 1997-10-03"),
-                          ((("1998-04-02", "evaluation/ltv_backtest", "1997-04-01")), "No models/ltv for partition 1997-04-01"),
-                          ((("1998-07-01", "evaluation/ltv_backtest", "1997-06-30")), "No models/ltv for partition 1997-06-30")):
+                          # the LTV served at c comes from the models/ltv of c - 90 d
+                          ((("1998-04-02", "evaluation/ltv_backtest", "1997-04-01")), "No models/ltv for partition 1997-01-01"),
+                          ((("1998-07-01", "evaluation/ltv_backtest", "1997-06-30")), "No models/ltv for partition 1997-04-01")):
         msgs = " ".join(e.event_specific_data.error.message for e in outcomes[key].all_events if e.is_step_failure)
         assert expected in msgs, msgs
     # the backtest's figures are those of the 1998-04-01 scores (made on the first night) against the truth
@@ -435,7 +455,7 @@ def test_backtest_evaluates_the_model_that_scored_when_the_partition_was_not_pro
 def test_materialize_with_backtests_adds_the_newest_backtests(scored, tmp_path):
     """``customer-assets materialize --backtests`` (what ``make run`` calls) after scoring: the backtest of the models of
     1998-06-30 - 180 d = 1998-01-01, which exist already and are not retrained, and the LTV check of 1998-06-30 - 365 d
-    = 1997-06-30, whose LTV model it fits first."""
+    = 1997-06-30, whose LTV model (partition 1997-04-01) it fits first."""
     import shutil
 
     from customer_assets.cli import Runner, materialize_backtests
@@ -452,7 +472,9 @@ def test_materialize_with_backtests_adds_the_newest_backtests(scored, tmp_path):
     ltv = _q(copy, "SELECT DISTINCT cutoff_date, window_end, n_customers FROM evaluation.ltv_metrics")
     assert ltv.to_dict("records") == [{"cutoff_date": pd.Timestamp("1997-06-30"), "window_end": pd.Timestamp("1998-06-30"),
                                        "n_customers": 2000}]
+    assert list(_q(copy, "SELECT cutoff_date FROM models.ltv ORDER BY 1").cutoff_date.dt.date) == [
+        date(1997, 4, 1), date(1998, 1, 1), date(1998, 4, 1)]
     # a warehouse whose data are too short for either window: nothing runs, and the reasons are returned
     short = materialize_backtests(Runner(str(tmp_path / "empty.duckdb"), dg.DagsterInstance.ephemeral()), date(1997, 5, 1))
     assert short == ["evaluation/backtest: the data span less than 2 x 90 days after 1997-01-01",
-                     "evaluation/ltv_backtest: the data span less than 365 days after 1997-01-01"]
+                     "evaluation/ltv_backtest: the data span less than 365 + 90 days after 1997-01-01"]

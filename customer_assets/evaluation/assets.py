@@ -12,10 +12,10 @@ from customer_assets.evaluation import metrics as M
 from customer_assets.features import logic as F
 from customer_assets.models import logic as L
 from customer_assets.models.assets import MODEL_NAMES
-from customer_assets.partitions import CUTOFF_PARTITIONS
+from customer_assets.partitions import CUTOFF_PARTITIONS, MODEL_FOR_SCORING
 from customer_assets.scores.assets import load_model
 from customer_assets.settings import HORIZON_DAYS, LTV_HORIZON_DAYS
-from customer_assets.storage import markdown_preview, replace_partition_df, table_exists
+from customer_assets.storage import markdown_preview, replace_partition_df
 
 FEATURES = dg.AssetKey(["features", "customer_features"])
 NOT_WORSE = "champion_not_worse_than_baselines"
@@ -41,13 +41,6 @@ def _features(conn, cutoff: date, end: date, log=None) -> pd.DataFrame:
         log(f"features/customer_features {cutoff} was written before its label window ended (labels NULL): "
             "recomputed from clean.transactions for this backtest.")
     return F.compute_features(conn, cutoff, HORIZON_DAYS, end)
-
-
-def _model(conn, name: str, cutoff: date) -> L.ModelRecord:
-    rows = conn.execute(f"SELECT * FROM models.{name} WHERE cutoff_date = ?", [cutoff]).df() if table_exists(conn, "models", name) else pd.DataFrame()
-    if rows.empty:
-        raise dg.Failure(f"No models/{name} for partition {cutoff}: materialize it before its backtest.")
-    return L.ModelRecord.from_row(rows.iloc[0].to_dict())
 
 
 def _headline(rows: pd.DataFrame) -> dict:
@@ -142,21 +135,24 @@ GROUP BY customer_id
 
 @dg.asset(
     key=["evaluation", "ltv_backtest"],
-    deps=[dg.AssetKey(["models", "ltv"]), FEATURES],
+    deps=[dg.AssetDep(dg.AssetKey(["models", "ltv"]), partition_mapping=MODEL_FOR_SCORING), FEATURES],
     partitions_def=CUTOFF_PARTITIONS,
     group_name="evaluation",
     kinds={"duckdb"},
     pool="duckdb",
     description=(
-        "Lifetime value checked on the full LTV horizon: the LTV model of partition c (BG/NBD + Gamma-Gamma fitted on "
-        "histories dated <= c only, no labels) predicts spend in (c, c + LTV horizon], against the actual spend and "
-        "against the last-365-days spend. Needs c + LTV horizon within the data (CDNOW: c <= 1997-06-30)."
+        "Lifetime value checked on the full LTV horizon at cutoff c: the LTV that scoring at c serves (the models/ltv "
+        "of partition c - H, BG/NBD + Gamma-Gamma fitted on histories dated <= c - H, applied to the histories at c) "
+        "against the spend of (c, c + LTV horizon], next to BG/NBD + Gamma-Gamma refitted on the histories at c (the "
+        "published model as a library user would fit it at c) and the last-365-days spend. Needs c + LTV horizon "
+        "within the data (CDNOW: c <= 1997-06-30)."
     ),
     metadata={"dagster/column_schema": schemas.column_schema(schemas.LTV_METRICS)},
 )
 def ltv_backtest(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.MaterializeResult:
     c = date.fromisoformat(context.partition_key)
     window_end = c + timedelta(days=LTV_HORIZON_DAYS)
+    model_cutoff = c - timedelta(days=HORIZON_DAYS)
     with duckdb.get_connection() as conn:
         _, end = F.data_bounds(conn)
         if window_end > end:
@@ -164,13 +160,17 @@ def ltv_backtest(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> d
                 f"evaluation/ltv_backtest at {c} needs spend up to {window_end} ({LTV_HORIZON_DAYS} days), but the data end "
                 f"{end}. Use a cutoff on or before {end - timedelta(days=LTV_HORIZON_DAYS)}."
             )
-        record = _model(conn, "ltv", c)
+        record, used, note = load_model(conn, "ltv", model_cutoff, c)
+        if note != "promoted":
+            context.log.warning(f"models/ltv: {note}; the check evaluates that model, which is the one that scored {c}")
         feats = _features(conn, c, end, context.log.warning)
         actual = conn.execute(LTV_LABEL_SQL, [c, window_end]).df()
         frame = feats.merge(actual, on="customer_id", how="left")
         y = frame["actual"].fillna(0).to_numpy()
+        refit = L.train_ltv(frame, c, HORIZON_DAYS, LTV_HORIZON_DAYS)
         rows = pd.DataFrame(
             E.ltv_rows(y, L.predict_ltv(record, frame, LTV_HORIZON_DAYS), E.CHAMPION)
+            + E.ltv_rows(y, L.predict_ltv(refit, frame, LTV_HORIZON_DAYS), "bgnbd_gamma_gamma")
             + E.ltv_rows(y, frame["spend_365d"].to_numpy(dtype=float), "last_365d_spend")
         )
         rows.insert(0, "cutoff_date", c)
@@ -180,5 +180,6 @@ def ltv_backtest(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> d
     champ = rows[rows.system == E.CHAMPION].set_index("metric")["value"]
     return dg.MaterializeResult(
         metadata={"dagster/row_count": n, **{f"ltv/{k}": float(v) for k, v in champ.items()},
+                  "model_partition": str(used), "served_at": str(c),
                   "metrics": dg.MetadataValue.md(markdown_preview(rows, n=20))}
     )
