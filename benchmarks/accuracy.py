@@ -21,6 +21,7 @@ import duckdb
 import pandas as pd
 
 from customer_assets.cli import Runner
+from customer_assets.evaluation.logic import significantly_worse
 from customer_assets.jobs import INGEST_SELECTION
 from customer_assets.settings import DATA_DIR, HORIZON_DAYS, LTV_HORIZON_DAYS
 
@@ -130,6 +131,13 @@ def main(argv=None) -> int:
             else:
                 wins = int((champ.abs() < best_other.abs().min(axis=1)).sum())
             print(f"| {label} | " + " | ".join(cells) + f" | {wins}/{len(champ)} |")
+    ts = [pd.Timestamp(date.fromisoformat(s) - timedelta(days=HORIZON_DAYS)) for s in scoring]
+    print("\nThe backtest's check (champion significantly worse than a baseline: paired 95% interval on the losing side):\n")
+    for t, rows in m[m.cutoff_date.isin(ts)].groupby("cutoff_date"):
+        worse = significantly_worse(rows)
+        found = "; ".join(f"{r.task} {r.metric} vs {r.system} {r.diff_champion_minus_system:+.4f} "
+                          f"[{r.diff_ci_low:+.4f}, {r.diff_ci_high:+.4f}]" for r in worse.itertuples())
+        print(f"- scored at {(t + pd.Timedelta(days=HORIZON_DAYS)).date()}: {found or 'passes'}")
     print(f"\nWarehouse: {args.db} (tables evaluation.backtest_metrics, evaluation.reliability, evaluation.ltv_metrics)")
     return 0
 
