@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("--log-level", default="WARNING", help="Dagster console log level (default WARNING)")
     m.add_argument("--backtests", action="store_true",
                    help="then the newest backtests the data allow: the models of last date - 2H scored at last date - H, "
-                        "and the LTV model of last date - LTV horizon (training those partitions when missing)")
+                        "and the LTV served at last date - LTV horizon (training those partitions when missing)")
     g = sub.add_parser("generate", help="write synthetic transactions with known ground truth (CSV or Parquet)")
     g.add_argument("--customers", type=int, required=True)
     g.add_argument("--years", type=float, default=3.0)
