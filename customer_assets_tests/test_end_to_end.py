@@ -478,3 +478,28 @@ def test_materialize_with_backtests_adds_the_newest_backtests(scored, tmp_path):
     short = materialize_backtests(Runner(str(tmp_path / "empty.duckdb"), dg.DagsterInstance.ephemeral()), date(1997, 5, 1))
     assert short == ["evaluation/backtest: the data span less than 2 x 90 days after 1997-01-01",
                      "evaluation/ltv_backtest: the data span less than 365 + 90 days after 1997-01-01"]
+
+
+def test_ltv_backtest_keeps_the_served_check_when_the_refit_fails(scored, tmp_path, monkeypatch):
+    """The refitted BG/NBD + Gamma-Gamma is only a comparison: when it cannot be fitted, the check of the served LTV
+    is still written, without the bgnbd_gamma_gamma rows, and the run says why."""
+    import shutil
+
+    from customer_assets.evaluation import assets as evaluation_assets
+    from customer_assets.models import logic as L
+
+    copy = str(tmp_path / "w.duckdb")
+    shutil.copy(scored, copy)
+    assert materialize(copy, "features/calibration_transactions features/holdout_transactions features/customer_features "
+                             "models/ltv", partition_key="1997-04-01").success
+
+    def no_fit(*args, **kwargs):
+        raise L.InsufficientDataError("ltv: Gamma-Gamma q = 0.900 <= 1 gives an infinite mean spend")
+
+    monkeypatch.setattr(evaluation_assets.L, "train_ltv", no_fit)
+    instance = dg.DagsterInstance.ephemeral()
+    assert materialize(copy, "evaluation/ltv_backtest", partition_key="1997-06-30", instance=instance).success
+    systems = set(_q(copy, "SELECT DISTINCT system FROM evaluation.ltv_metrics WHERE cutoff_date = '1997-06-30'").system)
+    assert systems == {"champion", "last_365d_spend"}
+    logs = [r.user_message for r in instance.all_logs(instance.get_runs()[0].run_id)]
+    assert any("could not be refitted on the histories at 1997-06-30" in m and "q = 0.900" in m for m in logs)
