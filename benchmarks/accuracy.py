@@ -107,8 +107,8 @@ def main(argv=None) -> int:
     for label, metric, target, peer in LTV_TARGETS:
         print(f"| {label} ({LTV_HORIZON_DAYS} d from {ltv_cutoff}) | {target} | {peer} | {fmt(metric, lv.get(('champion', metric)))} "
               f"| {fmt(metric, lv.get(('bgnbd_gamma_gamma', metric)))} | – | {fmt(metric, lv.get(('last_365d_spend', metric)))} | – |")
+    ts = [pd.Timestamp(date.fromisoformat(s) - timedelta(days=HORIZON_DAYS)) for s in scoring]
     if len(scoring) > 1:
-        ts = [pd.Timestamp(date.fromisoformat(s) - timedelta(days=HORIZON_DAYS)) for s in scoring]
         roll = m[m.cutoff_date.isin(ts)]
         print(f"\nRolling backtest over scoring cutoffs {', '.join(sorted(scoring))} (mean ± sd across cutoffs)\n")
         print("| metric | customer-assets | BG/NBD + GG | seed XGBoost | naive | champion wins |")
@@ -131,7 +131,6 @@ def main(argv=None) -> int:
             else:
                 wins = int((champ.abs() < best_other.abs().min(axis=1)).sum())
             print(f"| {label} | " + " | ".join(cells) + f" | {wins}/{len(champ)} |")
-    ts = [pd.Timestamp(date.fromisoformat(s) - timedelta(days=HORIZON_DAYS)) for s in scoring]
     print("\nThe backtest's check (champion significantly worse than a baseline: paired 95% interval on the losing side):\n")
     for t, rows in m[m.cutoff_date.isin(ts)].groupby("cutoff_date"):
         worse = significantly_worse(rows)

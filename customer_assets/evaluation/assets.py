@@ -13,7 +13,7 @@ from customer_assets.features import logic as F
 from customer_assets.models import logic as L
 from customer_assets.models.assets import MODEL_NAMES
 from customer_assets.partitions import CUTOFF_PARTITIONS, MODEL_FOR_SCORING
-from customer_assets.scores.assets import load_model
+from customer_assets.scores.assets import served_models
 from customer_assets.settings import HORIZON_DAYS, LTV_HORIZON_DAYS
 from customer_assets.storage import markdown_preview, replace_partition_df
 
@@ -28,18 +28,10 @@ class BacktestConfig(dg.Config):
     bootstrap_samples: int = 200
 
 
-def _features(conn, cutoff: date, end: date, log=None) -> pd.DataFrame:
-    """Features at ``cutoff`` from the warehouse when materialized with complete labels, else from the same SQL.
-
-    A partition written before its label window ended holds NULL labels (the rescore job writes one
-    every night), so it is recomputed rather than evaluated against.
-    """
-    rows, labelled = F.stored_partition(conn, cutoff)
-    if rows and labelled:
+def _features(conn, cutoff: date, end: date, reader: str, warn=None) -> pd.DataFrame:
+    """Features at ``cutoff`` from the warehouse when materialized with complete labels, else from the same SQL."""
+    if F.stored_labelled_rows(conn, cutoff, reader, warn):
         return conn.execute("SELECT * FROM features.customer_features WHERE cutoff_date = ?", [cutoff]).df()
-    if rows and log is not None:
-        log(f"features/customer_features {cutoff} was written before its label window ended (labels NULL): "
-            "recomputed from clean.transactions for this backtest.")
     return F.compute_features(conn, cutoff, HORIZON_DAYS, end)
 
 
@@ -84,12 +76,9 @@ def backtest(context: dg.AssetExecutionContext, config: BacktestConfig, duckdb: 
         except F.IncompleteLabelsError as exc:
             raise dg.Failure(str(exc)) from exc
         # the models that scored s: those of t, or the last promoted ones when t's were not promoted (as scoring does)
-        loaded = {n: load_model(conn, n, t, s) for n in MODEL_NAMES}
+        loaded = served_models(conn, MODEL_NAMES, s, context.log.warning)
         models = {n: v[0] for n, v in loaded.items()}
-        for n, (_, _, note) in loaded.items():
-            if note != "promoted":
-                context.log.warning(f"models/{n}: {note}; the backtest evaluates that model, which is the one that scored {s}")
-        train, test = _features(conn, t, end, context.log.warning), _features(conn, s, end, context.log.warning)
+        train, test = (_features(conn, c, end, "evaluation/backtest", context.log.warning) for c in (t, s))
         context.log.info(f"Backtest: models of {t} scored at {s} on {len(test):,} customers")
         pred = E.predictions(test, train, models, HORIZON_DAYS)
         rows = pd.DataFrame(E.metric_rows(pred, HORIZON_DAYS, config.bootstrap_samples))
@@ -152,7 +141,6 @@ GROUP BY customer_id
 def ltv_backtest(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.MaterializeResult:
     c = date.fromisoformat(context.partition_key)
     window_end = c + timedelta(days=LTV_HORIZON_DAYS)
-    model_cutoff = c - timedelta(days=HORIZON_DAYS)
     with duckdb.get_connection() as conn:
         _, end = F.data_bounds(conn)
         if window_end > end:
@@ -160,10 +148,8 @@ def ltv_backtest(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> d
                 f"evaluation/ltv_backtest at {c} needs spend up to {window_end} ({LTV_HORIZON_DAYS} days), but the data end "
                 f"{end}. Use a cutoff on or before {end - timedelta(days=LTV_HORIZON_DAYS)}."
             )
-        record, used, note = load_model(conn, "ltv", model_cutoff, c)
-        if note != "promoted":
-            context.log.warning(f"models/ltv: {note}; the check evaluates that model, which is the one that scored {c}")
-        feats = _features(conn, c, end, context.log.warning)
+        record, used, _ = served_models(conn, ["ltv"], c, context.log.warning)["ltv"]
+        feats = _features(conn, c, end, "evaluation/ltv_backtest", context.log.warning)
         actual = conn.execute(LTV_LABEL_SQL, [c, window_end]).df()
         frame = feats.merge(actual, on="customer_id", how="left")
         y = frame["actual"].fillna(0).to_numpy()

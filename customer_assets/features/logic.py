@@ -73,20 +73,25 @@ def require_complete_labels(cutoff: date, horizon_days: int, data_end: date, wha
         )
 
 
-def stored_partition(conn: duckdb.DuckDBPyConnection, cutoff: date) -> tuple[int, bool]:
-    """(rows stored in ``features.customer_features`` at ``cutoff``, whether all of them were written with complete labels).
+def stored_labelled_rows(conn: duckdb.DuckDBPyConnection, cutoff: date, reader: str, warn=None) -> int:
+    """Rows stored in ``features.customer_features`` at ``cutoff`` if they were written with complete labels, else 0.
 
     A partition written before its label window ended (for example by the rescore job, on the day after
-    its cutoff) holds NULL labels. Readers that need labels recompute such a partition by the same SQL
-    instead of training or evaluating on those NULLs.
+    its cutoff) holds NULL labels. Readers that need labels get 0 for it, recompute it by the same SQL
+    instead of training or evaluating on those NULLs, and ``warn`` says so, naming ``reader``.
     """
     if not table_exists(conn, "features", "customer_features"):
-        return 0, False
+        return 0
     rows, labelled = conn.execute(
         "SELECT count(*), coalesce(bool_and(labels_complete), false) FROM features.customer_features WHERE cutoff_date = ?",
         [cutoff],
     ).fetchone()
-    return int(rows), bool(labelled)
+    if rows and not labelled:
+        if warn is not None:
+            warn(f"features/customer_features {cutoff} was written before its label window ended (labels NULL): "
+                 f"{reader} recomputes it from clean.transactions. Materialize that partition again to refresh it.")
+        return 0
+    return int(rows)
 
 
 WINDOW_SQL = """

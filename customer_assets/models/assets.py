@@ -74,12 +74,7 @@ def training_data(conn, cutoff: date, config: TrainingConfig, what: str, run_id:
         F.require_complete_labels(cutoff, HORIZON_DAYS, end, f"models/{what} for partition {cutoff}")
     except F.IncompleteLabelsError as exc:
         raise dg.Failure(str(exc)) from exc
-    stored, labelled = F.stored_partition(conn, cutoff)
-    if stored and not labelled:
-        if warn is not None:
-            warn(f"features/customer_features {cutoff} was written before its label window ended (labels NULL): "
-                 f"models/{what} recomputes it from clean.transactions. Materialize that partition again to refresh it.")
-        stored = 0
+    stored = F.stored_labelled_rows(conn, cutoff, f"models/{what}", warn)
     # a partition deleted by the retention (keep_cutoffs) is recomputed by the same SQL: identical rows
     n_customers = stored or F.customer_count(conn, cutoff)
     if n_customers == 0:

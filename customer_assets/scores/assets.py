@@ -52,6 +52,17 @@ def load_model(conn, name: str, model_cutoff: date, scoring_cutoff: date) -> tup
     )
 
 
+def served_models(conn, names: list[str], scoring_cutoff: date, warn) -> dict[str, tuple[L.ModelRecord, date, str]]:
+    """``load_model`` for each of ``names`` at ``scoring_cutoff`` (models of scoring_cutoff - H); ``warn`` names any
+    partition that was not promoted and the model kept in its place."""
+    model_cutoff = scoring_cutoff - timedelta(days=HORIZON_DAYS)
+    loaded = {n: load_model(conn, n, model_cutoff, scoring_cutoff) for n in names}
+    for n, (_, _, note) in loaded.items():
+        if note != "promoted":
+            warn(f"models/{n}: {note}")
+    return loaded
+
+
 def score_frame(feats: pd.DataFrame, segs: pd.DataFrame, models: dict[str, L.ModelRecord], cutoff: date, model_cutoff: date) -> pd.DataFrame:
     """Apply the four models to the features at ``cutoff``. Pure: no warehouse access."""
     if len(segs) == len(feats) and np.array_equal(segs["customer_id"].to_numpy(), feats["customer_id"].to_numpy()):
@@ -103,12 +114,8 @@ def scored_customers(context: dg.AssetExecutionContext, duckdb: DuckDBResource) 
     cutoff = date.fromisoformat(context.partition_key)
     model_cutoff = cutoff - timedelta(days=HORIZON_DAYS)
     with duckdb.get_connection() as conn:
-        loaded = {n: load_model(conn, n, model_cutoff, cutoff) for n in MODEL_NAMES}
+        loaded = served_models(conn, MODEL_NAMES, cutoff, context.log.warning)
         models = {n: v[0] for n, v in loaded.items()}
-        model_notes = {n: v[2] for n, v in loaded.items()}
-        for n, note in model_notes.items():
-            if note != "promoted":
-                context.log.warning(f"models/{n}: {note}")
         feats = conn.execute("SELECT * FROM features.customer_features WHERE cutoff_date = ? ORDER BY customer_id", [cutoff]).df()
         if feats.empty:
             raise dg.Failure(f"features/customer_features has no rows for {cutoff}: materialize that partition first." + MISSING_HINT)
