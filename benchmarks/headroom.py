@@ -24,7 +24,7 @@ know is kept from them, and they see the test period itself, so they are optimis
 far these features can go when the drift between training and test periods is taken away.
 
 The warehouse is --db (default data/benchmarks/accuracy.duckdb, the accuracy benchmark's); it
-is ingested first unless --skip-ingest. About 3 minutes per scoring cutoff on 2 cores for CDNOW.
+is ingested first unless --skip-ingest. About 6 minutes per scoring cutoff on 2 cores for CDNOW.
 """
 
 import argparse
@@ -66,6 +66,7 @@ class Candidate:
     half_life: float | None = None  # XGBoost sample weights 0.5 ** (days before the newest training cutoff / half_life)
     cap: float | None = None  # spend label capped at this quantile of each frame's positive labels
     extra: bool = False  # add EXTRA_FEATURES (CD counts and gap regularity; computed here, not in the pipeline)
+    bins: bool = False  # add BIN_FEATURES (purchase days and spend in each 30-day bin; computed here, not in the pipeline)
 
 
 # Ratios that trees cannot form from the pipeline's features on their own
@@ -103,6 +104,21 @@ EXTRA_FEATURES = ["cds_total", "cds_per_purchase_day", "max_day_cds", "price_per
                   "gap_cv", "gaps_within_30d", "own_gaps_longer_than_recency", "purchase_days_in_first_90d"]
 EXTRA_NAME = "CD-count and gap-regularity features"
 
+# The whole recent history at a finer grain than the pipeline's 30/90/180/365-day windows: purchase days and spend
+# in each 30-day bin (c - 30 (i + 1), c - 30 i] for the last 15 bins (450 days), at cutoff $1
+HISTORY_BINS = 15
+BIN_SQL = f"""
+WITH d AS (
+    SELECT customer_id, txn_date, sum(amount) AS amt
+    FROM clean.transactions WHERE txn_date <= CAST($1 AS DATE) AND NOT is_return GROUP BY customer_id, txn_date)
+SELECT customer_id,
+{", ".join(f"count(*) FILTER (WHERE txn_date > CAST($1 AS DATE) - {30 * (i + 1)} AND txn_date <= CAST($1 AS DATE) - {30 * i})::DOUBLE AS bin_days_{i}" for i in range(HISTORY_BINS))},
+{", ".join(f"coalesce(sum(amt) FILTER (WHERE txn_date > CAST($1 AS DATE) - {30 * (i + 1)} AND txn_date <= CAST($1 AS DATE) - {30 * i}), 0)::DOUBLE AS bin_spend_{i}" for i in range(HISTORY_BINS))}
+FROM d GROUP BY customer_id
+"""
+BIN_FEATURES = [f"bin_days_{i}" for i in range(HISTORY_BINS)] + [f"bin_spend_{i}" for i in range(HISTORY_BINS)]
+BIN_NAME = "30-day history bins"
+
 
 MONOTONE = {"recency_days": -1, "frequency": 1, "purchases_90d": 1, "purchases_365d": 1}
 
@@ -129,13 +145,17 @@ PURCHASE = [
               overrides={"monotone_constraints": "(" + ",".join(str(MONOTONE.get(f, 0)) for f in F.FEATURE_COLUMNS) + ")"}),
     Candidate(f"xgboost + {EXTRA_NAME}", "xgboost", extra=True),
     Candidate(f"logistic regression + BG/NBD + {EXTRA_NAME}", "logistic", bg_features=True, extra=True),
+    Candidate(f"xgboost + {BIN_NAME}", "xgboost", bins=True),
+    Candidate(f"logistic regression + BG/NBD + {BIN_NAME}", "logistic", bg_features=True, bins=True),
 ]
 NOT_TWEEDIE = {"tweedie_variance_power": None, "eval_metric": "rmse"}
 ENSEMBLES = [("xgboost, 8 cutoffs every 30 d", "lightgbm", "logistic regression"),
              # the pipeline's ensemble candidate (models.logic.CHURN_ENSEMBLES)
              ("xgboost, 8 cutoffs every 30 d", "logistic regression + BG/NBD features"),
              # the same pair, both with the features the pipeline does not have
-             (f"xgboost + {EXTRA_NAME}", f"logistic regression + BG/NBD + {EXTRA_NAME}")]
+             (f"xgboost + {EXTRA_NAME}", f"logistic regression + BG/NBD + {EXTRA_NAME}"),
+             # the same pair, both with the finer history
+             (f"xgboost + {BIN_NAME}", f"logistic regression + BG/NBD + {BIN_NAME}")]
 SPEND = [
     *[Candidate(f"xgboost Tweedie 1.5, {n} cutoffs every {s} d", "xgboost", n, s, bg_features=True) for n, s in ((2, 30), (4, 30), (8, 30), (16, 15))],
     Candidate("xgboost Tweedie 1.2, 4 cutoffs", "xgboost", 4, overrides={"tweedie_variance_power": 1.2}, bg_features=True),
@@ -153,6 +173,12 @@ SPEND = [
     Candidate("xgboost Tweedie 1.5, 8 cutoffs, 5 seeds averaged, 70% of rows and columns", "xgboost", bg_features=True,
               seeds=5, overrides={"subsample": 0.7, "colsample_bytree": 0.7}),
     Candidate(f"xgboost Tweedie 1.5, 8 cutoffs, + {EXTRA_NAME}", "xgboost", bg_features=True, extra=True),
+    Candidate(f"xgboost Tweedie 1.5, 8 cutoffs, + {BIN_NAME}", "xgboost", bg_features=True, bins=True),
+    # two-part (hurdle) models: P(purchase) of the pipeline's ensemble x E[spend | purchase] fitted on buyers only
+    Candidate("two-part: P(purchase) x xgboost gamma on buyers' spend, 8 cutoffs", "xgboost", bg_features=True,
+              target="two_part", overrides={"objective": "reg:gamma", **NOT_TWEEDIE, "eval_metric": "gamma-nloglik"}),
+    Candidate("two-part: P(purchase) x xgboost squared error on buyers' spend, 8 cutoffs", "xgboost", bg_features=True,
+              target="two_part", overrides={"objective": "reg:squarederror", **NOT_TWEEDIE}),
 ]
 
 
@@ -168,7 +194,9 @@ class Frames:
         if c not in self.cache:
             frame = add_ratios(C.add_bgnbd_features(F.compute_features(self.conn, c, self.h, self.end), self.h))
             extra = self.conn.execute(EXTRA_SQL, [c, c]).df()
-            self.cache[c] = frame.merge(extra, on="customer_id", how="left", validate="one_to_one")
+            bins = self.conn.execute(BIN_SQL, [c]).df()
+            self.cache[c] = (frame.merge(extra, on="customer_id", how="left", validate="one_to_one")
+                             .merge(bins, on="customer_id", how="left", validate="one_to_one"))
         return self.cache[c]
 
     def stacked(self, last: date, n: int, step: int) -> pd.DataFrame:
@@ -200,9 +228,12 @@ def stopped_then_refit(family, objective, feats, label_fn, train, stop, full, ov
 def fit_predict(cand: Candidate, objective: str, frames: Frames, t: date, valid, test, label_fn):
     """(validation predictions at t, test predictions at s) of a candidate, chosen and refit like the pipeline."""
     feats = (F.FEATURE_COLUMNS + (C.BG_FEATURES if cand.bg_features else []) + (RATIO_FEATURES if cand.ratios else [])
-             + (EXTRA_FEATURES if cand.extra else []))
+             + (EXTRA_FEATURES if cand.extra else []) + (BIN_FEATURES if cand.bins else []))
     tr_val = frames.stacked(t - timedelta(days=frames.h), cand.n, cand.step)
     tr_final = frames.stacked(t, cand.n, cand.step)
+    stop = valid
+    if cand.target == "two_part":  # the conditional spend model is fitted and early-stopped on buyers only
+        tr_val, tr_final, stop = (f[f["label_spend"] > 0] for f in (tr_val, tr_final, valid))
     if cand.family == "logistic":
         return (C.fit_logistic(tr_val, feats, label_fn).predict(valid),
                 C.fit_logistic(tr_final, feats, label_fn).predict(test))
@@ -210,13 +241,24 @@ def fit_predict(cand: Candidate, objective: str, frames: Frames, t: date, valid,
     out = []
     for seed in range(cand.seeds):
         overrides = {**cand.overrides, "seed": seed} if cand.seeds > 1 else cand.overrides
-        chosen, final = stopped_then_refit(cand.family, objective, feats, label_fn, tr_val, valid, tr_final, overrides)
+        chosen, final = stopped_then_refit(cand.family, objective, feats, label_fn, tr_val, stop, tr_final, overrides)
         out.append((chosen.predict(valid), final.predict(test)))
     if len(out) == 1:
         return out[0]
     # seeds averaged: on the logit scale for probabilities, as they are (counts, spend) otherwise
     link = "logit" if objective == "binary" and cand.target == "purchase" else "identity"
     return tuple(C.combine([o[i] for o in out], link) for i in (0, 1))
+
+
+def two_part(cand: Candidate, frames: Frames, t: date, valid, test, label_fn):
+    """P(purchase) of the pipeline's ensemble, Platt-calibrated on validation, x E[spend | purchase] from buyers."""
+    churn_fn = L.task_spec("churn", frames.h)[0]
+    members = [fit_predict(Candidate("", "xgboost"), "binary", frames, t, valid, test, churn_fn),
+               fit_predict(Candidate("", "logistic", bg_features=True), "binary", frames, t, valid, test, churn_fn)]
+    pv, pt = (C.combine([m[i] for m in members], "logit") for i in (0, 1))
+    a, b = L.fit_platt(pv, valid["label_purchase"].astype(float).to_numpy())
+    mv, mt = fit_predict(cand, "tweedie", frames, t, valid, test, label_fn)
+    return L.apply_platt(pv, a, b) * mv, L.apply_platt(pt, a, b) * mt
 
 
 def purchase_days_label(frame: pd.DataFrame) -> dict:
@@ -275,7 +317,10 @@ def spend_table(frames: Frames, t: date, s: date) -> dict[str, float]:
     print("| --- | --- | --- | --- | --- | --- | --- |")
     best = []
     for cand in SPEND:
-        pv, pt = fit_predict(cand, "tweedie", frames, t, valid, test, label_fn)
+        if cand.target == "two_part":
+            pv, pt = two_part(cand, frames, t, valid, test, label_fn)
+        else:
+            pv, pt = fit_predict(cand, "tweedie", frames, t, valid, test, label_fn)
         pv, pt = np.clip(pv, 0, None), np.clip(pt, 0, None)
         w = max(BLEND_WEIGHTS, key=lambda w: M.r2(yv, (1 - w) * pv + w * bv))
         p, level = (1 - w) * pt + w * bt, yv.sum() / ((1 - w) * pv + w * bv).sum()
