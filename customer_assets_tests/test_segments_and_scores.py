@@ -166,6 +166,33 @@ def test_churn_model_is_selected_and_calibrated_out_of_time():
     assert abs(p.mean() - fresh.label_purchase.mean()) < 0.05
 
 
+def test_churn_calibration_pools_three_out_of_time_windows():
+    data = _data()
+    rec = L.train_churn(data)
+    windows = [date(2020, 6, 1), date(2020, 5, 2), date(2020, 4, 2)]  # t, t - 30, t - 60
+    assert rec.calibration["fitted_on_cutoffs"] == [str(w) for w in windows]
+    assert rec.calibration["fitted_on_rows"] == 3 * 400
+    # (a, b) is the Platt fit on the three windows together, each predicted by the champion's spec fit on
+    # cutoffs whose labels end by then; a fit on t alone gives other values
+    sel = {"family": rec.params["family"], "stack": (rec.params["stacked_cutoffs"], rec.params["stack_step_days"])}
+    outs = [L.out_of_time_champion("churn", data, sel, w, L.CHURN_ENSEMBLES) for w in windows]
+    raws = [raw for _, raw in outs]
+    ys = [frame["label_purchase"].astype(float).to_numpy() for frame, _ in outs]
+    pooled = L.fit_platt(np.concatenate(raws), np.concatenate(ys))
+    assert (rec.calibration["a"], rec.calibration["b"]) == pytest.approx(pooled, rel=1e-6)
+    assert (rec.calibration["a"], rec.calibration["b"]) != pytest.approx(L.fit_platt(raws[0], ys[0]), rel=1e-3)
+
+
+def test_churn_calibration_leaves_out_a_window_without_history_and_says_so():
+    logs = []
+    # data from 2019-01-01: t - 30 = 2019-05-01 trains on 2019-01-31 (30 days of history); t - 60 has none
+    rec = L.train_churn(L.TrainingData(date(2019, 5, 31), 90, date(2019, 1, 1), _labelled_cutoff,
+                                       stack_options=((1, 30), (2, 30))), logs.append)
+    assert rec.calibration["fitted_on_cutoffs"] == ["2019-05-31", "2019-05-01"]
+    assert rec.calibration["fitted_on_rows"] == 2 * 400
+    assert any("calibration window 2019-04-01 left out" in m for m in logs)
+
+
 def test_validation_never_loads_a_cutoff_after_the_partition():
     seen = []
 
@@ -174,8 +201,10 @@ def test_validation_never_loads_a_cutoff_after_the_partition():
         return _labelled_cutoff(c)
 
     L.train_spend(_data(load=load))
+    L.train_churn(_data(load=load))  # with its calibration windows
     assert max(seen) == date(2020, 6, 1)
     assert date(2020, 3, 3) in seen  # validation trains on t - H
+    assert date(2020, 1, 3) in seen  # the calibration window t - 60 trains on t - 60 - H
 
 
 def test_single_class_labels_are_refused_clearly():

