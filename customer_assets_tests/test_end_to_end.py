@@ -220,6 +220,17 @@ def test_model_gates_pass_on_cdnow(scored):
     result = materialize(scored, "models/churn models/spend", partition_key="1998-04-01")
     checks = {e.asset_check_key.name: e.passed for e in result.get_asset_check_evaluations()}
     assert checks == {"churn_beats_naive_baseline": True, "spend_beats_naive_baseline": True}
+    # the churn calibration's pooled out-of-time windows are in the run's metadata and in the stored model
+    meta = result.asset_materializations_for_node("models__churn")[0].metadata
+    calibration = meta["calibration"].value
+    assert calibration["fitted_on_cutoffs"] == ["1998-04-01", "1998-03-02", "1998-01-31"]
+    stored = _q(scored, "SELECT calibration FROM models.churn WHERE cutoff_date = '1998-04-01'").calibration.iloc[0]
+    assert json.loads(stored) == calibration
+    customers = _q(scored, "SELECT count(DISTINCT customer_id) FILTER (WHERE txn_date <= DATE '1998-04-01') "
+                           "+ count(DISTINCT customer_id) FILTER (WHERE txn_date <= DATE '1998-03-02') "
+                           "+ count(DISTINCT customer_id) FILTER (WHERE txn_date <= DATE '1998-01-31') AS n "
+                           "FROM clean.transactions WHERE NOT is_return").n.iloc[0]
+    assert calibration["fitted_on_rows"] == customers
 
 
 def test_top_drivers_name_three_features(scored):

@@ -160,6 +160,7 @@ def result(record: L.ModelRecord) -> dg.MaterializeResult:
             "notes": dg.MetadataValue.json(record.notes),
             "family": str(record.params.get("family", record.library)),
             "promoted": record.promoted,
+            **({"calibration": dg.MetadataValue.json(record.calibration)} if record.calibration else {}),
             "selection": dg.MetadataValue.md(markdown_preview(pd.DataFrame(record.params.get("selection", [])), n=50)),
             "metrics": dg.MetadataValue.md(markdown_preview(pd.DataFrame([record.metrics]).T.reset_index()
                                                            .rename(columns={"index": "metric", 0: "value"}), n=50)),
@@ -195,7 +196,8 @@ def _train(context: dg.AssetExecutionContext, duckdb: DuckDBResource, name: str,
 
 @_model_asset("churn", {"xgboost", "lightgbm", "sklearn"},
               "P(purchase in H): the best of logistic regression, XGBoost, LightGBM and their BG/NBD-feature blends on an "
-              "out-of-time validation, Platt-calibrated out of time; churn = 1 - P(purchase in H).")
+              "out-of-time validation, Platt-calibrated on its out-of-time predictions at t, t - 30 and t - 60 days; "
+              "churn = 1 - P(purchase in H).")
 def churn(context: dg.AssetExecutionContext, config: TrainingConfig, duckdb: DuckDBResource) -> dg.MaterializeResult:
     return _train(context, duckdb, "churn", config, lambda d: L.train_churn(d, log=context.log.info))
 
