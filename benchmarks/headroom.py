@@ -189,6 +189,7 @@ class Frames:
         self.conn, self.h = conn, horizon_days
         self.start, self.end = F.data_bounds(conn)
         self.cache: dict[date, pd.DataFrame] = {}
+        self.purchase: dict[date, tuple[np.ndarray, np.ndarray]] = {}  # the pipeline's calibrated P(purchase) by t
 
     def one(self, c: date) -> pd.DataFrame:
         if c not in self.cache:
@@ -252,13 +253,16 @@ def fit_predict(cand: Candidate, objective: str, frames: Frames, t: date, valid,
 
 def two_part(cand: Candidate, frames: Frames, t: date, valid, test, label_fn):
     """P(purchase) of the pipeline's ensemble, Platt-calibrated on validation, x E[spend | purchase] from buyers."""
-    churn_fn = L.task_spec("churn", frames.h)[0]
-    members = [fit_predict(Candidate("", "xgboost"), "binary", frames, t, valid, test, churn_fn),
-               fit_predict(Candidate("", "logistic", bg_features=True), "binary", frames, t, valid, test, churn_fn)]
-    pv, pt = (C.combine([m[i] for m in members], "logit") for i in (0, 1))
-    a, b = L.fit_platt(pv, valid["label_purchase"].astype(float).to_numpy())
+    if t not in frames.purchase:  # fitted once per t, shared by the two-part candidates
+        churn_fn = L.task_spec("churn", frames.h)[0]
+        members = [fit_predict(Candidate("", "xgboost"), "binary", frames, t, valid, test, churn_fn),
+                   fit_predict(Candidate("", "logistic", bg_features=True), "binary", frames, t, valid, test, churn_fn)]
+        pv, pt = (C.combine([m[i] for m in members], "logit") for i in (0, 1))
+        a, b = L.fit_platt(pv, valid["label_purchase"].astype(float).to_numpy())
+        frames.purchase[t] = L.apply_platt(pv, a, b), L.apply_platt(pt, a, b)
+    pv, pt = frames.purchase[t]
     mv, mt = fit_predict(cand, "tweedie", frames, t, valid, test, label_fn)
-    return L.apply_platt(pv, a, b) * mv, L.apply_platt(pt, a, b) * mt
+    return pv * mv, pt * mt
 
 
 def purchase_days_label(frame: pd.DataFrame) -> dict:

@@ -329,11 +329,11 @@ def out_of_time_champion(task: str, data: TrainingData, sel: dict[str, Any], at:
     Boosting rounds are early-stopped on ``at``, as in validation at t. Returns (the frame at ``at``, raw
     predictions), or None when there is no training cutoff with 30 days of history on or before ``at - H``.
     """
-    label_fn, objective, _ = task_spec(task, data.horizon_days)
-    cutoffs = data.cutoffs(at - timedelta(days=data.horizon_days), *sel["stack"])
+    h = data.horizon_days
+    label_fn, objective, _ = task_spec(task, h)
+    cutoffs = data.cutoffs(at - timedelta(days=h), *sel["stack"])
     if not cutoffs:
         return None
-    h = data.horizon_days
     train, frame = C.add_bgnbd_features(data.frame(cutoffs), h), C.add_bgnbd_features(data.frame([at]), h)
     members, link = ensembles.get(sel["family"], ((sel["family"],), "logit"))
     preds = [_fit_family(m, objective, train, frame, label_fn).predict(frame) for m in members]
@@ -368,7 +368,8 @@ def train_churn(data: TrainingData, log=None) -> ModelRecord:
         pooled_y.append(out[0]["label_purchase"].astype(float).to_numpy())
         windows.append(at)
     a, b = fit_platt(np.concatenate(pooled_raw), np.concatenate(pooled_y))
-    log(f"churn: Platt calibration on {sum(len(v) for v in pooled_y):,} out-of-time rows at {', '.join(map(str, windows))}")
+    pooled_rows = sum(len(v) for v in pooled_y)
+    log(f"churn: Platt calibration on {pooled_rows:,} out-of-time rows at {', '.join(map(str, windows))}")
     p = apply_platt(raw, a, b)
     baseline = M.roc_auc(y, -valid["recency_days"].to_numpy())
     metrics = {
@@ -381,7 +382,7 @@ def train_churn(data: TrainingData, log=None) -> ModelRecord:
     sel["diagnostics"] = {"reliability": M.reliability_table(y, p), "gains": M.gains_curve(y, p),
                           "gains_baseline": M.gains_curve(y, -valid["recency_days"].to_numpy())}
     calibration = {"method": "platt", "a": a, "b": b, "fitted_on_cutoff": str(data.cutoff),
-                   "fitted_on_cutoffs": [str(c) for c in windows], "fitted_on_rows": int(sum(len(v) for v in pooled_y))}
+                   "fitted_on_cutoffs": [str(c) for c in windows], "fitted_on_rows": int(pooled_rows)}
     return _record("churn", sel, metrics, calibration, notes, promoted)
 
 
