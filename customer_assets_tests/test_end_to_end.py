@@ -1,7 +1,7 @@
 """End-to-end materializations on a 2,000-customer slice of CDNOW in a temporary DuckDB file."""
 
 import json
-from datetime import date
+from datetime import date, timedelta
 
 import dagster as dg
 import duckdb
@@ -231,6 +231,23 @@ def test_model_gates_pass_on_cdnow(scored):
                            "+ count(DISTINCT customer_id) FILTER (WHERE txn_date <= DATE '1998-01-31') AS n "
                            "FROM clean.transactions WHERE NOT is_return").n.iloc[0]
     assert calibration["fitted_on_rows"] == customers
+
+
+def test_validation_chooses_the_stacking_depth_and_spacing_and_records_it(scored):
+    """Churn compares depths and spacings, spend depths only; the champion is refit with the best XGBoost stacking."""
+    for name, options in (("churn", {(2, 30), (4, 30), (8, 30), (4, 60), (8, 15)}), ("spend", {(2, 30), (4, 30), (8, 30)})):
+        for cutoff in ("1998-01-01", "1998-04-01"):
+            row = _q(scored, f"SELECT params, training_cutoffs FROM models.{name} WHERE cutoff_date = ?", [cutoff]).iloc[0]
+            params = json.loads(row.params)
+            xgb = {(r["stacked_cutoffs"], r["stack_step_days"]): r["validation_score"]
+                   for r in params["selection"] if r["family"] == "xgboost"}
+            assert set(xgb) == options, (name, cutoff)
+            n, step = max(xgb, key=xgb.get)
+            assert (params["stacked_cutoffs"], params["stack_step_days"]) == (n, step), (name, cutoff)
+            t = date.fromisoformat(cutoff)
+            # refit on t, t - step, ... (cutoffs with fewer than 30 days of history are left out)
+            expected = [d for j in range(n) if (d := t - timedelta(days=j * step)) >= date(1997, 1, 31)]
+            assert [date.fromisoformat(c) for c in json.loads(row.training_cutoffs)] == expected, (name, cutoff)
 
 
 def test_top_drivers_name_three_features(scored):

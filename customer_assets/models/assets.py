@@ -25,12 +25,18 @@ GROUP = "models"
 
 
 class TrainingConfig(dg.Config):
-    """Candidate stacking depths as "<cutoffs>x<days apart>" (chosen by validation), a per-cutoff row cap,
+    """Candidate stackings as "<cutoffs>x<days apart>" (validation picks one), a per-cutoff row cap,
     and the fewest customers with complete labels a model may be trained on."""
 
     stack_options: list[str] = [f"{n}x{step}" for n, step in L.STACK_OPTIONS]
     max_rows_per_cutoff: int = L.MAX_ROWS_PER_CUTOFF
     min_labelled_customers: int = L.MIN_LABELLED_CUSTOMERS
+
+
+class ChurnTrainingConfig(TrainingConfig):
+    """As ``TrainingConfig``; the candidates also differ in spacing (how far apart the stacked cutoffs are)."""
+
+    stack_options: list[str] = [f"{n}x{step}" for n, step in L.CHURN_STACK_OPTIONS]
 
 
 def parse_stack_options(options: list[str]) -> tuple[tuple[int, int], ...]:
@@ -198,7 +204,7 @@ def _train(context: dg.AssetExecutionContext, duckdb: DuckDBResource, name: str,
               "P(purchase in H): the best of logistic regression, XGBoost, LightGBM and their BG/NBD-feature blends on an "
               "out-of-time validation, Platt-calibrated on its out-of-time predictions at t, t - 30 and t - 60 days; "
               "churn = 1 - P(purchase in H).")
-def churn(context: dg.AssetExecutionContext, config: TrainingConfig, duckdb: DuckDBResource) -> dg.MaterializeResult:
+def churn(context: dg.AssetExecutionContext, config: ChurnTrainingConfig, duckdb: DuckDBResource) -> dg.MaterializeResult:
     return _train(context, duckdb, "churn", config, lambda d: L.train_churn(d, log=context.log.info))
 
 
