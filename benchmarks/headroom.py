@@ -17,6 +17,9 @@ recalibrated on the test labels themselves.
 The LTV table refits BG/NBD + Gamma-Gamma at --ltv-cutoff (default: last date - 365 days)
 with two spend models and splits the aggregate error into purchases and spend per purchase.
 
+--ltv-staleness prints only one table: the LTV that scoring at s serves (BG/NBD + Gamma-Gamma of the
+models/ltv of s - H) against the same model refitted at s, on every window of 365, 270 and 180 days.
+
 --in-period prints a different bound instead: models trained on the pipeline's stacked cutoffs up
 to t *plus* four fifths of the test window's own labels (customers split at random into five
 folds), each fold predicted by the models that saw the other four. Nothing a deployed model can
@@ -425,6 +428,58 @@ def ltv_table(conn, cutoff: date, horizon: int) -> None:
           f"{M.r2(y, p):.4f} | {M.aggregate_error(y, p):+.1%} | {M.top_share(y, p):.1%} | – |")
 
 
+LTV_STALENESS_HORIZONS = (365, 270, 180)
+
+
+def ltv_staleness_table(conn, horizon_days: int) -> None:
+    """BG/NBD + Gamma-Gamma fitted at s - H (what scoring at s serves) against the same model refitted at s.
+
+    Every scoring cutoff s, 30 days apart from 90 days after the data start, whose window of L days
+    is complete, for L in ``LTV_STALENESS_HORIZONS``: the longest windows (365 days) exist only for the
+    first cutoffs, so the shorter ones show whether the difference holds once the customers are older.
+    """
+    start, end = F.data_bounds(conn)
+    cache: dict[tuple[date, int], pd.DataFrame] = {}
+    fits: dict[date, tuple] = {}
+
+    def features(c: date, h: int) -> pd.DataFrame:
+        if (c, h) not in cache:
+            cache[(c, h)] = F.compute_features(conn, c, h, end)
+        return cache[(c, h)]
+
+    def fit(c: date):
+        if c not in fits:
+            x, t_x, T, m = L.rfm_weeks(features(c, horizon_days))
+            try:
+                fits[c] = P.fit_bgnbd(x, t_x, T), P.fit_gamma_gamma(x, m)
+            except ValueError:  # too few repeat buyers yet for Gamma-Gamma
+                fits[c] = None
+        return fits[c]
+
+    print(f"\n## LTV: fitted {horizon_days} days before the scoring cutoff s (served) or at s itself, every window that fits "
+          "in the data\n")
+    print("BG/NBD + Gamma-Gamma applied to the histories at s, against the spend of (s, s + L]. "
+          "A dash: too few repeat buyers at s - H for Gamma-Gamma.\n")
+    print("| L (days) | s | R² fitted at s - H / at s | aggregate error fitted at s - H / at s | "
+          "top-10% share fitted at s - H / at s |")
+    print("| --- | --- | --- | --- | --- |")
+    for h in LTV_STALENESS_HORIZONS:
+        s = start + timedelta(days=horizon_days)
+        while s + timedelta(days=h) <= end:
+            f = features(s, h)
+            y = f["label_spend"].astype(float).to_numpy()
+            x, t_x, T, m = L.rfm_weeks(f)
+            preds = []
+            for c in (s - timedelta(days=horizon_days), s):
+                bg_gg = fit(c)
+                preds.append(None if bg_gg is None else P.bgnbd_expected_purchases(bg_gg[0], h / L.WEEK, x, t_x, T)
+                             * P.gamma_gamma_expected_spend(bg_gg[1], x, m))
+            cells = [" / ".join("–" if p is None else format(fn(y, p), spec) for p in preds)
+                     for fn, spec in ((M.r2, ".4f"), (M.aggregate_error, "+.1%"), (M.top_share, ".1%"))]
+            print(f"| {h} | {s} | {' | '.join(cells)} |")
+            s += timedelta(days=30)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cutoff", default="1998-04-01", help="scoring cutoff s (candidates validated at s - H)")
@@ -432,6 +487,8 @@ def main(argv=None) -> int:
     ap.add_argument("--ltv-cutoff", default="", help="LTV cutoff (default: last date - LTV horizon)")
     ap.add_argument("--db", default=str(DATA_DIR / "benchmarks" / "accuracy.duckdb"))
     ap.add_argument("--skip-ingest", action="store_true")
+    ap.add_argument("--ltv-staleness", action="store_true",
+                    help="print only the LTV table of BG/NBD + Gamma-Gamma fitted at s - H against refitted at s")
     ap.add_argument("--in-period", action="store_true",
                     help="print only the in-period bound (models that also see 4/5 of the test labels)")
     args = ap.parse_args(argv)
@@ -441,6 +498,9 @@ def main(argv=None) -> int:
     scoring = sorted({date.fromisoformat(c) for c in [args.cutoff, *args.rolling.split(",")] if c})
     summary = {}
     with duckdb.connect(args.db, read_only=True) as conn:
+        if args.ltv_staleness:
+            ltv_staleness_table(conn, HORIZON_DAYS)
+            return 0
         frames = Frames(conn, HORIZON_DAYS)
         if args.in_period:
             bounds = {s: in_period_table(frames, s - timedelta(days=HORIZON_DAYS), s) for s in scoring}
