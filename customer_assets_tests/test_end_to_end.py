@@ -531,3 +531,31 @@ def test_ltv_backtest_keeps_the_served_check_when_the_refit_fails(scored, tmp_pa
     assert systems == {"champion", "last_365d_spend"}
     logs = [r.user_message for r in instance.all_logs(instance.get_runs()[0].run_id)]
     assert any("could not be refitted on the histories at 1997-06-30" in m and "q = 0.900" in m for m in logs)
+
+
+def test_model_config_sets_the_stacking_candidates_and_refuses_bad_ones(scored, tmp_path):
+    """`stack_options` in the run config replaces the candidates; a malformed one fails naming it; next_purchase,
+    which has no stacking choice, has no such field, so setting it is a config error rather than silently ignored."""
+    import shutil
+
+    copy = str(tmp_path / "w.duckdb")
+    shutil.copy(scored, copy)
+
+    def churn_config(options):
+        return {"ops": {"models__churn": {"config": {"stack_options": options}}}}
+
+    assert materialize(copy, "models/churn", partition_key="1998-04-01", run_config=churn_config(["2x30", "3x45"])).success
+    params = json.loads(_q(copy, "SELECT params FROM models.churn WHERE cutoff_date = '1998-04-01'").params.iloc[0])
+    assert {(r["stacked_cutoffs"], r["stack_step_days"]) for r in params["selection"] if r["family"] == "xgboost"} == {(2, 30), (3, 45)}
+    for bad, message in ((["4-30"], "stack option '4-30' is not <cutoffs>x<days>, e.g. 4x30"),
+                         (["0x30"], "stack option '0x30' needs at least 1 cutoff and 1 day"),
+                         ([], "stack_options is empty")):
+        result = materialize(copy, "models/churn", partition_key="1998-04-01", run_config=churn_config(bad), raise_on_error=False)
+        assert not result.success
+        failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+        assert message in failure.step_failure_data.error.message, bad
+    with pytest.raises(dg.DagsterInvalidConfigError, match="stack_options"):
+        materialize(copy, "models/next_purchase", partition_key="1998-04-01",
+                    run_config={"ops": {"models__next_purchase": {"config": {"stack_options": ["4x30"]}}}})
+    # the stored churn model is still the one trained with the good options
+    assert json.loads(_q(copy, "SELECT params FROM models.churn WHERE cutoff_date = '1998-04-01'").params.iloc[0]) == params

@@ -24,13 +24,17 @@ FEATURES = dg.AssetKey(["features", "customer_features"])
 GROUP = "models"
 
 
-class TrainingConfig(dg.Config):
-    """Candidate stackings as "<cutoffs>x<days apart>" (validation picks one), a per-cutoff row cap,
-    and the fewest customers with complete labels a model may be trained on."""
+class ModelConfig(dg.Config):
+    """A per-cutoff row cap, and the fewest customers with complete labels a model may be trained on."""
 
-    stack_options: list[str] = [f"{n}x{step}" for n, step in L.STACK_OPTIONS]
     max_rows_per_cutoff: int = L.MAX_ROWS_PER_CUTOFF
     min_labelled_customers: int = L.MIN_LABELLED_CUSTOMERS
+
+
+class TrainingConfig(ModelConfig):
+    """As ``ModelConfig``, and the candidate stackings as "<cutoffs>x<days apart>" (validation picks one)."""
+
+    stack_options: list[str] = [f"{n}x{step}" for n, step in L.STACK_OPTIONS]
 
 
 class ChurnTrainingConfig(TrainingConfig):
@@ -68,7 +72,7 @@ def _run_cache(run_id: str | None) -> dict[tuple, pd.DataFrame]:
     return _RUN_FRAMES
 
 
-def training_data(conn, cutoff: date, config: TrainingConfig, what: str, run_id: str | None = None,
+def training_data(conn, cutoff: date, config: ModelConfig, what: str, run_id: str | None = None,
                   warn=None) -> L.TrainingData:
     """Labelled features at ``cutoff`` (from the warehouse) and, on demand, at earlier cutoffs (same SQL).
 
@@ -107,7 +111,9 @@ def training_data(conn, cutoff: date, config: TrainingConfig, what: str, run_id:
             shared[key] = C.add_bgnbd_features(frame, HORIZON_DAYS)
         return shared[key]
 
-    return L.TrainingData(cutoff, HORIZON_DAYS, start, load, parse_stack_options(config.stack_options),
+    # next_purchase has no stacking choice (no validation metric): its config has no stack_options
+    options = parse_stack_options(config.stack_options) if isinstance(config, TrainingConfig) else L.STACK_OPTIONS
+    return L.TrainingData(cutoff, HORIZON_DAYS, start, load, options,
                           max_rows_per_cutoff=10 * config.max_rows_per_cutoff,
                           min_labelled_customers=config.min_labelled_customers)
 
@@ -190,7 +196,7 @@ def _model_asset(name: str, kinds: set[str], description: str):
     return decorator
 
 
-def _train(context: dg.AssetExecutionContext, duckdb: DuckDBResource, name: str, config: TrainingConfig, fit) -> dg.MaterializeResult:
+def _train(context: dg.AssetExecutionContext, duckdb: DuckDBResource, name: str, config: ModelConfig, fit) -> dg.MaterializeResult:
     """Build the training frame of the partition, fit with ``fit(frame, cutoff)``, store the record."""
     cutoff = date.fromisoformat(context.partition_key)
     with duckdb.get_connection() as conn:
@@ -215,8 +221,9 @@ def spend(context: dg.AssetExecutionContext, config: TrainingConfig, duckdb: Duc
 
 
 @_model_asset("next_purchase", {"xgboost"},
-              "Days to the next purchase: XGBoost accelerated failure time, right-censored at the horizon.")
-def next_purchase(context: dg.AssetExecutionContext, config: TrainingConfig, duckdb: DuckDBResource) -> dg.MaterializeResult:
+              "Days to the next purchase: XGBoost accelerated failure time, right-censored at the horizon, trained on 4 "
+              "cutoffs 30 days apart.")
+def next_purchase(context: dg.AssetExecutionContext, config: ModelConfig, duckdb: DuckDBResource) -> dg.MaterializeResult:
     return _train(context, duckdb, "next_purchase", config,
                   lambda d: L.train_next_purchase(d, log=context.log.info))
 
@@ -225,7 +232,7 @@ def next_purchase(context: dg.AssetExecutionContext, config: TrainingConfig, duc
               "Lifetime value over the LTV horizon: BG/NBD purchases x Gamma-Gamma spend, fitted on the histories at t "
               "(scipy implementation, parameters stored as JSON).")
 def ltv(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.MaterializeResult:
-    return _train(context, duckdb, "ltv", TrainingConfig(),
+    return _train(context, duckdb, "ltv", ModelConfig(),
                   lambda d: L.train_ltv(d.load(d.cutoff), d.cutoff, HORIZON_DAYS, LTV_HORIZON_DAYS, log=context.log.info))
 
 
