@@ -124,6 +124,7 @@ BIN_NAME = "30-day history bins"
 
 
 MONOTONE = {"recency_days": -1, "frequency": 1, "purchases_90d": 1, "purchases_365d": 1}
+LINEAR_TREES = {"linear_tree": True, "linear_lambda": 1.0}
 
 
 PURCHASE = [
@@ -150,6 +151,8 @@ PURCHASE = [
     Candidate(f"logistic regression + BG/NBD + {EXTRA_NAME}", "logistic", bg_features=True, extra=True),
     Candidate(f"xgboost + {BIN_NAME}", "xgboost", bins=True),
     Candidate(f"logistic regression + BG/NBD + {BIN_NAME}", "logistic", bg_features=True, bins=True),
+    # linear models in the leaves: unlike constant leaves they extrapolate, e.g. past the training cutoffs' tenures
+    Candidate("lightgbm + BG/NBD features, linear trees", "lightgbm", bg_features=True, overrides=LINEAR_TREES),
 ]
 NOT_TWEEDIE = {"tweedie_variance_power": None, "eval_metric": "rmse"}
 ENSEMBLES = [("xgboost, 8 cutoffs every 30 d", "lightgbm", "logistic regression"),
@@ -168,6 +171,7 @@ SPEND = [
     Candidate("xgboost Tweedie, depth 3, 4 cutoffs", "xgboost", 4, overrides={"max_depth": 3}, bg_features=True),
     Candidate("xgboost Tweedie, depth 6, min child weight 50, 4 cutoffs", "xgboost", 4, overrides={"max_depth": 6, "min_child_weight": 50}, bg_features=True),
     Candidate("lightgbm Tweedie 1.5, 4 cutoffs", "lightgbm", 4, bg_features=True),
+    Candidate("lightgbm Tweedie 1.5, 8 cutoffs, linear trees", "lightgbm", bg_features=True, overrides=LINEAR_TREES),
     Candidate("xgboost Tweedie 1.5, 8 cutoffs, + ratio features", "xgboost", bg_features=True, ratios=True),
     Candidate("xgboost Tweedie 1.5, 8 cutoffs, weights halving every 90 d", "xgboost", bg_features=True, half_life=90),
     Candidate("xgboost Tweedie 1.5, 8 cutoffs, weights halving every 180 d", "xgboost", bg_features=True, half_life=180),
