@@ -444,7 +444,7 @@ def ltv_staleness_table(conn, horizon_days: int) -> None:
     """
     start, end = F.data_bounds(conn)
     cache: dict[tuple[date, int], pd.DataFrame] = {}
-    fits: dict[date, tuple] = {}
+    fits: dict[date, L.ModelRecord | None] = {}
 
     def features(c: date, h: int) -> pd.DataFrame:
         if (c, h) not in cache:
@@ -452,11 +452,11 @@ def ltv_staleness_table(conn, horizon_days: int) -> None:
         return cache[(c, h)]
 
     def fit(c: date):
+        """The pipeline's models/ltv fitted on the histories at ``c``, or None with too few repeat buyers."""
         if c not in fits:
-            x, t_x, T, m = L.rfm_weeks(features(c, horizon_days))
             try:
-                fits[c] = P.fit_bgnbd(x, t_x, T), P.fit_gamma_gamma(x, m)
-            except ValueError:  # too few repeat buyers yet for Gamma-Gamma
+                fits[c] = L.train_ltv(features(c, horizon_days), c, horizon_days, LTV_HORIZON_DAYS)
+            except ValueError:
                 fits[c] = None
         return fits[c]
 
@@ -472,12 +472,8 @@ def ltv_staleness_table(conn, horizon_days: int) -> None:
         while s + timedelta(days=h) <= end:
             f = features(s, h)
             y = f["label_spend"].astype(float).to_numpy()
-            x, t_x, T, m = L.rfm_weeks(f)
-            preds = []
-            for c in (s - timedelta(days=horizon_days), s):
-                bg_gg = fit(c)
-                preds.append(None if bg_gg is None else P.bgnbd_expected_purchases(bg_gg[0], h / L.WEEK, x, t_x, T)
-                             * P.gamma_gamma_expected_spend(bg_gg[1], x, m))
+            preds = [None if (record := fit(c)) is None else L.predict_ltv(record, f, h)
+                     for c in (s - timedelta(days=horizon_days), s)]
             cells = [" / ".join("–" if p is None else format(fn(y, p), spec) for p in preds)
                      for fn, spec in ((M.r2, ".4f"), (M.aggregate_error, "+.1%"), (M.top_share, ".1%"))]
             print(f"| {h} | {s} | {' | '.join(cells)} |")
