@@ -171,6 +171,32 @@ def test_backtest_table_matches_the_scored_table(scored):
     assert check.metadata["comparisons"].value == m.diff_ci_low.notna().sum() > 0
 
 
+def _readme_query(number: int) -> str:
+    """Example query ``number`` of the README, as printed there."""
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    start = text.index(f"-- {number}. ")
+    return text[start:text.index(";\n", start) + 1]
+
+
+def test_readme_query_recomputes_the_backtest_figures_from_the_scores_and_transactions(scored):
+    """README query 8 (SQL only) gives the 1998-04-01 scores' ROC-AUC, Brier, R², aggregate error and top-10% share
+    against what customers did in (1998-04-01, 1998-06-30]: the same figures as the metrics code on the feature labels."""
+    from customer_assets.evaluation import metrics as M
+
+    (row,) = _q(scored, _readme_query(8)).to_dict("records")
+    truth = _q(scored, "SELECT s.purchase_probability AS p, s.predicted_spend AS pred, f.label_purchase, f.label_spend "
+                       "FROM scores.scored_customers s JOIN features.customer_features f USING (cutoff_date, customer_id) "
+                       "WHERE cutoff_date = '1998-04-01' ORDER BY customer_id")
+    assert row["customers"] == len(truth) == 2000
+    y, ys = truth.label_purchase.astype(float), truth.label_spend
+    expected = {"roc_auc": M.roc_auc(y, truth.p), "brier": M.brier(y, truth.p), "spend_r2": M.r2(ys, truth.pred),
+                "aggregate_error": M.aggregate_error(ys, truth.pred), "top10_share": M.top_share(ys, truth.pred)}
+    for name, value in expected.items():
+        assert row[name] == pytest.approx(value, abs=5.01e-5), name  # the query rounds to 4 decimals
+
+
 def test_backtest_check_warns_when_the_champion_is_worse_than_a_baseline(scored, tmp_path):
     """A churn model whose calibration slope is flipped ranks buyers last: the backtest still runs, the check fails
     with WARN and names the baselines it loses to."""
