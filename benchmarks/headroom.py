@@ -44,6 +44,7 @@ from sklearn.linear_model import LinearRegression
 from sklearn.model_selection import KFold
 
 from customer_assets.cli import Runner
+from customer_assets.evaluation import logic as E
 from customer_assets.evaluation import metrics as M
 from customer_assets.features import logic as F
 from customer_assets.jobs import INGEST_SELECTION
@@ -480,6 +481,40 @@ def ltv_staleness_table(conn, horizon_days: int) -> None:
             s += timedelta(days=30)
 
 
+def calibration_table(frames: Frames, scoring: list[date]) -> None:
+    """The pipeline's churn champion at each scoring cutoff s, uncalibrated and Platt-calibrated two ways.
+
+    The champion is chosen and fitted as ``models/churn`` does (``select_and_fit`` at t = s - H). Its raw
+    scores at s are then left as they are, calibrated on the window at t alone, or calibrated on the windows
+    t, t - 30 and t - 60 days pooled (``CALIBRATION_OFFSETS_DAYS``, what the pipeline serves). The seed-style
+    XGBoost of the backtest is the reference the backtest's check compares Brier with.
+    """
+    print("\n## Churn calibration: none, Platt at t alone, Platt pooled over t, t - 30 and t - 60 days (the pipeline)\n")
+    print("Test Brier at s (expected calibration error in brackets); the mean prediction against the base rate of the "
+          "test window.\n")
+    print("| scoring cutoff s | champion | uncalibrated | Platt at t | Platt pooled (served) | seed-style XGBoost | "
+          "mean P uncalibrated / pooled / actual |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for s in scoring:
+        t = s - timedelta(days=frames.h)
+        data = L.TrainingData(t, frames.h, frames.start, frames.one, L.CHURN_STACK_OPTIONS)
+        sel = L.select_and_fit("churn", data, L.CHURN_FAMILIES, None, L.CHURN_ENSEMBLES)
+        windows = [(sel["val_pred"], sel["valid"])]
+        for back in L.CALIBRATION_OFFSETS_DAYS:
+            if (out := L.out_of_time_champion("churn", data, sel, t - timedelta(days=back), L.CHURN_ENSEMBLES)) is not None:
+                windows.append((out[1], out[0]))
+        test, valid = frames.one(s), frames.one(t)
+        y, raw = test["label_purchase"].astype(float).to_numpy(), sel["final"].predict(test)
+        platt = [L.fit_platt(np.concatenate([w[0] for w in ws]),
+                             np.concatenate([w[1]["label_purchase"].astype(float).to_numpy() for w in ws]))
+                 for ws in (windows[:1], windows)]
+        seed = E.seed_style_model(valid, valid["label_purchase"].astype(float).to_numpy(), "binary:logistic")
+        preds = [raw, *(L.apply_platt(raw, a, b) for a, b in platt), E._seed_predict(seed, test)]
+        cells = [f"{M.brier(y, p):.5f} ({M.expected_calibration_error(y, p):.3f})" for p in preds]
+        print(f"| {s} | {sel['family']}, {sel['stack'][0]} x {sel['stack'][1]} d | {' | '.join(cells)} | "
+              f"{raw.mean():.3f} / {preds[2].mean():.3f} / {y.mean():.3f} |", flush=True)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cutoff", default="1998-04-01", help="scoring cutoff s (candidates validated at s - H)")
@@ -489,6 +524,8 @@ def main(argv=None) -> int:
     ap.add_argument("--skip-ingest", action="store_true")
     ap.add_argument("--ltv-staleness", action="store_true",
                     help="print only the LTV table of BG/NBD + Gamma-Gamma fitted at s - H against refitted at s")
+    ap.add_argument("--calibration", action="store_true",
+                    help="print only the churn champion's test Brier uncalibrated, Platt at t, Platt pooled (served)")
     ap.add_argument("--in-period", action="store_true",
                     help="print only the in-period bound (models that also see 4/5 of the test labels)")
     args = ap.parse_args(argv)
@@ -502,6 +539,9 @@ def main(argv=None) -> int:
             ltv_staleness_table(conn, HORIZON_DAYS)
             return 0
         frames = Frames(conn, HORIZON_DAYS)
+        if args.calibration:
+            calibration_table(frames, scoring)
+            return 0
         if args.in_period:
             bounds = {s: in_period_table(frames, s - timedelta(days=HORIZON_DAYS), s) for s in scoring}
             print("\n## Every scoring cutoff: the best in-period figure of any row above\n")
