@@ -515,6 +515,38 @@ def calibration_table(frames: Frames, scoring: list[date]) -> None:
               f"{raw.mean():.3f} / {preds[2].mean():.3f} / {y.mean():.3f} |", flush=True)
 
 
+BLEND_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+def blend_table(frames: Frames, scoring: list[date]) -> None:
+    """The pipeline's spend champion at each scoring cutoff s, blended with BG/NBD + Gamma-Gamma at every weight.
+
+    The champion is chosen and fitted as ``models/spend`` does (``select_and_fit`` at t = s - H), and so is its
+    BG/NBD weight (on the validation window at t). The other columns are what each fixed weight would have scored.
+    """
+    print("\n## Spend: the champion blended with BG/NBD + Gamma-Gamma, at the weight validation chose and at each fixed "
+          "weight\n")
+    print("Validation R² at t (the champion's boosting rounds are early-stopped on that same window) / test R² at s.\n")
+    print("| scoring cutoff s | champion | weight chosen | " + " | ".join(f"weight {w}" for w in BLEND_WEIGHTS) + " |")
+    print("| --- | --- | --- | " + " | ".join("---" for _ in BLEND_WEIGHTS) + " |")
+    for s in scoring:
+        t = s - timedelta(days=frames.h)
+        data = L.TrainingData(t, frames.h, frames.start, frames.one)
+        sel = L.select_and_fit("spend", data, L.SPEND_FAMILIES, None)
+        valid, test = sel["valid"], frames.one(s)
+        if sel["final"] is None:  # BG/NBD + Gamma-Gamma alone: nothing to blend
+            print(f"| {s} | bgnbd | 1 | " + " | ".join("–" for _ in BLEND_WEIGHTS) + " |")
+            continue
+        own = L.out_of_time_champion("spend", data, sel, t, {})[1]  # the unblended validation predictions
+        cells = []
+        for w in BLEND_WEIGHTS:
+            scores = [M.r2(f["label_spend"].astype(float).to_numpy(), (1 - w) * np.clip(p, 0, None) + w * f["bg_expected_value"].to_numpy())
+                      for f, p in ((valid, own), (test, sel["final"].predict(test)))]
+            cells.append(" / ".join(f"{v:.4f}" for v in scores))
+        print(f"| {s} | {sel['family']}, {sel['stack'][0]} x {sel['stack'][1]} d | {sel['blend_bgnbd_weight']} | "
+              + " | ".join(cells) + " |", flush=True)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cutoff", default="1998-04-01", help="scoring cutoff s (candidates validated at s - H)")
@@ -526,6 +558,8 @@ def main(argv=None) -> int:
                     help="print only the LTV table of BG/NBD + Gamma-Gamma fitted at s - H against refitted at s")
     ap.add_argument("--calibration", action="store_true",
                     help="print only the churn champion's test Brier uncalibrated, Platt at t, Platt pooled (served)")
+    ap.add_argument("--blend", action="store_true",
+                    help="print only the spend champion's test R² at the BG/NBD weight validation chose and at each fixed weight")
     ap.add_argument("--in-period", action="store_true",
                     help="print only the in-period bound (models that also see 4/5 of the test labels)")
     args = ap.parse_args(argv)
@@ -541,6 +575,9 @@ def main(argv=None) -> int:
         frames = Frames(conn, HORIZON_DAYS)
         if args.calibration:
             calibration_table(frames, scoring)
+            return 0
+        if args.blend:
+            blend_table(frames, scoring)
             return 0
         if args.in_period:
             bounds = {s: in_period_table(frames, s - timedelta(days=HORIZON_DAYS), s) for s in scoring}
