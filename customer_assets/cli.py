@@ -72,10 +72,18 @@ class Runner:
         self.progress.step(label)
 
     def last_date(self) -> str:
+        """The last transaction date in ``clean.transactions``; a clear exit when nothing was loaded yet."""
         import duckdb as ddb
 
-        with ddb.connect(self.database, read_only=True) as conn:
-            return str(conn.execute("SELECT max(txn_date) FROM clean.transactions").fetchone()[0])
+        try:
+            with ddb.connect(self.database, read_only=True) as conn:
+                last = conn.execute("SELECT max(txn_date) FROM clean.transactions").fetchone()[0]
+        except (ddb.IOException, ddb.CatalogException):
+            last = None
+        if last is None:
+            raise SystemExit(f"customer-assets: no clean transactions in {self.database}; run `customer-assets materialize` "
+                             "without --skip-ingest first, which loads the source")
+        return str(last)
 
 
 def _has_models(database: str, names: list[str], partition: str) -> bool:
@@ -133,17 +141,27 @@ def materialize_cutoff(cutoff: str | None, database: str | None = None, skip_ing
     Returns the scored cutoff. ``cutoff=None`` means the last date in the data.
     """
     from customer_assets.jobs import INGEST_SELECTION, SCORE_SELECTION, TRAIN_SELECTION
+    from customer_assets.settings import ENV_START, PARTITIONS_START
 
+    try:
+        c = date.fromisoformat(cutoff) if cutoff is not None else None
+    except ValueError:
+        raise SystemExit(f"customer-assets: --cutoff must be YYYY-MM-DD, got {cutoff!r}") from None
     runner = Runner(database, instance, log_level, steps=2 if skip_ingest else 3)
     if not skip_ingest:
         runner.run(INGEST_SELECTION, label="ingested and cleaned the transactions")
-    if cutoff is None:
-        cutoff = runner.last_date()
-    try:
-        c = date.fromisoformat(cutoff)
-    except ValueError:
-        raise SystemExit(f"customer-assets: --cutoff must be YYYY-MM-DD, got {cutoff!r}") from None
+    last = date.fromisoformat(runner.last_date())
+    c = c or last
+    cutoff = c.isoformat()
     train = (c - timedelta(days=HORIZON_DAYS)).isoformat()
+    if c > last:
+        raise SystemExit(f"customer-assets: --cutoff {c} is after the last date in the data ({last}). Scoring at a cutoff "
+                         f"uses the models of {HORIZON_DAYS} days earlier, whose labels run up to the cutoff, so the "
+                         f"latest cutoff is {last}.")
+    if train < PARTITIONS_START:
+        raise SystemExit(f"customer-assets: scoring at {c} uses the models of partition {train} ({HORIZON_DAYS} days "
+                         f"earlier), which is before the first partition, {PARTITIONS_START} ({ENV_START}). Use a later "
+                         "cutoff.")
     runner.run(TRAIN_SELECTION, partition_key=train, label=f"trained the models of partition {train}")
     runner.run(SCORE_SELECTION, partition_key=cutoff, label=f"scored customers at {cutoff}")
     if backtests:

@@ -110,6 +110,30 @@ def test_training_on_an_incomplete_window_fails_naming_it(scored):
     assert _q(scored, "SELECT count(*) AS n FROM models.churn WHERE cutoff_date = '1998-05-01'").n[0] == 0
 
 
+@pytest.mark.parametrize("cutoff, says", [
+    ("1998-07-01", "--cutoff 1998-07-01 is after the last date in the data (1998-06-30)"),
+    ("1997-03-01", "uses the models of partition 1996-12-01 (90 days earlier), which is before the first partition, "
+                   "1997-01-01 (CUSTOMER_ASSETS_START_DATE)"),
+    ("1998-4-1", "--cutoff must be YYYY-MM-DD, got '1998-4-1'"),
+])
+def test_the_command_line_refuses_a_cutoff_it_cannot_score_and_says_why(scored, cutoff, says):
+    before = _q(scored, "SELECT count(*) AS n FROM models.churn").n[0]
+    with pytest.raises(SystemExit) as exc:
+        materialize_cutoff(cutoff, scored, skip_ingest=True, instance=dg.DagsterInstance.ephemeral())
+    assert says in str(exc.value)
+    assert _q(scored, "SELECT count(*) AS n FROM models.churn").n[0] == before  # nothing was trained
+
+
+@pytest.mark.parametrize("make_file", [False, True])
+def test_skip_ingest_on_a_warehouse_without_transactions_says_to_load_first(tmp_path, make_file):
+    db = tmp_path / "empty.duckdb"
+    if make_file:
+        duckdb.connect(str(db)).close()
+    with pytest.raises(SystemExit) as exc:
+        materialize_cutoff("1998-04-01", str(db), skip_ingest=True, instance=dg.DagsterInstance.ephemeral())
+    assert f"no clean transactions in {db}" in str(exc.value) and "without --skip-ingest" in str(exc.value)
+
+
 def test_scores_do_not_depend_on_transactions_after_the_cutoff(scored, cdnow_slice, tmp_path, monkeypatch):
     """Change every transaction after 1998-04-01: the 1998-04-01 scores stay identical."""
     frame = pd.read_csv(cdnow_slice, dtype=str)
