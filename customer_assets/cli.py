@@ -75,11 +75,13 @@ class Runner:
         """The last transaction date in ``clean.transactions``; a clear exit when nothing was loaded yet."""
         import duckdb as ddb
 
-        try:
-            with ddb.connect(self.database, read_only=True) as conn:
-                last = conn.execute("SELECT max(txn_date) FROM clean.transactions").fetchone()[0]
-        except (ddb.IOException, ddb.CatalogException):
-            last = None
+        last = None
+        if os.path.exists(self.database):
+            try:  # through the resource: waits while another run holds the file's lock
+                with self.resources["duckdb"].get_connection() as conn:
+                    last = conn.execute("SELECT max(txn_date) FROM clean.transactions").fetchone()[0]
+            except ddb.CatalogException:
+                pass
         if last is None:
             raise SystemExit(f"customer-assets: no clean transactions in {self.database}; run `customer-assets materialize` "
                              "without --skip-ingest first, which loads the source")
