@@ -499,15 +499,10 @@ def calibration_table(frames: Frames, scoring: list[date]) -> None:
         t = s - timedelta(days=frames.h)
         data = L.TrainingData(t, frames.h, frames.start, frames.one, L.CHURN_STACK_OPTIONS)
         sel = L.select_and_fit("churn", data, L.CHURN_FAMILIES, None, L.CHURN_ENSEMBLES)
-        windows = [(sel["val_pred"], sel["valid"])]
-        for back in L.CALIBRATION_OFFSETS_DAYS:
-            if (out := L.out_of_time_champion("churn", data, sel, t - timedelta(days=back), L.CHURN_ENSEMBLES)) is not None:
-                windows.append((out[1], out[0]))
+        _, raws, labels = L.calibration_windows(data, sel)
         test, valid = frames.one(s), frames.one(t)
         y, raw = test["label_purchase"].astype(float).to_numpy(), sel["final"].predict(test)
-        platt = [L.fit_platt(np.concatenate([w[0] for w in ws]),
-                             np.concatenate([w[1]["label_purchase"].astype(float).to_numpy() for w in ws]))
-                 for ws in (windows[:1], windows)]
+        platt = [L.fit_platt(np.concatenate(raws[:k]), np.concatenate(labels[:k])) for k in (1, len(raws))]
         seed = E.seed_style_model(valid, valid["label_purchase"].astype(float).to_numpy(), "binary:logistic")
         preds = [raw, *(L.apply_platt(raw, a, b) for a, b in platt), E._seed_predict(seed, test)]
         cells = [f"{M.brier(y, p):.5f} ({M.expected_calibration_error(y, p):.3f})" for p in preds]

@@ -167,7 +167,7 @@ def materialize_cutoff(cutoff: str | None, database: str | None = None, skip_ing
     runner.run(TRAIN_SELECTION, partition_key=train, label=f"trained the models of partition {train}")
     runner.run(SCORE_SELECTION, partition_key=cutoff, label=f"scored customers at {cutoff}")
     if backtests:
-        for reason in materialize_backtests(runner, date.fromisoformat(runner.last_date())):
+        for reason in materialize_backtests(runner, last):
             sys.stderr.write(f"skipped {reason}\n")
     return cutoff
 

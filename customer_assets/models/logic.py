@@ -345,6 +345,26 @@ def out_of_time_champion(task: str, data: TrainingData, sel: dict[str, Any], at:
     return frame, (preds[0] if len(preds) == 1 else C.combine(preds, link))
 
 
+def calibration_windows(data: TrainingData, sel: dict[str, Any], log=None) -> tuple[list[date], list[np.ndarray], list[np.ndarray]]:
+    """The churn champion's out-of-time windows for its Platt calibration: (cutoffs, raw scores, labels).
+
+    The validation window at t, then t - ``CALIBRATION_OFFSETS_DAYS`` each predicted by the champion's spec fit
+    on cutoffs whose labels end by then; a window without enough history before it is left out.
+    """
+    log = log or (lambda _m: None)
+    windows, raw, labels = [data.cutoff], [sel["val_pred"]], [sel["valid"]["label_purchase"].astype(float).to_numpy()]
+    for back in CALIBRATION_OFFSETS_DAYS:
+        at = data.cutoff - timedelta(days=back)
+        out = out_of_time_champion("churn", data, sel, at, CHURN_ENSEMBLES)
+        if out is None:
+            log(f"churn: calibration window {at} left out: no training cutoff with 30 days of history by {at - timedelta(days=data.horizon_days)}")
+            continue
+        windows.append(at)
+        raw.append(out[1])
+        labels.append(out[0]["label_purchase"].astype(float).to_numpy())
+    return windows, raw, labels
+
+
 def train_churn(data: TrainingData, log=None) -> ModelRecord:
     """Purchase classifier chosen out of time, Platt-calibrated on its out-of-time predictions.
 
@@ -362,16 +382,7 @@ def train_churn(data: TrainingData, log=None) -> ModelRecord:
     sel = select_and_fit("churn", data, CHURN_FAMILIES, log, CHURN_ENSEMBLES)
     valid, raw = sel["valid"], sel["val_pred"]
     y = valid["label_purchase"].astype(float).to_numpy()
-    pooled_raw, pooled_y, windows = [raw], [y], [data.cutoff]
-    for back in CALIBRATION_OFFSETS_DAYS:
-        at = data.cutoff - timedelta(days=back)
-        out = out_of_time_champion("churn", data, sel, at, CHURN_ENSEMBLES)
-        if out is None:
-            log(f"churn: calibration window {at} left out: no training cutoff with 30 days of history by {at - timedelta(days=data.horizon_days)}")
-            continue
-        pooled_raw.append(out[1])
-        pooled_y.append(out[0]["label_purchase"].astype(float).to_numpy())
-        windows.append(at)
+    windows, pooled_raw, pooled_y = calibration_windows(data, sel, log)
     a, b = fit_platt(np.concatenate(pooled_raw), np.concatenate(pooled_y))
     pooled_rows = sum(len(v) for v in pooled_y)
     log(f"churn: Platt calibration on {pooled_rows:,} out-of-time rows at {', '.join(map(str, windows))}")
