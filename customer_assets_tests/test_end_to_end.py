@@ -584,8 +584,8 @@ def test_ltv_backtest_keeps_the_served_check_when_the_refit_fails(scored, tmp_pa
 
 
 def test_model_config_sets_the_stacking_candidates_and_refuses_bad_ones(scored, tmp_path):
-    """`stack_options` in the run config replaces the candidates; a malformed one fails naming it; next_purchase,
-    which has no stacking choice, has no such field, so setting it is a config error rather than silently ignored."""
+    """`stack_options` in the run config replaces the candidates of churn, spend and next_purchase; a malformed one
+    fails naming it; ltv, which stacks nothing, has no such field, so setting it is a config error, not ignored."""
     import shutil
 
     copy = str(tmp_path / "w.duckdb")
@@ -604,8 +604,12 @@ def test_model_config_sets_the_stacking_candidates_and_refuses_bad_ones(scored, 
         assert not result.success
         failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
         assert message in failure.step_failure_data.error.message, bad
+    assert materialize(copy, "models/next_purchase", partition_key="1998-04-01",
+                       run_config={"ops": {"models__next_purchase": {"config": {"stack_options": ["2x30", "3x45"]}}}}).success
+    nxt = json.loads(_q(copy, "SELECT params FROM models.next_purchase WHERE cutoff_date = '1998-04-01'").params.iloc[0])
+    assert {(r["stacked_cutoffs"], r["stack_step_days"]) for r in nxt["selection"] if r["family"] == "xgboost"} == {(2, 30), (3, 45)}
     with pytest.raises(dg.DagsterInvalidConfigError, match="stack_options"):
-        materialize(copy, "models/next_purchase", partition_key="1998-04-01",
-                    run_config={"ops": {"models__next_purchase": {"config": {"stack_options": ["4x30"]}}}})
+        materialize(copy, "models/ltv", partition_key="1998-04-01",
+                    run_config={"ops": {"models__ltv": {"config": {"stack_options": ["4x30"]}}}})
     # the stored churn model is still the one trained with the good options
     assert json.loads(_q(copy, "SELECT params FROM models.churn WHERE cutoff_date = '1998-04-01'").params.iloc[0]) == params

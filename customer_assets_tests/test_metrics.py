@@ -60,6 +60,30 @@ def test_concordance_index_by_hand():
     assert M.concordance_index([1, 2, 3], [1, 1, 0], [1, 3, 2]) == pytest.approx(2 / 3)
 
 
+def test_concordance_index_counts_tied_predictions_half_and_ignores_pairs_it_cannot_order():
+    # times 2 (event), 2 (event), 5 (censored), 1 (censored); predictions 4, 4, 4, 9
+    # comparable: only (row 0, row 2) and (row 1, row 2); the tied times 2 and 2 are not, and nothing is
+    # comparable with row 3 (censored before every event) -> two tied predictions -> 0.5
+    assert M.concordance_index([2, 2, 5, 1], [1, 1, 0, 0], [4, 4, 4, 9]) == pytest.approx(0.5)
+    # no observed event before another time: undefined
+    assert np.isnan(M.concordance_index([3, 1], [0, 0], [1, 2]))
+
+
+def test_concordance_index_equals_the_count_over_every_pair():
+    """The exact algorithm against the definition, on 200 random cases with tied times and tied predictions."""
+    rng = np.random.default_rng(7)
+    for case in range(200):
+        n = int(rng.integers(2, 150))
+        t = rng.integers(1, 12, n).astype(float) if case % 2 else rng.random(n)
+        e = rng.random(n) < 0.4
+        p = rng.integers(0, 4, n).astype(float) if case % 3 == 0 else rng.random(n)
+        comparable = (t[:, None] < t[None, :]) & e[:, None]
+        if not comparable.any():
+            continue
+        pairs = (((p[:, None] < p[None, :]) & comparable).sum() + 0.5 * ((p[:, None] == p[None, :]) & comparable).sum())
+        assert M.concordance_index(t, e, p) == pytest.approx(pairs / comparable.sum(), abs=1e-12)
+
+
 def test_paired_bootstrap_contains_the_point_and_is_zero_for_identical_systems():
     rng = np.random.default_rng(0)
     y = rng.random(300) < 0.3

@@ -1,6 +1,6 @@
 """Segments (persona rule, determinism, stored scaler) and score post-processing, on small synthetic frames."""
 
-from datetime import date
+from datetime import date, timedelta
 
 import numpy as np
 import pandas as pd
@@ -251,6 +251,54 @@ def test_a_next_purchase_model_worse_than_recency_says_so():
     assert rec.metrics["baseline_recency_c_index"] == 1.0
     assert rec.metrics["validation_c_index"] < 0.9
     assert rec.notes[0].startswith("validation C-index") and "below recency's 1.0000" in rec.notes[0]
+
+
+def test_next_purchase_stacking_is_chosen_by_the_validation_concordance_index():
+    t = date(2020, 6, 1)
+
+    def load(c):  # days to the next purchase follow recency; at cutoffs H + 30 days or more before t, the labels
+        f = _labelled_cutoff(c)  # are shuffled across customers, so there they are noise
+        days = f.recency_days / 4.0 + 1
+        f = f.assign(label_days_to_next_purchase=np.where(f.label_purchase, days, np.nan))
+        if c <= t - timedelta(days=120):
+            order = np.random.default_rng(c.toordinal()).permutation(len(f))
+            f = f.assign(label_purchase=f.label_purchase.to_numpy()[order],
+                         label_days_to_next_purchase=f.label_days_to_next_purchase.to_numpy()[order])
+        return f
+
+    rec = L.train_next_purchase(_data(t, load=load))
+    scores = {(r["stacked_cutoffs"], r["stack_step_days"]): r["validation_score"] for r in rec.params["selection"]}
+    # validation at t trains on t - 90 alone (1 cutoff) or with the noise of t - 120 (2 cutoffs): one cutoff wins
+    assert set(scores) == {(1, 30), (2, 30)} and scores[(1, 30)] > scores[(2, 30)]
+    assert (rec.params["stacked_cutoffs"], rec.params["stack_step_days"]) == (1, 30)
+    assert rec.training_cutoffs == [t]
+
+
+def test_another_spacing_replaces_the_default_only_when_its_gain_is_beyond_noise():
+    rng = np.random.default_rng(3)
+    y = {"label": (rng.random(3000) < 0.3).astype(float)}
+    signal = y["label"] + rng.normal(0, 1.5, 3000)
+    _, _, metric = L.task_spec("churn", 90)
+    results = {
+        (4, 30): signal,
+        (8, 30): signal + rng.normal(0, 1.0, 3000),  # worse than 4 x 30
+        (4, 60): signal + rng.normal(0, 0.3, 3000),  # better by chance, by a hair
+        (8, 15): signal + 1.0 * y["label"],  # better by far
+    }
+    results = {o: (metric(y, p), p, 10) for o, p in results.items()}
+    assert results[(4, 60)][0] > results[(4, 30)][0]
+    rows, logs = [], []
+    assert L.choose_stacking(tuple(results), results, y, metric, rows, "churn", logs.append) == (8, 15)
+    noted = {(r["stacked_cutoffs"], r["stack_step_days"]): r for r in rows}
+    assert set(noted) == {(4, 60), (8, 15)}  # only the spacings that scored higher are tested
+    assert noted[(4, 60)]["interval_95"][0] < 0 < noted[(8, 15)]["interval_95"][0]
+    assert any("4 cutoffs every 60 days" in m and "within noise, not adopted" in m for m in logs)
+    # without the far better one, the default spacing's best stays, though 4 x 60 scores higher
+    del results[(8, 15)]
+    assert L.choose_stacking(tuple(results), results, y, metric, [], "churn", logs.append) == (4, 30)
+    # with no option at the default spacing, the plain best wins
+    only = {o: results[o] for o in ((4, 60),)}
+    assert L.choose_stacking(((4, 60),), only, y, metric, [], "churn", logs.append) == (4, 60)
 
 
 def test_model_charts_are_valid_svg_images():

@@ -37,12 +37,6 @@ class TrainingConfig(ModelConfig):
     stack_options: list[str] = [f"{n}x{step}" for n, step in L.STACK_OPTIONS]
 
 
-class ChurnTrainingConfig(TrainingConfig):
-    """As ``TrainingConfig``; the candidates also differ in spacing (how far apart the stacked cutoffs are)."""
-
-    stack_options: list[str] = [f"{n}x{step}" for n, step in L.CHURN_STACK_OPTIONS]
-
-
 def parse_stack_options(options: list[str]) -> tuple[tuple[int, int], ...]:
     out = []
     for o in options:
@@ -111,7 +105,6 @@ def training_data(conn, cutoff: date, config: ModelConfig, what: str, run_id: st
             shared[key] = C.add_bgnbd_features(frame, HORIZON_DAYS)
         return shared[key]
 
-    # next_purchase has no stacking choice (no validation metric): its config has no stack_options
     options = parse_stack_options(config.stack_options) if isinstance(config, TrainingConfig) else L.STACK_OPTIONS
     return L.TrainingData(cutoff, HORIZON_DAYS, start, load, options,
                           max_rows_per_cutoff=10 * config.max_rows_per_cutoff,
@@ -210,20 +203,20 @@ def _train(context: dg.AssetExecutionContext, duckdb: DuckDBResource, name: str,
               "P(purchase in H): the best of logistic regression, XGBoost, LightGBM and their BG/NBD-feature blends on an "
               "out-of-time validation, Platt-calibrated on its out-of-time predictions at t, t - 30 and t - 60 days; "
               "churn = 1 - P(purchase in H).")
-def churn(context: dg.AssetExecutionContext, config: ChurnTrainingConfig, duckdb: DuckDBResource) -> dg.MaterializeResult:
+def churn(context: dg.AssetExecutionContext, config: TrainingConfig, duckdb: DuckDBResource) -> dg.MaterializeResult:
     return _train(context, duckdb, "churn", config, lambda d: L.train_churn(d, log=context.log.info))
 
 
 @_model_asset("spend", {"xgboost", "lightgbm"}, "Expected net spend in the next H days: the best of XGBoost/LightGBM (Tweedie), their BG/NBD blends and "
-              "BG/NBD + Gamma-Gamma itself, on an out-of-time validation.")
+              "BG/NBD + Gamma-Gamma itself, and of the stacked cutoffs, on an out-of-time validation.")
 def spend(context: dg.AssetExecutionContext, config: TrainingConfig, duckdb: DuckDBResource) -> dg.MaterializeResult:
     return _train(context, duckdb, "spend", config, lambda d: L.train_spend(d, log=context.log.info))
 
 
 @_model_asset("next_purchase", {"xgboost"},
-              "Days to the next purchase: XGBoost accelerated failure time, right-censored at the horizon, trained on 4 "
-              "cutoffs 30 days apart.")
-def next_purchase(context: dg.AssetExecutionContext, config: ModelConfig, duckdb: DuckDBResource) -> dg.MaterializeResult:
+              "Days to the next purchase: XGBoost accelerated failure time, right-censored at the horizon; the stacked "
+              "cutoffs chosen by the concordance index on an out-of-time validation.")
+def next_purchase(context: dg.AssetExecutionContext, config: TrainingConfig, duckdb: DuckDBResource) -> dg.MaterializeResult:
     return _train(context, duckdb, "next_purchase", config,
                   lambda d: L.train_next_purchase(d, log=context.log.info))
 

@@ -118,12 +118,14 @@ def _matrix(frame: pd.DataFrame, features: list[str]) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- selection and training
 
-# Stacking options as (cutoffs, days apart); validation picks one. Churn also compares spacings (every 60 and
-# every 15 days). Spend does not: its validation R² is carried by a few big spenders, and on CDNOW's rolling backtest
-# choosing the spacing by it picked 8 cutoffs every 15 days at two of four cutoffs by less than 0.005 R², and the test
-# R² fell (0.514 to 0.494 at 1998-04-01; mean 0.463 to 0.453). Churn's ROC-AUC picked a 30-day spacing at all four.
-STACK_OPTIONS = ((2, 30), (4, 30), (8, 30))
-CHURN_STACK_OPTIONS = STACK_OPTIONS + ((4, 60), (8, 15))
+# Stacking options as (cutoffs, days apart); validation picks one. The depth is the best validation score among
+# the options DEFAULT_STACK_STEP_DAYS apart. Another spacing replaces it only when it scores better with a paired
+# bootstrap 95% interval of the difference (customers resampled) above zero: spend's validation R² is carried by a
+# few big spenders, and on CDNOW choosing the spacing by the plain best R² picked 8 cutoffs every 15 days at two of
+# four partitions by less than 0.005 R², inside that interval, and the test R² fell (0.514 to 0.494 at 1998-04-01).
+STACK_OPTIONS = ((2, 30), (4, 30), (8, 30), (4, 60), (8, 15))
+DEFAULT_STACK_STEP_DAYS = 30
+SPACING_BOOTSTRAP_SAMPLES = 200
 MAX_ROWS_PER_CUTOFF = 50_000
 CHURN_FAMILIES = ("logistic", "logistic+bgnbd", "xgboost", "lightgbm", "xgboost+bgnbd", "lightgbm+bgnbd")
 # Ensembles compared with the single families on the same validation, from the members' validation
@@ -170,17 +172,20 @@ class TrainingData:
 
 
 def task_spec(task: str, horizon_days: int):
-    """label function, objective and validation metric of a task."""
+    """label function, objective and validation metric of a task.
+
+    The metric takes the label function's dict and the predictions; higher is better.
+    """
     if task == "churn":
-        return (lambda f: {"label": f["label_purchase"].astype(float).to_numpy()}), "binary", M.roc_auc
+        return (lambda f: {"label": f["label_purchase"].astype(float).to_numpy()}), "binary", lambda y, p: M.roc_auc(y["label"], p)
     if task == "spend":
-        return (lambda f: {"label": np.clip(f["label_spend"].astype(float).to_numpy(), 0, None)}), "tweedie", M.r2
+        return (lambda f: {"label": np.clip(f["label_spend"].astype(float).to_numpy(), 0, None)}), "tweedie", lambda y, p: M.r2(y["label"], p)
     if task == "next_purchase":
         def label(f):
             days = f["label_days_to_next_purchase"].astype(float).to_numpy()
             bought = ~np.isnan(days)
             return {"lower": np.where(bought, days, float(horizon_days)), "upper": np.where(bought, days, np.inf)}
-        return label, "aft", None
+        return label, "aft", lambda y, p: M.concordance_index(y["lower"], np.isfinite(y["upper"]), p)
     raise ValueError(task)
 
 
@@ -198,6 +203,36 @@ def _fit_family(family: str, objective: str, train, valid, label_fn, rounds=None
 
 def _bgnbd_value(frame: pd.DataFrame) -> np.ndarray:
     return frame["bg_expected_value"].to_numpy()
+
+
+def choose_stacking(options, results, y_val: dict, metric, rows: list[dict[str, Any]], task: str, log,
+                    samples: int = SPACING_BOOTSTRAP_SAMPLES, seed: int = 0) -> tuple[int, int]:
+    """The stacking validation picks: the best of the options ``DEFAULT_STACK_STEP_DAYS`` apart, unless another
+    spacing beats it with a paired bootstrap 95% interval of the difference above zero.
+
+    ``results`` maps each option to (validation score, validation predictions, rounds). Each other spacing that
+    scores higher gets a row in ``rows`` with its difference and interval. With no option at the default spacing,
+    the plain best score wins.
+    """
+    default = [o for o in options if o[1] == DEFAULT_STACK_STEP_DAYS] or list(options)
+    best = max(default, key=lambda o: results[o][0])
+    n_rows = len(next(iter(y_val.values())))
+    draws = np.random.default_rng(seed).integers(0, n_rows, (samples, n_rows))
+    significant = []
+    for opt in options:
+        if opt in default or not results[opt][0] > results[best][0]:
+            continue
+        diffs = np.array([metric({k: v[i] for k, v in y_val.items()}, results[opt][1][i])
+                          - metric({k: v[i] for k, v in y_val.items()}, results[best][1][i]) for i in draws])
+        low, high = (float(q) for q in np.nanquantile(diffs, [0.025, 0.975]))
+        rows.append({"family": f"xgboost, {opt[0]} cutoffs every {opt[1]} days against {best[0]} every {best[1]}",
+                     "stacked_cutoffs": opt[0], "stack_step_days": opt[1], "train_rows": None, "rounds": None,
+                     "validation_score": results[opt][0] - results[best][0], "interval_95": [low, high]})
+        log(f"{task}: {opt[0]} cutoffs every {opt[1]} days beats {best[0]} every {best[1]} by "
+            f"{results[opt][0] - results[best][0]:+.4f} [{low:+.4f}, {high:+.4f}]: {'adopted' if low > 0 else 'within noise, not adopted'}")
+        if low > 0:
+            significant.append(opt)
+    return max([best, *significant], key=lambda o: results[o][0])
 
 
 def select_and_fit(task: str, data: TrainingData, families: tuple[str, ...], log=None,
@@ -247,39 +282,35 @@ def select_and_fit(task: str, data: TrainingData, families: tuple[str, ...], log
         else:
             fitted = _fit_family(family, objective, tr, valid, label_fn)
             pred, rounds = fitted.predict(valid), fitted.rounds
-        score = metric(y_val["label"], pred) if metric else float("nan")
+        score = metric(y_val, pred)
         rows.append({"family": family, "stacked_cutoffs": n, "stack_step_days": step, "train_rows": len(tr),
                      "rounds": rounds, "validation_score": score})
         log(f"{task}: {family} with {n} cutoffs every {step} days -> validation {score:.4f}")
         return score, pred, rounds
 
     results = {}
-    best_opt = None
-    if metric is None:  # next purchase: one family, default stacking
-        best_opt, best_family = (4, 30), "xgboost"
-        results[(best_family, *best_opt)] = evaluate(best_family, *best_opt)
-    else:
-        for n, step in data.stack_options:
-            results[("xgboost", n, step)] = evaluate("xgboost", n, step)
-        best_opt = max(data.stack_options, key=lambda o: results[("xgboost", *o)][0])
-        for family in families:
-            if family != "xgboost":
-                results[(family, *best_opt)] = evaluate(family, *best_opt)
-        for name, (members, link) in ensembles.items():
-            pred = C.combine([results[(m, *best_opt)][1] for m in members], link)
-            score = metric(y_val["label"], pred)
-            rounds_by_member = {m: results[(m, *best_opt)][2] for m in members}
-            rows.append({"family": name, "stacked_cutoffs": best_opt[0], "stack_step_days": best_opt[1],
-                         "train_rows": len(train_frame(*best_opt, val_last)), "rounds": rounds_by_member, "validation_score": score})
-            log(f"{task}: {name} -> validation {score:.4f}")
-            results[(name, *best_opt)] = score, pred, rounds_by_member
-        best_family = max((k for k in results if k[1:] == best_opt), key=lambda k: results[k][0])[0]
+    for n, step in data.stack_options:
+        results[("xgboost", n, step)] = evaluate("xgboost", n, step)
+    best_opt = choose_stacking(data.stack_options, {o: results[("xgboost", *o)] for o in data.stack_options},
+                               y_val, metric, rows, task, log)
+    for family in families:
+        if family != "xgboost":
+            results[(family, *best_opt)] = evaluate(family, *best_opt)
+    for name, (members, link) in ensembles.items():
+        pred = C.combine([results[(m, *best_opt)][1] for m in members], link)
+        score = metric(y_val, pred)
+        rounds_by_member = {m: results[(m, *best_opt)][2] for m in members}
+        rows.append({"family": name, "stacked_cutoffs": best_opt[0], "stack_step_days": best_opt[1],
+                     "train_rows": len(train_frame(*best_opt, val_last)), "rounds": rounds_by_member, "validation_score": score})
+        log(f"{task}: {name} -> validation {score:.4f}")
+        results[(name, *best_opt)] = score, pred, rounds_by_member
+    best_family = max((k for k in results if k[1:] == best_opt), key=lambda k: results[k][0])[0]
     _, val_pred, rounds = results[(best_family, *best_opt)]
     blend_weight = 0.0
     if task == "spend" and best_family != "bgnbd":
         # blend the champion with BG/NBD + Gamma-Gamma: weight on BG/NBD chosen on the same validation
         bg = _bgnbd_value(valid)
-        scores = {w: metric(y_val["label"], (1 - w) * val_pred + w * bg) for w in (0.0, 0.25, 0.5, 0.75)}
+        scores = {w: metric(y_val, (1 - w) * val_pred + w * bg) for w in (0.0, 0.25, 0.5, 0.75)}
         blend_weight = max(scores, key=scores.get)
         for w, sc in scores.items():
             rows.append({"family": f"{best_family} blended with bgnbd (weight {w})", "stacked_cutoffs": best_opt[0],
