@@ -20,6 +20,10 @@ with two spend models and splits the aggregate error into purchases and spend pe
 --ltv-staleness prints only one table: the LTV that scoring at s serves (BG/NBD + Gamma-Gamma of the
 models/ltv of s - H) against the same model refitted at s, on every window of 365, 270 and 180 days.
 
+--stacking prints only one table: every candidate stacking (how many training cutoffs, how far apart) of
+churn, spend and next purchase, XGBoost validated at t and tested at s, with the pipeline's pick and the
+bootstrap interval that decides whether a spacing other than 30 days is adopted.
+
 --in-period prints a different bound instead: models trained on the pipeline's stacked cutoffs up
 to t *plus* four fifths of the test window's own labels (customers split at random into five
 folds), each fold predicted by the models that saw the other four. Nothing a deployed model can
@@ -545,42 +549,43 @@ def blend_table(frames: Frames, scoring: list[date]) -> None:
 STACKING_TASKS = ("churn", "spend", "next_purchase")
 
 
-def stacking_table(frames: Frames, scoring: list[date], seeds: int = 200) -> None:
+def stacking_table(frames: Frames, scoring: list[date]) -> None:
     """Every candidate stacking of the first selection stage (XGBoost), validated at t and tested at s.
 
     As ``select_and_fit`` does: fitted on cutoffs whose labels end by t - H, early-stopped and scored on t,
-    then refitted on cutoffs up to t for those rounds and scored at s. The interval is a paired bootstrap
-    (customers resampled, ``seeds`` times) of the validation difference against the default, 4 cutoffs 30
-    days apart, so a reader can see which validation gaps are noise.
+    then refitted on cutoffs up to t for those rounds and scored at s. The pick is ``choose_stacking``'s:
+    the best 30-day option, unless another spacing beats it with a paired bootstrap 95% interval above zero.
     """
     print("\n## Stacking: how many training cutoffs, how far apart; validation at t / test at s, XGBoost\n")
-    print("Validation metric: ROC-AUC (churn), R² (spend), concordance index (next purchase). The bracket is the "
-          "validation difference against 4 x 30 d with its paired bootstrap 95% interval. **Bold**: validation's pick.\n")
+    print("Validation metric: ROC-AUC (churn), R² (spend), concordance index (next purchase). A spacing that "
+          "outscores the best 30-day option shows the difference and its paired bootstrap 95% interval in brackets. "
+          "**Bold**: the pipeline's pick.\n")
     print("| scoring cutoff s | task | " + " | ".join(f"{n} x {step} d" for n, step in L.STACK_OPTIONS) + " |")
     print("| --- | --- | " + " | ".join("---" for _ in L.STACK_OPTIONS) + " |")
-    rng = np.random.default_rng(0)
     for s in scoring:
         t = s - timedelta(days=frames.h)
         data = L.TrainingData(t, frames.h, frames.start, frames.one, L.STACK_OPTIONS)
         valid, test = data.frame([t]), frames.one(s)
-        draws = rng.integers(0, len(valid), (seeds, len(valid)))
         for task in STACKING_TASKS:
             label_fn, objective, metric = L.task_spec(task, frames.h)
             y_val, y_test = label_fn(valid), label_fn(test)
-            cells = {}
+            results, tests = {}, {}
             for n, step in L.STACK_OPTIONS:
                 tr_val = C.add_bgnbd_features(data.frame(data.cutoffs(t - timedelta(days=frames.h), n, step)), frames.h)
                 tr_final = C.add_bgnbd_features(data.frame(data.cutoffs(t, n, step)), frames.h)
                 chosen, final = stopped_then_refit("xgboost", objective, F.FEATURE_COLUMNS, label_fn, tr_val, valid, tr_final)
-                cells[(n, step)] = (chosen.predict(valid), metric(y_val, chosen.predict(valid)), metric(y_test, final.predict(test)))
-            pick = max(cells, key=lambda o: cells[o][1])
-            base = cells[(4, 30)][0]
+                pred = chosen.predict(valid)
+                results[(n, step)] = (metric(y_val, pred), pred, chosen.rounds)
+                tests[(n, step)] = metric(y_test, final.predict(test))
+            rows = []
+            pick = L.choose_stacking(L.STACK_OPTIONS, results, y_val, metric, rows, task, lambda _m: None)
+            tested = {(r["stacked_cutoffs"], r["stack_step_days"]): (r["validation_score"], r["interval_95"]) for r in rows}
             out = []
-            for opt, (pred, v, te) in cells.items():
-                diffs = [metric({k: a[i] for k, a in y_val.items()}, pred[i]) - metric({k: a[i] for k, a in y_val.items()}, base[i])
-                         for i in draws] if opt != (4, 30) else []
-                gap = f" [{v - cells[(4, 30)][1]:+.4f}: {np.quantile(diffs, 0.025):+.4f}, {np.quantile(diffs, 0.975):+.4f}]" if diffs else ""
-                cell = f"{v:.4f} / {te:.4f}{gap}"
+            for opt in L.STACK_OPTIONS:
+                cell = f"{results[opt][0]:.4f} / {tests[opt]:.4f}"
+                if opt in tested:
+                    d, (low, high) = tested[opt]
+                    cell += f" [{d:+.4f}: {low:+.4f}, {high:+.4f}]"
                 out.append(f"**{cell}**" if opt == pick else cell)
             print(f"| {s} | {task} | " + " | ".join(out) + " |", flush=True)
 

@@ -240,8 +240,8 @@ def select_and_fit(task: str, data: TrainingData, families: tuple[str, ...], log
     """Out-of-time model selection inside the training data, then the final fit.
 
     Validation: candidates are fit on cutoffs whose label windows end by ``t`` (``t - H``,
-    ``t - H - step``, ...) and scored on ``t``. The stacking depth is chosen first with
-    XGBoost, then the family, among ``families`` and the ``ensembles`` of them (members
+    ``t - H - step``, ...) and scored on ``t``. The stacking (how many cutoffs, how far apart) is
+    chosen first with XGBoost (``choose_stacking``), then the family, among ``families`` and the ``ensembles`` of them (members
     averaged on the given scale, see ``candidates.combine``). The champion is refit on
     ``t, t - step, ...`` with the chosen settings. Nothing dated after ``t + H`` is used.
     """
