@@ -187,6 +187,10 @@ def test_backtest_table_matches_the_scored_table(scored):
     # baselines carry paired intervals around their point difference
     b = m[(m.system == "bgnbd") & (m.metric == "roc_auc")].iloc[0]
     assert b.diff_ci_low <= b.diff_champion_minus_system <= b.diff_ci_high
+    # so does next purchase's recency baseline, on the concordance index
+    r = m[(m.task == "next_purchase") & (m.system == "recency")].iloc[0]
+    assert r.diff_champion_minus_system == pytest.approx(v[("next_purchase", "champion", "c_index")] - r.value)
+    assert r.diff_ci_low < r.diff_champion_minus_system < r.diff_ci_high
     rel = _q(scored, "SELECT * FROM evaluation.reliability WHERE cutoff_date = '1998-01-01'")
     assert len(rel) == 10 and rel["count"].sum() == 2000
     (check,) = result.get_asset_check_evaluations()

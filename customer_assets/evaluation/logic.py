@@ -92,11 +92,19 @@ def metric_rows(pred: pd.DataFrame, horizon_days: int, n_boot: int = 200) -> lis
     days = pred["label_days"].to_numpy()
     bought = ~np.isnan(days)
     horizon_time = np.where(bought, days, float(horizon_days))  # censored at the horizon
+    censored = np.column_stack([horizon_time, bought])
+
+    def c_index(y2, p):  # y2: (time censored at the horizon, bought) per customer
+        return M.concordance_index(y2[:, 0], y2[:, 1], p)
+
     for col in [c for c in pred.columns if c.startswith("next:")]:
         system = col.split(":")[1]
         p = pred[col].to_numpy()
-        rows.append({"task": "next_purchase", "system": system, "metric": "c_index",
-                     "value": M.concordance_index(horizon_time, bought, p)})
+        row = {"task": "next_purchase", "system": system, "metric": "c_index", "value": c_index(censored, p)}
+        if system != CHAMPION:
+            d, lo, hi = M.paired_bootstrap(c_index, censored, pred[f"next:{CHAMPION}"].to_numpy(), p, n_boot)
+            row.update(diff_champion_minus_system=d, diff_ci_low=lo, diff_ci_high=hi)
+        rows.append(row)
         if system == CHAMPION:
             rows.append({"task": "next_purchase", "system": system, "metric": "mae_days_buyers",
                          "value": M.mae(days[bought], p[bought]) if bought.any() else float("nan")})
@@ -108,7 +116,7 @@ def ltv_rows(y: np.ndarray, pred: np.ndarray, system: str) -> list[dict]:
 
 
 # For each bootstrapped metric, the sign of "better" (aggregate_error is signed, so neither side is "worse": left out).
-BETTER = {"roc_auc": 1, "pr_auc": 1, "brier": -1, "r2": 1, "top10_share": 1}
+BETTER = {"roc_auc": 1, "pr_auc": 1, "brier": -1, "r2": 1, "top10_share": 1, "c_index": 1}
 
 
 def significantly_worse(rows: pd.DataFrame) -> pd.DataFrame:
@@ -124,7 +132,8 @@ def significantly_worse(rows: pd.DataFrame) -> pd.DataFrame:
     -------
     DataFrame
         The rows whose paired bootstrap interval of champion minus baseline lies wholly on the
-        losing side: below 0 where higher is better (ROC-AUC, PR-AUC, R², top-10% share), above 0
+        losing side: below 0 where higher is better (ROC-AUC, PR-AUC, R², top-10% share, next purchase's
+        concordance index), above 0
         where lower is better (Brier). Empty when the champion is nowhere significantly worse.
     """
     r = rows[rows["metric"].isin(BETTER) & rows["diff_ci_low"].notna() & rows["diff_ci_high"].notna()]

@@ -217,14 +217,16 @@ def choose_stacking(options, results, y_val: dict, metric, rows: list[dict[str, 
     default = [o for o in options if o[1] == DEFAULT_STACK_STEP_DAYS] or list(options)
     best = max(default, key=lambda o: results[o][0])
     n_rows = len(next(iter(y_val.values())))
-    draws = np.random.default_rng(seed).integers(0, n_rows, (samples, n_rows))
+
+    def on_rows(rows_index, pred):  # the metric on the resampled customers: the bootstrap resamples row numbers
+        i = rows_index.astype(int)
+        return metric({k: v[i] for k, v in y_val.items()}, pred)
+
     significant = []
     for opt in options:
         if opt in default or not results[opt][0] > results[best][0]:
             continue
-        diffs = np.array([metric({k: v[i] for k, v in y_val.items()}, results[opt][1][i])
-                          - metric({k: v[i] for k, v in y_val.items()}, results[best][1][i]) for i in draws])
-        low, high = (float(q) for q in np.nanquantile(diffs, [0.025, 0.975]))
+        _, low, high = M.paired_bootstrap(on_rows, np.arange(n_rows), results[opt][1], results[best][1], samples, seed)
         rows.append({"family": f"xgboost, {opt[0]} cutoffs every {opt[1]} days against {best[0]} every {best[1]}",
                      "stacked_cutoffs": opt[0], "stack_step_days": opt[1], "train_rows": None, "rounds": None,
                      "validation_score": results[opt][0] - results[best][0], "interval_95": [low, high]})
