@@ -21,7 +21,7 @@ import duckdb
 import pandas as pd
 
 from customer_assets.cli import Runner
-from customer_assets.evaluation.logic import significantly_worse
+from customer_assets.evaluation.logic import ONE_TIME_TASK, significantly_worse
 from customer_assets.jobs import INGEST_SELECTION
 from customer_assets.settings import DATA_DIR, HORIZON_DAYS, LTV_HORIZON_DAYS
 
@@ -107,6 +107,16 @@ def main(argv=None) -> int:
     for label, metric, target, peer in LTV_TARGETS:
         print(f"| {label} ({LTV_HORIZON_DAYS} d from {ltv_cutoff}) | {target} | {peer} | {fmt(metric, lv.get(('champion', metric)))} "
               f"| {fmt(metric, lv.get(('bgnbd_gamma_gamma', metric)))} | – | {fmt(metric, lv.get(('last_365d_spend', metric)))} | – |")
+    one = cur[cur.task == ONE_TIME_TASK]
+    if len(one):
+        ov = one.set_index(["system", "metric"])["value"]
+        print(f"\nOne-time buyers at {args.cutoff} (a single purchase day by then; {int(one.n_customers.iloc[0]):,} customers): "
+              "their P(purchase in 90 d) on their own\n")
+        print("| system | mean P | observed rate | Brier | expected calibration error | ROC-AUC among them |")
+        print("| --- | --- | --- | --- | --- | --- |")
+        for system, label in (("champion", "customer-assets"), ("bgnbd", "BG/NBD"), ("seed_xgboost", "seed XGBoost")):
+            print(f"| {label} | " + " | ".join(f"{ov.get((system, k), float('nan')):.4f}"
+                                             for k in ("mean_predicted", "observed_rate", "brier", "ece", "roc_auc")) + " |")
     ts = [pd.Timestamp(date.fromisoformat(s) - timedelta(days=HORIZON_DAYS)) for s in scoring]
     if len(scoring) > 1:
         roll = m[m.cutoff_date.isin(ts)]

@@ -179,14 +179,14 @@ def column_schema(columns: list[C]) -> dg.TableSchema:
 BACKTEST_METRICS: list[C] = [
     ("cutoff_date", "DATE", "Partition t: the model partition under test"),
     ("eval_cutoff_date", "DATE", "Scoring cutoff s = t + H; actual purchases of (s, s + H] are the truth"),
-    ("task", "VARCHAR", "purchase, spend or next_purchase"),
+    ("task", "VARCHAR", "purchase, spend, next_purchase, or purchase_one_time_buyers (the purchase scores of customers with a single purchase day by s)"),
     ("system", "VARCHAR", "champion, or a baseline: bgnbd, bgnbd_gamma_gamma, neg_recency, frequency, last_h_spend, seed_xgboost, recency"),
-    ("metric", "VARCHAR", "roc_auc, pr_auc, brier, log_loss, ece, r2, rmse, aggregate_error, normalized_gini, top10_share, mae, c_index, mae_days_buyers"),
+    ("metric", "VARCHAR", "roc_auc, pr_auc, brier, log_loss, ece, r2, rmse, aggregate_error, normalized_gini, top10_share, mae, c_index, mae_days_buyers; for purchase_one_time_buyers also mean_predicted and observed_rate"),
     ("value", "DOUBLE", "The metric"),
     ("diff_champion_minus_system", "DOUBLE", "Champion minus this baseline (headline metrics only)"),
     ("diff_ci_low", "DOUBLE", "Paired bootstrap 2.5% quantile of that difference (customers resampled)"),
     ("diff_ci_high", "DOUBLE", "Paired bootstrap 97.5% quantile"),
-    ("n_customers", "BIGINT", "Customers scored"),
+    ("n_customers", "BIGINT", "Customers scored (for task purchase_one_time_buyers: the one-time buyers)"),
 ]
 RELIABILITY: list[C] = [
     ("cutoff_date", "DATE", "Model partition t"),

@@ -187,6 +187,13 @@ def test_backtest_table_matches_the_scored_table(scored):
     # baselines carry paired intervals around their point difference
     b = m[(m.system == "bgnbd") & (m.metric == "roc_auc")].iloc[0]
     assert b.diff_ci_low <= b.diff_champion_minus_system <= b.diff_ci_high
+    # the one-time buyers at s on their own: counted, and their mean score is the scored table's
+    one = _q(scored, "SELECT count(*) AS n, avg(s.purchase_probability) AS p FROM scores.scored_customers s "
+                     "JOIN features.customer_features f USING (cutoff_date, customer_id) "
+                     "WHERE cutoff_date = '1998-04-01' AND f.frequency = 0")
+    rows = m[(m.task == "purchase_one_time_buyers") & (m.system == "champion")].set_index("metric")
+    assert 0 < one.n[0] < 2000 and set(rows.n_customers) == {one.n[0]}
+    assert rows.loc["mean_predicted", "value"] == pytest.approx(one.p[0])
     # so does next purchase's recency baseline, on the concordance index
     r = m[(m.task == "next_purchase") & (m.system == "recency")].iloc[0]
     assert r.diff_champion_minus_system == pytest.approx(v[("next_purchase", "champion", "c_index")] - r.value)

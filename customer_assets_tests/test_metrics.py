@@ -120,3 +120,29 @@ def test_significantly_worse_picks_intervals_wholly_on_the_losing_side():
         ("next_purchase", "recency", "c_index")}
     # without the four losing comparisons nothing is left to flag
     assert significantly_worse(rows[(rows.system != "bgnbd") & ~rows.metric.isin(["top10_share", "c_index"])]).empty
+
+
+def test_backtest_rows_describe_one_time_buyers_on_their_own():
+    import pandas as pd
+
+    from customer_assets.evaluation.logic import metric_rows
+
+    pred = pd.DataFrame({
+        "one_time_buyer": [True, True, False, True],
+        "label_purchase": [1.0, 0.0, 1.0, 0.0], "label_spend": [10.0, 0.0, 30.0, 0.0], "label_days": [5.0, np.nan, 9.0, np.nan],
+        "purchase:champion": [0.3, 0.1, 0.9, 0.2], "purchase:bgnbd": [0.5, 0.5, 0.5, 0.5], "purchase:seed_xgboost": [0.2, 0.4, 0.6, 0.1],
+    })
+    rows = pd.DataFrame(metric_rows(pred, 90, n_boot=5))
+    one = rows[rows.task == "purchase_one_time_buyers"].set_index(["system", "metric"])
+    assert set(one.index.get_level_values(0)) == {"champion", "bgnbd", "seed_xgboost"}
+    assert set(one.n_customers) == {3}
+    # the three one-time buyers: labels 1, 0, 0; the champion's scores 0.3, 0.1, 0.2
+    assert one.loc[("champion", "mean_predicted"), "value"] == pytest.approx(0.2)
+    assert one.loc[("champion", "observed_rate"), "value"] == pytest.approx(1 / 3)
+    assert one.loc[("champion", "brier"), "value"] == pytest.approx((0.7 ** 2 + 0.1 ** 2 + 0.2 ** 2) / 3)
+    assert one.loc[("champion", "roc_auc"), "value"] == 1.0  # the buyer has the highest score
+    assert one.loc[("seed_xgboost", "roc_auc"), "value"] == 0.5  # the buyer (0.2) ranks between 0.4 and 0.1
+    assert one.loc[("bgnbd", "brier"), "value"] == pytest.approx(0.25)
+    # they carry no interval, so the backtest's check never flags them
+    assert one.diff_ci_low.isna().all()
+

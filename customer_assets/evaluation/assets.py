@@ -62,7 +62,7 @@ def _headline(rows: pd.DataFrame) -> dict:
     check_specs=[dg.AssetCheckSpec(
         NOT_WORSE, asset=["evaluation", "backtest"], blocking=False,
         description="The champion is not worse than any baseline with 95% confidence (paired bootstrap) on ROC-AUC, PR-AUC, "
-                    "Brier, spend R² or top-10% share, out of time. Fails with WARN: a signal to look at the models, "
+                    "Brier, spend R², top-10% share or next purchase's concordance index, out of time. Fails with WARN: a signal to look at the models, "
                     "nothing downstream is stopped.",
     )],
 )
@@ -84,7 +84,7 @@ def backtest(context: dg.AssetExecutionContext, config: BacktestConfig, duckdb: 
         rows = pd.DataFrame(E.metric_rows(pred, HORIZON_DAYS, config.bootstrap_samples))
         rows.insert(0, "cutoff_date", t)
         rows.insert(1, "eval_cutoff_date", s)
-        rows["n_customers"] = len(test)
+        rows["n_customers"] = rows["n_customers"].fillna(len(test)).astype(int) if "n_customers" in rows else len(test)
         rel = pd.DataFrame(M.reliability_table(pred["label_purchase"], pred["purchase:" + E.CHAMPION]))
         rel.insert(0, "cutoff_date", t)
         rel.insert(1, "system", E.CHAMPION)

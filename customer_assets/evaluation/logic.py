@@ -58,6 +58,7 @@ def predictions(test: pd.DataFrame, train: pd.DataFrame, models: dict[str, L.Mod
     out["spend:seed_xgboost"] = _seed_predict(seed_reg, test)
     out["next:" + CHAMPION] = L.predict_next_purchase(models["next_purchase"], test, horizon_days)
     out["next:recency"] = test["recency_days"].to_numpy(dtype=float)
+    out["one_time_buyer"] = test["frequency"].to_numpy() == 0  # a single purchase day by s
     out["label_purchase"] = test["label_purchase"].astype(float).to_numpy()
     out["label_spend"] = test["label_spend"].astype(float).to_numpy()
     out["label_days"] = test["label_days_to_next_purchase"].astype(float).to_numpy()
@@ -72,8 +73,19 @@ PROBABILISTIC = {CHAMPION, "bgnbd", "seed_xgboost"}
 BOOTSTRAP = {"purchase": ("roc_auc", "pr_auc", "brier"), "spend": ("r2", "aggregate_error", "top10_share")}
 
 
+# The purchase probabilities of one-time buyers (a single purchase day by s), on their own: half of CDNOW's
+# customers, and where a model of repeat purchases can go wrong (P(alive) is 1 for them under BG/NBD).
+ONE_TIME_TASK = "purchase_one_time_buyers"
+ONE_TIME_METRICS = {"mean_predicted": lambda y, p: float(np.mean(p)), "observed_rate": lambda y, p: float(np.mean(y)),
+                    "brier": M.brier, "ece": M.expected_calibration_error, "roc_auc": M.roc_auc}
+
+
 def metric_rows(pred: pd.DataFrame, horizon_days: int, n_boot: int = 200) -> list[dict]:
-    """One row per (task, system, metric); baselines carry the champion-minus-baseline difference and its 95% interval."""
+    """One row per (task, system, metric); baselines carry the champion-minus-baseline difference and its 95% interval.
+
+    The rows of task ``purchase_one_time_buyers`` describe the probabilistic systems on the one-time buyers alone;
+    their ``n_customers`` is the number of one-time buyers, and they carry no interval.
+    """
     rows = []
     y, ys = pred["label_purchase"].to_numpy(), pred["label_spend"].to_numpy()
     for col in [c for c in pred.columns if c.startswith(("purchase:", "spend:"))]:
@@ -89,6 +101,12 @@ def metric_rows(pred: pd.DataFrame, horizon_days: int, n_boot: int = 200) -> lis
                 d, lo, hi = M.paired_bootstrap(fn, y_true, pred[f"{task}:{CHAMPION}"].to_numpy(), pred[col].to_numpy(), n_boot)
                 row.update(diff_champion_minus_system=d, diff_ci_low=lo, diff_ci_high=hi)
             rows.append(row)
+    one = pred["one_time_buyer"].to_numpy(dtype=bool)
+    if one.any():
+        for system in sorted(PROBABILISTIC):
+            p = pred[f"purchase:{system}"].to_numpy()[one]
+            rows += [{"task": ONE_TIME_TASK, "system": system, "metric": name, "value": fn(y[one], p),
+                      "n_customers": int(one.sum())} for name, fn in ONE_TIME_METRICS.items()]
     days = pred["label_days"].to_numpy()
     bought = ~np.isnan(days)
     horizon_time = np.where(bought, days, float(horizon_days))  # censored at the horizon
