@@ -2,6 +2,7 @@
 
     python benchmarks/accuracy.py --cutoff 1998-04-01
     python benchmarks/accuracy.py --cutoff 1998-04-01 --rolling 1998-01-01,1998-02-01,1998-03-01,1998-04-01
+    python benchmarks/accuracy.py --report-only ...   # print again from the warehouse, without materializing
 
 For each scoring cutoff s it materializes (in process, into its own warehouse under
 data/benchmarks/ unless --db is given) the models of partition t = s - H, trained on data
@@ -62,27 +63,34 @@ def main(argv=None) -> int:
     ap.add_argument("--ltv-cutoff", default="", help="LTV check cutoff (default: last date - LTV horizon)")
     ap.add_argument("--db", default=str(DATA_DIR / "benchmarks" / "accuracy.duckdb"))
     ap.add_argument("--skip-ingest", action="store_true")
+    ap.add_argument("--report-only", action="store_true",
+                    help="materialize nothing: print the tables from the evaluation tables already in --db")
     args = ap.parse_args(argv)
     Path(args.db).parent.mkdir(parents=True, exist_ok=True)
     scoring = [args.cutoff] + [c for c in args.rolling.split(",") if c and c != args.cutoff]
     runner = Runner(args.db, steps=(0 if args.skip_ingest else 1) + 2 * len(scoring) + 2)
-    if not args.skip_ingest:
+    if not args.skip_ingest and not args.report_only:
         runner.run(INGEST_SELECTION, label="ingest")
-    for s in scoring:
-        t = (date.fromisoformat(s) - timedelta(days=HORIZON_DAYS)).isoformat()
-        runner.run(TRAIN, partition_key=t, label=f"models of partition {t} (data up to {s})")
-        runner.run("evaluation/backtest", partition_key=t, label=f"backtest at {s}")
     ltv_cutoff = args.ltv_cutoff or (date.fromisoformat(runner.last_date()) - timedelta(days=LTV_HORIZON_DAYS)).isoformat()
-    ltv_model = (date.fromisoformat(ltv_cutoff) - timedelta(days=HORIZON_DAYS)).isoformat()  # serves ltv_cutoff
-    runner.run("features/calibration_transactions features/holdout_transactions features/customer_features models/ltv",
-               partition_key=ltv_model, label=f"LTV model of partition {ltv_model} (serves {ltv_cutoff})")
-    runner.run("evaluation/ltv_backtest", partition_key=ltv_cutoff, label=f"LTV backtest at {ltv_cutoff}")
+    if not args.report_only:
+        for s in scoring:
+            t = (date.fromisoformat(s) - timedelta(days=HORIZON_DAYS)).isoformat()
+            runner.run(TRAIN, partition_key=t, label=f"models of partition {t} (data up to {s})")
+            runner.run("evaluation/backtest", partition_key=t, label=f"backtest at {s}")
+        ltv_model = (date.fromisoformat(ltv_cutoff) - timedelta(days=HORIZON_DAYS)).isoformat()  # serves ltv_cutoff
+        runner.run("features/calibration_transactions features/holdout_transactions features/customer_features models/ltv",
+                   partition_key=ltv_model, label=f"LTV model of partition {ltv_model} (serves {ltv_cutoff})")
+        runner.run("evaluation/ltv_backtest", partition_key=ltv_cutoff, label=f"LTV backtest at {ltv_cutoff}")
 
     with duckdb.connect(args.db, read_only=True) as conn:
         m = conn.execute("SELECT * FROM evaluation.backtest_metrics").df()
         ltv = conn.execute("SELECT * FROM evaluation.ltv_metrics WHERE cutoff_date = ?", [ltv_cutoff]).df()
     t_main = pd.Timestamp(date.fromisoformat(args.cutoff) - timedelta(days=HORIZON_DAYS))
     cur = m[m.cutoff_date == t_main]
+    if cur.empty or ltv.empty:
+        missing = f"the backtest of partition {t_main.date()}" if cur.empty else f"the LTV backtest at {ltv_cutoff}"
+        print(f"{args.db} has no rows for {missing}: run without --report-only first.", file=sys.stderr)
+        return 1
     n = int(cur.n_customers.iloc[0])
     print(f"\nCDNOW-style backtest: models trained on data up to {args.cutoff} (partition {t_main.date()}), scored at "
           f"{args.cutoff}, {n:,} customers, truth = purchases in the next {HORIZON_DAYS} days\n")
@@ -103,6 +111,11 @@ def main(argv=None) -> int:
             ci = "–"
         print(f"| {label} | {target} | {peer} | {fmt(metric, champ)} | {fmt(metric, bg)} | {fmt(metric, seed)} | "
               f"{fmt(metric, naive)} | {ci} |")
+    nxt = cur[(cur.task == "next_purchase") & (cur.metric == "c_index")].set_index("system")
+    if len(nxt):
+        r = nxt.loc["recency"]
+        print(f"| concordance index (days to next purchase) | – | – | {nxt.value['champion']:.3f} | – | – | {r.value:.3f} | "
+              f"{r.diff_champion_minus_system:+.4f} [{r.diff_ci_low:+.4f}, {r.diff_ci_high:+.4f}] vs recency |")
     lv = ltv.set_index(["system", "metric"])["value"]
     for label, metric, target, peer in LTV_TARGETS:
         print(f"| {label} ({LTV_HORIZON_DAYS} d from {ltv_cutoff}) | {target} | {peer} | {fmt(metric, lv.get(('champion', metric)))} "
