@@ -146,3 +146,17 @@ def test_backtest_rows_describe_one_time_buyers_on_their_own():
     # they carry no interval, so the backtest's check never flags them
     assert one.diff_ci_low.isna().all()
 
+
+def test_bootstrap_of_many_rows_resamples_fewer_and_rescales_to_the_full_interval():
+    """Above max_rows each resample draws max_rows rows; the sqrt(m / n) rescaling gives the full bootstrap's interval
+    (without it, this one would be sqrt(10) = 3.2 times wider)."""
+    rng = np.random.default_rng(5)
+    n = 100_000
+    y = (rng.random(n) < 0.15).astype(float)
+    a, b = np.clip(y * 0.3 + rng.random(n) * 0.7, 0, 1), np.clip(y * 0.28 + rng.random(n) * 0.7, 0, 1)
+    for metric in (M.brier, M.r2):
+        d, lo, hi = M.paired_bootstrap(metric, y, a, b, 200, max_rows=n)
+        d_m, lo_m, hi_m = M.paired_bootstrap(metric, y, a, b, 200, max_rows=n // 10)
+        assert d_m == d and lo_m < d < hi_m
+        assert (hi_m - lo_m) == pytest.approx(hi - lo, rel=0.25), metric.__name__
+

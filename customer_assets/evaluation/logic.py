@@ -80,11 +80,12 @@ ONE_TIME_METRICS = {"mean_predicted": lambda y, p: float(np.mean(p)), "observed_
                     "brier": M.brier, "ece": M.expected_calibration_error, "roc_auc": M.roc_auc}
 
 
-def metric_rows(pred: pd.DataFrame, horizon_days: int, n_boot: int = 200) -> list[dict]:
+def metric_rows(pred: pd.DataFrame, horizon_days: int, n_boot: int = 200, max_rows: int = M.BOOTSTRAP_MAX_ROWS) -> list[dict]:
     """One row per (task, system, metric); baselines carry the champion-minus-baseline difference and its 95% interval.
 
     The rows of task ``purchase_one_time_buyers`` describe the probabilistic systems on the one-time buyers alone;
-    their ``n_customers`` is the number of one-time buyers, and they carry no interval.
+    their ``n_customers`` is the number of one-time buyers, and they carry no interval. ``max_rows`` bounds the rows
+    of each bootstrap resample (``metrics.paired_bootstrap``).
     """
     rows = []
     y, ys = pred["label_purchase"].to_numpy(), pred["label_spend"].to_numpy()
@@ -98,7 +99,8 @@ def metric_rows(pred: pd.DataFrame, horizon_days: int, n_boot: int = 200) -> lis
             row = {"task": task, "system": system, "metric": name, "value": fn(y_true, pred[col].to_numpy()),
                    "diff_champion_minus_system": None, "diff_ci_low": None, "diff_ci_high": None}
             if system != CHAMPION and name in BOOTSTRAP[task]:
-                d, lo, hi = M.paired_bootstrap(fn, y_true, pred[f"{task}:{CHAMPION}"].to_numpy(), pred[col].to_numpy(), n_boot)
+                d, lo, hi = M.paired_bootstrap(fn, y_true, pred[f"{task}:{CHAMPION}"].to_numpy(), pred[col].to_numpy(), n_boot,
+                                               max_rows=max_rows)
                 row.update(diff_champion_minus_system=d, diff_ci_low=lo, diff_ci_high=hi)
             rows.append(row)
     one = pred["one_time_buyer"].to_numpy(dtype=bool)
@@ -120,7 +122,7 @@ def metric_rows(pred: pd.DataFrame, horizon_days: int, n_boot: int = 200) -> lis
         p = pred[col].to_numpy()
         row = {"task": "next_purchase", "system": system, "metric": "c_index", "value": c_index(censored, p)}
         if system != CHAMPION:
-            d, lo, hi = M.paired_bootstrap(c_index, censored, pred[f"next:{CHAMPION}"].to_numpy(), p, n_boot)
+            d, lo, hi = M.paired_bootstrap(c_index, censored, pred[f"next:{CHAMPION}"].to_numpy(), p, n_boot, max_rows=max_rows)
             row.update(diff_champion_minus_system=d, diff_ci_low=lo, diff_ci_high=hi)
         rows.append(row)
         if system == CHAMPION:

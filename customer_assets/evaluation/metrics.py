@@ -128,21 +128,35 @@ def expected_calibration_error(y, p, bins: int = 10) -> float:
     return float(sum(r["count"] * abs(r["observed_rate"] - r["mean_predicted"]) for r in rows if r["count"]) / n)
 
 
-def paired_bootstrap(metric, y, pred_a, pred_b, n_boot: int = 200, seed: int = 0) -> tuple[float, float, float]:
-    """metric(a) - metric(b), with a 95% interval from resampling rows (customers) with replacement."""
+# Above this many rows each bootstrap resample draws this many (an m-out-of-n bootstrap, rescaled below), so the
+# intervals of a million-customer backtest cost what those of 50,000 customers do.
+BOOTSTRAP_MAX_ROWS = 50_000
+
+
+def paired_bootstrap(metric, y, pred_a, pred_b, n_boot: int = 200, seed: int = 0,
+                     max_rows: int = BOOTSTRAP_MAX_ROWS) -> tuple[float, float, float]:
+    """metric(a) - metric(b), with a 95% interval from resampling rows (customers) with replacement.
+
+    With more than ``max_rows`` rows, each resample draws ``m = max_rows`` rows instead of all ``n``, and the
+    resampled differences' deviations from the point estimate are scaled by sqrt(m / n) (the m-out-of-n bootstrap
+    of a statistic whose error shrinks as 1 / sqrt(n): AUC, Brier, R², shares, the concordance index).
+    """
     y, pred_a, pred_b = _arr(y), _arr(pred_a), _arr(pred_b)
     point = metric(y, pred_a) - metric(y, pred_b)
     rng = np.random.default_rng(seed)
     n = len(y)
+    m = min(n, max_rows)
     diffs = []
     for _ in range(n_boot):
-        i = rng.integers(0, n, n)
+        i = rng.integers(0, n, m)
         diffs.append(metric(y[i], pred_a[i]) - metric(y[i], pred_b[i]))
     diffs = np.asarray(diffs)
     diffs = diffs[np.isfinite(diffs)]
     if len(diffs) == 0:
         return point, float("nan"), float("nan")
-    return float(point), float(np.percentile(diffs, 2.5)), float(np.percentile(diffs, 97.5))
+    low, high = np.percentile(diffs, [2.5, 97.5])
+    scale = np.sqrt(m / n)
+    return float(point), float(point + (low - point) * scale), float(point + (high - point) * scale)
 
 
 def gains_curve(y, score, points: int = 20) -> tuple[list[float], list[float]]:
