@@ -184,7 +184,7 @@ BACKTEST_METRICS: list[C] = [
     ("metric", "VARCHAR", "roc_auc, pr_auc, brier, log_loss, ece, r2, rmse, aggregate_error, normalized_gini, top10_share, mae, c_index, mae_days_buyers; for purchase_one_time_buyers also mean_predicted and observed_rate"),
     ("value", "DOUBLE", "The metric"),
     ("diff_champion_minus_system", "DOUBLE", "Champion minus this baseline (headline metrics only)"),
-    ("diff_ci_low", "DOUBLE", "Paired bootstrap 2.5% quantile of that difference (customers resampled)"),
+    ("diff_ci_low", "DOUBLE", "Paired bootstrap 2.5% quantile of that difference (customers resampled; above 50,000 customers, 50,000 per resample, rescaled by sqrt(50,000 / n))"),
     ("diff_ci_high", "DOUBLE", "Paired bootstrap 97.5% quantile"),
     ("n_customers", "BIGINT", "Customers scored (for task purchase_one_time_buyers: the one-time buyers)"),
 ]
