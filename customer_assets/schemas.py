@@ -143,7 +143,7 @@ MODEL_REGISTRY: list[C] = [
     ("model_name", "VARCHAR", "churn, spend, ltv or next_purchase"),
     ("library", "VARCHAR", "Library that fitted the model"),
     ("library_version", "VARCHAR", "Its version"),
-    ("artifact_format", "VARCHAR", "xgboost-json, lightgbm-text, json-coefficients, json-params, or ensemble-json (the members' own texts nested in JSON): portable, loading runs no code"),
+    ("artifact_format", "VARCHAR", "xgboost-json, lightgbm-text, json-coefficients, json-params, ensemble-json (the members' own texts nested in JSON), or bgnbd-features (BG/NBD itself won; `features` names the output served): portable, loading runs no code"),
     ("artifact", "VARCHAR", "The model itself"),
     ("features", "VARCHAR", "JSON list of input features, in order"),
     ("params", "VARCHAR", "JSON hyper-parameters (or fitted parameters)"),

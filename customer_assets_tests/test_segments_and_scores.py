@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from customer_assets.models import candidates as C
 from customer_assets.models import logic as L
 from customer_assets.scores.logic import recommended_action, segment_profile, value_deciles
 from customer_assets.segments import logic as S
@@ -156,7 +157,7 @@ def test_churn_model_is_selected_and_calibrated_out_of_time():
     # final fit: t and earlier cutoffs; validation fit: cutoffs whose windows end by t (<= t - 90 days)
     assert rec.training_cutoffs[0] == date(2020, 6, 1)
     assert all(row["stacked_cutoffs"] in (1, 2) for row in rec.params["selection"])
-    assert {row["family"] for row in rec.params["selection"]} >= {"logistic", "xgboost", "lightgbm"}
+    assert {row["family"] for row in rec.params["selection"]} >= {"logistic", "xgboost", "lightgbm", "bgnbd"}
     assert rec.metrics["validation_roc_auc"] > 0.75 and rec.promoted
     assert rec.calibration["method"] == "platt" and rec.calibration["fitted_on_cutoff"] == "2020-06-01"
     p = L.predict_purchase(L.ModelRecord.from_row(rec.to_row(date(2020, 6, 1))), _labelled_cutoff(date(2020, 9, 1)))
@@ -181,6 +182,35 @@ def test_churn_calibration_pools_three_out_of_time_windows():
     pooled = L.fit_platt(np.concatenate(raws), np.concatenate(ys))
     assert (rec.calibration["a"], rec.calibration["b"]) == pytest.approx(pooled, rel=1e-6)
     assert (rec.calibration["a"], rec.calibration["b"]) != pytest.approx(L.fit_platt(raws[0], ys[0]), rel=1e-3)
+
+
+def test_bgnbd_alone_is_the_churn_champion_where_it_validates_best(monkeypatch):
+    # buying is exactly "BG/NBD's P(purchase in H) above its median": BG/NBD alone ranks the validation window
+    # perfectly and the logistic regression on the raw features cannot, so validation must pick BG/NBD
+    def load(c):
+        f = C.add_bgnbd_features(_labelled_cutoff(c), 90)
+        return f.assign(label_purchase=f.bg_p_purchase > f.bg_p_purchase.median())
+
+    monkeypatch.setattr(L, "CHURN_FAMILIES", ("logistic", "bgnbd"))
+    monkeypatch.setattr(L, "CHURN_ENSEMBLES", {})
+    data = _data(load=load)
+    rec = L.train_churn(data)
+    scores = {row["family"]: row["validation_score"] for row in rec.params["selection"] if row["stacked_cutoffs"] == rec.params["stacked_cutoffs"]}
+    assert scores["bgnbd"] == pytest.approx(1.0) and scores["logistic"] < 0.995
+    assert rec.params["family"] == "bgnbd" and rec.promoted
+    assert (rec.artifact_format, rec.features) == ("bgnbd-features", ["bg_p_purchase"])
+    # calibrated on BG/NBD's own output in the three out-of-time windows: no fit, nothing learned from earlier cutoffs
+    windows = [date(2020, 6, 1), date(2020, 5, 2), date(2020, 4, 2)]
+    assert rec.calibration["fitted_on_cutoffs"] == [str(w) for w in windows]
+    frames = [load(w) for w in windows]
+    pooled = L.fit_platt(np.concatenate([f.bg_p_purchase.to_numpy() for f in frames]),
+                         np.concatenate([f.label_purchase.astype(float).to_numpy() for f in frames]))
+    assert (rec.calibration["a"], rec.calibration["b"]) == pytest.approx(pooled, rel=1e-6)
+    # stored and loaded back, it scores a fresh cutoff with the Platt-calibrated P(purchase) of BG/NBD fitted there
+    fresh = _labelled_cutoff(date(2020, 9, 1))
+    p = L.predict_purchase(L.ModelRecord.from_row(rec.to_row(date(2020, 6, 1))), fresh)
+    expected = L.apply_platt(C.add_bgnbd_features(fresh, 90).bg_p_purchase.to_numpy(), *pooled)
+    np.testing.assert_allclose(p, expected, rtol=1e-6)
 
 
 def test_churn_calibration_leaves_out_a_window_without_history_and_says_so():
@@ -355,7 +385,6 @@ def test_parameter_overrides_reach_the_booster_and_none_removes_one():
     import json
     import warnings
 
-    from customer_assets.models import candidates as C
 
     def depth(node):
         return 1 + max((depth(c) for c in node.get("children", [])), default=-1)
@@ -394,7 +423,6 @@ def _two_signal_cutoff(c: date) -> pd.DataFrame:
 def test_ensemble_by_hand_and_chosen_when_it_validates_best():
     import json
 
-    from customer_assets.models import candidates as C
 
     # by hand: logits 0 and ln 9 average to ln 3, and sigmoid(ln 3) = 3 / 4; equal inputs stay put
     np.testing.assert_allclose(C.combine([np.array([0.5, 0.1]), np.array([0.9, 0.1])], "logit"), [0.75, 0.1])
