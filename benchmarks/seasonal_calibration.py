@@ -12,7 +12,8 @@ every cutoff), at several scoring cutoffs s, calibrated five ways:
 * on t, t - 30 and t - 60 days (what the pipeline serves);
 * on s - 365 days alone (the same season a year earlier; its labels end at s - 275, before t);
 * on s - 395, s - 365 and s - 335 days;
-* on the served windows and s - 365 together.
+* on the served windows and s - 365 together;
+* guarded: on the served windows only where a fit on t - 30 and t - 60 beat no calibration on the window t.
 
 It prints the test Brier at s, the expected calibration error and the mean prediction against the purchase rate.
 Without ``--db`` it generates the synthetic data (``customer-assets generate``: December peak, weekly cycle) and
@@ -74,12 +75,20 @@ def main(argv=None) -> int:
         def platt(cutoffs: list[date]) -> tuple[float, float]:
             return L.fit_platt(np.concatenate([window(c)[0] for c in cutoffs]), np.concatenate([window(c)[1] for c in cutoffs]))
 
+        def brier_at(c: date, ab: tuple[float, float] | None) -> float:
+            p, y = window(c)
+            return M.brier(y, p if ab is None else L.apply_platt(p, *ab))
+
         options = {
             "uncalibrated": lambda s, t: None,
             "t, t - 30, t - 60 (served)": lambda s, t: [t, t - 30 * day, t - 60 * day],
             "s - 365": lambda s, t: [s - 365 * day],
             "s - 395, s - 365, s - 335": lambda s, t: [s - 395 * day, s - 365 * day, s - 335 * day],
             "served + s - 365": lambda s, t: [t, t - 30 * day, t - 60 * day, s - 365 * day],
+            # guarded: the served windows only if a Platt fit on t - 30 and t - 60 beat no calibration on the window t
+            "guarded": lambda s, t: ([t, t - 30 * day, t - 60 * day]
+                                     if brier_at(t, platt([t - 30 * day, t - 60 * day])) < brier_at(t, None)
+                                     else None),
         }
         print(f"\n## Churn calibration windows on {db.name}: BG/NBD's P(purchase in {h} d) scored at s, t = s - {h} d\n")
         print("Test Brier at s (expected calibration error; mean prediction). **Bold**: the lowest Brier.\n")
