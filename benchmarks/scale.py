@@ -56,6 +56,7 @@ def stage(name: str, db: str, cutoff: str) -> float:
     from customer_assets.jobs import INGEST_SELECTION, SCORE_SELECTION, TRAIN_SELECTION
 
     s = date.fromisoformat(cutoff)
+    backtested = (s - timedelta(days=2 * H)).isoformat()  # the newest model partition whose backtest window is complete
     t0 = time.perf_counter()
     if name == "ingest":
         Runner(db).run(INGEST_SELECTION, label="ingest")
@@ -82,9 +83,9 @@ def stage(name: str, db: str, cutoff: str) -> float:
     elif name == "rescore":
         Runner(db).run(SCORE_SELECTION, partition_key=cutoff, label="rescore")
     elif name == "train_backtested":
-        Runner(db).run(TRAIN_SELECTION, partition_key=(s - timedelta(days=2 * H)).isoformat(), label="train")
+        Runner(db).run(TRAIN_SELECTION, partition_key=backtested, label="train")
     elif name == "backtest":
-        Runner(db).run("evaluation/backtest", partition_key=(s - timedelta(days=2 * H)).isoformat(), label="backtest")
+        Runner(db).run("evaluation/backtest", partition_key=backtested, label="backtest")
     elif name == "backfill":
         runner = Runner(db, steps=24)
         c = s

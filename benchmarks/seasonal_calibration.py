@@ -1,12 +1,12 @@
 """Churn calibration on seasonal data: which out-of-time windows should the Platt fit use?
 
-    python benchmarks/seasonal_calibration.py                     # 100,000 synthetic customers, 3 years (2 minutes)
+    python benchmarks/seasonal_calibration.py                     # 100,000 synthetic customers, 3 years (about 1 minute)
     python benchmarks/seasonal_calibration.py --db <warehouse>    # any warehouse with clean.transactions
 
 ``models/churn`` Platt-calibrates its champion on the windows at t, t - 30 and t - 60 days (``CALIBRATION_OFFSETS_DAYS``),
 and the model of partition t scores at s = t + H. When purchases are seasonal those windows are another season than
 (s, s + H]. This benchmark scores BG/NBD's P(purchase in H), fitted on the histories at s (no training, so cheap at
-every cutoff), at several scoring cutoffs s, calibrated five ways:
+every cutoff), at several scoring cutoffs s, calibrated six ways:
 
 * not at all;
 * on t, t - 30 and t - 60 days (what the pipeline serves);
@@ -104,8 +104,9 @@ def main(argv=None) -> int:
             for name, pick in options.items():
                 windows = pick(s, t)
                 q = p if windows is None else L.apply_platt(p, *platt(windows))
-                briers[name].append(M.brier(y, q))
-                cells.append((M.brier(y, q), f"{M.brier(y, q):.4f} ({M.expected_calibration_error(y, q):.3f}; {q.mean():.3f})"))
+                b = M.brier(y, q)
+                briers[name].append(b)
+                cells.append((b, f"{b:.4f} ({M.expected_calibration_error(y, q):.3f}; {q.mean():.3f})"))
             best = min(b for b, _ in cells)
             print(f"| {s} | {y.mean():.3f} | " + " | ".join(f"**{c}**" if b == best else c for b, c in cells) + " |", flush=True)
         print("| mean Brier | – | " + " | ".join(f"{np.mean(v):.4f}" for v in briers.values()) + " |")
