@@ -531,12 +531,12 @@ def blend_table(frames: Frames, scoring: list[date]) -> None:
     for s in scoring:
         t = s - timedelta(days=frames.h)
         data = L.TrainingData(t, frames.h, frames.start, frames.one)
-        sel = L.select_and_fit("spend", data, L.SPEND_FAMILIES, None)
+        sel = L.select_and_fit("spend", data, L.SPEND_FAMILIES, None, L.SPEND_ENSEMBLES)
         valid, test = sel["valid"], frames.one(s)
         if sel["final"] is None:  # BG/NBD + Gamma-Gamma alone: nothing to blend
             print(f"| {s} | bgnbd | 1 | " + " | ".join("–" for _ in BLEND_WEIGHTS) + " |")
             continue
-        own = L.out_of_time_champion("spend", data, sel, t, {})[1]  # the unblended validation predictions
+        own = L.out_of_time_champion("spend", data, sel, t, L.SPEND_ENSEMBLES)[1]  # the unblended validation predictions
         cells = []
         for w in BLEND_WEIGHTS:
             scores = [M.r2(f["label_spend"].astype(float).to_numpy(), (1 - w) * np.clip(p, 0, None) + w * f["bg_expected_value"].to_numpy())

@@ -427,8 +427,10 @@ def test_ensemble_by_hand_and_chosen_when_it_validates_best():
     # by hand: logits 0 and ln 9 average to ln 3, and sigmoid(ln 3) = 3 / 4; equal inputs stay put
     np.testing.assert_allclose(C.combine([np.array([0.5, 0.1]), np.array([0.9, 0.1])], "logit"), [0.75, 0.1])
     np.testing.assert_allclose(C.combine([np.array([1.0, 4.0]), np.array([3.0, 0.0])], "identity"), [2.0, 2.0])
-    with pytest.raises(ValueError, match="Unknown ensemble link 'log'"):
-        C.combine([np.array([1.0])], "log")
+    # log: the geometric mean, sqrt(1 x 4) = 2 and sqrt(9 x 1) = 3
+    np.testing.assert_allclose(C.combine([np.array([1.0, 9.0]), np.array([4.0, 1.0])], "log"), [2.0, 3.0])
+    with pytest.raises(ValueError, match="Unknown ensemble link 'sqrt'"):
+        C.combine([np.array([1.0])], "sqrt")
 
     rec = L.train_churn(_data(load=_two_signal_cutoff))
     name = "ensemble(xgboost, logistic+bgnbd)"
@@ -464,3 +466,52 @@ def test_ensemble_by_hand_and_chosen_when_it_validates_best():
 def test_an_ensemble_of_unknown_families_is_refused_by_name():
     with pytest.raises(ValueError, match=r"ensemble 'e' names \['nope'\], which are not among the candidate families"):
         L.select_and_fit("churn", _data(), ("xgboost", "logistic"), None, {"e": (("xgboost", "nope"), "logit")})
+
+
+def test_spend_ensembles_are_validated_as_the_geometric_mean_of_their_members():
+    from sklearn.metrics import r2_score
+
+    data = _data()
+    rec = L.train_spend(data)
+    n, step = rec.params["stacked_cutoffs"], rec.params["stack_step_days"]
+    at_depth = {r["family"]: r["validation_score"] for r in rec.params["selection"]
+                if (r["stacked_cutoffs"], r["stack_step_days"]) == (n, step) and "blended" not in r["family"]}
+    assert set(L.SPEND_ENSEMBLES) <= set(at_depth)
+    assert rec.params["family"] == max(at_depth, key=at_depth.get)  # the champion is the best of families and ensembles
+    # each ensemble's score is the R² of its members' geometric mean, refitted here on the same validation split
+    label_fn, objective, _ = L.task_spec("spend", 90)
+    valid = C.add_bgnbd_features(data.frame([data.cutoff]), 90)
+    train = C.add_bgnbd_features(data.frame(data.cutoffs(data.cutoff - timedelta(days=90), n, step)), 90)
+    pred = {m: L._fit_family(m, objective, train, valid, label_fn).predict(valid)
+            for m in {m for members, _ in L.SPEND_ENSEMBLES.values() for m in members}}
+    for name, (members, link) in L.SPEND_ENSEMBLES.items():
+        assert link == "log"
+        geometric = np.exp(np.mean([np.log(pred[m]) for m in members], axis=0))
+        assert at_depth[name] == pytest.approx(r2_score(valid["label_spend"], geometric), abs=1e-9)
+        assert at_depth[name] != pytest.approx(r2_score(valid["label_spend"], np.mean([pred[m] for m in members], axis=0)), abs=1e-6)
+
+
+def test_a_served_spend_ensemble_predicts_the_geometric_mean_blended_and_explains_it_additively():
+    import json
+
+    label_fn, objective, _ = L.task_spec("spend", 90)
+    train = C.add_bgnbd_features(pd.concat([_labelled_cutoff(date(2020, 3, 1)), _labelled_cutoff(date(2020, 6, 1))]), 90)
+    members = [L._fit_family("xgboost", objective, train, None, label_fn, rounds=30),
+               L._fit_family("lightgbm+bgnbd", objective, train, None, label_fn, rounds=30)]
+    name = "ensemble(xgboost, lightgbm+bgnbd)"
+    sel = {"final": C.ensemble(members, "log", name), "stack": (2, 30), "family": name, "rounds": {}, "selection": [],
+           "training_cutoffs": [date(2020, 6, 1)], "n_train_rows": len(train)}
+    rec = L._record("spend", sel, {}, {"blend_bgnbd_weight": 0.25}, [], True)
+    back = L.ModelRecord.from_row(rec.to_row(date(2020, 6, 1)))
+    assert back.artifact_format == "ensemble-json" and json.loads(back.artifact)["link"] == "log"
+    fresh = _labelled_cutoff(date(2020, 9, 1))
+    prepared = C.add_bgnbd_features(fresh, 90)
+    p = [m.predict(prepared) for m in members]
+    geometric = np.sqrt(p[0] * p[1])
+    np.testing.assert_allclose(L.predict_spend(back, fresh), 0.75 * geometric + 0.25 * prepared["bg_expected_value"], rtol=1e-9)
+    # Tweedie members explain on the log scale, so their mean contributions add up to log(geometric mean) up to
+    # one constant (the members' mean bias): the same for every customer
+    contrib = C.contributions(back.artifact_format, back.artifact, back.features, 0, prepared)
+    offset = np.log(geometric) - contrib.sum(axis=1)
+    np.testing.assert_allclose(offset, offset[0], atol=1e-4)
+    assert np.ptp(np.log(geometric)) > 0.5  # and the predictions do vary, so the check has something to hold

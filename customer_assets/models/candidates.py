@@ -209,9 +209,12 @@ def logistic_predict(art: dict, frame: pd.DataFrame, features: list[str]) -> np.
 # --------------------------------------------------------------------------- ensembles
 
 def combine(predictions: list[np.ndarray], link: str) -> np.ndarray:
-    """The members' mean on the ``link`` scale: ``"logit"`` (probabilities) or ``"identity"``."""
+    """The members' mean on the ``link`` scale: ``"logit"`` (probabilities), ``"log"`` (positive amounts: the
+    geometric mean) or ``"identity"``."""
     if link == "logit":
         return 1 / (1 + np.exp(-np.mean([logit(p) for p in predictions], axis=0)))
+    if link == "log":
+        return np.exp(np.mean([np.log(np.clip(np.asarray(p, dtype=float), 1e-12, None)) for p in predictions], axis=0))
     if link == "identity":
         return np.mean(predictions, axis=0)
     raise ValueError(f"Unknown ensemble link {link!r}")
@@ -259,13 +262,13 @@ def contributions(artifact_format: str, artifact: str, features: list[str], roun
 
     The gradient-boosting libraries' own attributions (XGBoost ``pred_contribs``, LightGBM
     ``pred_contrib``; the bias column is dropped); coefficient x standardised value for the
-    logistic regression. For an ensemble averaged on the logit scale, the members' contributions
-    averaged over the union of their features (that mean is additive on the link scale too).
-    ``None`` for models without per-feature inputs, and for ensembles averaged on another scale.
+    logistic regression. For an ensemble averaged on the logit scale (purchase members) or the log scale (Tweedie
+    spend members), the members' contributions averaged over the union of their features: that mean is additive on
+    the same scale. ``None`` for models without per-feature inputs, and for ensembles averaged on another scale.
     """
     if artifact_format == "ensemble-json":
         art = json.loads(artifact)
-        if art["link"] != "logit":
+        if art["link"] not in ("logit", "log"):
             return None
         out = np.zeros((len(frame), len(features)))
         index = {f: i for i, f in enumerate(features)}

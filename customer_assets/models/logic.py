@@ -136,6 +136,12 @@ CHURN_FAMILIES = ("logistic", "logistic+bgnbd", "xgboost", "lightgbm", "xgboost+
 # predictions (no extra fit): name -> (member families, the scale they are averaged on).
 CHURN_ENSEMBLES = {"ensemble(xgboost, logistic+bgnbd)": (("xgboost", "logistic+bgnbd"), "logit")}
 SPEND_FAMILIES = ("xgboost", "lightgbm", "xgboost+bgnbd", "lightgbm+bgnbd", "bgnbd")
+# Spend ensembles average their members on the log scale (the geometric mean), the scale both Tweedie members
+# predict and explain on, so the scored table's per-customer drivers stay additive. On CDNOW's six rolling scoring
+# cutoffs 1997-11-01 ... 1998-04-01, validation picked one at two partitions, and the test R² rose at both (0.3390 to
+# 0.3401 and 0.4496 to 0.4679) with the others unchanged; averaged on the plain scale, one pick, 0.4496 to 0.4691.
+SPEND_ENSEMBLES = {"ensemble(xgboost, lightgbm+bgnbd)": (("xgboost", "lightgbm+bgnbd"), "log"),
+                   "ensemble(xgboost+bgnbd, lightgbm+bgnbd)": (("xgboost+bgnbd", "lightgbm+bgnbd"), "log")}
 
 
 @dataclass
@@ -454,7 +460,7 @@ def train_spend(data: TrainingData, log=None) -> ModelRecord:
     No rescaling to the validation total: the validation window's spend level differs
     from the next window's (seasonality), and rescaling made the aggregate error worse.
     """
-    sel = select_and_fit("spend", data, SPEND_FAMILIES, log)
+    sel = select_and_fit("spend", data, SPEND_FAMILIES, log, SPEND_ENSEMBLES)
     valid, pred = sel["valid"], np.clip(sel["val_pred"], 0, None)
     y = valid["label_spend"].astype(float).to_numpy()
     baseline = M.r2(y, valid[f"spend_{_nearest_window(data.horizon_days)}d"].to_numpy())
