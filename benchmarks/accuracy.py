@@ -16,6 +16,7 @@ figures printed are read back from the evaluation tables in the warehouse.
 import argparse
 import sys
 from datetime import date, timedelta
+from importlib.metadata import version
 from pathlib import Path
 
 import duckdb
@@ -42,6 +43,8 @@ LTV_TARGETS = [
     ("LTV aggregate error", "aggregate_error", "|x| <= 8%", "-17%"),
     ("LTV top-10% revenue share", "top10_share", ">= 50%", "46.8%"),
 ]
+# the libraries the figures depend on (pinned in constraints.txt)
+LIBRARIES = ("xgboost", "lightgbm", "scikit-learn", "scipy", "numpy", "pandas", "duckdb")
 BASELINES = {"purchase": ["bgnbd", "seed_xgboost", "neg_recency", "frequency"],
              "spend": ["bgnbd_gamma_gamma", "seed_xgboost", "last_h_spend"]}
 
@@ -161,6 +164,7 @@ def main(argv=None) -> int:
                           f"[{r.diff_ci_low:+.4f}, {r.diff_ci_high:+.4f}]" for r in worse.itertuples())
         print(f"- scored at {(t + pd.Timedelta(days=HORIZON_DAYS)).date()}: {found or 'passes'}")
     print(f"\nWarehouse: {args.db} (tables evaluation.backtest_metrics, evaluation.reliability, evaluation.ltv_metrics)")
+    print("Libraries: " + ", ".join(f"{name} {version(name)}" for name in LIBRARIES))
     return 0
 
 
