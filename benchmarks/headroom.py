@@ -465,8 +465,8 @@ def ltv_staleness_table(conn, horizon_days: int) -> None:
                 fits[c] = None
         return fits[c]
 
-    print(f"\n## LTV: fitted {horizon_days} days before the scoring cutoff s (served) or at s itself, every window that fits "
-          "in the data\n")
+    print(f"\n## LTV: fitted {horizon_days} days before the scoring cutoff s (served until 2026-11-23) or at s itself "
+          "(served since), every window that fits in the data\n")
     print("BG/NBD + Gamma-Gamma applied to the histories at s, against the spend of (s, s + L]. "
           "A dash: too few repeat buyers at s - H for Gamma-Gamma.\n")
     print("| L (days) | s | R² fitted at s - H / at s | aggregate error fitted at s - H / at s | "

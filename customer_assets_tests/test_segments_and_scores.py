@@ -515,3 +515,28 @@ def test_a_served_spend_ensemble_predicts_the_geometric_mean_blended_and_explain
     offset = np.log(geometric) - contrib.sum(axis=1)
     np.testing.assert_allclose(offset, offset[0], atol=1e-4)
     assert np.ptp(np.log(geometric)) > 0.5  # and the predictions do vary, so the check has something to hold
+
+
+def test_ltv_is_validated_at_t_and_served_as_refitted_on_the_histories_at_t_plus_h():
+    import json
+
+    t = date(2020, 6, 1)
+    at_t = _labelled_cutoff(t)
+    # the histories 90 days later: other draws, so a fit on them gives other parameters
+    later = _labelled_cutoff(t + timedelta(days=90)).drop(columns=["label_purchase", "label_spend", "label_days_to_next_purchase"])
+    served = L.train_ltv(at_t, t, 90, 365, serve_frame=later)
+    fit_at_t = L.train_ltv(at_t, t, 90, 365)
+    fit_later = L.train_ltv(later, t + timedelta(days=90), 90, 365)
+    # the in-window check is the fit at t's, against the purchases of (t, t + 90]
+    in_window = [k for k in fit_at_t.metrics if k.startswith("in_window_")]
+    assert len(in_window) == 4 and all(served.metrics[k] == fit_at_t.metrics[k] for k in in_window)
+    assert "in_window_r2" not in fit_later.metrics  # no labels, no in-window check
+    # the stored parameters are the refit on the histories at t + 90, and say so
+    params = json.loads(served.artifact)
+    assert params["bgnbd"] == json.loads(fit_later.artifact)["bgnbd"] != json.loads(fit_at_t.artifact)["bgnbd"]
+    assert params["gamma_gamma"] == json.loads(fit_later.artifact)["gamma_gamma"]
+    assert (params["validated_on_histories_at"], params["fitted_on_histories_at"]) == ("2020-06-01", "2020-08-30")
+    assert served.training_cutoffs == [date(2020, 8, 30)] and served.n_train_rows == len(later)
+    fresh = _labelled_cutoff(date(2020, 9, 1))
+    np.testing.assert_allclose(L.predict_ltv(served, fresh, 365), L.predict_ltv(fit_later, fresh, 365))
+    assert not np.allclose(L.predict_ltv(served, fresh, 365), L.predict_ltv(fit_at_t, fresh, 365))

@@ -131,10 +131,11 @@ GROUP BY customer_id
     pool="duckdb",
     description=(
         "Lifetime value checked on the full LTV horizon at cutoff c: the LTV that scoring at c serves (the models/ltv "
-        "of partition c - H, BG/NBD + Gamma-Gamma fitted on histories dated <= c - H, applied to the histories at c) "
-        "against the spend of (c, c + LTV horizon], next to BG/NBD + Gamma-Gamma refitted on the histories at c (the "
-        "published model as a library user would fit it at c) and the last-365-days spend. Needs c + LTV horizon "
-        "within the data (CDNOW: c <= 1997-06-30)."
+        "of partition c - H: BG/NBD + Gamma-Gamma validated on the histories at c - H, fitted on and applied to those "
+        "at c) against the spend of (c, c + LTV horizon], next to BG/NBD + Gamma-Gamma refitted here on the histories "
+        "at c (the published model as a library user would fit it at c; equal to the served one unless models/ltv was "
+        "fitted on a sample of customers) and the last-365-days spend. Needs c + LTV horizon within the data "
+        "(CDNOW: c <= 1997-06-30)."
     ),
     metadata={"dagster/column_schema": schemas.column_schema(schemas.LTV_METRICS)},
 )

@@ -6,7 +6,7 @@ Scoring at s uses the models of partition s - H.
 """
 
 
-from datetime import date
+from datetime import date, timedelta
 
 import dagster as dg
 import pandas as pd
@@ -105,10 +105,16 @@ def training_data(conn, cutoff: date, config: ModelConfig, what: str, run_id: st
             shared[key] = C.add_bgnbd_features(frame, HORIZON_DAYS)
         return shared[key]
 
+    def histories(c: date) -> pd.DataFrame:
+        """Features at ``c`` for a fit on histories alone: a model of partition t may see data up to t + H."""
+        if c > cutoff + timedelta(days=HORIZON_DAYS):
+            raise AssertionError(f"partition {cutoff} asked for the histories at {c}, after {cutoff} + {HORIZON_DAYS} days")
+        return F.compute_features(conn, c, HORIZON_DAYS, end, fraction)
+
     options = parse_stack_options(config.stack_options) if isinstance(config, TrainingConfig) else L.STACK_OPTIONS
     return L.TrainingData(cutoff, HORIZON_DAYS, start, load, options,
                           max_rows_per_cutoff=10 * config.max_rows_per_cutoff,
-                          min_labelled_customers=config.min_labelled_customers)
+                          min_labelled_customers=config.min_labelled_customers, histories=histories)
 
 
 def store(conn, record: L.ModelRecord, cutoff: date) -> None:
@@ -222,11 +228,13 @@ def next_purchase(context: dg.AssetExecutionContext, config: TrainingConfig, duc
 
 
 @_model_asset("ltv", set(),
-              "Lifetime value over the LTV horizon: BG/NBD purchases x Gamma-Gamma spend, fitted on the histories at t "
-              "(scipy implementation, parameters stored as JSON).")
+              "Lifetime value over the LTV horizon: BG/NBD purchases x Gamma-Gamma spend (scipy implementation, parameters "
+              "stored as JSON). Validated fitted on the histories at t against the spend of (t, t + H]; stored as refitted "
+              "on the histories at t + H, the scoring cutoff it serves and the newest data it may see.")
 def ltv(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.MaterializeResult:
     return _train(context, duckdb, "ltv", ModelConfig(),
-                  lambda d: L.train_ltv(d.load(d.cutoff), d.cutoff, HORIZON_DAYS, LTV_HORIZON_DAYS, log=context.log.info))
+                  lambda d: L.train_ltv(d.load(d.cutoff), d.cutoff, HORIZON_DAYS, LTV_HORIZON_DAYS, log=context.log.info,
+                                        serve_frame=d.histories(d.cutoff + timedelta(days=HORIZON_DAYS))))
 
 
 MODEL_ASSETS = [churn, spend, next_purchase, ltv]
