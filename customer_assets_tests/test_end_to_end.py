@@ -294,6 +294,12 @@ def test_model_gates_pass_on_cdnow(scored):
                            "+ count(DISTINCT customer_id) FILTER (WHERE txn_date <= DATE '1998-01-31') AS n "
                            "FROM clean.transactions WHERE NOT is_return").n.iloc[0]
     assert calibration["fitted_on_rows"] == customers
+    # CDNOW's 18 months are too short to check the same-season correction, so neither model applies it
+    spend = json.loads(_q(scored, "SELECT calibration FROM models.spend WHERE cutoff_date = '1998-04-01'").calibration.iloc[0])
+    for season in (calibration["same_season"], spend["same_season"]):
+        assert not season["applied"] and season["check_window"] == "1997-04-01"
+        assert season["reason"].startswith("not checked: needs a training cutoff with 30 days of history by 1997-01-01")
+    assert calibration["method"] == "platt" and spend["season_ratio"] == 1.0
 
 
 def test_validation_chooses_the_stacking_depth_and_spacing_and_records_it(scored):

@@ -32,9 +32,11 @@ class ModelConfig(dg.Config):
 
 
 class TrainingConfig(ModelConfig):
-    """As ``ModelConfig``, and the candidate stackings as "<cutoffs>x<days apart>" (validation picks one)."""
+    """As ``ModelConfig``, the candidate stackings as "<cutoffs>x<days apart>" (validation picks one), and whether
+    churn and spend may correct to the scoring window's season a year back where that helps on validation."""
 
     stack_options: list[str] = [f"{n}x{step}" for n, step in L.STACK_OPTIONS]
+    same_season: bool = True
 
 
 def parse_stack_options(options: list[str]) -> tuple[tuple[int, int], ...]:
@@ -114,7 +116,8 @@ def training_data(conn, cutoff: date, config: ModelConfig, what: str, run_id: st
     options = parse_stack_options(config.stack_options) if isinstance(config, TrainingConfig) else L.STACK_OPTIONS
     return L.TrainingData(cutoff, HORIZON_DAYS, start, load, options,
                           max_rows_per_cutoff=10 * config.max_rows_per_cutoff,
-                          min_labelled_customers=config.min_labelled_customers, histories=histories)
+                          min_labelled_customers=config.min_labelled_customers, histories=histories,
+                          same_season=getattr(config, "same_season", True))
 
 
 def store(conn, record: L.ModelRecord, cutoff: date) -> None:
@@ -207,14 +210,16 @@ def _train(context: dg.AssetExecutionContext, duckdb: DuckDBResource, name: str,
 
 @_model_asset("churn", {"xgboost", "lightgbm", "sklearn"},
               "P(purchase in H): the best of logistic regression, XGBoost, LightGBM and their BG/NBD-feature blends on an "
-              "out-of-time validation, Platt-calibrated on its out-of-time predictions at t, t - 30 and t - 60 days; "
+              "out-of-time validation, Platt-calibrated on its out-of-time predictions at t, t - 30 and t - 60 days, or on "
+              "the scoring window's season a year back where that wins the same check one window earlier; "
               "churn = 1 - P(purchase in H).")
 def churn(context: dg.AssetExecutionContext, config: TrainingConfig, duckdb: DuckDBResource) -> dg.MaterializeResult:
     return _train(context, duckdb, "churn", config, lambda d: L.train_churn(d, log=context.log.info))
 
 
 @_model_asset("spend", {"xgboost", "lightgbm"}, "Expected net spend in the next H days: the best of XGBoost/LightGBM (Tweedie), their BG/NBD blends and "
-              "BG/NBD + Gamma-Gamma itself, and of the stacked cutoffs, on an out-of-time validation.")
+              "BG/NBD + Gamma-Gamma itself, and of the stacked cutoffs, on an out-of-time validation; times the level ratio of "
+              "the scoring window's season a year back where that wins the same check one window earlier.")
 def spend(context: dg.AssetExecutionContext, config: TrainingConfig, duckdb: DuckDBResource) -> dg.MaterializeResult:
     return _train(context, duckdb, "spend", config, lambda d: L.train_spend(d, log=context.log.info))
 
