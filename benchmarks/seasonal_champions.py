@@ -1,20 +1,20 @@
-"""The learned champions on seasonal data: does the same season a year earlier correct them?
+"""The learned champions on seasonal data: does the same-season correction help, and does its check choose well?
 
-    python benchmarks/seasonal_champions.py                     # 100,000 synthetic customers, 3 years (about 25 minutes)
+    python benchmarks/seasonal_champions.py                     # 100,000 synthetic customers, 3 years (15 to 40 minutes)
     python benchmarks/seasonal_champions.py --db <warehouse>    # any warehouse with clean.transactions
 
 The models of partition t score at s = t + H. They are validated and calibrated on windows that end by t + H, which on
-seasonal data are another season than the scored window (s, s + H]. ``benchmarks/seasonal_calibration.py`` showed
-that for BG/NBD's P(purchase), which needs no training, a Platt fit on the window a year before s (s - 365 days)
-beats the served windows t, t - 30, t - 60. This benchmark asks the same of the champions themselves. At each scoring
-cutoff s it chooses and fits the churn and spend champions as ``models/churn`` and ``models/spend`` do at t, then
-predicts the window s - 365 with the champion's spec fitted on cutoffs whose labels end by then (``out_of_time_champion``,
-as the calibration windows are predicted), and prints:
+seasonal data are another season than the scored window (s, s + H]. ``models/churn`` and ``models/spend`` therefore
+check a correction from the scoring window's season a year back, b = s - 365 days (a Platt fit there; the spend level
+ratio Σ actual / Σ predicted there), and apply it only where the same correction made a year before the validation
+window beats the plain model there beyond noise (``same_season_churn``, ``same_season_spend`` in models/logic.py).
 
-* churn: the test Brier at s uncalibrated, with the served Platt fit (t, t - 30, t - 60 pooled) and with a Platt fit on
-  the window s - 365;
-* spend: the test R² and aggregate error at s as served, and multiplied by the level ratio of the window s - 365
-  (its actual spend over the champion's prediction there, blended the same way).
+At each scoring cutoff s this trains the two models of partition t = s - H exactly as the assets do, and prints the
+test figures at s:
+
+* churn: the test Brier uncalibrated, with the recent windows' Platt fit (t, t - 30, t - 60 pooled: what was served
+  before the correction), as served (the check's choice) and with the Platt fit on b always;
+* spend: the test R² and aggregate error without the ratio, as served, and with the ratio of b always.
 
 Without ``--db`` it reuses or generates the synthetic warehouse of ``benchmarks/seasonal_calibration.py``
 (``data/benchmarks/seasonal/``: December peak, weekly cycle).
@@ -38,6 +38,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 from seasonal_calibration import DEFAULT_CUTOFFS, prepare  # noqa: E402
 
 
+def _spec(rec: L.ModelRecord) -> dict:
+    return {"family": rec.params["family"], "stack": (rec.params["stacked_cutoffs"], rec.params["stack_step_days"])}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--db", help="a warehouse with clean.transactions (default: the synthetic seasonal warehouse)")
@@ -47,8 +51,9 @@ def main(argv=None) -> int:
                     help="leave BG/NBD alone out of the candidates, so a learned family wins (on data generated the "
                          "way BG/NBD assumes, BG/NBD itself usually does)")
     args = ap.parse_args(argv)
-    churn_families = tuple(f for f in L.CHURN_FAMILIES if not (args.without_bgnbd and f == "bgnbd"))
-    spend_families = tuple(f for f in L.SPEND_FAMILIES if not (args.without_bgnbd and f == "bgnbd"))
+    if args.without_bgnbd:
+        L.CHURN_FAMILIES = tuple(f for f in L.CHURN_FAMILIES if f != "bgnbd")
+        L.SPEND_FAMILIES = tuple(f for f in L.SPEND_FAMILIES if f != "bgnbd")
     db = Path(args.db) if args.db else prepare(args.customers, DATA_DIR / "benchmarks" / "seasonal")
     h, day = HORIZON_DAYS, timedelta(days=1)
     cache: dict[date, object] = {}
@@ -66,62 +71,67 @@ def main(argv=None) -> int:
         for s in [date.fromisoformat(c) for c in args.cutoffs.split(",") if c]:
             if s + h * day > end:
                 raise SystemExit(f"scoring cutoff {s} needs labels to {s + h * day}; the data end {end}")
-            t, back = s - h * day, s - 365 * day
-            data = L.TrainingData(t, h, start, load)
+            data = L.TrainingData(s - h * day, h, start, load)
+            b = L.season_windows(data)[1]
             test = C.add_bgnbd_features(F.compute_features(conn, s, h, end), h)
             y_buy, y_spend = test["label_purchase"].astype(float).to_numpy(), test["label_spend"].astype(float).to_numpy()
 
-            # churn: the champion's raw scores at s, calibrated three ways
-            sel = L.select_and_fit("churn", data, churn_families, None, L.CHURN_ENSEMBLES)
-            raw = test["bg_p_purchase"].to_numpy() if sel["final"] is None else sel["final"].predict(test)
-            windows, scores, labels = L.calibration_windows(data, sel)
-            served = L.apply_platt(raw, *L.fit_platt(np.concatenate(scores), np.concatenate(labels)))
-            past = L.out_of_time_champion("churn", data, sel, back, L.CHURN_ENSEMBLES)
-            same = None if past is None else L.apply_platt(raw, *L.fit_platt(past[1], past[0]["label_purchase"].astype(float).to_numpy()))
-            churn_rows.append((s, sel["family"], y_buy.mean(), M.brier(y_buy, raw), M.brier(y_buy, served),
-                               None if same is None else M.brier(y_buy, same), served.mean(), None if same is None else same.mean()))
+            churn = L.train_churn(data)
+            cal, season = churn.calibration, churn.calibration["same_season"]
+            raw = L._raw_predict(churn, test, h)
+            recent = cal.get("recent", cal)
+            always = (cal["a"], cal["b"]) if season["applied"] else None
+            if always is None and not season["reason"].startswith("not checked"):
+                frame, past = L.out_of_time_champion("churn", data, _spec(churn), b, L.CHURN_ENSEMBLES)
+                always = L.fit_platt(past, frame["label_purchase"].astype(float).to_numpy())
+            churn_rows.append((s, churn.params["family"], season["applied"], y_buy.mean(), M.brier(y_buy, raw),
+                               M.brier(y_buy, L.apply_platt(raw, recent["a"], recent["b"])),
+                               M.brier(y_buy, L.predict_purchase(churn, test, h)),
+                               None if always is None else M.brier(y_buy, L.apply_platt(raw, *always))))
 
-            # spend: as served, and times the level ratio of the window a year back
-            sel = L.select_and_fit("spend", data, spend_families, None, L.SPEND_ENSEMBLES)
-            w = sel["blend_bgnbd_weight"]
-
-            def blended(frame, own, w=w):
-                return (1 - w) * np.clip(own, 0, None) + w * frame["bg_expected_value"].to_numpy()
-
-            pred = test["bg_expected_value"].to_numpy() if sel["final"] is None else blended(test, sel["final"].predict(test))
-            past = L.out_of_time_champion("spend", data, sel, back, L.SPEND_ENSEMBLES)
-            ratio = None
-            if past is not None:
-                frame, own = past
-                past_pred = own if sel["final"] is None else blended(frame, own)
-                ratio = frame["label_spend"].astype(float).sum() / past_pred.sum()
-            spend_rows.append((s, sel["family"], w, M.r2(y_spend, pred), M.aggregate_error(y_spend, pred), ratio,
-                               None if ratio is None else M.r2(y_spend, ratio * pred),
-                               None if ratio is None else M.aggregate_error(y_spend, ratio * pred)))
-            print(f"scored at {s}: churn {churn_rows[-1][1]}, spend {spend_rows[-1][1]}", file=sys.stderr, flush=True)
+            spend = L.train_spend(data)
+            season, ratio = spend.calibration["same_season"], spend.calibration["season_ratio"]
+            served = L.predict_spend(spend, test, h)
+            plain = served / ratio
+            always = ratio if season["applied"] else None
+            if always is None and not season["reason"].startswith("not checked"):
+                frame, own = L.out_of_time_champion("spend", data, _spec(spend), b, L.SPEND_ENSEMBLES)
+                w = spend.calibration["blend_bgnbd_weight"]
+                past = own if spend.params["family"] == "bgnbd" else (1 - w) * np.clip(own, 0, None) + w * frame["bg_expected_value"].to_numpy()
+                always = L.level_ratio(frame["label_spend"].astype(float).to_numpy(), past)
+            spend_rows.append((s, spend.params["family"], spend.calibration["blend_bgnbd_weight"], season["applied"],
+                               season.get("check_ratio"), ratio, M.r2(y_spend, plain), M.aggregate_error(y_spend, plain),
+                               M.r2(y_spend, served), M.aggregate_error(y_spend, served),
+                               None if always is None else M.r2(y_spend, always * plain),
+                               None if always is None else M.aggregate_error(y_spend, always * plain)))
+            print(f"scored at {s}: churn {churn_rows[-1][1]} (same season applied: {churn_rows[-1][2]}), "
+                  f"spend {spend_rows[-1][1]} (applied: {spend_rows[-1][3]})", file=sys.stderr, flush=True)
 
     def f(v, spec):
         return "–" if v is None else format(v, spec)
 
-    print(f"\n## Churn on {db.name}: test Brier at s, the champion of partition t = s - {h} d\n")
-    print("| s | champion | purchase rate | uncalibrated | served Platt (t, t - 30, t - 60) | Platt on s - 365 | "
-          "mean P served / s - 365 |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
-    for s, fam, rate, b0, b1, b2, m1, m2 in churn_rows:
-        print(f"| {s} | {fam} | {rate:.3f} | {b0:.4f} | {b1:.4f} | {f(b2, '.4f')} | {m1:.3f} / {f(m2, '.3f')} |")
-    both = [r for r in churn_rows if r[5] is not None]
-    print(f"| mean over the {len(both)} cutoffs with a window a year back | – | – | {np.mean([r[3] for r in both]):.4f} | "
-          f"{np.mean([r[4] for r in both]):.4f} | {np.mean([r[5] for r in both]):.4f} | – |")
-    print(f"\n## Spend on {db.name}: test R² and aggregate error at s, as served and times the level ratio of s - 365\n")
-    print("| s | champion | BG/NBD weight | R² served | aggregate error served | ratio at s - 365 | R² x ratio | "
-          "aggregate error x ratio |")
+    print(f"\n## Churn on {db.name}: test Brier at s, the model of partition t = s - {h} d\n")
+    print("| s | champion | same season applied | purchase rate | uncalibrated | recent Platt (t, t - 30, t - 60) | "
+          "served | Platt on s - 365 always |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
-    for s, fam, w, r0, a0, k, r1, a1 in spend_rows:
-        print(f"| {s} | {fam} | {w} | {r0:.4f} | {a0:+.1%} | {f(k, '.3f')} | {f(r1, '.4f')} | {f(a1, '+.1%')} |")
-    both = [r for r in spend_rows if r[5] is not None]
-    print(f"| mean over the {len(both)} cutoffs with a window a year back | – | – | {np.mean([r[3] for r in both]):.4f} | "
-          f"{np.mean([abs(r[4]) for r in both]):.1%} (mean of absolute) | – | {np.mean([r[6] for r in both]):.4f} | "
-          f"{np.mean([abs(r[7]) for r in both]):.1%} (mean of absolute) |")
+    for s, fam, applied, rate, b0, b1, b2, b3 in churn_rows:
+        print(f"| {s} | {fam} | {'yes' if applied else 'no'} | {rate:.3f} | {b0:.4f} | {b1:.4f} | {b2:.4f} | {f(b3, '.4f')} |")
+    print(f"| mean | – | {sum(r[2] for r in churn_rows)} of {len(churn_rows)} | – | {np.mean([r[4] for r in churn_rows]):.4f} | "
+          f"{np.mean([r[5] for r in churn_rows]):.4f} | {np.mean([r[6] for r in churn_rows]):.4f} | "
+          f"{f(np.mean([r[7] for r in churn_rows]) if all(r[7] is not None for r in churn_rows) else None, '.4f')} |")
+    print(f"\n## Spend on {db.name}: test R² and aggregate error at s\n")
+    print("| s | champion | BG/NBD weight | same season applied | check ratio (t - 365) | served ratio (s - 365) | "
+          "R² plain / served / ratio always | aggregate error plain / served / ratio always |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for s, fam, w, applied, kg, kb, r0, a0, r1, a1, r2, a2 in spend_rows:
+        print(f"| {s} | {fam} | {w} | {'yes' if applied else 'no'} | {f(kg, '.3f')} | {kb:.3f} | {r0:.4f} / {r1:.4f} / "
+              f"{f(r2, '.4f')} | {a0:+.1%} / {a1:+.1%} / {f(a2, '+.1%')} |")
+    full = all(r[10] is not None for r in spend_rows)
+    print(f"| mean | – | – | {sum(r[3] for r in spend_rows)} of {len(spend_rows)} | – | – | "
+          f"{np.mean([r[6] for r in spend_rows]):.4f} / {np.mean([r[8] for r in spend_rows]):.4f} / "
+          f"{f(np.mean([r[10] for r in spend_rows]) if full else None, '.4f')} | "
+          f"{np.mean([abs(r[7]) for r in spend_rows]):.1%} / {np.mean([abs(r[9]) for r in spend_rows]):.1%} / "
+          f"{f(np.mean([abs(r[11]) for r in spend_rows]) if full else None, '.1%')} (means of absolute) |")
     return 0
 
 

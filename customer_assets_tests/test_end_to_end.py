@@ -624,10 +624,12 @@ def test_model_config_sets_the_stacking_candidates_and_refuses_bad_ones(scored, 
     copy = str(tmp_path / "w.duckdb")
     shutil.copy(scored, copy)
 
-    def churn_config(options):
-        return {"ops": {"models__churn": {"config": {"stack_options": options}}}}
+    def churn_config(options, **more):
+        return {"ops": {"models__churn": {"config": {"stack_options": options, **more}}}}
 
-    assert materialize(copy, "models/churn", partition_key="1998-04-01", run_config=churn_config(["2x30", "3x45"])).success
+    assert materialize(copy, "models/churn", partition_key="1998-04-01", run_config=churn_config(["2x30", "3x45"], same_season=False)).success
+    calibration = json.loads(_q(copy, "SELECT calibration FROM models.churn WHERE cutoff_date = '1998-04-01'").calibration.iloc[0])
+    assert calibration["same_season"]["reason"] == "not checked: switched off (same_season: false)"
     params = json.loads(_q(copy, "SELECT params FROM models.churn WHERE cutoff_date = '1998-04-01'").params.iloc[0])
     assert {(r["stacked_cutoffs"], r["stack_step_days"]) for r in params["selection"] if r["family"] == "xgboost"} == {(2, 30), (3, 45)}
     for bad, message in ((["4-30"], "stack option '4-30' is not <cutoffs>x<days>, e.g. 4x30"),
