@@ -38,16 +38,19 @@ from customer_assets.settings import DATA_DIR, HORIZON_DAYS
 DEFAULT_CUTOFFS = "2022-06-01,2022-08-01,2022-10-01,2022-12-01,2023-02-01,2023-04-01,2023-06-01,2023-08-01,2023-10-01"
 
 
-def prepare(customers: int, workdir: Path) -> Path:
-    """Generate (seed 1, 3 years from 2021-01-01) and ingest synthetic data; returns the warehouse."""
+def prepare(customers: int, workdir: Path, yearly_amplitude: float | None = None) -> Path:
+    """Generate (seed 1, 3 years from 2021-01-01) and ingest synthetic data; returns the warehouse.
+
+    ``yearly_amplitude`` overrides the generator's December peak (0 = no yearly cycle; kept in its own files)."""
     from customer_assets.cli import Runner
-    from customer_assets.generate import COLUMNS, generate
+    from customer_assets.generate import COLUMNS, Truth, generate
     from customer_assets.jobs import INGEST_SELECTION
 
     workdir.mkdir(parents=True, exist_ok=True)
-    src, db = workdir / f"synthetic_{customers}.csv", workdir / f"warehouse_{customers}.duckdb"
+    tag = f"{customers}" if yearly_amplitude is None else f"{customers}_yearly{yearly_amplitude:g}"
+    src, db = workdir / f"synthetic_{tag}.csv", workdir / f"warehouse_{tag}.duckdb"
     if not db.exists():
-        generate(customers, 3.0, 1, str(src))
+        generate(customers, 3.0, 1, str(src), truth=None if yearly_amplitude is None else Truth(yearly_amplitude=yearly_amplitude))
         os.environ.update({"CUSTOMER_ASSETS_SOURCE": str(src), "CUSTOMER_ASSETS_COLUMNS": COLUMNS,
                            "CUSTOMER_ASSETS_DB": str(db)})
         Runner(str(db)).run(INGEST_SELECTION, label="ingest")

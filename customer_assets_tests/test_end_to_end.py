@@ -294,11 +294,11 @@ def test_model_gates_pass_on_cdnow(scored):
                            "+ count(DISTINCT customer_id) FILTER (WHERE txn_date <= DATE '1998-01-31') AS n "
                            "FROM clean.transactions WHERE NOT is_return").n.iloc[0]
     assert calibration["fitted_on_rows"] == customers
-    # CDNOW's 18 months are too short to check the same-season correction, so neither model applies it
+    # CDNOW's 18 months are too short to check the same-season correction two years back, so neither model applies it
     spend = json.loads(_q(scored, "SELECT calibration FROM models.spend WHERE cutoff_date = '1998-04-01'").calibration.iloc[0])
     for season in (calibration["same_season"], spend["same_season"]):
-        assert not season["applied"] and season["check_window"] == "1997-04-01"
-        assert season["reason"].startswith("not checked: needs a training cutoff with 30 days of history by 1997-01-01")
+        assert not season["applied"] and (season["serve_window"], season["check_window"]) == ("1997-06-30", "1996-06-30")
+        assert season["reason"].startswith("not applied: the check needs a training cutoff with 30 days of history by 1996-04-01")
     assert calibration["method"] == "platt" and spend["season_ratio"] == 1.0
 
 
@@ -627,11 +627,15 @@ def test_model_config_sets_the_stacking_candidates_and_refuses_bad_ones(scored, 
     def churn_config(options, **more):
         return {"ops": {"models__churn": {"config": {"stack_options": options, **more}}}}
 
-    assert materialize(copy, "models/churn", partition_key="1998-04-01", run_config=churn_config(["2x30", "3x45"], same_season=False)).success
+    assert materialize(copy, "models/churn", partition_key="1998-04-01", run_config=churn_config(["2x30", "3x45"], same_season="off")).success
     calibration = json.loads(_q(copy, "SELECT calibration FROM models.churn WHERE cutoff_date = '1998-04-01'").calibration.iloc[0])
-    assert calibration["same_season"]["reason"] == "not checked: switched off (same_season: false)"
+    assert calibration["same_season"]["reason"] == "not applied: switched off (same_season: off)"
     params = json.loads(_q(copy, "SELECT params FROM models.churn WHERE cutoff_date = '1998-04-01'").params.iloc[0])
     assert {(r["stacked_cutoffs"], r["stack_step_days"]) for r in params["selection"] if r["family"] == "xgboost"} == {(2, 30), (3, 45)}
+    result = materialize(copy, "models/churn", partition_key="1998-04-01", run_config=churn_config(["2x30"], same_season="yes"),
+                         raise_on_error=False)
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    assert "same_season 'yes' is not one of: checked (" in failure.step_failure_data.error.message
     for bad, message in ((["4-30"], "stack option '4-30' is not <cutoffs>x<days>, e.g. 4x30"),
                          (["0x30"], "stack option '0x30' needs at least 1 cutoff and 1 day"),
                          ([], "stack_options is empty")):

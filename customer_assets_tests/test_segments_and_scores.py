@@ -222,11 +222,11 @@ def test_churn_calibration_leaves_out_a_window_without_history_and_says_so():
     assert rec.calibration["fitted_on_cutoffs"] == ["2019-05-31", "2019-05-01"]
     assert rec.calibration["fitted_on_rows"] == 2 * 400
     assert any("calibration window 2019-04-01 left out" in m for m in logs)
-    # five months of data: too short to check the same-season calibration (a year back and a horizon before it)
+    # five months of data: too short to predict the scoring window's season a year back
     season = rec.calibration["same_season"]
-    assert (season["applied"], season["check_window"], season["serve_window"]) == (False, "2018-05-31", "2018-08-29")
-    assert season["reason"] == ("not checked: needs a training cutoff with 30 days of history by 2018-03-02 (t - 365 - H) to "
-                                "check the correction on the window 2018-05-31; the data start 2019-01-01")
+    assert (season["applied"], season["serve_window"], season["check_window"]) == (False, "2018-08-29", "2017-08-29")
+    assert season["reason"] == ("not applied: needs a training cutoff with 30 days of history by 2018-05-31 (t - 365) to "
+                                "predict the window 2018-08-29; the data start 2019-01-01")
 
 
 def test_validation_never_loads_a_cutoff_after_the_partition():
@@ -236,13 +236,16 @@ def test_validation_never_loads_a_cutoff_after_the_partition():
         seen.append(c)
         return _labelled_cutoff(c)
 
-    spend = L.train_spend(_data(load=load))
-    L.train_churn(_data(load=load))  # with its calibration windows
+    data = _data(load=load)
+    data.same_season = "assume_seasonal"  # so the same-season window is predicted too
+    spend = L.train_spend(data)
+    L.train_churn(data)  # with its calibration windows
     assert max(seen) == date(2020, 6, 1)
     assert date(2020, 3, 3) in seen  # validation trains on t - H
     assert date(2020, 1, 3) in seen  # the calibration window t - 60 trains on t - 60 - H
-    # the same-season check predicts t - 365 from cutoffs by t - 365 - H; the served window t + H - 365 ends by t
-    assert spend.calibration["same_season"]["check_window"] == "2019-06-02" and date(2019, 3, 4) in seen
+    # the scoring window's season a year back, t + H - 365, is predicted from cutoffs by t - 365
+    assert spend.calibration["same_season"]["applied"] and spend.calibration["same_season"]["serve_window"] == "2019-08-31"
+    assert date(2019, 6, 2) in seen
 
 
 def test_single_class_labels_are_refused_clearly():
@@ -550,12 +553,17 @@ def test_ltv_is_validated_at_t_and_served_as_refitted_on_the_histories_at_t_plus
     assert not np.allclose(L.predict_ltv(served, fresh, 365), L.predict_ltv(fit_at_t, fresh, 365))
 
 
-def _seasonal_cutoff(year_factor: dict[int, float] | None = None):
-    """Labelled frames whose label window (c, c + 90] is a season: windows that start in September to November (the
-    December peak) buy more often (log-odds + log k) and spend k times as much, with k = 3, or ``year_factor[year]``."""
+def _peak(c: date) -> float:
+    """k of the label window (c, c + 90]: 3 for windows that start in September to November (the December peak)."""
+    return 3.0 if c.month in (9, 10, 11) else 1.0
+
+
+def _seasonal_cutoff(factor=_peak):
+    """Labelled frames whose label window (c, c + 90] is a season: buying is more likely by log k in log-odds and
+    spend is k times as much, with k = ``factor(c)``."""
     def load(c: date) -> pd.DataFrame:
         f = _labelled_cutoff(c)
-        k = (year_factor or {}).get(c.year, 3.0) if c.month in (9, 10, 11) else 1.0
+        k = factor(c)
         rng = np.random.default_rng(c.toordinal() + 7)
         buy = rng.random(len(f)) < 1 / (1 + np.exp(0.02 * f.recency_days - 0.3 * f.frequency - np.log(k)))
         return f.assign(label_purchase=buy, label_spend=np.where(buy, (20 + 5 * f.frequency) * k, 0.0))
@@ -567,20 +575,24 @@ def test_level_ratio_by_hand():
     assert L.level_ratio(np.array([3.0]), np.array([0.0])) is None  # nothing predicted: no ratio
 
 
-def test_the_same_season_a_year_back_corrects_spend_and_churn_where_it_wins_the_check():
-    # t = 2020-09-15: its validation window is the peak, its training windows (by 2020-06-17) are not, and the same
-    # holds a year back (the check window 2019-09-16); the scoring window s = 2020-12-14 is off-peak while the final
-    # fit trains on the peak, as the served window b = 2019-12-15 is against its own training cutoffs
+def _spec(rec):
+    return {"family": rec.params["family"], "stack": (rec.params["stacked_cutoffs"], rec.params["stack_step_days"])}
+
+
+def test_the_same_season_a_year_back_corrects_spend_and_churn_where_the_check_two_years_back_passes():
+    # t = 2020-09-15 scores s = 2020-12-14, off-peak, with a final fit trained on the peak; the same holds a year back
+    # (the served window b = 2019-12-15 against its training cutoffs by 2019-09-16) and two years back (the check
+    # window c = 2018-12-15). Data from 2017, so the check can run.
     load = _seasonal_cutoff()
     data = _data(date(2020, 9, 15), load)
+    data.data_start = date(2017, 1, 1)
     spend, churn = L.train_spend(data), L.train_churn(data)
     season = spend.calibration["same_season"]
-    assert (season["applied"], season["check_window"], season["serve_window"]) == (True, "2019-09-16", "2019-12-15")
-    assert season["check_ratio"] > 2 and abs(season["validation_aggregate_error_corrected"]) < abs(season["validation_aggregate_error"])
-    assert season["abs_aggregate_error_gain_interval_95"][0] > 0
+    assert (season["applied"], season["serve_window"], season["check_window"]) == (True, "2019-12-15", "2018-12-15")
+    assert season["check_ratio"] < 0.8 and abs(season["check_aggregate_error_corrected"]) < abs(season["check_aggregate_error"])
+    assert season["abs_aggregate_error_gain_interval_95"][0] > 0 and season["reason"].startswith("applied: ")
     # the served ratio is Σ actual / Σ predicted on the window b, predicted by the champion's spec fit on cutoffs by b - H
-    sel = {"family": spend.params["family"], "stack": (spend.params["stacked_cutoffs"], spend.params["stack_step_days"])}
-    frame, own = L.out_of_time_champion("spend", data, sel, date(2019, 12, 15), L.SPEND_ENSEMBLES)
+    frame, own = L.out_of_time_champion("spend", data, _spec(spend), date(2019, 12, 15), L.SPEND_ENSEMBLES)
     w = spend.calibration["blend_bgnbd_weight"]
     at_b = (1 - w) * np.clip(own, 0, None) + w * frame["bg_expected_value"].to_numpy()
     assert spend.calibration["season_ratio"] == pytest.approx(frame["label_spend"].sum() / at_b.sum(), rel=1e-9)
@@ -594,8 +606,7 @@ def test_the_same_season_a_year_back_corrects_spend_and_churn_where_it_wins_the_
     cal = churn.calibration
     assert (cal["method"], cal["fitted_on_cutoffs"], cal["fitted_on_rows"]) == ("platt-same-season", ["2019-12-15"], 400)
     assert cal["same_season"]["brier_gain_interval_95"][0] > 0
-    sel = {"family": churn.params["family"], "stack": (churn.params["stacked_cutoffs"], churn.params["stack_step_days"])}
-    frame, raw = L.out_of_time_champion("churn", data, sel, date(2019, 12, 15), L.CHURN_ENSEMBLES)
+    frame, raw = L.out_of_time_champion("churn", data, _spec(churn), date(2019, 12, 15), L.CHURN_ENSEMBLES)
     assert (cal["a"], cal["b"]) == pytest.approx(L.fit_platt(raw, frame["label_purchase"].astype(float)), rel=1e-6)
     # at s it beats the pooled recent windows' fit, which the record keeps
     y = scored["label_purchase"].astype(float)
@@ -605,20 +616,47 @@ def test_the_same_season_a_year_back_corrects_spend_and_churn_where_it_wins_the_
     assert M.brier(y, p) < M.brier(y, recent) - 0.01
 
 
-def test_the_same_season_correction_is_refused_where_the_year_back_check_loses_and_can_be_switched_off():
-    # a year back the peak went the other way (k = 1/3 in 2019): its ratio and Platt fit would make the validation
-    # window worse, so nothing is applied and the models equal those trained with the correction switched off
-    load = _seasonal_cutoff({2019: 1 / 3})
-    spend, churn = L.train_spend(_data(date(2020, 9, 15), load)), L.train_churn(_data(date(2020, 9, 15), load))
-    off = L.TrainingData(date(2020, 9, 15), 90, date(2019, 1, 1), load, stack_options=((1, 30), (2, 30)), same_season=False)
-    spend_off, churn_off = L.train_spend(off), L.train_churn(off)
+def test_the_same_season_correction_is_refused_where_the_check_fails_and_can_be_switched_off():
+    # two years back the year went the other way (2018: no peak, k = 20 off it): the ratio and Platt fit of
+    # c = 2018-12-15 make the window b = 2019-12-15 worse, so nothing is applied and the models equal those with the
+    # correction off
+    load = _seasonal_cutoff(lambda c: (20.0 if _peak(c) == 1 else 1.0) if c.year == 2018 else _peak(c))
+
+    def data(mode):
+        return L.TrainingData(date(2020, 9, 15), 90, date(2017, 1, 1), load, stack_options=((1, 30), (2, 30)), same_season=mode)
+
+    spend, churn = L.train_spend(data("checked")), L.train_churn(data("checked"))
+    spend_off, churn_off = L.train_spend(data("off")), L.train_churn(data("off"))
     season = spend.calibration["same_season"]
-    assert season["check_ratio"] < 0.5 and abs(season["validation_aggregate_error_corrected"]) > abs(season["validation_aggregate_error"])
+    assert season["check_ratio"] > 2 and abs(season["check_aggregate_error_corrected"]) > abs(season["check_aggregate_error"])
     assert (season["applied"], spend.calibration["season_ratio"]) == (False, 1.0) and "did not help" in season["reason"]
-    assert churn.calibration["same_season"]["validation_brier_same_season"] > churn.calibration["same_season"]["validation_brier_recent"]
-    assert churn.calibration["method"] == "platt" and not churn.calibration["same_season"]["applied"]
+    check = churn.calibration["same_season"]
+    assert check["check_brier_corrected"] > check["check_brier_recent"] and not check["applied"]
+    assert check["check_recent_window"] == "2019-09-16"
+    assert churn.calibration["method"] == "platt"
     scored = load(date(2020, 12, 14))
     np.testing.assert_allclose(L.predict_spend(spend, scored), L.predict_spend(spend_off, scored))
     np.testing.assert_allclose(L.predict_purchase(churn, scored), L.predict_purchase(churn_off, scored))
     for rec in (spend_off, churn_off):
-        assert rec.calibration["same_season"]["reason"] == "not checked: switched off (same_season: false)"
+        assert rec.calibration["same_season"]["reason"] == "not applied: switched off (same_season: off)"
+    with pytest.raises(ValueError, match="same_season 'sometimes' is not one of"):
+        L.train_spend(data("sometimes"))
+
+
+def test_without_two_years_for_the_check_only_assume_seasonal_applies_the_correction_unchecked():
+    # data from 2019: the window b = 2019-12-15 can be predicted (training cutoffs by 2019-09-16), the check window
+    # 2018-12-15 cannot. The default leaves the models as they are; assume_seasonal applies the ratio of b unchecked,
+    # which is right here (the peak repeats) and would be wrong if last year's peak had gone the other way
+    load = _seasonal_cutoff()
+    checked = L.train_spend(_data(date(2020, 9, 15), load))
+    assumed = L.train_spend(L.TrainingData(date(2020, 9, 15), 90, date(2019, 1, 1), load, stack_options=((1, 30), (2, 30)),
+                                           same_season="assume_seasonal"))
+    assert checked.calibration["season_ratio"] == 1.0
+    assert checked.calibration["same_season"]["reason"] == (
+        "not applied: the check needs a training cutoff with 30 days of history by 2018-09-16 (t - 730) to predict the "
+        "window 2018-12-15; the data start 2019-01-01 (same_season: assume_seasonal applies it unchecked)")
+    season = assumed.calibration["same_season"]
+    assert season["applied"] and season["reason"].startswith("applied unchecked (same_season: assume_seasonal)")
+    scored = load(date(2020, 12, 14))
+    y = scored["label_spend"]
+    assert abs(M.aggregate_error(y, L.predict_spend(assumed, scored))) < 0.1 < 0.5 < abs(M.aggregate_error(y, L.predict_spend(checked, scored)))

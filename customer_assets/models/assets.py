@@ -32,11 +32,12 @@ class ModelConfig(dg.Config):
 
 
 class TrainingConfig(ModelConfig):
-    """As ``ModelConfig``, the candidate stackings as "<cutoffs>x<days apart>" (validation picks one), and whether
-    churn and spend may correct to the scoring window's season a year back where that helps on validation."""
+    """As ``ModelConfig``, the candidate stackings as "<cutoffs>x<days apart>" (validation picks one), and when
+    churn and spend correct to the scoring window's season a year back: "checked" (where the same correction two
+    years back passes its check), "assume_seasonal" (also unchecked, where history is too short to check) or "off"."""
 
     stack_options: list[str] = [f"{n}x{step}" for n, step in L.STACK_OPTIONS]
-    same_season: bool = True
+    same_season: str = "checked"
 
 
 def parse_stack_options(options: list[str]) -> tuple[tuple[int, int], ...]:
@@ -114,10 +115,13 @@ def training_data(conn, cutoff: date, config: ModelConfig, what: str, run_id: st
         return F.compute_features(conn, c, HORIZON_DAYS, end, fraction)
 
     options = parse_stack_options(config.stack_options) if isinstance(config, TrainingConfig) else L.STACK_OPTIONS
+    season = getattr(config, "same_season", "checked")
+    if season not in L.SEASON_MODES:
+        raise dg.Failure(f"same_season {season!r} is not one of: " + "; ".join(f"{k} ({v})" for k, v in L.SEASON_MODES.items()))
     return L.TrainingData(cutoff, HORIZON_DAYS, start, load, options,
                           max_rows_per_cutoff=10 * config.max_rows_per_cutoff,
                           min_labelled_customers=config.min_labelled_customers, histories=histories,
-                          same_season=getattr(config, "same_season", True))
+                          same_season=season)
 
 
 def store(conn, record: L.ModelRecord, cutoff: date) -> None:
@@ -211,7 +215,7 @@ def _train(context: dg.AssetExecutionContext, duckdb: DuckDBResource, name: str,
 @_model_asset("churn", {"xgboost", "lightgbm", "sklearn"},
               "P(purchase in H): the best of logistic regression, XGBoost, LightGBM and their BG/NBD-feature blends on an "
               "out-of-time validation, Platt-calibrated on its out-of-time predictions at t, t - 30 and t - 60 days, or on "
-              "the scoring window's season a year back where that wins the same check one window earlier; "
+              "the scoring window's season a year back where the same correction two years back passes its check; "
               "churn = 1 - P(purchase in H).")
 def churn(context: dg.AssetExecutionContext, config: TrainingConfig, duckdb: DuckDBResource) -> dg.MaterializeResult:
     return _train(context, duckdb, "churn", config, lambda d: L.train_churn(d, log=context.log.info))
@@ -219,7 +223,7 @@ def churn(context: dg.AssetExecutionContext, config: TrainingConfig, duckdb: Duc
 
 @_model_asset("spend", {"xgboost", "lightgbm"}, "Expected net spend in the next H days: the best of XGBoost/LightGBM (Tweedie), their BG/NBD blends and "
               "BG/NBD + Gamma-Gamma itself, and of the stacked cutoffs, on an out-of-time validation; times the level ratio of "
-              "the scoring window's season a year back where that wins the same check one window earlier.")
+              "the scoring window's season a year back where the same correction two years back passes its check.")
 def spend(context: dg.AssetExecutionContext, config: TrainingConfig, duckdb: DuckDBResource) -> dg.MaterializeResult:
     return _train(context, duckdb, "spend", config, lambda d: L.train_spend(d, log=context.log.info))
 

@@ -161,8 +161,8 @@ class TrainingData:
     min_labelled_customers: int = MIN_LABELLED_CUSTOMERS
     # histories(c): the features (no labels needed) at a cutoff c <= cutoff + H, for models that fit on histories alone
     histories: Any = None
-    # check, and where it helps apply, the same-season correction (``same_season_spend``, ``same_season_churn``)
-    same_season: bool = True
+    # the same-season correction of churn and spend (``SEASON_MODES``, ``same_season_spend``, ``same_season_churn``)
+    same_season: str = "checked"
 
     def cutoffs(self, last: date, n: int, step: int) -> list[date]:
         """``last`` and up to ``n - 1`` earlier cutoffs ``step`` days apart that still have 30 days of history."""
@@ -424,20 +424,30 @@ def calibration_windows(data: TrainingData, sel: dict[str, Any], log=None) -> tu
 
 # The model of partition t scores the window (s, s + H], s = t + H. Its validation and calibration windows end by
 # t + H, so on seasonal data they are another season than the one it scores. The same season a year earlier,
-# b = s - 365 days, has labels that end by t + H (for H <= 365), so a model of partition t may learn from it. On 100,000
-# seasonal synthetic customers (benchmarks/seasonal_champions.py) a Platt fit and a spend level ratio from b beat the
-# served ones at 6 of 6 scoring cutoffs. On data without a yearly cycle the window b is just an older window, so the
-# correction is applied only where it would have helped one window earlier: the ratio or Platt fit of
-# g = t - 365 days, applied to the validation window t, must beat the uncorrected validation with a paired bootstrap
-# 95% interval of the gain above zero (customers resampled), so a chance win on data without seasons does not switch
-# it on. Checking g needs a training cutoff with 30 days of history by t - 365 - H: about 16 months of data before t.
+# b = s - 365 days, has labels that end by t + H (for H <= 365), so a model of partition t may learn from it: the
+# champion's spec, fit on cutoffs whose labels end by b, predicts b, and the Platt fit (churn) or the level ratio
+# Σ actual / Σ predicted (spend) there is served. On 100,000 seasonal synthetic customers
+# (benchmarks/seasonal_champions.py) this beat the plain model at 6 of 6 scoring cutoffs, by a lot; on the same
+# generator without a yearly cycle it changed the mean Brier by 0.0001 and the mean R² by 0.0006.
+# Where the data go back far enough, the correction is checked in phase first: the same correction made a year
+# earlier (from b - 365, applied to the window b) must beat the plain model at b with a paired bootstrap 95%
+# interval of the gain above zero (customers resampled), or it is not applied. The check needs a training cutoff with
+# 30 days of history by b - 365 - H, about 25 months of data before t. With less, the correction is not made unless
+# ``same_season`` is "assume_seasonal" (then it is applied unchecked, and the record says so): on the synthetic data a
+# year whose peak went the other way turned a +108% miss into +437% unchecked. A check at the validation window t
+# instead (from t - 365) was tried first: it is another phase of the year than the scoring window, and it refused the
+# correction at 4 of the 6 seasonal cutoffs where it would have helped.
 SEASON_DAYS = 365
+SEASON_MODES = {"checked": "apply where the check two years back can run and passes (the default)",
+                "assume_seasonal": "also apply, unchecked, where there is too little history for the check",
+                "off": "never apply"}
 
 
 def season_windows(data: TrainingData) -> tuple[date, date]:
-    """(g, b): the validation window's season a year back (the check) and the scoring window's (what is applied)."""
+    """(b, c): the scoring window's season a year back (what is served) and two years back (the check)."""
     year = timedelta(days=SEASON_DAYS)
-    return data.cutoff - year, data.cutoff + timedelta(days=data.horizon_days) - year
+    b = data.cutoff + timedelta(days=data.horizon_days) - year
+    return b, b - year
 
 
 def level_ratio(actual: np.ndarray, predicted: np.ndarray) -> float | None:
@@ -451,119 +461,142 @@ def _beyond_noise(metric, y: np.ndarray, corrected: np.ndarray, plain: np.ndarra
     return M.paired_bootstrap(metric, y, corrected, plain, SPACING_BOOTSTRAP_SAMPLES, 0)
 
 
+def _predictable(data: TrainingData, at: date) -> bool:
+    """Whether the champion's spec can be fit out of time for the window ``at`` (a training cutoff by at - H)."""
+    return bool(data.cutoffs(at - timedelta(days=data.horizon_days), 1, 30))
+
+
 def _season_unavailable(data: TrainingData) -> str | None:
-    """Why the same-season check cannot run at this partition, or None when it can."""
-    g, b = season_windows(data)
-    if not data.same_season:
-        return "switched off (same_season: false)"
+    """Why the same-season correction cannot be made at this partition, or None when it can."""
+    b, _ = season_windows(data)
+    if data.same_season not in SEASON_MODES:
+        raise ValueError(f"same_season {data.same_season!r} is not one of {sorted(SEASON_MODES)}")
+    if data.same_season == "off":
+        return "switched off (same_season: off)"
     if b > data.cutoff:  # its labels would end after t + H
         return f"the horizon of {data.horizon_days} days is longer than a year: the scoring window's season a year back is not complete by t + H"
-    if not data.cutoffs(g - timedelta(days=data.horizon_days), 1, 30):
-        return (f"needs a training cutoff with 30 days of history by {g - timedelta(days=data.horizon_days)} (t - 365 - H) to "
-                f"check the correction on the window {g}; the data start {data.data_start}")
+    if not _predictable(data, b):
+        return (f"needs a training cutoff with 30 days of history by {b - timedelta(days=data.horizon_days)} (t - 365) to "
+                f"predict the window {b}; the data start {data.data_start}")
     return None
 
 
-def same_season_spend(data: TrainingData, sel: dict[str, Any], log=None) -> dict[str, Any]:
-    """The spend level ratio of the scoring window's season a year back, where it would have helped on validation.
+def _uncheckable(data: TrainingData, c: date) -> str | None:
+    """Why the check cannot run (None when it can); the correction then goes ahead only with ``assume_seasonal``."""
+    if _predictable(data, c):
+        return None
+    return (f"the check needs a training cutoff with 30 days of history by {c - timedelta(days=data.horizon_days)} "
+            f"(t - 730) to predict the window {c}; the data start {data.data_start}")
 
-    Check: the champion's spec, fit on cutoffs whose labels end by g = t - 365, predicts the window g (blended
-    like the champion); its ratio Σ actual / Σ predicted multiplies the validation predictions at t. The ratio is
-    applied only where that lowers the validation |aggregate error| beyond noise (``_beyond_noise``) without
-    lowering R². Then the window
-    b = t + H - 365 is predicted the same way, and its ratio is the one served (``predict_spend`` multiplies by it).
-    Returns the ``same_season`` entry of the calibration, with ``ratio`` (1.0 when not applied).
+
+def same_season_spend(data: TrainingData, sel: dict[str, Any], log=None) -> dict[str, Any]:
+    """The spend level ratio of the scoring window's season a year back (see ``SEASON_DAYS``).
+
+    The champion's spec, fit on cutoffs whose labels end by b = t + H - 365, predicts the window b (blended like the
+    champion); ``ratio`` = Σ actual / Σ predicted there, and ``predict_spend`` multiplies by it. The check: the
+    ratio of the window c = b - 365 must lower the |aggregate error| at b beyond noise without lowering R², or
+    nothing is applied; where c cannot be predicted, only ``same_season="assume_seasonal"`` applies it. Returns the
+    ``same_season`` entry of the calibration (``ratio`` 1.0 when not applied).
     """
     log = log or (lambda _m: None)
-    g, b = season_windows(data)
-    info: dict[str, Any] = {"check_window": str(g), "serve_window": str(b), "applied": False, "ratio": 1.0}
+    b, c = season_windows(data)
+    info: dict[str, Any] = {"serve_window": str(b), "check_window": str(c), "applied": False, "ratio": 1.0}
     if why := _season_unavailable(data):
-        log(f"spend: same-season ratio not checked: {why}")
-        return {**info, "reason": f"not checked: {why}"}
+        log(f"spend: same-season ratio not applied: {why}")
+        return {**info, "reason": f"not applied: {why}"}
+    no_check = _uncheckable(data, c)
+    if no_check and data.same_season != "assume_seasonal":
+        log(f"spend: same-season ratio not applied: {no_check}")
+        return {**info, "reason": f"not applied: {no_check} (same_season: assume_seasonal applies it unchecked)"}
     w = sel["blend_bgnbd_weight"]
 
-    def ratio_at(at: date) -> float | None:
-        out = out_of_time_champion("spend", data, sel, at, SPEND_ENSEMBLES)
-        if out is None:
-            return None
-        frame, own = out
+    def at(window: date) -> tuple[np.ndarray, np.ndarray]:  # (actual, the champion's out-of-time prediction)
+        frame, own = out_of_time_champion("spend", data, sel, window, SPEND_ENSEMBLES)
         pred = own if sel["final"] is None else (1 - w) * np.clip(own, 0, None) + w * frame["bg_expected_value"].to_numpy()
-        return level_ratio(frame["label_spend"].astype(float).to_numpy(), pred)
+        return frame["label_spend"].astype(float).to_numpy(), pred
 
-    ratio_g = ratio_at(g)
-    if ratio_g is None:
-        return {**info, "reason": f"not checked: nothing predicted in the window {g}"}
-    y = sel["valid"]["label_spend"].astype(float).to_numpy()
-    p = np.clip(sel["val_pred"], 0, None)
-    check = {"check_ratio": ratio_g,
-             "validation_aggregate_error": M.aggregate_error(y, p), "validation_aggregate_error_corrected": M.aggregate_error(y, ratio_g * p),
-             "validation_r2": M.r2(y, p), "validation_r2_corrected": M.r2(y, ratio_g * p)}
-    _, low, high = _beyond_noise(lambda a, q: -abs(M.aggregate_error(a, q)), y, ratio_g * p, p)
+    y_b, p_b = at(b)
+    ratio_b = level_ratio(y_b, p_b)
+    if ratio_b is None:
+        return {**info, "reason": f"not applied: nothing predicted in the window {b}"}
+    if no_check:
+        log(f"spend: served predictions multiplied by {ratio_b:.3f}, the ratio of the window {b}, unchecked: {no_check}")
+        return {**info, "applied": True, "ratio": ratio_b, "reason": f"applied unchecked (same_season: assume_seasonal): {no_check}"}
+    ratio_c = level_ratio(*at(c))
+    if ratio_c is None:
+        return {**info, "reason": f"not applied: nothing predicted in the window {c}"}
+    check = {"check_ratio": ratio_c, "check_aggregate_error": M.aggregate_error(y_b, p_b),
+             "check_aggregate_error_corrected": M.aggregate_error(y_b, ratio_c * p_b),
+             "check_r2": M.r2(y_b, p_b), "check_r2_corrected": M.r2(y_b, ratio_c * p_b)}
+    _, low, high = _beyond_noise(lambda a, q: -abs(M.aggregate_error(a, q)), y_b, ratio_c * p_b, p_b)
     check["abs_aggregate_error_gain_interval_95"] = [low, high]
-    helps = low > 0 and check["validation_r2_corrected"] >= check["validation_r2"]
-    log(f"spend: the ratio {ratio_g:.3f} of the window {g} takes the validation aggregate error from "
-        f"{check['validation_aggregate_error']:+.1%} to {check['validation_aggregate_error_corrected']:+.1%} (gain in |error| "
-        f"[{low:+.1%}, {high:+.1%}]) and R² from {check['validation_r2']:.4f} to {check['validation_r2_corrected']:.4f}: "
+    helps = low > 0 and check["check_r2_corrected"] >= check["check_r2"]
+    log(f"spend: the ratio {ratio_c:.3f} of the window {c} takes the aggregate error at {b} from "
+        f"{check['check_aggregate_error']:+.1%} to {check['check_aggregate_error_corrected']:+.1%} (gain in |error| "
+        f"[{low:+.1%}, {high:+.1%}]) and R² from {check['check_r2']:.4f} to {check['check_r2_corrected']:.4f}: "
         f"{'applied' if helps else 'not applied'}")
     if not helps:
-        return {**info, **check, "reason": "the ratio of the window a year before the validation window did not help there "
-                "beyond noise, or lowered R²"}
-    ratio_b = ratio_at(b)
-    if ratio_b is None:
-        return {**info, **check, "reason": f"nothing predicted in the window {b}"}
+        return {**info, **check, "reason": f"not applied: the ratio of the window {c} did not help at {b} beyond noise, or lowered R²"}
     log(f"spend: served predictions multiplied by {ratio_b:.3f}, the ratio of the window {b}")
-    return {**info, **check, "applied": True, "ratio": ratio_b}
+    return {**info, **check, "applied": True, "ratio": ratio_b, "reason": "applied: the same correction a year earlier passed the check"}
 
 
-def same_season_churn(data: TrainingData, sel: dict[str, Any], windows: list[date], raw: list[np.ndarray],
-                      labels: list[np.ndarray], log=None) -> dict[str, Any]:
-    """A Platt fit on the scoring window's season a year back, where it would have helped on validation.
+def same_season_churn(data: TrainingData, sel: dict[str, Any], log=None) -> dict[str, Any]:
+    """A Platt fit on the scoring window's season a year back (see ``SEASON_DAYS``).
 
-    Check: the champion's spec, fit on cutoffs whose labels end by g = t - 365, scores the window g; a Platt fit
-    there is applied to the validation scores at t and compared with a Platt fit on the calibration windows before t
-    (``windows[1:]``, t - 30 and t - 60: fresher than the served fit will be, so the check leans towards not
-    applying). Where the season's Brier is lower beyond noise (``_beyond_noise``), the served Platt fit is the one
-    on the window b = t + H - 365 alone. Returns the ``same_season`` entry of the calibration, with ``a`` and ``b`` when applied.
+    The champion's spec, fit on cutoffs whose labels end by b = t + H - 365, scores the window b, and the Platt fit
+    there is served in place of the pooled recent windows' (``a``, ``b``). The check: the Platt fit on the window
+    c = b - 365, applied at b, must lower the Brier there beyond noise against a Platt fit on the window b - H (what
+    the recent windows are to the scoring window), or nothing is applied; where c cannot be scored, only ``same_season="assume_seasonal"`` applies it. Returns the
+    ``same_season`` entry of the calibration.
     """
     log = log or (lambda _m: None)
-    g, b = season_windows(data)
-    info: dict[str, Any] = {"check_window": str(g), "serve_window": str(b), "applied": False}
+    b, c = season_windows(data)
+    info: dict[str, Any] = {"serve_window": str(b), "check_window": str(c), "applied": False}
     if why := _season_unavailable(data):
-        log(f"churn: same-season calibration not checked: {why}")
-        return {**info, "reason": f"not checked: {why}"}
-    if len(windows) < 2:
-        return {**info, "reason": "not checked: no calibration window before t to compare with"}
+        log(f"churn: same-season calibration not applied: {why}")
+        return {**info, "reason": f"not applied: {why}"}
 
-    def platt_at(at: date) -> tuple[float, float, int] | None:
-        out = out_of_time_champion("churn", data, sel, at, CHURN_ENSEMBLES)
-        if out is None:
-            return None
-        y = out[0]["label_purchase"].astype(float).to_numpy()
-        return (*fit_platt(out[1], y), len(y)) if 0 < y.sum() < len(y) else None
+    no_check = _uncheckable(data, c)
+    if no_check and data.same_season != "assume_seasonal":
+        log(f"churn: same-season calibration not applied: {no_check}")
+        return {**info, "reason": f"not applied: {no_check} (same_season: assume_seasonal applies it unchecked)"}
 
-    at_g = platt_at(g)
-    if at_g is None:
-        return {**info, "reason": f"not checked: the window {g} has no scores or a single class"}
-    y = sel["valid"]["label_purchase"].astype(float).to_numpy()
-    recent = fit_platt(np.concatenate(raw[1:]), np.concatenate(labels[1:]))
-    check = {"validation_brier_recent": M.brier(y, apply_platt(sel["val_pred"], *recent)),
-             "validation_brier_same_season": M.brier(y, apply_platt(sel["val_pred"], *at_g[:2])),
-             "recent_windows": [str(c) for c in windows[1:]]}
-    _, low, high = _beyond_noise(lambda a, q: -M.brier(a, q), y, apply_platt(sel["val_pred"], *at_g[:2]),
-                                 apply_platt(sel["val_pred"], *recent))
+    def at(window: date) -> tuple[np.ndarray, np.ndarray] | None:  # (labels, raw scores), None with a single class
+        frame, raw = out_of_time_champion("churn", data, sel, window, CHURN_ENSEMBLES)
+        y = frame["label_purchase"].astype(float).to_numpy()
+        return (y, raw) if 0 < y.sum() < len(y) else None
+
+    served = at(b)
+    if served is None:
+        return {**info, "reason": f"not applied: the window {b} has a single class"}
+    y_b, raw_b = served
+    a_b, b_b = fit_platt(raw_b, y_b)
+    platt_b = {"a": a_b, "b": b_b, "fitted_on_rows": len(y_b)}
+    if no_check:
+        log(f"churn: served calibration is the Platt fit on the window {b}, unchecked: {no_check}")
+        return {**info, "applied": True, **platt_b, "reason": f"applied unchecked (same_season: assume_seasonal): {no_check}"}
+    earlier = at(c)
+    if earlier is None:
+        return {**info, "reason": f"not applied: the window {c} has a single class"}
+    recent_window = b - timedelta(days=data.horizon_days)
+    before = at(recent_window)
+    if before is None:
+        return {**info, "reason": f"not applied: the window {recent_window} has a single class"}
+    corrected = apply_platt(raw_b, *fit_platt(earlier[1], earlier[0]))
+    recent = apply_platt(raw_b, *fit_platt(before[1], before[0]))
+    check = {"check_recent_window": str(recent_window), "check_brier_recent": M.brier(y_b, recent),
+             "check_brier_corrected": M.brier(y_b, corrected)}
+    _, low, high = _beyond_noise(lambda a, q: -M.brier(a, q), y_b, corrected, recent)
     check["brier_gain_interval_95"] = [low, high]
     helps = low > 0
-    log(f"churn: a Platt fit on the window {g} gives the validation Brier {check['validation_brier_same_season']:.4f}, one on "
-        f"{', '.join(check['recent_windows'])} {check['validation_brier_recent']:.4f} (gain [{low:+.4f}, {high:+.4f}]): "
-        f"{'applied' if helps else 'not applied'}")
+    log(f"churn: at {b}, a Platt fit on the window {c} gives the Brier {check['check_brier_corrected']:.4f}, one on the window "
+        f"{recent_window} {check['check_brier_recent']:.4f} (gain [{low:+.4f}, {high:+.4f}]): {'applied' if helps else 'not applied'}")
     if not helps:
-        return {**info, **check, "reason": "a Platt fit a year before the validation window did not beat the recent windows "
-                "there beyond noise"}
-    at_b = platt_at(b)
-    if at_b is None:
-        return {**info, **check, "reason": f"the window {b} has no scores or a single class"}
+        return {**info, **check, "reason": f"not applied: at {b}, a Platt fit on the window {c} did not beat one on the window "
+                f"{recent_window} beyond noise"}
     log(f"churn: served calibration is the Platt fit on the window {b}")
-    return {**info, **check, "applied": True, "a": at_b[0], "b": at_b[1], "fitted_on_rows": at_b[2]}
+    return {**info, **check, "applied": True, **platt_b, "reason": "applied: the same correction a year earlier passed the check"}
 
 
 def train_churn(data: TrainingData, log=None) -> ModelRecord:
@@ -572,8 +605,8 @@ def train_churn(data: TrainingData, log=None) -> ModelRecord:
     The calibration pools the validation window at t with the windows at t - 30 and t - 60 days
     (``CALIBRATION_OFFSETS_DAYS``), each predicted by the champion's spec fit on cutoffs whose labels end by
     then. A window without enough history before it is left out; the record lists the windows used.
-    Where a Platt fit on the scoring window's season a year back would have beaten it on validation,
-    that fit is served instead (``same_season_churn``; method ``platt-same-season``).
+    Where the scoring window's season a year back can be scored, the Platt fit there is served instead
+    unless its check fails (``same_season_churn``; method ``platt-same-season``).
     """
     log = log or (lambda _m: None)
     valid_labels = data.load(data.cutoff)["label_purchase"].astype(float)
@@ -602,7 +635,7 @@ def train_churn(data: TrainingData, log=None) -> ModelRecord:
                           "gains_baseline": M.gains_curve(y, -valid["recency_days"].to_numpy())}
     calibration = {"method": "platt", "a": a, "b": b, "fitted_on_cutoff": str(data.cutoff),
                    "fitted_on_cutoffs": [str(c) for c in windows], "fitted_on_rows": int(pooled_rows)}
-    season = same_season_churn(data, sel, windows, pooled_raw, pooled_y, log)
+    season = same_season_churn(data, sel, log)
     if season["applied"]:  # served: the Platt fit on the scoring window's season a year back; the pooled fit kept for the record
         calibration = {"method": "platt-same-season", "a": season["a"], "b": season["b"], "fitted_on_cutoff": str(data.cutoff),
                        "fitted_on_cutoffs": [season["serve_window"]], "fitted_on_rows": season["fitted_on_rows"],
@@ -616,8 +649,8 @@ def train_spend(data: TrainingData, log=None) -> ModelRecord:
 
     No rescaling to the validation total: the validation window's spend level differs
     from the next window's (seasonality), and rescaling made the aggregate error worse. The level
-    of the scoring window's season a year back is used instead where it would have helped on
-    validation (``same_season_spend``; stored as ``calibration["season_ratio"]``).
+    of the scoring window's season a year back is used instead, unless its check fails
+    (``same_season_spend``; stored as ``calibration["season_ratio"]``).
     """
     sel = select_and_fit("spend", data, SPEND_FAMILIES, log, SPEND_ENSEMBLES)
     valid, pred = sel["valid"], np.clip(sel["val_pred"], 0, None)
