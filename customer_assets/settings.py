@@ -27,6 +27,7 @@ ENV_START = "CUSTOMER_ASSETS_START_DATE"
 ENV_SERVING = "CUSTOMER_ASSETS_SERVING_DIR"
 ENV_REPORTS = "CUSTOMER_ASSETS_REPORTS_DIR"
 ENV_KEEP_CUTOFFS = "CUSTOMER_ASSETS_KEEP_CUTOFFS"
+ENV_SAME_SEASON = "CUSTOMER_ASSETS_SAME_SEASON"
 
 # The bundled CDNOW file: whitespace separated, header `customer_id date number_of_cds dollar_value`.
 CDNOW_COLUMNS = "customer_id=customer_id,date=date,quantity=number_of_cds,amount=dollar_value"
@@ -68,6 +69,16 @@ def keep_cutoffs(value: int | None = None) -> int:
             raise ValueError(f"{ENV_KEEP_CUTOFFS} must be a whole number of cutoffs (0 keeps all), got {raw!r}") from exc
     if value < 0:
         raise ValueError(f"keep_cutoffs ({ENV_KEEP_CUTOFFS}) must be 0 (keep all) or a positive number, got {value}")
+    return value
+
+
+def same_season(value: str | None = None) -> str:
+    """The same-season mode of models/churn and models/spend: ``value`` (Dagster config) wins over
+    ``CUSTOMER_ASSETS_SAME_SEASON``; the default is "checked". Read at run time, so the nightly schedule's runs
+    follow the environment. The models validate the name (``SEASON_MODES`` in models/logic.py)."""
+    if value is None:
+        raw = os.environ.get(ENV_SAME_SEASON, "").strip()
+        value = raw or "checked"
     return value
 
 

@@ -616,10 +616,12 @@ def test_ltv_backtest_keeps_the_served_check_when_the_refit_fails(scored, tmp_pa
     assert any("could not be refitted on the histories at 1997-06-30" in m and "q = 0.900" in m for m in logs)
 
 
-def test_model_config_sets_the_stacking_candidates_and_refuses_bad_ones(scored, tmp_path):
+def test_model_config_sets_the_stacking_candidates_and_refuses_bad_ones(scored, tmp_path, monkeypatch):
     """`stack_options` in the run config replaces the candidates of churn, spend and next_purchase; a malformed one
-    fails naming it."""
+    fails naming it. `same_season` comes from CUSTOMER_ASSETS_SAME_SEASON unless the config sets it."""
     import shutil
+
+    from customer_assets import settings
 
     copy = str(tmp_path / "w.duckdb")
     shutil.copy(scored, copy)
@@ -627,15 +629,20 @@ def test_model_config_sets_the_stacking_candidates_and_refuses_bad_ones(scored, 
     def churn_config(options, **more):
         return {"ops": {"models__churn": {"config": {"stack_options": options, **more}}}}
 
-    assert materialize(copy, "models/churn", partition_key="1998-04-01", run_config=churn_config(["2x30", "3x45"], same_season="off")).success
+    monkeypatch.setenv(settings.ENV_SAME_SEASON, "off")
+    assert materialize(copy, "models/churn", partition_key="1998-04-01", run_config=churn_config(["2x30", "3x45"])).success
     calibration = json.loads(_q(copy, "SELECT calibration FROM models.churn WHERE cutoff_date = '1998-04-01'").calibration.iloc[0])
     assert calibration["same_season"]["reason"] == "not applied: switched off (same_season: off)"
     params = json.loads(_q(copy, "SELECT params FROM models.churn WHERE cutoff_date = '1998-04-01'").params.iloc[0])
     assert {(r["stacked_cutoffs"], r["stack_step_days"]) for r in params["selection"] if r["family"] == "xgboost"} == {(2, 30), (3, 45)}
+    monkeypatch.delenv(settings.ENV_SAME_SEASON)
+    assert settings.same_season() == "checked" and settings.same_season("off") == "off"
+    monkeypatch.setenv(settings.ENV_SAME_SEASON, "assume_seasonal")
+    assert settings.same_season() == "assume_seasonal" and settings.same_season("checked") == "checked"  # config wins
     result = materialize(copy, "models/churn", partition_key="1998-04-01", run_config=churn_config(["2x30"], same_season="yes"),
                          raise_on_error=False)
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
-    assert "same_season 'yes' is not one of: checked (" in failure.step_failure_data.error.message
+    assert "same_season 'yes' (Dagster config, or CUSTOMER_ASSETS_SAME_SEASON) is not one of: checked (" in failure.step_failure_data.error.message
     for bad, message in ((["4-30"], "stack option '4-30' is not <cutoffs>x<days>, e.g. 4x30"),
                          (["0x30"], "stack option '0x30' needs at least 1 cutoff and 1 day"),
                          ([], "stack_options is empty")):

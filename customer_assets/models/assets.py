@@ -17,7 +17,7 @@ from customer_assets.features import logic as F
 from customer_assets.models import candidates as C
 from customer_assets.models import logic as L
 from customer_assets.partitions import CUTOFF_PARTITIONS
-from customer_assets.settings import HORIZON_DAYS, LTV_HORIZON_DAYS
+from customer_assets.settings import ENV_SAME_SEASON, HORIZON_DAYS, LTV_HORIZON_DAYS, same_season
 from customer_assets.storage import markdown_preview, replace_partition_df
 
 FEATURES = dg.AssetKey(["features", "customer_features"])
@@ -34,10 +34,11 @@ class ModelConfig(dg.Config):
 class TrainingConfig(ModelConfig):
     """As ``ModelConfig``, the candidate stackings as "<cutoffs>x<days apart>" (validation picks one), and when
     churn and spend correct to the scoring window's season a year back: "checked" (where the same correction two
-    years back passes its check), "assume_seasonal" (also unchecked, where history is too short to check) or "off"."""
+    years back passes its check), "assume_seasonal" (also unchecked, where history is too short to check) or "off";
+    unset, from ``CUSTOMER_ASSETS_SAME_SEASON`` (default "checked")."""
 
     stack_options: list[str] = [f"{n}x{step}" for n, step in L.STACK_OPTIONS]
-    same_season: str = "checked"
+    same_season: str | None = None
 
 
 def parse_stack_options(options: list[str]) -> tuple[tuple[int, int], ...]:
@@ -115,9 +116,10 @@ def training_data(conn, cutoff: date, config: ModelConfig, what: str, run_id: st
         return F.compute_features(conn, c, HORIZON_DAYS, end, fraction)
 
     options = parse_stack_options(config.stack_options) if isinstance(config, TrainingConfig) else L.STACK_OPTIONS
-    season = getattr(config, "same_season", "checked")
+    season = same_season(getattr(config, "same_season", None))
     if season not in L.SEASON_MODES:
-        raise dg.Failure(f"same_season {season!r} is not one of: " + "; ".join(f"{k} ({v})" for k, v in L.SEASON_MODES.items()))
+        raise dg.Failure(f"same_season {season!r} (Dagster config, or {ENV_SAME_SEASON}) is not one of: "
+                         + "; ".join(f"{k} ({v})" for k, v in L.SEASON_MODES.items()))
     return L.TrainingData(cutoff, HORIZON_DAYS, start, load, options,
                           max_rows_per_cutoff=10 * config.max_rows_per_cutoff,
                           min_labelled_customers=config.min_labelled_customers, histories=histories,
