@@ -103,8 +103,7 @@ def main(argv=None) -> int:
             always = ratio if season["applied"] else None
             if always is None and L._predictable(data, b):
                 frame, own = L.out_of_time_champion("spend", data, _spec(spend), b, L.SPEND_ENSEMBLES)
-                w = spend.calibration["blend_bgnbd_weight"]
-                past = own if spend.params["family"] == "bgnbd" else (1 - w) * np.clip(own, 0, None) + w * frame["bg_expected_value"].to_numpy()
+                past = L.blend_with_bgnbd(own, frame, spend.calibration["blend_bgnbd_weight"])
                 always = L.level_ratio(frame["label_spend"].astype(float).to_numpy(), past)
             spend_rows.append((s, spend.params["family"], spend.calibration["blend_bgnbd_weight"], season["applied"],
                                season.get("check_ratio"), season.get("check_aggregate_error"),

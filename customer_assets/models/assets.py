@@ -116,14 +116,13 @@ def training_data(conn, cutoff: date, config: ModelConfig, what: str, run_id: st
         return F.compute_features(conn, c, HORIZON_DAYS, end, fraction)
 
     options = parse_stack_options(config.stack_options) if isinstance(config, TrainingConfig) else L.STACK_OPTIONS
-    season = same_season(getattr(config, "same_season", None))
-    if season not in L.SEASON_MODES:
-        raise dg.Failure(f"same_season {season!r} (Dagster config, or {ENV_SAME_SEASON}) is not one of: "
-                         + "; ".join(f"{k} ({v})" for k, v in L.SEASON_MODES.items()))
-    return L.TrainingData(cutoff, HORIZON_DAYS, start, load, options,
-                          max_rows_per_cutoff=10 * config.max_rows_per_cutoff,
-                          min_labelled_customers=config.min_labelled_customers, histories=histories,
-                          same_season=season)
+    try:
+        return L.TrainingData(cutoff, HORIZON_DAYS, start, load, options,
+                              max_rows_per_cutoff=10 * config.max_rows_per_cutoff,
+                              min_labelled_customers=config.min_labelled_customers, histories=histories,
+                              same_season=same_season(getattr(config, "same_season", None)))
+    except ValueError as exc:  # a bad same_season: say where it can be set
+        raise dg.Failure(f"{exc} (set by the `same_season` config or {ENV_SAME_SEASON})") from exc
 
 
 def store(conn, record: L.ModelRecord, cutoff: date) -> None:

@@ -164,6 +164,11 @@ class TrainingData:
     # the same-season correction of churn and spend (``SEASON_MODES``, ``same_season_spend``, ``same_season_churn``)
     same_season: str = "checked"
 
+    def __post_init__(self):
+        if self.same_season not in SEASON_MODES:
+            raise ValueError(f"same_season {self.same_season!r} is not one of: "
+                             + "; ".join(f"{k} ({v})" for k, v in SEASON_MODES.items()))
+
     def cutoffs(self, last: date, n: int, step: int) -> list[date]:
         """``last`` and up to ``n - 1`` earlier cutoffs ``step`` days apart that still have 30 days of history."""
         out = []
@@ -469,8 +474,6 @@ def _predictable(data: TrainingData, at: date) -> bool:
 def _season_unavailable(data: TrainingData) -> str | None:
     """Why the same-season correction cannot be made at this partition, or None when it can."""
     b, _ = season_windows(data)
-    if data.same_season not in SEASON_MODES:
-        raise ValueError(f"same_season {data.same_season!r} is not one of {sorted(SEASON_MODES)}")
     if data.same_season == "off":
         return "switched off (same_season: off)"
     if b > data.cutoff:  # its labels would end after t + H
@@ -489,6 +492,22 @@ def _uncheckable(data: TrainingData, c: date) -> str | None:
             f"(t - 730) to predict the window {c}; the data start {data.data_start}")
 
 
+def _season_gate(data: TrainingData, c: date) -> tuple[str | None, str | None]:
+    """(why the correction is not made, or None; why it goes ahead unchecked, or None)."""
+    if why := _season_unavailable(data):
+        return why, None
+    no_check = _uncheckable(data, c)
+    if no_check and data.same_season != "assume_seasonal":
+        return f"{no_check} (same_season: assume_seasonal applies it unchecked)", None
+    return None, no_check
+
+
+def blend_with_bgnbd(own: np.ndarray, frame: pd.DataFrame, w: float) -> np.ndarray:
+    """The spend champion's own predictions (clipped at 0) blended with BG/NBD + Gamma-Gamma's at weight ``w``
+    (``frame`` needs ``bg_expected_value``; when BG/NBD alone is the champion, ``own`` is that and ``w`` is 0)."""
+    return (1 - w) * np.clip(own, 0, None) + w * frame["bg_expected_value"].to_numpy()
+
+
 def same_season_spend(data: TrainingData, sel: dict[str, Any], log=None) -> dict[str, Any]:
     """The spend level ratio of the scoring window's season a year back (see ``SEASON_DAYS``).
 
@@ -501,19 +520,14 @@ def same_season_spend(data: TrainingData, sel: dict[str, Any], log=None) -> dict
     log = log or (lambda _m: None)
     b, c = season_windows(data)
     info: dict[str, Any] = {"serve_window": str(b), "check_window": str(c), "applied": False, "ratio": 1.0}
-    if why := _season_unavailable(data):
-        log(f"spend: same-season ratio not applied: {why}")
-        return {**info, "reason": f"not applied: {why}"}
-    no_check = _uncheckable(data, c)
-    if no_check and data.same_season != "assume_seasonal":
-        log(f"spend: same-season ratio not applied: {no_check}")
-        return {**info, "reason": f"not applied: {no_check} (same_season: assume_seasonal applies it unchecked)"}
-    w = sel["blend_bgnbd_weight"]
+    skip, no_check = _season_gate(data, c)
+    if skip:
+        log(f"spend: same-season ratio not applied: {skip}")
+        return {**info, "reason": f"not applied: {skip}"}
 
     def at(window: date) -> tuple[np.ndarray, np.ndarray]:  # (actual, the champion's out-of-time prediction)
         frame, own = out_of_time_champion("spend", data, sel, window, SPEND_ENSEMBLES)
-        pred = own if sel["final"] is None else (1 - w) * np.clip(own, 0, None) + w * frame["bg_expected_value"].to_numpy()
-        return frame["label_spend"].astype(float).to_numpy(), pred
+        return frame["label_spend"].astype(float).to_numpy(), blend_with_bgnbd(own, frame, sel["blend_bgnbd_weight"])
 
     y_b, p_b = at(b)
     ratio_b = level_ratio(y_b, p_b)
@@ -547,20 +561,16 @@ def same_season_churn(data: TrainingData, sel: dict[str, Any], log=None) -> dict
     The champion's spec, fit on cutoffs whose labels end by b = t + H - 365, scores the window b, and the Platt fit
     there is served in place of the pooled recent windows' (``a``, ``b``). The check: the Platt fit on the window
     c = b - 365, applied at b, must lower the Brier there beyond noise against a Platt fit on the window b - H (what
-    the recent windows are to the scoring window), or nothing is applied; where c cannot be scored, only ``same_season="assume_seasonal"`` applies it. Returns the
-    ``same_season`` entry of the calibration.
+    the recent windows are to the scoring window), or nothing is applied; where c cannot be scored, only
+    ``same_season="assume_seasonal"`` applies it. Returns the ``same_season`` entry of the calibration.
     """
     log = log or (lambda _m: None)
     b, c = season_windows(data)
     info: dict[str, Any] = {"serve_window": str(b), "check_window": str(c), "applied": False}
-    if why := _season_unavailable(data):
-        log(f"churn: same-season calibration not applied: {why}")
-        return {**info, "reason": f"not applied: {why}"}
-
-    no_check = _uncheckable(data, c)
-    if no_check and data.same_season != "assume_seasonal":
-        log(f"churn: same-season calibration not applied: {no_check}")
-        return {**info, "reason": f"not applied: {no_check} (same_season: assume_seasonal applies it unchecked)"}
+    skip, no_check = _season_gate(data, c)
+    if skip:
+        log(f"churn: same-season calibration not applied: {skip}")
+        return {**info, "reason": f"not applied: {skip}"}
 
     def at(window: date) -> tuple[np.ndarray, np.ndarray] | None:  # (labels, raw scores), None with a single class
         frame, raw = out_of_time_champion("churn", data, sel, window, CHURN_ENSEMBLES)
