@@ -1,31 +1,40 @@
-"""The CLV library peer, run on the same customers: lifetimes' BG/NBD and Pareto/NBD with Gamma-Gamma.
+"""The CLV library peers, run on the same customers: lifetimes and PyMC-Marketing.
 
-    pip install lifetimes        # not a project dependency: only this check needs it
+    pip install -c constraints.txt lifetimes pymc-marketing==0.19.2   # not project dependencies
     python benchmarks/peers.py --cutoff 1998-04-01
 
-lifetimes is unmaintained (its last release, 0.11.3, is from 2020), so the project implements
-BG/NBD and Gamma-Gamma itself (customer_assets/models/probabilistic.py, tested against the
-published CDNOW parameters). This benchmark fits lifetimes' models on the same customer summaries
-(repeat purchase days, recency and tenure in weeks, mean repeat spend) and prints them next to the
-project's implementation:
+lifetimes is unmaintained (its last release, 0.11.3, is from 2020) and PyMC-Marketing pulls in
+PyMC, PyTensor and a C compiler's worth of build, so the project implements BG/NBD and
+Gamma-Gamma itself (customer_assets/models/probabilistic.py, tested against the published CDNOW
+parameters). This benchmark fits the libraries' models on the same customer summaries (repeat
+purchase days, recency and tenure in weeks, mean repeat spend) and prints them next to the
+project's implementation and, when benchmarks/accuracy.py has scored the same cutoff into the same
+warehouse, next to the project's champion:
 
 - purchase and spend in the H days after --cutoff, models fitted on data dated up to the cutoff;
-  the purchase score is the expected number of purchase days in H (a ranking, so ROC-AUC and
-  PR-AUC only: lifetimes has no P(purchase in H) given a customer's history);
+  each system is ranked by its expected number of purchase days in H, and, where the library
+  computes it for a customer's history, by its P(purchase in H), which also gives a Brier score
+  and the calibration on one-time buyers (lifetimes has no such method; PyMC-Marketing has it for
+  BG/NBD and Pareto/NBD, not for MBG/NBD);
 - LTV in the 365 days after --ltv-cutoff (default: the last date - 365 days).
 
-Pareto/NBD is the one probabilistic purchase model in lifetimes that the project does not have.
-The warehouse is --db (default: the accuracy benchmark's); it is ingested first unless --skip-ingest.
+Either library may be missing: its rows are left out, and the run says so. PyMC-Marketing is fitted
+by MAP (--pymc-method map, seconds) or, as is its default, by NUTS sampling (--pymc-method mcmc,
+minutes), and predicts with the posterior mean. The warehouse is --db (default: the accuracy
+benchmark's); it is ingested first unless --skip-ingest.
 """
 
 import argparse
 import sys
+import time
 import warnings
 from datetime import date, timedelta
+from importlib.metadata import version
 from pathlib import Path
 
 import duckdb
 import numpy as np
+import pandas as pd
 
 from customer_assets.cli import Runner
 from customer_assets.evaluation import metrics as M
@@ -35,62 +44,181 @@ from customer_assets.models import logic as L
 from customer_assets.models import probabilistic as P
 from customer_assets.settings import DATA_DIR, HORIZON_DAYS, LTV_HORIZON_DAYS
 
+# (expected purchase days in the window, P(purchase in the window) or None, expected spend in the window)
+System = tuple[np.ndarray, np.ndarray | None, np.ndarray]
 
-def systems(x, t_x, T, m, weeks: float) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """(expected purchase days in ``weeks``, expected value) per customer, for every system."""
-    from lifetimes import BetaGeoFitter, GammaGammaFitter, ParetoNBDFitter
 
+def ours(x, t_x, T, m, weeks: float) -> dict[str, System]:
     bg = P.fit_bgnbd(x, t_x, T)
     gg = P.fit_gamma_gamma(x, m)
-    ours = P.bgnbd_expected_purchases(bg, weeks, x, t_x, T)
-    out = {"customer-assets BG/NBD + Gamma-Gamma": (ours, ours * P.gamma_gamma_expected_spend(gg, x, m))}
+    purchases = P.bgnbd_expected_purchases(bg, weeks, x, t_x, T)
+    return {"customer-assets BG/NBD + Gamma-Gamma": (purchases, P.bgnbd_probability_of_purchase(bg, weeks, x, t_x, T),
+                                                     purchases * P.gamma_gamma_expected_spend(gg, x, m))}
+
+
+def lifetimes_systems(x, t_x, T, m, weeks: float) -> dict[str, System]:
+    from lifetimes import BetaGeoFitter, GammaGammaFitter, ParetoNBDFitter
+
     fit = (x > 0) & (m > 0)
     lgg = GammaGammaFitter().fit(x[fit], m[fit])
     spend = np.asarray(lgg.conditional_expected_average_profit(x, np.where(x > 0, m, 0.0)), dtype=float)
+    out = {}
     for name, cls in (("lifetimes BG/NBD + Gamma-Gamma", BetaGeoFitter), ("lifetimes Pareto/NBD + Gamma-Gamma", ParetoNBDFitter)):
         model = cls().fit(x, t_x, T)
         purchases = np.asarray(model.conditional_expected_number_of_purchases_up_to_time(weeks, x, t_x, T), dtype=float)
-        out[name] = (purchases, purchases * spend)
+        out[name] = (purchases, None, purchases * spend)
     return out
 
 
-def table(conn, cutoff: date, horizon: int, end: date, purchase: bool) -> None:
+def pymc_marketing_systems(x, t_x, T, m, weeks: float, method: str) -> dict[str, System]:
+    from pymc_marketing import clv
+
+    kwargs = {"method": "map"} if method == "map" else {"method": "mcmc", "random_seed": 1, "progressbar": False}
+    mean = lambda a: np.asarray(a.mean(("chain", "draw")).values, dtype=float)  # noqa: E731  the posterior mean
+    d = pd.DataFrame({"customer_id": np.arange(len(x)), "frequency": x, "recency": t_x, "T": T})
+    money = d.assign(monetary_value=np.where(x > 0, m, 0.0))
+    gg = clv.GammaGammaModel(data=money[(x > 0) & (m > 0)])
+    gg.fit(**kwargs)
+    spend = mean(gg.expected_customer_spend(data=money))
+    out = {}
+    for name, cls in (("BG/NBD", clv.BetaGeoModel), ("MBG/NBD", clv.ModifiedBetaGeoModel), ("Pareto/NBD", clv.ParetoNBDModel)):
+        started = time.perf_counter()
+        model = cls(data=d)
+        model.fit(**kwargs)
+        purchases = mean(model.expected_purchases(future_t=weeks))
+        if cls is clv.BetaGeoModel:
+            p = 1 - mean(model.expected_probability_no_purchase(t=weeks))
+        elif cls is clv.ParetoNBDModel:
+            p = 1 - mean(model.expected_purchase_probability(n_purchases=0, future_t=weeks))
+        else:  # MBG/NBD: "The MBG/NBD model does not support this method."
+            p = None
+        print(f"(PyMC-Marketing {name}, {method}: fitted and predicted in {time.perf_counter() - started:.0f} s)", flush=True)
+        out[f"PyMC-Marketing {name} + Gamma-Gamma ({method})"] = (purchases, p, purchases * spend)
+    return out
+
+
+# Fader, Hardie & Lee (2005): BG/NBD fitted on the 2,357-customer CDNOW sample (weeks)
+PUBLISHED_BGNBD = {"r": 0.243, "alpha": 4.414, "a": 0.793, "b": 2.426}
+
+
+def formula_check(weeks: float) -> None:
+    """P(purchase in ``weeks``) of four histories at the published BG/NBD parameters: ours, PyMC-Marketing's, by hand.
+
+    A one-time buyer (x = 0) is alive under BG/NBD (dropout happens only after a repeat purchase), so its
+    P(no purchase) is ((alpha + T) / (alpha + T + t)) ** r. PyMC-Marketing's expected_probability_no_purchase keeps
+    the dropout term for x = 0 too, which its own expected_probability_alive (1 for x = 0) leaves out.
+    """
+    import arviz as az
+    import xarray as xr
+    from pymc_marketing import clv
+
+    x, t_x, T = np.array([0.0, 0.0, 1.0, 3.0]), np.array([0.0, 0.0, 10.0, 20.0]), np.array([5.0, 60.0, 60.0, 60.0])
+    model = clv.BetaGeoModel(data=pd.DataFrame({"customer_id": range(4), "frequency": x, "recency": t_x, "T": T}))
+    model.build_model()
+    model.idata = az.InferenceData(posterior=xr.Dataset(
+        {k: xr.DataArray([[v]], dims=("chain", "draw")) for k, v in PUBLISHED_BGNBD.items()}))
+    theirs = 1 - model.expected_probability_no_purchase(t=weeks).values.ravel()
+    alive = model.expected_probability_alive().values.ravel()
+    params = P.BGNBDParams(**PUBLISHED_BGNBD, log_likelihood=0.0, converged=True, method="published")
+    mine = P.bgnbd_probability_of_purchase(params, weeks, x, t_x, T)
+    r, alpha = PUBLISHED_BGNBD["r"], PUBLISHED_BGNBD["alpha"]
+    print(f"\n## P(purchase in {weeks:.1f} weeks) at the published BG/NBD parameters (r = 0.243, alpha = 4.414, "
+          "a = 0.793, b = 2.426)\n")
+    print("| x | t_x | T | customer-assets | PyMC-Marketing | for x = 0 by hand: 1 - ((alpha + T) / (alpha + T + t)) ** r "
+          "| PyMC-Marketing's P(alive) |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for i in range(4):
+        hand = f"{1 - ((alpha + T[i]) / (alpha + T[i] + weeks)) ** r:.4f}" if x[i] == 0 else "–"
+        print(f"| {x[i]:.0f} | {t_x[i]:.0f} | {T[i]:.0f} | {mine[i]:.4f} | {theirs[i]:.4f} | {hand} | {alive[i]:.4f} |")
+
+
+def champion_row(conn, cutoff: date) -> str | None:
+    """The project's champion at ``cutoff``, read from evaluation.backtest_metrics (benchmarks/accuracy.py writes it)."""
+    try:
+        rows = conn.execute("SELECT task, metric, value FROM evaluation.backtest_metrics WHERE eval_cutoff_date = ? "
+                            "AND system = 'champion'", [cutoff]).fetchall()
+    except duckdb.CatalogException:
+        return None
+    v = {(task, metric): value for task, metric, value in rows}
+    if ("purchase", "roc_auc") not in v:
+        return None
+    one = v.get(("purchase_one_time_buyers", "mean_predicted")), v.get(("purchase_one_time_buyers", "observed_rate"))
+    return (f"| customer-assets champion (evaluation.backtest_metrics) | {v['purchase', 'roc_auc']:.4f} | – | "
+            f"{v['purchase', 'pr_auc']:.4f} | {v['purchase', 'brier']:.4f} | {one[0]:.4f} vs {one[1]:.4f} | "
+            f"{v['spend', 'r2']:.4f} | {v['spend', 'aggregate_error']:+.1%} | {v['spend', 'top10_share']:.1%} | – |")
+
+
+def table(conn, cutoff: date, horizon: int, end: date, purchase: bool, libraries: list[str], pymc_method: str) -> None:
     f = F.compute_features(conn, cutoff, horizon, end)
     x, t_x, T, m = L.rfm_weeks(f)
     y_spend = f["label_spend"].astype(float).to_numpy()
     y_buy = f["label_purchase"].astype(float).to_numpy()
-    print(f"\n## {horizon} days after {cutoff}, fitted on data up to {cutoff} ({len(f):,} customers)\n")
-    print("| system | ROC-AUC | PR-AUC | spend R² | aggregate error | top-10% share | purchase days, expected vs actual |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    one = x == 0  # a single purchase day by the cutoff
+    weeks = horizon / L.WEEK
+    print(f"\n## {horizon} days after {cutoff}, fitted on data up to {cutoff} ({len(f):,} customers, {one.sum():,} one-time "
+          "buyers)\n")
+    print("| system | ROC-AUC, P(purchase) | ROC-AUC, expected purchase days | PR-AUC (of P(purchase), else of the expected days) | Brier | one-time buyers: mean P vs "
+          "rate | spend R² | aggregate error | top-10% share | purchase days, expected vs actual |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    if purchase and (row := champion_row(conn, cutoff)):
+        print(row)
+    systems = ours(x, t_x, T, m, weeks)
+    if "lifetimes" in libraries:
+        systems |= lifetimes_systems(x, t_x, T, m, weeks)
+    if "pymc-marketing" in libraries:
+        systems |= pymc_marketing_systems(x, t_x, T, m, weeks, pymc_method)
     days = float(f["label_purchase_days"].sum())
-    for name, (purchases, value) in systems(x, t_x, T, m, horizon / L.WEEK).items():
-        rank = f"{M.roc_auc(y_buy, purchases):.4f} | {M.pr_auc(y_buy, purchases):.4f}" if purchase else "– | –"
-        print(f"| {name} | {rank} | {M.r2(y_spend, value):.4f} | {M.aggregate_error(y_spend, value):+.1%} | "
+    for name, (purchases, p, value) in systems.items():
+        cells = ["–"] * 5
+        if purchase:
+            score = purchases if p is None else p
+            cells = ["–" if p is None else f"{M.roc_auc(y_buy, p):.4f}", f"{M.roc_auc(y_buy, purchases):.4f}",
+                     f"{M.pr_auc(y_buy, score):.4f}", "–" if p is None else f"{M.brier(y_buy, p):.4f}",
+                     "–" if p is None else f"{p[one].mean():.4f} vs {y_buy[one].mean():.4f}"]
+        print(f"| {name} | {' | '.join(cells)} | {M.r2(y_spend, value):.4f} | {M.aggregate_error(y_spend, value):+.1%} | "
               f"{M.top_share(y_spend, value):.1%} | {purchases.sum():,.0f} vs {days:,.0f} |", flush=True)
+
+
+def installed(libraries: list[str]) -> list[str]:
+    found = []
+    for lib in libraries:
+        try:
+            __import__(lib.replace("-", "_"))
+            found.append(lib)
+        except ImportError:
+            print(f"{lib} is not installed (it is not a project dependency): its rows are left out. "
+                  f"`.venv/bin/pip install -c constraints.txt {lib}` adds them.", file=sys.stderr)
+    return found
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cutoff", default="1998-04-01", help="scoring cutoff of the 90-day table")
     ap.add_argument("--ltv-cutoff", default="", help="LTV cutoff (default: last date - LTV horizon)")
+    ap.add_argument("--libraries", default="lifetimes,pymc-marketing", help="comma-separated: lifetimes, pymc-marketing")
+    ap.add_argument("--pymc-method", choices=("map", "mcmc"), default="map",
+                    help="how PyMC-Marketing fits: MAP (seconds) or NUTS sampling, its default (minutes)")
     ap.add_argument("--db", default=str(DATA_DIR / "benchmarks" / "accuracy.duckdb"))
     ap.add_argument("--skip-ingest", action="store_true")
     args = ap.parse_args(argv)
-    try:
-        import lifetimes  # noqa: F401
-    except ImportError:
-        print("benchmarks/peers.py needs the lifetimes package, which is not a project dependency: "
-              "run `pip install lifetimes` in the venv first.", file=sys.stderr)
+    unknown = set(args.libraries.split(",")) - {"lifetimes", "pymc-marketing"}
+    if unknown:
+        ap.error(f"--libraries: unknown {sorted(unknown)}; choose from lifetimes, pymc-marketing")
+    libraries = installed(args.libraries.split(","))
+    if not libraries:
         return 2
-    warnings.filterwarnings("ignore", module="lifetimes")
+    warnings.filterwarnings("ignore")  # both libraries warn at length about their own dependencies
     Path(args.db).parent.mkdir(parents=True, exist_ok=True)
     if not args.skip_ingest:
         Runner(args.db).run(INGEST_SELECTION, label="ingest")
     with duckdb.connect(args.db, read_only=True) as conn:
         _, end = F.data_bounds(conn)
-        table(conn, date.fromisoformat(args.cutoff), HORIZON_DAYS, end, purchase=True)
+        table(conn, date.fromisoformat(args.cutoff), HORIZON_DAYS, end, True, libraries, args.pymc_method)
         ltv = date.fromisoformat(args.ltv_cutoff) if args.ltv_cutoff else end - timedelta(days=LTV_HORIZON_DAYS)
-        table(conn, ltv, LTV_HORIZON_DAYS, end, purchase=False)
+        table(conn, ltv, LTV_HORIZON_DAYS, end, False, libraries, args.pymc_method)
+    if "pymc-marketing" in libraries:
+        formula_check(HORIZON_DAYS / L.WEEK)
+    print("\nVersions: " + ", ".join(f"{lib} {version(lib)}" for lib in libraries))
     return 0
 
 

@@ -61,6 +61,13 @@ def test_bgnbd_predictions_match_the_paper_closed_forms():
     # P(purchase in t) is P(alive) times P(at least one purchase while alive), so it is at most P(alive).
     p_buy = P.bgnbd_probability_of_purchase(params, 13, [2], [30.43], [38.86])[0]
     assert 0 < p_buy < P.bgnbd_p_alive(params, [2], [30.43], [38.86])[0]
+    # By hand: P(alive) = 1 / (1 + 0.793 / 3.426 * (43.274 / 34.844) ** 2.243) = 0.72657, and an alive customer's
+    # P(no purchase in 13 weeks) = (43.274 / 56.274) ** 2.243 = 0.55479, so P(purchase) = 0.72657 * 0.44521 = 0.3235.
+    assert p_buy == pytest.approx(0.3235, abs=0.0002)
+    # A one-time buyer (x = 0) is alive, so P(purchase in 13 weeks) = 1 - (9.414 / 22.414) ** 0.243 = 0.1901 at
+    # T = 5 weeks. (PyMC-Marketing 0.19.2's expected_probability_no_purchase gives 0.1139 here: it keeps the
+    # dropout term for x = 0, which its own expected_probability_alive leaves out; benchmarks/peers.py prints both.)
+    assert P.bgnbd_probability_of_purchase(params, 13, [0], [0], [5])[0] == pytest.approx(0.1901, abs=0.0002)
 
 
 def test_gamma_gamma_expected_spend_is_a_weighted_mean():
