@@ -132,7 +132,7 @@ def formula_check(weeks: float) -> None:
         print(f"| {x[i]:.0f} | {t_x[i]:.0f} | {T[i]:.0f} | {mine[i]:.4f} | {theirs[i]:.4f} | {hand} | {alive[i]:.4f} |")
 
 
-def champion_row(conn, cutoff: date) -> str | None:
+def champion_metrics(conn, cutoff: date) -> dict[str, float] | None:
     """The project's champion at ``cutoff``, read from evaluation.backtest_metrics (benchmarks/accuracy.py writes it)."""
     try:
         rows = conn.execute("SELECT task, metric, value FROM evaluation.backtest_metrics WHERE eval_cutoff_date = ? "
@@ -142,41 +142,98 @@ def champion_row(conn, cutoff: date) -> str | None:
     v = {(task, metric): value for task, metric, value in rows}
     if ("purchase", "roc_auc") not in v:
         return None
-    one = v.get(("purchase_one_time_buyers", "mean_predicted")), v.get(("purchase_one_time_buyers", "observed_rate"))
-    return (f"| customer-assets champion (evaluation.backtest_metrics) | {v['purchase', 'roc_auc']:.4f} | – | "
-            f"{v['purchase', 'pr_auc']:.4f} | {v['purchase', 'brier']:.4f} | {one[0]:.4f} vs {one[1]:.4f} | "
-            f"{v['spend', 'r2']:.4f} | {v['spend', 'aggregate_error']:+.1%} | {v['spend', 'top10_share']:.1%} | – |")
+    return {"roc_auc": v["purchase", "roc_auc"], "pr_auc": v["purchase", "pr_auc"], "brier": v["purchase", "brier"],
+            "one_time_p": v["purchase_one_time_buyers", "mean_predicted"], "one_time_rate": v["purchase_one_time_buyers", "observed_rate"],
+            "r2": v["spend", "r2"], "aggregate_error": v["spend", "aggregate_error"], "top10_share": v["spend", "top10_share"]}
 
 
-def table(conn, cutoff: date, horizon: int, end: date, purchase: bool, libraries: list[str], pymc_method: str) -> None:
+def system_metrics(y_buy, y_spend, one, system: System, purchase: bool) -> dict[str, float]:
+    purchases, p, value = system
+    out = {"r2": M.r2(y_spend, value), "aggregate_error": M.aggregate_error(y_spend, value),
+           "top10_share": M.top_share(y_spend, value), "purchase_days": float(purchases.sum())}
+    if purchase:
+        out |= {"roc_auc_days": M.roc_auc(y_buy, purchases), "pr_auc": M.pr_auc(y_buy, purchases if p is None else p)}
+        if p is not None:
+            out |= {"roc_auc": M.roc_auc(y_buy, p), "brier": M.brier(y_buy, p), "one_time_p": float(p[one].mean()),
+                    "one_time_rate": float(y_buy[one].mean())}
+    return out
+
+
+def _cell(v: dict[str, float], key: str) -> str:
+    return f"{v[key]:.4f}" if key in v else "–"
+
+
+def table(conn, cutoff: date, horizon: int, end: date, purchase: bool, libraries: list[str],
+          pymc_method: str) -> dict[str, dict[str, float]]:
+    """Print one window's table; return every row's metrics by system name (the champion's too, when stored)."""
     f = F.compute_features(conn, cutoff, horizon, end)
     x, t_x, T, m = L.rfm_weeks(f)
     y_spend = f["label_spend"].astype(float).to_numpy()
     y_buy = f["label_purchase"].astype(float).to_numpy()
     one = x == 0  # a single purchase day by the cutoff
     weeks = horizon / L.WEEK
-    print(f"\n## {horizon} days after {cutoff}, fitted on data up to {cutoff} ({len(f):,} customers, {one.sum():,} one-time "
-          "buyers)\n")
-    print("| system | ROC-AUC, P(purchase) | ROC-AUC, expected purchase days | PR-AUC (of P(purchase), else of the expected days) | Brier | one-time buyers: mean P vs "
-          "rate | spend R² | aggregate error | top-10% share | purchase days, expected vs actual |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
-    if purchase and (row := champion_row(conn, cutoff)):
-        print(row)
     systems = ours(x, t_x, T, m, weeks)
     if "lifetimes" in libraries:
         systems |= lifetimes_systems(x, t_x, T, m, weeks)
     if "pymc-marketing" in libraries:
         systems |= pymc_marketing_systems(x, t_x, T, m, weeks, pymc_method)
+    rows = {name: system_metrics(y_buy, y_spend, one, s, purchase) for name, s in systems.items()}
+    if purchase and (champion := champion_metrics(conn, cutoff)):
+        rows = {CHAMPION: champion} | rows
+    print(f"\n## {horizon} days after {cutoff}, fitted on data up to {cutoff} ({len(f):,} customers, {one.sum():,} one-time "
+          "buyers)\n")
+    print("| system | ROC-AUC, P(purchase) | ROC-AUC, expected purchase days | PR-AUC (of P(purchase), else of the expected days) "
+          "| Brier | one-time buyers: mean P vs rate | spend R² | aggregate error | top-10% share | purchase days, expected vs actual |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     days = float(f["label_purchase_days"].sum())
-    for name, (purchases, p, value) in systems.items():
-        cells = ["–"] * 5
-        if purchase:
-            score = purchases if p is None else p
-            cells = ["–" if p is None else f"{M.roc_auc(y_buy, p):.4f}", f"{M.roc_auc(y_buy, purchases):.4f}",
-                     f"{M.pr_auc(y_buy, score):.4f}", "–" if p is None else f"{M.brier(y_buy, p):.4f}",
-                     "–" if p is None else f"{p[one].mean():.4f} vs {y_buy[one].mean():.4f}"]
-        print(f"| {name} | {' | '.join(cells)} | {M.r2(y_spend, value):.4f} | {M.aggregate_error(y_spend, value):+.1%} | "
-              f"{M.top_share(y_spend, value):.1%} | {purchases.sum():,.0f} vs {days:,.0f} |", flush=True)
+    for name, v in rows.items():
+        one_time = f"{v['one_time_p']:.4f} vs {v['one_time_rate']:.4f}" if "one_time_p" in v else "–"
+        expected = f"{v['purchase_days']:,.0f} vs {days:,.0f}" if "purchase_days" in v else "–"
+        print(f"| {name} | {_cell(v, 'roc_auc')} | {_cell(v, 'roc_auc_days')} | {_cell(v, 'pr_auc')} | "
+              f"{_cell(v, 'brier')} | {one_time} | {v['r2']:.4f} | {v['aggregate_error']:+.1%} | {v['top10_share']:.1%} | "
+              f"{expected} |", flush=True)
+    return rows
+
+
+CHAMPION = "customer-assets champion (evaluation.backtest_metrics)"
+LIBRARY_PREFIXES = ("lifetimes", "PyMC-Marketing")
+# metric, label, direction (1: higher is better, -1: lower, 0: closer to zero)
+SUMMARY = [("roc_auc", "ROC-AUC", 1), ("pr_auc", "PR-AUC", 1), ("brier", "Brier", -1), ("r2", "spend R²", 1),
+           ("aggregate_error", "aggregate error", 0), ("top10_share", "top-10% share", 1)]
+
+
+def best_library(rows: dict[str, dict[str, float]], metric: str, direction: int) -> tuple[float, str] | None:
+    """The best library row on ``metric`` (for ROC-AUC, by either of its scores): picked on the test, so generous."""
+    found = []
+    for name, v in rows.items():
+        if name.startswith(LIBRARY_PREFIXES):
+            for key in ((metric, "roc_auc_days") if metric == "roc_auc" else (metric,)):
+                if key in v:
+                    found.append((v[key], name))
+    if not found:
+        return None
+    if direction == 0:
+        return min(found, key=lambda c: abs(c[0]))
+    return max(found) if direction > 0 else min(found)
+
+
+def summary(by_cutoff: dict[date, dict[str, dict[str, float]]]) -> None:
+    print("\n## The champion against the best library row at each cutoff (the library row picked on the test)\n")
+    print("| metric | " + " | ".join(str(c) for c in by_cutoff) + " | champion better |")
+    print("| --- | " + " | ".join("---" for _ in by_cutoff) + " | --- |")
+    for metric, label, direction in SUMMARY:
+        cells, wins, n = [], 0, 0
+        for rows in by_cutoff.values():
+            best = best_library(rows, metric, direction)
+            if CHAMPION not in rows or best is None:
+                cells.append("–")
+                continue
+            mine, (theirs, who) = rows[CHAMPION][metric], best
+            fmt = "+.1%" if metric == "aggregate_error" else (".1%" if metric == "top10_share" else ".4f")
+            better = abs(mine) < abs(theirs) if direction == 0 else (mine - theirs) * direction > 0
+            wins, n = wins + better, n + 1
+            cells.append(f"{format(mine, fmt)} vs {format(theirs, fmt)} ({who.replace(' + Gamma-Gamma', '')})")
+        print(f"| {label} | " + " | ".join(cells) + f" | {wins}/{n} |")
 
 
 def installed(libraries: list[str]) -> list[str]:
@@ -194,6 +251,7 @@ def installed(libraries: list[str]) -> list[str]:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--cutoff", default="1998-04-01", help="scoring cutoff of the 90-day table")
+    ap.add_argument("--rolling", default="", help="more comma-separated scoring cutoffs: a 90-day table each, then a summary")
     ap.add_argument("--ltv-cutoff", default="", help="LTV cutoff (default: last date - LTV horizon)")
     ap.add_argument("--libraries", default="lifetimes,pymc-marketing", help="comma-separated: lifetimes, pymc-marketing")
     ap.add_argument("--pymc-method", choices=("map", "mcmc"), default="map",
@@ -213,11 +271,14 @@ def main(argv=None) -> int:
         Runner(args.db).run(INGEST_SELECTION, label="ingest")
     with duckdb.connect(args.db, read_only=True) as conn:
         _, end = F.data_bounds(conn)
-        table(conn, date.fromisoformat(args.cutoff), HORIZON_DAYS, end, True, libraries, args.pymc_method)
+        scoring = sorted({date.fromisoformat(c) for c in [args.cutoff, *args.rolling.split(",")] if c})
+        by_cutoff = {s: table(conn, s, HORIZON_DAYS, end, True, libraries, args.pymc_method) for s in scoring}
         ltv = date.fromisoformat(args.ltv_cutoff) if args.ltv_cutoff else end - timedelta(days=LTV_HORIZON_DAYS)
         table(conn, ltv, LTV_HORIZON_DAYS, end, False, libraries, args.pymc_method)
     if "pymc-marketing" in libraries:
         formula_check(HORIZON_DAYS / L.WEEK)
+    if len(by_cutoff) > 1:
+        summary(by_cutoff)
     print("\nVersions: " + ", ".join(f"{lib} {version(lib)}" for lib in libraries))
     return 0
 
