@@ -1,4 +1,5 @@
-"""The feature SQL that benchmarks/headroom.py adds to its candidates, on the hand-built ledger of test_features.
+"""The feature SQL that benchmarks/headroom.py adds to its candidates, on the hand-built ledger of test_features;
+and how benchmarks/peers.py picks the library row it compares the champion with.
 
 Cutoff c = 2020-03-31; the 30-day bins are (c - 30 (i + 1), c - 30 i], so bin 0 is (03-01, 03-31], bin 1
 (01-31, 03-01], bin 2 (01-01, 01-31], bin 4 (2019-11-02, 2019-12-02]. Purchases only (returns are not counted).
@@ -13,20 +14,21 @@ import importlib.util
 from pathlib import Path
 
 import duckdb
+import pytest
 
 from customer_assets_tests.test_features import C, built  # noqa: F401  (the fixture)
 
 
-def _headroom():
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "headroom.py"
-    spec = importlib.util.spec_from_file_location("headroom", path)
+def _benchmark(name: str):
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
 def test_history_bins_by_hand(built):  # noqa: F811
-    hd = _headroom()
+    hd = _benchmark("headroom")
     with duckdb.connect(built[0], read_only=True) as conn:
         bins = conn.execute(hd.BIN_SQL, [C]).df().set_index("customer_id")
     expected = {
@@ -41,3 +43,32 @@ def test_history_bins_by_hand(built):  # noqa: F811
             assert bins.loc[customer, f"bin_days_{i}"] == days, (customer, i)
             assert bins.loc[customer, f"bin_spend_{i}"] == spend, (customer, i)
     assert list(bins.columns) == hd.BIN_FEATURES
+
+
+def test_peers_compares_the_champion_with_the_best_library_row_only():
+    peers = _benchmark("peers")
+    rows = {
+        peers.CHAMPION: {"roc_auc": 0.80, "brier": 0.10, "aggregate_error": 0.06, "r2": 0.40},
+        # the project's own BG/NBD is not a library row, however good
+        "customer-assets BG/NBD + Gamma-Gamma": {"roc_auc": 0.99, "brier": 0.01, "aggregate_error": 0.0, "r2": 0.9},
+        # no P(purchase): ranked by expected purchase days only, and that ROC-AUC counts
+        "lifetimes Pareto/NBD + Gamma-Gamma": {"roc_auc_days": 0.82, "aggregate_error": -0.05, "r2": 0.45},
+        "PyMC-Marketing BG/NBD + Gamma-Gamma (map)": {"roc_auc": 0.81, "roc_auc_days": 0.79, "brier": 0.12,
+                                                      "aggregate_error": 0.07, "r2": 0.44},
+    }
+    assert peers.best_library(rows, "roc_auc", 1) == (0.82, "lifetimes Pareto/NBD + Gamma-Gamma")
+    assert peers.best_library(rows, "brier", -1) == (0.12, "PyMC-Marketing BG/NBD + Gamma-Gamma (map)")
+    # aggregate error: the one closest to zero, whatever its sign
+    assert peers.best_library(rows, "aggregate_error", 0) == (-0.05, "lifetimes Pareto/NBD + Gamma-Gamma")
+    assert peers.best_library(rows, "r2", 1) == (0.45, "lifetimes Pareto/NBD + Gamma-Gamma")
+    assert peers.best_library({peers.CHAMPION: rows[peers.CHAMPION]}, "r2", 1) is None
+
+
+def test_peers_names_a_library_that_is_missing_and_refuses_an_unknown_one(capsys):
+    peers = _benchmark("peers")
+    assert peers.installed(["no-such-clv-library"]) == []
+    assert "no-such-clv-library is not installed" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop:
+        peers.main(["--libraries", "lifetimes,buytilyoudie", "--skip-ingest"])
+    assert stop.value.code == 2
+    assert "unknown ['buytilyoudie']" in capsys.readouterr().err
