@@ -4,7 +4,7 @@
     python benchmarks/peers.py --cutoff 1998-04-01
 
 lifetimes is unmaintained (its last release, 0.11.3, is from 2020) and PyMC-Marketing pulls in
-PyMC, PyTensor and a C compiler's worth of build, so the project implements BG/NBD and
+PyMC and PyTensor (which compiles C code at run time), so the project implements BG/NBD and
 Gamma-Gamma itself (customer_assets/models/probabilistic.py, tested against the published CDNOW
 parameters). This benchmark fits the libraries' models on the same customer summaries (repeat
 purchase days, recency and tenure in weeks, mean repeat spend) and prints them next to the
@@ -92,7 +92,8 @@ def pymc_marketing_systems(x, t_x, T, m, weeks: float, method: str) -> dict[str,
             p = 1 - mean(model.expected_purchase_probability(n_purchases=0, future_t=weeks))
         else:  # MBG/NBD: "The MBG/NBD model does not support this method."
             p = None
-        print(f"(PyMC-Marketing {name}, {method}: fitted and predicted in {time.perf_counter() - started:.0f} s)", flush=True)
+        print(f"(PyMC-Marketing {name}, {method}: fitted and predicted in {time.perf_counter() - started:.0f} s)",
+              file=sys.stderr, flush=True)
         out[f"PyMC-Marketing {name} + Gamma-Gamma ({method})"] = (purchases, p, purchases * spend)
     return out
 
