@@ -19,8 +19,8 @@ warehouse, next to the project's champion:
 - LTV in the 365 days after --ltv-cutoff (default: the last date - 365 days).
 
 Either library may be missing: its rows are left out, and the run says so. PyMC-Marketing is fitted
-by MAP (--pymc-method map, seconds) or, as is its default, by NUTS sampling (--pymc-method mcmc,
-minutes), and predicts with the posterior mean. The warehouse is --db (default: the accuracy
+by MAP (--pymc-method map, seconds) or, as is its default, by NUTS sampling (--pymc-method mcmc: minutes
+for BG/NBD and MBG/NBD, more than 70 minutes for Pareto/NBD on 2 cores), and predicts with the posterior mean. The warehouse is --db (default: the accuracy
 benchmark's); it is ingested first unless --skip-ingest.
 """
 
