@@ -70,26 +70,29 @@ def lifetimes_systems(x, t_x, T, m, weeks: float) -> dict[str, System]:
     return out
 
 
+def _posterior_mean(draws) -> np.ndarray:
+    return np.asarray(draws.mean(("chain", "draw")).values, dtype=float)
+
+
 def pymc_marketing_systems(x, t_x, T, m, weeks: float, method: str) -> dict[str, System]:
     from pymc_marketing import clv
 
     kwargs = {"method": "map"} if method == "map" else {"method": "mcmc", "random_seed": 1, "progressbar": False}
-    mean = lambda a: np.asarray(a.mean(("chain", "draw")).values, dtype=float)  # noqa: E731  the posterior mean
     d = pd.DataFrame({"customer_id": np.arange(len(x)), "frequency": x, "recency": t_x, "T": T})
     money = d.assign(monetary_value=np.where(x > 0, m, 0.0))
     gg = clv.GammaGammaModel(data=money[(x > 0) & (m > 0)])
     gg.fit(**kwargs)
-    spend = mean(gg.expected_customer_spend(data=money))
+    spend = _posterior_mean(gg.expected_customer_spend(data=money))
     out = {}
     for name, cls in (("BG/NBD", clv.BetaGeoModel), ("MBG/NBD", clv.ModifiedBetaGeoModel), ("Pareto/NBD", clv.ParetoNBDModel)):
         started = time.perf_counter()
         model = cls(data=d)
         model.fit(**kwargs)
-        purchases = mean(model.expected_purchases(future_t=weeks))
+        purchases = _posterior_mean(model.expected_purchases(future_t=weeks))
         if cls is clv.BetaGeoModel:
-            p = 1 - mean(model.expected_probability_no_purchase(t=weeks))
+            p = 1 - _posterior_mean(model.expected_probability_no_purchase(t=weeks))
         elif cls is clv.ParetoNBDModel:
-            p = 1 - mean(model.expected_purchase_probability(n_purchases=0, future_t=weeks))
+            p = 1 - _posterior_mean(model.expected_purchase_probability(n_purchases=0, future_t=weeks))
         else:  # MBG/NBD: "The MBG/NBD model does not support this method."
             p = None
         print(f"(PyMC-Marketing {name}, {method}: fitted and predicted in {time.perf_counter() - started:.0f} s)",
