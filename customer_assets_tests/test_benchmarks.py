@@ -1,4 +1,5 @@
-"""The feature SQL that benchmarks/headroom.py adds to its candidates, on the hand-built ledger of test_features;
+"""The feature SQL that benchmarks/headroom.py adds to its candidates, on the hand-built ledger of test_features; that
+its in-period LTV bound is out of fold;
 and how benchmarks/peers.py picks the library row it compares the champion with.
 
 Cutoff c = 2020-03-31; the 30-day bins are (c - 30 (i + 1), c - 30 i], so bin 0 is (03-01, 03-31], bin 1
@@ -72,3 +73,31 @@ def test_peers_names_a_library_that_is_missing_and_refuses_an_unknown_one(capsys
         peers.main(["--libraries", "lifetimes,buytilyoudie", "--skip-ingest"])
     assert stop.value.code == 2
     assert "unknown ['buytilyoudie']" in capsys.readouterr().err
+
+
+def test_ltv_in_period_bound_predicts_each_customer_without_its_own_label(monkeypatch):
+    """The in-period LTV bound is out of fold: a customer's prediction comes from boosters that never saw its label.
+
+    So changing one customer's label changes nothing in that customer's own prediction, while it does change the
+    predictions of customers in other folds (whose boosters trained on it). Built on random features with a label
+    that depends on them, so the boosters have something to learn.
+    """
+    import numpy as np
+    import pandas as pd
+
+    hd = _benchmark("headroom")
+    features = hd.F.FEATURE_COLUMNS
+    monkeypatch.setattr(hd, "LTV_IN_PERIOD_MODELS", [("xgboost Tweedie 1.5", "xgboost", None, "plain")])
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(rng.gamma(2.0, 10.0, (600, len(features))), columns=features)
+    frame["label_spend"] = rng.poisson(frame["frequency"] / 5) * frame["monetary_mean"]
+    published = frame["monetary_mean"].to_numpy()
+    (name, before), = hd.ltv_in_period(frame, published, 365)
+    assert name == "xgboost Tweedie 1.5, the pipeline's features"
+    assert len(before) == len(frame) and (before >= 0).all()
+
+    changed = frame.copy()
+    changed.loc[7, "label_spend"] = 50_000.0
+    (_, after), = hd.ltv_in_period(changed, published, 365)
+    assert after[7] == before[7]
+    assert (after != before).sum() > 0  # the other folds' boosters did see it
