@@ -18,6 +18,11 @@ warehouse, next to the project's champion:
   BG/NBD and Pareto/NBD, not for MBG/NBD);
 - LTV in the 365 days after --ltv-cutoff (default: the last date - 365 days).
 
+With --rolling, a summary follows: the champion against the best library row at each cutoff, with the
+champion-minus-row difference and its paired bootstrap 95% interval over customers. The champion's per-customer
+predictions for it are recomputed from the models that served the cutoff, and used only when they reproduce
+evaluation.backtest_metrics.
+
 Either library may be missing: its rows are left out, and the run says so. PyMC-Marketing is fitted
 by MAP (--pymc-method map, seconds) or, as is its default, by NUTS sampling (--pymc-method mcmc: minutes
 for BG/NBD and MBG/NBD, more than 70 minutes for Pareto/NBD on 2 cores), and predicts with the posterior mean. The warehouse is --db (default: the accuracy
@@ -151,6 +156,27 @@ def champion_metrics(conn, cutoff: date) -> dict[str, float] | None:
             "r2": v["spend", "r2"], "aggregate_error": v["spend", "aggregate_error"], "top10_share": v["spend", "top10_share"]}
 
 
+def champion_predictions(conn, cutoff: date, f: pd.DataFrame, horizon: int) -> System | None:
+    """The champion's P(purchase) and spend for the customers of ``f``, from the models that serve ``cutoff``.
+
+    Those are the models evaluation/backtest scored (benchmarks/accuracy.py materializes them into the same
+    warehouse); None when they are not there. Only the paired bootstrap intervals use these: the champion's figures
+    are read from evaluation.backtest_metrics.
+    """
+    from customer_assets.models import candidates as C
+    from customer_assets.models.assets import MODEL_NAMES
+    from customer_assets.scores.assets import served_models
+
+    try:
+        models = {n: v[0] for n, v in served_models(conn, MODEL_NAMES, cutoff, lambda msg: None).items()}
+    except Exception as exc:  # no models table, or no model for that partition: the figures alone are shown
+        print(f"No intervals at {cutoff}: the champion's models are not in the warehouse ({exc})", file=sys.stderr)
+        return None
+    test = C.add_bgnbd_features(f, horizon)
+    p = L.predict_purchase(models["churn"], test, horizon)
+    return None, p, L.predict_spend(models["spend"], test, horizon)
+
+
 def system_metrics(y_buy, y_spend, one, system: System, purchase: bool) -> dict[str, float]:
     purchases, p, value = system
     out = {"r2": M.r2(y_spend, value), "aggregate_error": M.aggregate_error(y_spend, value),
@@ -184,6 +210,17 @@ def table(conn, cutoff: date, horizon: int, end: date, purchase: bool, libraries
     rows = {name: system_metrics(y_buy, y_spend, one, s, purchase) for name, s in systems.items()}
     if purchase and (champion := champion_metrics(conn, cutoff)):
         rows = {CHAMPION: champion} | rows
+        served = champion_predictions(conn, cutoff, f, horizon)
+        if served is not None and not np.allclose([M.roc_auc(y_buy, served[1]), M.r2(y_spend, served[2])],
+                                                  [champion["roc_auc"], champion["r2"]], rtol=0, atol=1e-9):
+            print(f"No intervals at {cutoff}: the served models do not reproduce evaluation.backtest_metrics "
+                  "(rerun benchmarks/accuracy.py)", file=sys.stderr)
+            served = None
+        if served is not None:
+            systems[CHAMPION] = served
+    for name in rows:  # what the summary's paired bootstrap resamples
+        rows[name][PREDICTIONS] = systems.get(name)
+    rows[LABELS] = {"purchase": y_buy, "spend": y_spend}
     print(f"\n## {horizon} days after {cutoff}, fitted on data up to {cutoff} ({len(f):,} customers, {one.sum():,} one-time "
           "buyers)\n")
     print("| system | ROC-AUC, P(purchase) | ROC-AUC, expected purchase days | PR-AUC (of P(purchase), else of the expected days) "
@@ -191,6 +228,8 @@ def table(conn, cutoff: date, horizon: int, end: date, purchase: bool, libraries
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     days = float(f["label_purchase_days"].sum())
     for name, v in rows.items():
+        if name == LABELS:
+            continue
         one_time = f"{v['one_time_p']:.4f} vs {v['one_time_rate']:.4f}" if "one_time_p" in v else "–"
         expected = f"{v['purchase_days']:,.0f} vs {days:,.0f}" if "purchase_days" in v else "–"
         print(f"| {name} | {_cell(v, 'roc_auc')} | {_cell(v, 'roc_auc_days')} | {_cell(v, 'pr_auc')} | "
@@ -201,19 +240,28 @@ def table(conn, cutoff: date, horizon: int, end: date, purchase: bool, libraries
 
 CHAMPION = "customer-assets champion (evaluation.backtest_metrics)"
 LIBRARY_PREFIXES = ("lifetimes", "PyMC-Marketing")
+PREDICTIONS, LABELS = "_predictions", "_labels"  # a row's System, and the window's labels (not metrics)
 # metric, label, direction (1: higher is better, -1: lower, 0: closer to zero)
 SUMMARY = [("roc_auc", "ROC-AUC", 1), ("pr_auc", "PR-AUC", 1), ("brier", "Brier", -1), ("r2", "spend R²", 1),
            ("aggregate_error", "aggregate error", 0), ("top10_share", "top-10% share", 1)]
+# per metric: the function the bootstrap resamples (the aggregate error by its size) and the labels it scores
+BOOTSTRAP = {"roc_auc": (M.roc_auc, "purchase"), "pr_auc": (M.pr_auc, "purchase"), "brier": (M.brier, "purchase"),
+             "r2": (M.r2, "spend"), "aggregate_error": (lambda y, p: abs(M.aggregate_error(y, p)), "spend"),
+             "top10_share": (M.top_share, "spend")}
+BOOTSTRAP_SAMPLES = 200
 
 
-def best_library(rows: dict[str, dict[str, float]], metric: str, direction: int) -> tuple[float, str] | None:
-    """The best library row on ``metric`` (for ROC-AUC, by either of its scores): picked on the test, so generous."""
+def best_library(rows: dict[str, dict], metric: str, direction: int) -> tuple[float, str, str] | None:
+    """The best library row on ``metric`` (for ROC-AUC, by either of its scores): picked on the test, so generous.
+
+    Returns (value, row name, the key of the score it came from).
+    """
     found = []
     for name, v in rows.items():
         if name.startswith(LIBRARY_PREFIXES):
             for key in ((metric, "roc_auc_days") if metric == "roc_auc" else (metric,)):
                 if key in v:
-                    found.append((v[key], name))
+                    found.append((v[key], name, key))
     if not found:
         return None
     if direction == 0:
@@ -221,23 +269,53 @@ def best_library(rows: dict[str, dict[str, float]], metric: str, direction: int)
     return max(found) if direction > 0 else min(found)
 
 
-def summary(by_cutoff: dict[date, dict[str, dict[str, float]]]) -> None:
+def _score(system: System, key: str) -> np.ndarray:
+    """The prediction behind a metric key: expected purchase days, P(purchase) (else the days), or spend."""
+    purchases, p, value = system
+    if key == "roc_auc_days":
+        return purchases
+    if key in ("roc_auc", "pr_auc", "brier"):
+        return purchases if p is None else p
+    return value
+
+
+def champion_interval(rows: dict[str, dict], metric: str, library: str, key: str) -> tuple[float, float, float] | None:
+    """Champion minus the library row on ``metric`` (the aggregate error by its size), with a paired bootstrap 95%
+    interval over customers; None without the champion's per-customer predictions."""
+    mine, theirs = rows[CHAMPION].get(PREDICTIONS), rows[library].get(PREDICTIONS)
+    if mine is None or theirs is None:
+        return None
+    fn, labels = BOOTSTRAP[metric]
+    return M.paired_bootstrap(fn, rows[LABELS][labels], _score(mine, metric), _score(theirs, key), BOOTSTRAP_SAMPLES)
+
+
+def summary(by_cutoff: dict[date, dict[str, dict]]) -> None:
     print("\n## The champion against the best library row at each cutoff (the library row picked on the test)\n")
-    print("| metric | " + " | ".join(str(c) for c in by_cutoff) + " | champion better |")
-    print("| --- | " + " | ".join("---" for _ in by_cutoff) + " | --- |")
+    print("In brackets: the champion minus that row, with a paired bootstrap 95% interval (resampling customers; for "
+          "the aggregate error, the difference of their sizes, so negative is better). *significantly* counts the "
+          "cutoffs whose interval lies wholly on the champion's side.\n")
+    print("| metric | " + " | ".join(str(c) for c in by_cutoff) + " | champion better | significantly |")
+    print("| --- | " + " | ".join("---" for _ in by_cutoff) + " | --- | --- |")
     for metric, label, direction in SUMMARY:
-        cells, wins, n = [], 0, 0
+        cells, wins, sure, n = [], 0, 0, 0
         for rows in by_cutoff.values():
             best = best_library(rows, metric, direction)
             if CHAMPION not in rows or best is None:
                 cells.append("–")
                 continue
-            mine, (theirs, who) = rows[CHAMPION][metric], best
+            mine, (theirs, who, key) = rows[CHAMPION][metric], best
             fmt = "+.1%" if metric == "aggregate_error" else (".1%" if metric == "top10_share" else ".4f")
             better = abs(mine) < abs(theirs) if direction == 0 else (mine - theirs) * direction > 0
             wins, n = wins + better, n + 1
-            cells.append(f"{format(mine, fmt)} vs {format(theirs, fmt)} ({who.replace(' + Gamma-Gamma', '')})")
-        print(f"| {label} | " + " | ".join(cells) + f" | {wins}/{n} |")
+            cell = f"{format(mine, fmt)} vs {format(theirs, fmt)} ({who.replace(' + Gamma-Gamma', '')})"
+            if (iv := champion_interval(rows, metric, who, key)) is not None:
+                d, low, high = iv
+                side = -1 if direction == 0 else direction  # the sign of a difference in the champion's favour
+                sure += (low > 0) if side > 0 else (high < 0)
+                dfmt = "+.1%" if metric in ("aggregate_error", "top10_share") else "+.4f"
+                cell += f" [{format(d, dfmt)}: {format(low, dfmt)}, {format(high, dfmt)}]"
+            cells.append(cell)
+        print(f"| {label} | " + " | ".join(cells) + f" | {wins}/{n} | {sure}/{n} |")
 
 
 def installed(libraries: list[str]) -> list[str]:

@@ -57,11 +57,12 @@ def test_peers_compares_the_champion_with_the_best_library_row_only():
         "PyMC-Marketing BG/NBD + Gamma-Gamma (map)": {"roc_auc": 0.81, "roc_auc_days": 0.79, "brier": 0.12,
                                                       "aggregate_error": 0.07, "r2": 0.44},
     }
-    assert peers.best_library(rows, "roc_auc", 1) == (0.82, "lifetimes Pareto/NBD + Gamma-Gamma")
-    assert peers.best_library(rows, "brier", -1) == (0.12, "PyMC-Marketing BG/NBD + Gamma-Gamma (map)")
+    # (value, row, the score it came from): here the expected purchase days, not a P(purchase)
+    assert peers.best_library(rows, "roc_auc", 1) == (0.82, "lifetimes Pareto/NBD + Gamma-Gamma", "roc_auc_days")
+    assert peers.best_library(rows, "brier", -1) == (0.12, "PyMC-Marketing BG/NBD + Gamma-Gamma (map)", "brier")
     # aggregate error: the one closest to zero, whatever its sign
-    assert peers.best_library(rows, "aggregate_error", 0) == (-0.05, "lifetimes Pareto/NBD + Gamma-Gamma")
-    assert peers.best_library(rows, "r2", 1) == (0.45, "lifetimes Pareto/NBD + Gamma-Gamma")
+    assert peers.best_library(rows, "aggregate_error", 0) == (-0.05, "lifetimes Pareto/NBD + Gamma-Gamma", "aggregate_error")
+    assert peers.best_library(rows, "r2", 1) == (0.45, "lifetimes Pareto/NBD + Gamma-Gamma", "r2")
     assert peers.best_library({peers.CHAMPION: rows[peers.CHAMPION]}, "r2", 1) is None
 
 
@@ -101,3 +102,34 @@ def test_ltv_in_period_bound_predicts_each_customer_without_its_own_label(monkey
     (_, after), = hd.ltv_in_period(changed, published, 365)
     assert after[7] == before[7]
     assert (after != before).sum() > 0  # the other folds' boosters did see it
+
+
+def test_peers_summary_counts_a_win_as_significant_only_when_its_interval_is_on_the_champions_side(capsys):
+    """Ten customers, five buyers. The champion ranks them perfectly and predicts the total spend exactly; the library
+    ranks them backwards on P(purchase) (ROC-AUC 0) and doubles every spend (aggregate error +100%), but its expected
+    purchase days rank them perfectly too (a tie: ROC-AUC 1 against 1, difference 0, not significant)."""
+    import numpy as np
+
+    peers = _benchmark("peers")
+    y = np.array([1, 1, 1, 1, 1, 0, 0, 0, 0, 0], dtype=float)
+    spend = np.array([50, 40, 30, 20, 10, 0, 0, 0, 0, 0], dtype=float)
+    good = np.linspace(0.9, 0.1, 10)  # higher for every buyer than for any non-buyer
+    lib = "lifetimes BG/NBD + Gamma-Gamma"
+    M = peers.M
+    rows = {
+        peers.CHAMPION: {"roc_auc": 1.0, "aggregate_error": 0.0, peers.PREDICTIONS: (None, good, spend)},
+        lib: {"roc_auc": 0.0, "roc_auc_days": 1.0, "aggregate_error": 1.0,
+              peers.PREDICTIONS: (good * 3, 1 - good, spend * 2)},
+        peers.LABELS: {"purchase": y, "spend": spend},
+    }
+    assert M.roc_auc(y, 1 - good) == 0.0 and M.aggregate_error(spend, spend * 2) == 1.0
+    peers.summary({"2020-01-01": rows})
+    lines = {line.split(" | ")[0]: line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")}
+    # ROC-AUC: the library's better score (the days) is the one compared; a tie is a win for neither
+    assert "1.0000 vs 1.0000 (lifetimes BG/NBD) [+0.0000: +0.0000, +0.0000]" in lines["| ROC-AUC"]
+    assert lines["| ROC-AUC"].endswith("| 0/1 | 0/1 |")
+    # aggregate error: |0%| - |100%| = -100 points on every resample, so significant
+    assert "+0.0% vs +100.0% (lifetimes BG/NBD) [-100.0%: -100.0%, -100.0%]" in lines["| aggregate error"]
+    assert lines["| aggregate error"].endswith("| 1/1 | 1/1 |")
+    # no figure on either side: shown as a dash, counted nowhere
+    assert lines["| spend R²"].endswith("| – | 0/0 | 0/0 |")
