@@ -59,7 +59,8 @@ from customer_assets.models import logic as L
 from customer_assets.models import probabilistic as P
 from customer_assets.settings import DATA_DIR, HORIZON_DAYS, LTV_HORIZON_DAYS
 
-BLEND_WEIGHTS = (0.0, 0.25, 0.5, 0.75)
+# the pipeline's candidate weights on BG/NBD + Gamma-Gamma, and 1.0: BG/NBD alone, which the pipeline has as a family
+BLEND_WEIGHTS = (*L.BLEND_WEIGHTS, 1.0)
 
 
 @dataclass
@@ -405,7 +406,7 @@ def in_period_table(frames: Frames, t: date, s: date) -> dict[str, float]:
     print("| --- | --- | --- | --- |")
     bg = test["bg_expected_value"].to_numpy()
     blends = []
-    for w in (*BLEND_WEIGHTS, 1.0):
+    for w in BLEND_WEIGHTS:
         p = (1 - w) * spend + w * bg
         blends.append((M.r2(ys, p), M.aggregate_error(ys, p), M.top_share(ys, p)))
         print(f"| BG/NBD weight {w} | {blends[-1][0]:.4f} | {blends[-1][1]:+.1%} | {blends[-1][2]:.1%} |")
@@ -565,9 +566,6 @@ def calibration_table(frames: Frames, scoring: list[date]) -> None:
         cells = [f"{M.brier(y, p):.5f} ({M.expected_calibration_error(y, p):.3f})" for p in preds]
         print(f"| {s} | {sel['family']}, {sel['stack'][0]} x {sel['stack'][1]} d | {' | '.join(cells)} | "
               f"{raw.mean():.3f} / {preds[2].mean():.3f} / {y.mean():.3f} |", flush=True)
-
-
-BLEND_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
 def blend_table(frames: Frames, scoring: list[date]) -> None:

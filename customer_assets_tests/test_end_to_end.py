@@ -651,6 +651,15 @@ def test_model_config_sets_the_stacking_candidates_and_refuses_bad_ones(scored, 
         assert not result.success
         failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
         assert message in failure.step_failure_data.error.message, bad
+    # spend's blend weight: only spend has it, and only from 0 to 1
+    result = materialize(copy, "models/spend", partition_key="1998-04-01", raise_on_error=False,
+                         run_config={"ops": {"models__spend": {"config": {"spend_blend_weight": 1.5}}}})
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    assert "spend_blend_weight 1.5 is not between 0 and 1" in failure.step_failure_data.error.message
+    assert "(set by the `spend_blend_weight` config)" in failure.step_failure_data.error.message
+    with pytest.raises(dg.DagsterInvalidConfigError, match="spend_blend_weight"):
+        materialize(copy, "models/churn", partition_key="1998-04-01",
+                    run_config={"ops": {"models__churn": {"config": {"spend_blend_weight": 0.5}}}})
     assert materialize(copy, "models/next_purchase", partition_key="1998-04-01",
                        run_config={"ops": {"models__next_purchase": {"config": {"stack_options": ["2x30", "3x45"]}}}}).success
     nxt = json.loads(_q(copy, "SELECT params FROM models.next_purchase WHERE cutoff_date = '1998-04-01'").params.iloc[0])

@@ -660,3 +660,27 @@ def test_without_two_years_for_the_check_only_assume_seasonal_applies_the_correc
     scored = load(date(2020, 12, 14))
     y = scored["label_spend"]
     assert abs(M.aggregate_error(y, L.predict_spend(assumed, scored))) < 0.1 < 0.5 < abs(M.aggregate_error(y, L.predict_spend(checked, scored)))
+
+
+def test_a_fixed_spend_blend_weight_replaces_the_validated_one_and_is_recorded():
+    import dataclasses
+
+    chosen = L.train_spend(_data())
+    assert chosen.params["family"] != "bgnbd"  # so there is a blend to fix
+    assert chosen.calibration["blend_weight_source"] == "validation"
+    assert chosen.calibration["blend_bgnbd_weight"] in L.BLEND_WEIGHTS
+    fixed = L.train_spend(dataclasses.replace(_data(), spend_blend_weight=0.6))  # not a candidate weight
+    assert (fixed.calibration["blend_bgnbd_weight"], fixed.calibration["blend_weight_source"]) == (0.6, "config")
+    assert fixed.params["family"] == chosen.params["family"]  # the champion is chosen before the blend
+    # its validation score is recorded next to the candidates', and the model's validation R² is that blend's
+    blends = {r["family"].rsplit("(weight ", 1)[1].rstrip(")"): r["validation_score"] for r in fixed.params["selection"]
+              if "blended with bgnbd" in r["family"]}
+    assert set(blends) == {"0.0", "0.25", "0.5", "0.75", "0.6"}
+    assert fixed.metrics["validation_r2"] == pytest.approx(blends["0.6"], abs=1e-12)
+    # served: 0.4 of the champion and 0.6 of BG/NBD + Gamma-Gamma (times the season ratio, 1 here)
+    fresh = C.add_bgnbd_features(_labelled_cutoff(date(2020, 9, 1)), 90)
+    back = L.ModelRecord.from_row(fixed.to_row(date(2020, 6, 1)))
+    own = L.predict_spend(dataclasses.replace(back, calibration={**back.calibration, "blend_bgnbd_weight": 0.0}), fresh)
+    np.testing.assert_allclose(L.predict_spend(back, fresh), 0.4 * own + 0.6 * fresh["bg_expected_value"].to_numpy(), rtol=1e-6)
+    with pytest.raises(ValueError, match=r"spend_blend_weight 1.5 is not between 0 and 1"):
+        dataclasses.replace(_data(), spend_blend_weight=1.5)

@@ -41,6 +41,13 @@ class TrainingConfig(ModelConfig):
     same_season: str | None = None
 
 
+class SpendConfig(TrainingConfig):
+    """As ``TrainingConfig``, and the weight on BG/NBD + Gamma-Gamma in the spend blend: from 0 to 1 to fix it; unset,
+    validation chooses it among 0, 0.25, 0.5 and 0.75 (with BG/NBD alone as a candidate family)."""
+
+    spend_blend_weight: float | None = None
+
+
 def parse_stack_options(options: list[str]) -> tuple[tuple[int, int], ...]:
     out = []
     for o in options:
@@ -120,9 +127,11 @@ def training_data(conn, cutoff: date, config: ModelConfig, what: str, run_id: st
         return L.TrainingData(cutoff, HORIZON_DAYS, start, load, options,
                               max_rows_per_cutoff=10 * config.max_rows_per_cutoff,
                               min_labelled_customers=config.min_labelled_customers, histories=histories,
-                              same_season=same_season(getattr(config, "same_season", None)))
-    except ValueError as exc:  # a bad same_season: say where it can be set
-        raise dg.Failure(f"{exc} (set by the `same_season` config or {ENV_SAME_SEASON})") from exc
+                              same_season=same_season(getattr(config, "same_season", None)),
+                              spend_blend_weight=getattr(config, "spend_blend_weight", None))
+    except ValueError as exc:  # a bad same_season or spend_blend_weight: say where it can be set
+        where = "the `spend_blend_weight` config" if "spend_blend_weight" in str(exc) else f"the `same_season` config or {ENV_SAME_SEASON}"
+        raise dg.Failure(f"{exc} (set by {where})") from exc
 
 
 def store(conn, record: L.ModelRecord, cutoff: date) -> None:
@@ -225,7 +234,7 @@ def churn(context: dg.AssetExecutionContext, config: TrainingConfig, duckdb: Duc
 @_model_asset("spend", {"xgboost", "lightgbm"}, "Expected net spend in the next H days: the best of XGBoost/LightGBM (Tweedie), their BG/NBD blends and "
               "BG/NBD + Gamma-Gamma itself, and of the stacked cutoffs, on an out-of-time validation; times the level ratio of "
               "the scoring window's season a year back where the same correction two years back passes its check.")
-def spend(context: dg.AssetExecutionContext, config: TrainingConfig, duckdb: DuckDBResource) -> dg.MaterializeResult:
+def spend(context: dg.AssetExecutionContext, config: SpendConfig, duckdb: DuckDBResource) -> dg.MaterializeResult:
     return _train(context, duckdb, "spend", config, lambda d: L.train_spend(d, log=context.log.info))
 
 

@@ -124,6 +124,7 @@ def _matrix(frame: pd.DataFrame, features: list[str]) -> np.ndarray:
 # few big spenders, and on CDNOW choosing the spacing by the plain best R² picked 8 cutoffs every 15 days at two of
 # four partitions by less than 0.005 R², inside that interval, and the test R² fell (0.514 to 0.494 at 1998-04-01).
 STACK_OPTIONS = ((2, 30), (4, 30), (8, 30), (4, 60), (8, 15))
+BLEND_WEIGHTS = (0.0, 0.25, 0.5, 0.75)  # spend's candidate weights on BG/NBD + Gamma-Gamma
 DEFAULT_STACK_STEP_DAYS = 30
 SPACING_BOOTSTRAP_SAMPLES = 200
 MAX_ROWS_PER_CUTOFF = 50_000
@@ -163,11 +164,16 @@ class TrainingData:
     histories: Any = None
     # the same-season correction of churn and spend (``SEASON_MODES``, ``same_season_spend``, ``same_season_churn``)
     same_season: str = "checked"
+    # spend's weight on BG/NBD + Gamma-Gamma in its blend: None, chosen on validation among BLEND_WEIGHTS; else fixed
+    spend_blend_weight: float | None = None
 
     def __post_init__(self):
         if self.same_season not in SEASON_MODES:
             raise ValueError(f"same_season {self.same_season!r} is not one of: "
                              + "; ".join(f"{k} ({v})" for k, v in SEASON_MODES.items()))
+        if self.spend_blend_weight is not None and not 0.0 <= self.spend_blend_weight <= 1.0:
+            raise ValueError(f"spend_blend_weight {self.spend_blend_weight!r} is not between 0 and 1 (the weight on "
+                             "BG/NBD + Gamma-Gamma; leave it unset to choose it on validation)")
 
     def cutoffs(self, last: date, n: int, step: int) -> list[date]:
         """``last`` and up to ``n - 1`` earlier cutoffs ``step`` days apart that still have 30 days of history."""
@@ -337,14 +343,18 @@ def select_and_fit(task: str, data: TrainingData, families: tuple[str, ...], log
     blend_weight = 0.0
     if task == "spend" and best_family != "bgnbd":
         # blend the champion with BG/NBD + Gamma-Gamma: weight on BG/NBD chosen on the same validation
+        # (or fixed by the spend_blend_weight config, the other weights still scored for the record)
         bg = _bgnbd_value(valid, task)
-        scores = {w: metric(y_val, (1 - w) * val_pred + w * bg) for w in (0.0, 0.25, 0.5, 0.75)}
-        blend_weight = max(scores, key=scores.get)
+        fixed = data.spend_blend_weight
+        weights = BLEND_WEIGHTS if fixed is None or fixed in BLEND_WEIGHTS else (*BLEND_WEIGHTS, fixed)
+        scores = {w: metric(y_val, (1 - w) * val_pred + w * bg) for w in weights}
+        blend_weight = max(scores, key=scores.get) if fixed is None else fixed
         for w, sc in scores.items():
             rows.append({"family": f"{best_family} blended with bgnbd (weight {w})", "stacked_cutoffs": best_opt[0],
                          "stack_step_days": best_opt[1], "train_rows": None, "rounds": rounds, "validation_score": sc})
         val_pred = (1 - blend_weight) * val_pred + blend_weight * bg
-        log(f"{task}: BG/NBD blend weight {blend_weight} -> validation {scores[blend_weight]:.4f}")
+        how = "chosen on validation" if fixed is None else "fixed by the spend_blend_weight config"
+        log(f"{task}: BG/NBD blend weight {blend_weight} ({how}) -> validation {scores[blend_weight]:.4f}")
     final_cutoffs = data.cutoffs(t, *best_opt)
     final_frame = train_frame(best_opt[0], best_opt[1], t)
 
@@ -676,7 +686,9 @@ def train_spend(data: TrainingData, log=None) -> ModelRecord:
     sel["diagnostics"] = {"gains": M.gains_curve(y, pred),
                           "gains_baseline": M.gains_curve(y, valid[f"spend_{_nearest_window(data.horizon_days)}d"].to_numpy())}
     season = same_season_spend(data, sel, log)
-    calibration = {"blend_bgnbd_weight": sel["blend_bgnbd_weight"], "fitted_on_cutoff": str(data.cutoff),
+    calibration = {"blend_bgnbd_weight": sel["blend_bgnbd_weight"],
+                   "blend_weight_source": "validation" if data.spend_blend_weight is None else "config",
+                   "fitted_on_cutoff": str(data.cutoff),
                    "season_ratio": season["ratio"], "same_season": season}
     return _record("spend", sel, metrics, calibration, notes, promoted)
 
