@@ -28,6 +28,7 @@ ENV_SERVING = "CUSTOMER_ASSETS_SERVING_DIR"
 ENV_REPORTS = "CUSTOMER_ASSETS_REPORTS_DIR"
 ENV_KEEP_CUTOFFS = "CUSTOMER_ASSETS_KEEP_CUTOFFS"
 ENV_SAME_SEASON = "CUSTOMER_ASSETS_SAME_SEASON"
+ENV_SPEND_BLEND_WEIGHT = "CUSTOMER_ASSETS_SPEND_BLEND_WEIGHT"
 
 # The bundled CDNOW file: whitespace separated, header `customer_id date number_of_cds dollar_value`.
 CDNOW_COLUMNS = "customer_id=customer_id,date=date,quantity=number_of_cds,amount=dollar_value"
@@ -80,6 +81,22 @@ def same_season(value: str | None = None) -> str:
         raw = os.environ.get(ENV_SAME_SEASON, "").strip()
         value = raw or "checked"
     return value
+
+
+def spend_blend_weight(value: float | None = None) -> float | None:
+    """models/spend's fixed weight on BG/NBD + Gamma-Gamma: ``value`` (Dagster config) wins over
+    ``CUSTOMER_ASSETS_SPEND_BLEND_WEIGHT``; unset (None), validation chooses it. Read at run time, like
+    ``same_season``. The model checks the range."""
+    if value is not None:
+        return value
+    raw = os.environ.get(ENV_SPEND_BLEND_WEIGHT, "").strip()
+    if not raw:
+        return None
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError(f"{ENV_SPEND_BLEND_WEIGHT}={raw!r} is not a number: set a weight from 0 to 1, or unset it "
+                         "to choose the weight on validation") from None
 
 
 HORIZON_DAYS = _int_env(ENV_HORIZON, 90)

@@ -656,7 +656,15 @@ def test_model_config_sets_the_stacking_candidates_and_refuses_bad_ones(scored, 
                          run_config={"ops": {"models__spend": {"config": {"spend_blend_weight": 1.5}}}})
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
     assert "spend_blend_weight 1.5 is not between 0 and 1" in failure.step_failure_data.error.message
-    assert "(set by the `spend_blend_weight` config)" in failure.step_failure_data.error.message
+    assert "(set by the `spend_blend_weight` config or CUSTOMER_ASSETS_SPEND_BLEND_WEIGHT)" in failure.step_failure_data.error.message
+    monkeypatch.setenv(settings.ENV_SPEND_BLEND_WEIGHT, "half")
+    result = materialize(copy, "models/spend", partition_key="1998-04-01", raise_on_error=False)
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    assert "CUSTOMER_ASSETS_SPEND_BLEND_WEIGHT='half' is not a number" in failure.step_failure_data.error.message
+    monkeypatch.setenv(settings.ENV_SPEND_BLEND_WEIGHT, "0.5")
+    assert settings.spend_blend_weight() == 0.5 and settings.spend_blend_weight(0.25) == 0.25  # config wins
+    monkeypatch.delenv(settings.ENV_SPEND_BLEND_WEIGHT)
+    assert settings.spend_blend_weight() is None
     with pytest.raises(dg.DagsterInvalidConfigError, match="spend_blend_weight"):
         materialize(copy, "models/churn", partition_key="1998-04-01",
                     run_config={"ops": {"models__churn": {"config": {"spend_blend_weight": 0.5}}}})

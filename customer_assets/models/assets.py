@@ -17,7 +17,14 @@ from customer_assets.features import logic as F
 from customer_assets.models import candidates as C
 from customer_assets.models import logic as L
 from customer_assets.partitions import CUTOFF_PARTITIONS
-from customer_assets.settings import ENV_SAME_SEASON, HORIZON_DAYS, LTV_HORIZON_DAYS, same_season
+from customer_assets.settings import (
+    ENV_SAME_SEASON,
+    ENV_SPEND_BLEND_WEIGHT,
+    HORIZON_DAYS,
+    LTV_HORIZON_DAYS,
+    same_season,
+    spend_blend_weight,
+)
 from customer_assets.storage import markdown_preview, replace_partition_df
 
 FEATURES = dg.AssetKey(["features", "customer_features"])
@@ -43,7 +50,8 @@ class TrainingConfig(ModelConfig):
 
 class SpendConfig(TrainingConfig):
     """As ``TrainingConfig``, and the weight on BG/NBD + Gamma-Gamma in the spend blend: from 0 to 1 to fix it; unset,
-    validation chooses it among 0, 0.25, 0.5 and 0.75 (with BG/NBD alone as a candidate family)."""
+    from ``CUSTOMER_ASSETS_SPEND_BLEND_WEIGHT``, and with neither, validation chooses it among 0, 0.25, 0.5 and 0.75
+    (with BG/NBD alone as a candidate family)."""
 
     spend_blend_weight: float | None = None
 
@@ -128,10 +136,11 @@ def training_data(conn, cutoff: date, config: ModelConfig, what: str, run_id: st
                               max_rows_per_cutoff=10 * config.max_rows_per_cutoff,
                               min_labelled_customers=config.min_labelled_customers, histories=histories,
                               same_season=same_season(getattr(config, "same_season", None)),
-                              spend_blend_weight=getattr(config, "spend_blend_weight", None))
+                              spend_blend_weight=spend_blend_weight(config.spend_blend_weight) if isinstance(config, SpendConfig) else None)
     except ValueError as exc:  # a bad same_season or spend_blend_weight: say where it can be set
-        where = "the `spend_blend_weight` config" if "spend_blend_weight" in str(exc) else f"the `same_season` config or {ENV_SAME_SEASON}"
-        raise dg.Failure(f"{exc} (set by {where})") from exc
+        name, env = (("spend_blend_weight", ENV_SPEND_BLEND_WEIGHT) if "SPEND_BLEND_WEIGHT" in str(exc).upper()
+                     else ("same_season", ENV_SAME_SEASON))
+        raise dg.Failure(f"{exc} (set by the `{name}` config or {env})") from exc
 
 
 def store(conn, record: L.ModelRecord, cutoff: date) -> None:
