@@ -618,7 +618,8 @@ def test_ltv_backtest_keeps_the_served_check_when_the_refit_fails(scored, tmp_pa
 
 def test_model_config_sets_the_stacking_candidates_and_refuses_bad_ones(scored, tmp_path, monkeypatch):
     """`stack_options` in the run config replaces the candidates of churn, spend and next_purchase; a malformed one
-    fails naming it. `same_season` comes from CUSTOMER_ASSETS_SAME_SEASON unless the config sets it."""
+    fails naming it. `same_season` comes from CUSTOMER_ASSETS_SAME_SEASON unless the config sets it, and spend's
+    `spend_blend_weight` from CUSTOMER_ASSETS_SPEND_BLEND_WEIGHT; a bad one fails naming both places."""
     import shutil
 
     from customer_assets import settings
