@@ -340,7 +340,12 @@ def select_and_fit(task: str, data: TrainingData, families: tuple[str, ...], log
         results[(name, *best_opt)] = score, pred, rounds_by_member
     best_family = max((k for k in results if k[1:] == best_opt), key=lambda k: results[k][0])[0]
     _, val_pred, rounds = results[(best_family, *best_opt)]
-    blend_weight = 0.0
+    blend_weight, blend_source = 0.0, None
+    if task == "spend" and best_family == "bgnbd":
+        blend_source = "none: the champion is BG/NBD + Gamma-Gamma alone"
+        if data.spend_blend_weight is not None:
+            log(f"{task}: spend_blend_weight {data.spend_blend_weight} is not used: the champion is BG/NBD + Gamma-Gamma "
+                "alone, so there is nothing to blend")
     if task == "spend" and best_family != "bgnbd":
         # blend the champion with BG/NBD + Gamma-Gamma: weight on BG/NBD chosen on the same validation
         # (or fixed by the spend_blend_weight config, the other weights still scored for the record)
@@ -353,6 +358,7 @@ def select_and_fit(task: str, data: TrainingData, families: tuple[str, ...], log
             rows.append({"family": f"{best_family} blended with bgnbd (weight {w})", "stacked_cutoffs": best_opt[0],
                          "stack_step_days": best_opt[1], "train_rows": None, "rounds": rounds, "validation_score": sc})
         val_pred = (1 - blend_weight) * val_pred + blend_weight * bg
+        blend_source = "validation" if fixed is None else "config"
         how = "chosen on validation" if fixed is None else "fixed by the spend_blend_weight config"
         log(f"{task}: BG/NBD blend weight {blend_weight} ({how}) -> validation {scores[blend_weight]:.4f}")
     final_cutoffs = data.cutoffs(t, *best_opt)
@@ -369,7 +375,8 @@ def select_and_fit(task: str, data: TrainingData, families: tuple[str, ...], log
     else:
         final = refit(best_family, rounds)
     log(f"{task}: champion {best_family}, {best_opt[0]} cutoffs every {best_opt[1]} days, trained on {len(final_frame):,} rows")
-    return {"family": best_family, "stack": best_opt, "blend_bgnbd_weight": blend_weight, "final": final, "valid": valid, "val_pred": val_pred,
+    return {"family": best_family, "stack": best_opt, "blend_bgnbd_weight": blend_weight, "blend_weight_source": blend_source,
+            "final": final, "valid": valid, "val_pred": val_pred,
             "selection": rows, "training_cutoffs": final_cutoffs, "n_train_rows": len(final_frame), "rounds": rounds}
 
 
@@ -687,7 +694,7 @@ def train_spend(data: TrainingData, log=None) -> ModelRecord:
                           "gains_baseline": M.gains_curve(y, valid[f"spend_{_nearest_window(data.horizon_days)}d"].to_numpy())}
     season = same_season_spend(data, sel, log)
     calibration = {"blend_bgnbd_weight": sel["blend_bgnbd_weight"],
-                   "blend_weight_source": "validation" if data.spend_blend_weight is None else "config",
+                   "blend_weight_source": sel["blend_weight_source"],
                    "fitted_on_cutoff": str(data.cutoff),
                    "season_ratio": season["ratio"], "same_season": season}
     return _record("spend", sel, metrics, calibration, notes, promoted)
