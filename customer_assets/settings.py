@@ -29,6 +29,7 @@ ENV_REPORTS = "CUSTOMER_ASSETS_REPORTS_DIR"
 ENV_KEEP_CUTOFFS = "CUSTOMER_ASSETS_KEEP_CUTOFFS"
 ENV_SAME_SEASON = "CUSTOMER_ASSETS_SAME_SEASON"
 ENV_SPEND_BLEND_WEIGHT = "CUSTOMER_ASSETS_SPEND_BLEND_WEIGHT"
+ENV_DATE_ORDER = "CUSTOMER_ASSETS_DATE_ORDER"
 
 # The bundled CDNOW file: whitespace separated, header `customer_id date number_of_cds dollar_value`.
 CDNOW_COLUMNS = "customer_id=customer_id,date=date,quantity=number_of_cds,amount=dollar_value"
@@ -81,6 +82,12 @@ def same_season(value: str | None = None) -> str:
         raw = os.environ.get(ENV_SAME_SEASON, "").strip()
         value = raw or "checked"
     return value
+
+
+def date_order(value: str = "") -> str:
+    """How clean/transactions reads slash dates: ``value`` (Dagster config) wins over ``CUSTOMER_ASSETS_DATE_ORDER``;
+    the default is "auto" (decided from the file). Read at run time. The cleaning validates the name."""
+    return value.strip() or os.environ.get(ENV_DATE_ORDER, "").strip() or "auto"
 
 
 def spend_blend_weight(value: float | None = None) -> float | None:

@@ -195,3 +195,93 @@ def test_a_quote_in_the_file_name_is_read_safely(tmp_path, ledger_csv):
     conn, counts = _load(odd)
     assert counts["clean_rows"] == 11
     assert logic.current_load(conn).source_file == str(odd.resolve())
+
+
+SLASH_HEADER = "customer,when,amount\n"
+
+
+def _slash_file(tmp_path, name, dates):
+    path = tmp_path / name
+    path.write_text(SLASH_HEADER + "".join(f"C{i},{d},10\n" for i, d in enumerate(dates)))
+    return path
+
+
+def _dates(conn):
+    return conn.execute("SELECT txn_date::VARCHAR FROM clean.transactions ORDER BY source_row").fetchall()
+
+
+def test_slash_dates_are_read_day_first_when_the_file_says_so(tmp_path):
+    """A European export: 13/01/2011 only reads day first, so 02/01/2011 is 2 January, not 1 February."""
+    path = _slash_file(tmp_path, "eu.csv", ["13/01/2011 08:26", "02/01/2011", "25/12/2010 17:05:09"])
+    conn, counts = _load(path, "customer_id=customer,date=when,amount=amount")
+    assert _dates(conn) == [("2011-01-13",), ("2011-01-02",), ("2010-12-25",)]
+    assert counts["rejected_rows"] == 0
+    assert counts["date_order"] == "day_first (detected): 2 dates read only day first (e.g. 13/01/2011 08:26), 0 only month first"
+
+
+def test_slash_dates_are_read_month_first_when_the_file_says_so_or_nothing_tells(tmp_path):
+    us = _slash_file(tmp_path, "us.csv", ["01/13/2011 8:26", "02/01/2011"])
+    conn, counts = _load(us, "customer_id=customer,date=when,amount=amount")
+    assert _dates(conn) == [("2011-01-13",), ("2011-02-01",)]
+    assert counts["date_order"].startswith("month_first (detected): 0 dates read only day first, 1 only month first")
+    unclear = _slash_file(tmp_path, "unclear.csv", ["02/01/2011", "03/04/2011"])
+    conn, counts = _load(unclear, "customer_id=customer,date=when,amount=amount")
+    assert _dates(conn) == [("2011-02-01",), ("2011-03-04",)]
+    assert counts["date_order"].startswith("month_first (the default: no slash date tells the order)")
+    # set by hand, the other order reads the same file the other way
+    assert logic.clean_transactions(conn, "day_first")["date_order"].startswith("day_first (set)")
+    assert _dates(conn) == [("2011-01-02",), ("2011-04-03",)]
+
+
+def test_a_file_with_both_date_orders_is_refused_and_clean_is_kept(tmp_path):
+    good = _slash_file(tmp_path, "good.csv", ["13/01/2011"])
+    conn, _ = _load(good, "customer_id=customer,date=when,amount=amount")
+    mixed = _slash_file(tmp_path, "mixed.csv", ["13/01/2011", "01/13/2011", "02/01/2011"])
+    spec = logic.SourceSpec(str(mixed), ColumnMapping.parse("customer_id=customer,date=when,amount=amount"), "csv")
+    logic.load_raw(conn, spec, "mixed")
+    with pytest.raises(logic.DateOrderError) as refused:
+        logic.clean_transactions(conn)
+    message = str(refused.value)
+    assert "1 dates read only day first (e.g. 13/01/2011), 1 only month first (e.g. 01/13/2011)" in message
+    assert "clean.transactions is unchanged" in message and "CUSTOMER_ASSETS_DATE_ORDER" in message
+    assert _dates(conn) == [("2011-01-13",)]  # the previous clean table
+    # choosing an order cleans it; the dates that do not read that way are rejected, not misdated
+    counts = logic.clean_transactions(conn, "day_first")
+    assert _dates(conn) == [("2011-01-13",), ("2011-01-02",)]
+    assert (counts["rejected_rows"], counts["rejected_unparseable_date"]) == (1, 1)
+    with pytest.raises(ValueError, match="date_order 'european' is not one of auto, month_first, day_first"):
+        logic.clean_transactions(conn, "european")
+
+
+def test_the_date_order_is_set_by_config_or_environment_and_a_refusal_names_both(tmp_path, warehouse, monkeypatch):
+    from customer_assets import settings
+
+    mixed = _slash_file(tmp_path, "mixed.csv", ["13/01/2011", "01/13/2011"])
+    columns = "customer_id=customer,date=when,amount=amount"
+    selection = "raw/transactions clean/transactions quality/rejected_transactions"
+    result = materialize(warehouse, selection, run_config=source_config(mixed, columns), raise_on_error=False)
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    assert "both day first and month first" in failure.step_failure_data.error.message
+    monkeypatch.setenv(settings.ENV_DATE_ORDER, "month_first")
+    result = materialize(warehouse, selection, run_config=source_config(mixed, columns))
+    assert row_counts(result) == {"raw/transactions": 2, "clean/transactions": 1, "quality/rejected_transactions": 1}
+    clean = next(e.event_specific_data.materialization for e in result.get_asset_materialization_events()
+                 if e.event_specific_data.materialization.asset_key.to_user_string() == "clean/transactions")
+    assert clean.metadata["date_order"].value.startswith("month_first (set)")
+    with duckdb.connect(warehouse, read_only=True) as conn:  # 01/13/2011, the second row
+        assert conn.execute("SELECT source_row, txn_date::VARCHAR FROM clean.transactions").fetchall() == [(2, "2011-01-13")]
+    config = source_config(mixed, columns)
+    config["ops"]["clean_transactions"] = {"config": {"date_order": "day_first"}}  # the config wins
+    result = materialize(warehouse, selection, run_config=config)
+    with duckdb.connect(warehouse, read_only=True) as conn:  # now the first row is the one kept
+        assert conn.execute("SELECT source_row, txn_date::VARCHAR FROM clean.transactions").fetchall() == [(1, "2011-01-13")]
+    config["ops"]["clean_transactions"] = {"config": {"date_order": "dmy"}}
+    result = materialize(warehouse, selection, run_config=config, raise_on_error=False)
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    assert ("date_order 'dmy' is not one of auto, month_first, day_first (set by the `date_order` config of "
+            "clean/transactions or CUSTOMER_ASSETS_DATE_ORDER)") in failure.step_failure_data.error.message
+
+
+def test_a_file_without_slash_dates_says_so(ledger_csv):
+    _, counts = _load(ledger_csv)
+    assert counts["date_order"] == "month_first (the default; the file has no slash dates)"

@@ -9,7 +9,7 @@ from dagster_duckdb import DuckDBResource
 
 from customer_assets import schemas
 from customer_assets.ingest import logic
-from customer_assets.settings import ColumnMapping, source_columns, source_path
+from customer_assets.settings import ENV_DATE_ORDER, ColumnMapping, date_order, source_columns, source_path
 from customer_assets.storage import markdown_preview
 
 GROUP = "ingest"
@@ -70,6 +70,14 @@ def raw_transactions(context: dg.AssetExecutionContext, config: SourceConfig, du
     )
 
 
+class CleanConfig(dg.Config):
+    """How slash dates such as 03/04/2011 are read: "auto" (decided from the file: day first when some dates only
+    read that way, as 13/01/2011, and none only month first), "month_first" or "day_first". Empty: from
+    ``CUSTOMER_ASSETS_DATE_ORDER``, else "auto"."""
+
+    date_order: str = ""
+
+
 @dg.multi_asset(
     specs=[
         dg.AssetSpec(
@@ -91,9 +99,16 @@ def raw_transactions(context: dg.AssetExecutionContext, config: SourceConfig, du
     ],
     pool="duckdb",
 )
-def clean_transactions(context: dg.AssetExecutionContext, duckdb: DuckDBResource):
+def clean_transactions(context: dg.AssetExecutionContext, config: CleanConfig, duckdb: DuckDBResource):
     with duckdb.get_connection() as conn:
-        counts = logic.clean_transactions(conn)
+        try:
+            counts = logic.clean_transactions(conn, date_order(config.date_order))
+        except logic.DateOrderError as exc:
+            raise dg.Failure(str(exc)) from exc
+        except ValueError as exc:
+            if "date_order" not in str(exc):
+                raise
+            raise dg.Failure(f"{exc} (set by the `date_order` config of clean/transactions or {ENV_DATE_ORDER})") from exc
         clean_preview = conn.execute("SELECT * FROM clean.transactions LIMIT 5").df()
         rej_preview = conn.execute("SELECT * FROM quality.rejected_transactions LIMIT 5").df()
         span = conn.execute("SELECT min(txn_date), max(txn_date), count(DISTINCT customer_id) FROM clean.transactions").fetchone()
@@ -111,6 +126,7 @@ def clean_transactions(context: dg.AssetExecutionContext, duckdb: DuckDBResource
             "customers": span[2] or 0,
             "outlier_rows": counts["outlier_rows"],
             "outlier_rule": outlier_rule,
+            "date_order": counts["date_order"],
             "preview": dg.MetadataValue.md(markdown_preview(clean_preview)),
         },
     )

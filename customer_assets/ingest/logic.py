@@ -332,16 +332,75 @@ def check_source_unchanged(load: Load) -> None:
         )
 
 
-# Date formats tried in order; the first that parses wins. ISO first, then CDNOW's
-# YYYYMMDD, then the common US export layouts (e.g. the UCI Online Retail file).
+# Date formats tried in order; the first that parses wins. ISO first, then CDNOW's YYYYMMDD, then the
+# common slash layouts (e.g. the UCI Online Retail file's "12/1/2010 8:26"), month or day first (DATE_ORDERS),
+# then YYYY/MM/DD.
 DATE_PARSE_SQL = (
     "COALESCE("
     "TRY_CAST(TRY_CAST({d} AS TIMESTAMP) AS DATE), "
     "TRY_CAST(TRY_STRPTIME({d}, '%Y%m%d') AS DATE), "
-    "TRY_CAST(TRY_STRPTIME({d}, '%m/%d/%Y %H:%M') AS DATE), "
-    "TRY_CAST(TRY_STRPTIME({d}, '%m/%d/%Y') AS DATE), "
+    "TRY_CAST(TRY_STRPTIME({d}, '{a}/{b}/%Y %H:%M') AS DATE), "
+    "TRY_CAST(TRY_STRPTIME({d}, '{a}/{b}/%Y %H:%M:%S') AS DATE), "
+    "TRY_CAST(TRY_STRPTIME({d}, '{a}/{b}/%Y') AS DATE), "
     "TRY_CAST(TRY_STRPTIME({d}, '%Y/%m/%d') AS DATE))"
 )
+# How a slash date such as 03/04/2011 is read. "auto" decides from the file: day first when some dates
+# only read that way (13/01/2011) and none only month first (01/13/2011), else month first; both kinds
+# in one file is refused, since either choice would misdate some rows without a trace.
+DATE_ORDERS = {"month_first": ("%m", "%d"), "day_first": ("%d", "%m")}
+DATE_ORDER_CHOICES = ("auto", *DATE_ORDERS)
+SLASH_DATE = r"^\s*(\d{1,2})/(\d{1,2})/\d{4}"
+
+
+class DateOrderError(ValueError):
+    """The slash dates of a file read both day first and month first; the message says how to choose."""
+
+
+def detect_date_order(conn: duckdb.DuckDBPyConnection, table: str = "_raw", date_order: str = "auto") -> tuple[str, str]:
+    """(the order to read slash dates in, why) for the ``date`` column of ``table``.
+
+    Counts the dates that only read day first (first number above 12) and only month first (second above 12).
+    """
+    if date_order not in DATE_ORDER_CHOICES:
+        raise ValueError(f"date_order {date_order!r} is not one of {', '.join(DATE_ORDER_CHOICES)}")
+    d = 'CAST("date" AS VARCHAR)'
+    slashed, day_only, month_only, day_eg, month_eg = conn.execute(f"""
+        WITH parts AS (
+            SELECT d, TRY_CAST(regexp_extract(d, '{SLASH_DATE}', 1) AS INTEGER) AS a,
+                   TRY_CAST(regexp_extract(d, '{SLASH_DATE}', 2) AS INTEGER) AS b
+            FROM (SELECT {d} AS d FROM {table} WHERE contains({d}, '/'))  -- the cheap test first
+            WHERE regexp_matches(d, '{SLASH_DATE}')
+        )
+        SELECT count(*), count(*) FILTER (WHERE a > 12 AND b <= 12), count(*) FILTER (WHERE b > 12 AND a <= 12),
+               min(d) FILTER (WHERE a > 12 AND b <= 12), min(d) FILTER (WHERE b > 12 AND a <= 12)
+        FROM parts
+    """).fetchone()
+    seen = f"{day_only:,} dates read only day first{f' (e.g. {day_eg.strip()})' if day_only else ''}, " \
+           f"{month_only:,} only month first{f' (e.g. {month_eg.strip()})' if month_only else ''}"
+    if not slashed:
+        seen = "no slash dates"
+    if date_order != "auto":
+        return date_order, f"{date_order} (set); {seen}"
+    if day_only and month_only:
+        raise DateOrderError(
+            f"The source's slash dates are both day first and month first: {seen}. Either order would misdate some "
+            "rows, so nothing was cleaned and clean.transactions is unchanged. Fix the file, or set the `date_order` "
+            "config of clean/transactions (or CUSTOMER_ASSETS_DATE_ORDER) to day_first or month_first: the dates that "
+            "do not read that way are then rejected as unparseable_date."
+        )
+    if day_only:
+        return "day_first", f"day_first (detected): {seen}"
+    if month_only:
+        return "month_first", f"month_first (detected): {seen}"
+    if not slashed:
+        return "month_first", "month_first (the default; the file has no slash dates)"
+    return "month_first", f"month_first (the default: no slash date tells the order): {seen}"
+
+
+def date_parse_sql(column: str, date_order: str = "month_first") -> str:
+    a, b = DATE_ORDERS[date_order]
+    return DATE_PARSE_SQL.format(d=column, a=a, b=b)
+
 
 # Extreme amounts are kept (a real big order is real revenue) but flagged: |amount| above
 # OUTLIER_FACTOR x the 99th percentile of |amount| in the load. The threshold is recorded in
@@ -367,7 +426,7 @@ REJECT_REASONS = (
 )
 
 
-def clean_sql(has_amount: bool, has_quantity: bool, has_unit_price: bool) -> str:
+def clean_sql(has_amount: bool, has_quantity: bool, has_unit_price: bool, date_order: str = "month_first") -> str:
     """The SELECT that types, normalises and classifies every raw row.
 
     Each row gets either ``reject_reason = NULL`` (clean) or the first problem found,
@@ -386,7 +445,7 @@ def clean_sql(has_amount: bool, has_quantity: bool, has_unit_price: bool) -> str
     negative_price = (
         "(price IS NOT NULL AND price < 0) OR (NOT is_return AND amt_raw < 0)"
     )
-    date_expr = DATE_PARSE_SQL.format(d="trim(txn_date_raw)")
+    date_expr = date_parse_sql("trim(txn_date_raw)", date_order)
     return f"""
     WITH typed AS (
         SELECT source_row,
@@ -444,10 +503,11 @@ def clean_sql(has_amount: bool, has_quantity: bool, has_unit_price: bool) -> str
     """
 
 
-def clean_transactions(conn: duckdb.DuckDBPyConnection) -> dict[str, int]:
+def clean_transactions(conn: duckdb.DuckDBPyConnection, date_order: str = "auto") -> dict[str, int]:
     """Rebuild ``clean.transactions`` and ``quality.rejected_transactions`` from ``raw.transactions``.
 
-    Both tables are replaced in one transaction. Returns row counts and counts per reason.
+    Both tables are replaced in one transaction. Returns row counts, counts per reason, and how slash dates
+    were read (``date_order``: "auto", "month_first" or "day_first"; see ``detect_date_order``).
     """
     load = current_load(conn)
     check_source_unchanged(load)
@@ -467,10 +527,11 @@ def clean_transactions(conn: duckdb.DuckDBPyConnection) -> dict[str, int]:
     cols = ("amount", "quantity", "unit_price")
     row = conn.execute(f"SELECT {', '.join(f'count({f}) > 0' for f in cols)} FROM _raw").fetchone()
     present = dict(zip(cols, row, strict=True))
-    sql = clean_sql(present["amount"], present["quantity"], present["unit_price"])
     # the classification goes to a temp table outside the transaction: scanning rows written inside the
     # same transaction is about twice as slow at 10M rows
     try:
+        order, order_note = detect_date_order(conn, "_raw", date_order)
+        sql = clean_sql(present["amount"], present["quantity"], present["unit_price"], order)
         conn.execute(f"CREATE OR REPLACE TEMP TABLE _classified AS {sql}")
     finally:
         conn.execute("DROP TABLE IF EXISTS _raw")
@@ -518,6 +579,7 @@ def clean_transactions(conn: duckdb.DuckDBPyConnection) -> dict[str, int]:
     }
     counts["outlier_rows"] = conn.execute("SELECT count(*) FROM clean.transactions WHERE is_outlier").fetchone()[0]
     counts["outlier_threshold"] = threshold
+    counts["date_order"] = order_note
     for reason, n in conn.execute(
         "SELECT reject_reason, count(*) FROM quality.rejected_transactions GROUP BY 1 ORDER BY 1"
     ).fetchall():
