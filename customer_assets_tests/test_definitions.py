@@ -136,12 +136,14 @@ def test_blocking_checks_are_pinned():
         "clean/transactions:rows_reconcile",
         "clean/transactions:clean_values_valid",
         "clean/transactions:clean_keys_unique",
+        "clean/transactions:rejected_share_small",
         "features/customer_features:one_row_per_customer",
         "features/customer_features:features_valid",
         "models/churn:churn_beats_naive_baseline",
         "models/spend:spend_beats_naive_baseline",
         "evaluation/backtest:champion_not_worse_than_baselines",
     }
-    # every gate blocks what is downstream of it; the backtest's check only warns (nothing is downstream of it)
+    # every gate blocks what is downstream of it; the backtest's check only warns (nothing is downstream of it), and
+    # so does the rejected share (a high one is a reason to look, not proof that the clean rows are wrong)
     blocking = {f"{k.asset_key.to_user_string()}:{k.name}" for k in graph.asset_check_keys if graph.get_check_spec(k).blocking}
-    assert blocking == checks - {"evaluation/backtest:champion_not_worse_than_baselines"}
+    assert blocking == checks - {"evaluation/backtest:champion_not_worse_than_baselines", "clean/transactions:rejected_share_small"}

@@ -1,5 +1,6 @@
 """Reading and cleaning: types, duplicates, rejections with reasons, reconciliation, mapping errors."""
 
+import dagster as dg
 import duckdb
 import pytest
 
@@ -103,8 +104,15 @@ def test_parquet_source_with_amount_mapping(tmp_path, ledger_csv):
 def test_dagster_config_sets_the_source_and_the_check_reconciles(ledger_csv, warehouse):
     result = materialize(warehouse, "raw/transactions clean/transactions quality/rejected_transactions", run_config=source_config(ledger_csv))
     assert result.success
-    checks = {e.asset_check_key.name: e.passed for e in result.get_asset_check_evaluations()}
-    assert checks == {"rows_reconcile": True, "clean_values_valid": True, "clean_keys_unique": True}
+    checks = {e.asset_check_key.name: e for e in result.get_asset_check_evaluations()}
+    assert {k: e.passed for k, e in checks.items()} == {"rows_reconcile": True, "clean_values_valid": True,
+                                                          "clean_keys_unique": True, "rejected_share_small": False}
+    # the hand-built ledger is dirty on purpose: 4 of 15 rows rejected, one per reason, so the share check warns
+    share = checks["rejected_share_small"]
+    assert share.severity == dg.AssetCheckSeverity.WARN and share.description == "26.7% of 15 raw rows rejected, most as duplicate (1)"
+    assert share.metadata["reasons"].value == {"duplicate": 1, "negative_price": 1, "null_customer_id": 1, "unparseable_date": 1}
+    example = share.metadata["examples_duplicate"].value.splitlines()[2]  # the one row after the header
+    assert [c.strip() for c in example.split("|")[1:3]] == ["14", "A"]  # the second copy, row 14
     assert row_counts(result) == {"raw/transactions": 15, "clean/transactions": 11, "quality/rejected_transactions": 4}
 
 
@@ -285,3 +293,16 @@ def test_the_date_order_is_set_by_config_or_environment_and_a_refusal_names_both
 def test_a_file_without_slash_dates_says_so(ledger_csv):
     _, counts = _load(ledger_csv)
     assert counts["date_order"] == "month_first (the default; the file has no slash dates)"
+
+
+def test_the_rejected_share_check_passes_on_cdnow(cdnow_slice, warehouse):
+    """The clean fixture: the first 2,000 CDNOW customers lose only exact duplicates, well under 5%."""
+    from customer_assets_tests.conftest import CDNOW_CSV_COLUMNS
+
+    result = materialize(warehouse, "raw/transactions clean/transactions quality/rejected_transactions",
+                         run_config=source_config(cdnow_slice, CDNOW_CSV_COLUMNS))
+    share = next(e for e in result.get_asset_check_evaluations() if e.asset_check_key.name == "rejected_share_small")
+    counts = row_counts(result)
+    assert share.passed and share.metadata["raw_rows"].value == counts["raw/transactions"]
+    assert share.metadata["reasons"].value == {"duplicate": counts["quality/rejected_transactions"]}
+    assert 0 < share.metadata["rejected_share"].value == round(counts["quality/rejected_transactions"] / counts["raw/transactions"], 6) < 0.05

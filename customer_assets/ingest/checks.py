@@ -52,3 +52,31 @@ def clean_keys_unique(duckdb: DuckDBResource) -> dg.AssetCheckResult:
         ).fetchone()
     return dg.AssetCheckResult(passed=repeated == 0 and both == 0,
                                metadata={"repeated_keys": repeated, "rows_both_clean_and_rejected": both})
+
+
+MAX_REJECTED_SHARE = 0.05
+
+
+@dg.asset_check(asset=dg.AssetKey(["clean", "transactions"]), blocking=False, pool="duckdb",
+                description=f"At most {MAX_REJECTED_SHARE:.0%} of the raw rows are rejected. Warns, stopping nothing: a "
+                            "high share usually means a mapping or format problem (a currency sign in the amounts, an "
+                            "unexpected date layout, the wrong column mapped). The metadata counts each reason and shows "
+                            "examples of the most common one.")
+def rejected_share_small(duckdb: DuckDBResource) -> dg.AssetCheckResult:
+    with duckdb.get_connection() as conn:
+        raw = logic.current_load(conn).rows
+        reasons = dict(conn.execute("SELECT reject_reason, count(*) FROM quality.rejected_transactions "
+                                    "GROUP BY 1 ORDER BY 2 DESC, 1").fetchall())
+        top = next(iter(reasons), None)
+        examples = conn.execute(
+            "SELECT source_row, customer_id, txn_date, amount, quantity, unit_price FROM quality.rejected_transactions "
+            "WHERE reject_reason = ? ORDER BY source_row LIMIT 3", [top]).df() if top else None
+    rejected = sum(reasons.values())
+    share = rejected / raw if raw else 0.0
+    metadata = {"rejected_rows": rejected, "raw_rows": raw, "rejected_share": round(share, 6),
+                "reasons": dg.MetadataValue.json(reasons)}
+    if examples is not None:
+        metadata[f"examples_{top}"] = dg.MetadataValue.md(examples.to_markdown(index=False))
+    return dg.AssetCheckResult(passed=share <= MAX_REJECTED_SHARE, severity=dg.AssetCheckSeverity.WARN, metadata=metadata,
+                               description=(f"{share:.1%} of {raw:,} raw rows rejected"
+                                            + (f", most as {top} ({reasons[top]:,})" if top else "")))
