@@ -290,6 +290,15 @@ def test_the_date_order_is_set_by_config_or_environment_and_a_refusal_names_both
             "clean/transactions or CUSTOMER_ASSETS_DATE_ORDER)") in failure.step_failure_data.error.message
 
 
+def test_the_date_layouts_of_common_exports_are_read(tmp_path):
+    """ISO with a time zone (the date as written), US slashes with seconds, YYYY/MM/DD, and German dots."""
+    path = _slash_file(tmp_path, "mixed_layouts.csv", ["2011-01-13T23:30:00-05:00", "1/13/2011 8:26:01", "2011/01/14",
+                                                        "15.01.2011", "16.01.2011 09:15", "Jan 17 2011"])
+    conn, counts = _load(path, "customer_id=customer,date=when,amount=amount")
+    assert _dates(conn) == [("2011-01-13",), ("2011-01-13",), ("2011-01-14",), ("2011-01-15",), ("2011-01-16",)]
+    assert counts["rejected_unparseable_date"] == 1  # the month name is not read
+
+
 def test_a_file_without_slash_dates_says_so(ledger_csv):
     _, counts = _load(ledger_csv)
     assert counts["date_order"] == "month_first (the default; the file has no slash dates)"

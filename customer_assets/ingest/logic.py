@@ -334,7 +334,7 @@ def check_source_unchanged(load: Load) -> None:
 
 # Date formats tried in order; the first that parses wins. ISO first, then CDNOW's YYYYMMDD, then the
 # common slash layouts (e.g. the UCI Online Retail file's "12/1/2010 8:26"), month or day first (DATE_ORDERS),
-# then YYYY/MM/DD.
+# then YYYY/MM/DD, then the dotted DD.MM.YYYY of German and other European exports (always day first).
 DATE_PARSE_SQL = (
     "COALESCE("
     "TRY_CAST(TRY_CAST({d} AS TIMESTAMP) AS DATE), "
@@ -342,7 +342,10 @@ DATE_PARSE_SQL = (
     "TRY_CAST(TRY_STRPTIME({d}, '{a}/{b}/%Y %H:%M') AS DATE), "
     "TRY_CAST(TRY_STRPTIME({d}, '{a}/{b}/%Y %H:%M:%S') AS DATE), "
     "TRY_CAST(TRY_STRPTIME({d}, '{a}/{b}/%Y') AS DATE), "
-    "TRY_CAST(TRY_STRPTIME({d}, '%Y/%m/%d') AS DATE))"
+    "TRY_CAST(TRY_STRPTIME({d}, '%Y/%m/%d') AS DATE), "
+    "TRY_CAST(TRY_STRPTIME({d}, '%d.%m.%Y %H:%M') AS DATE), "
+    "TRY_CAST(TRY_STRPTIME({d}, '%d.%m.%Y %H:%M:%S') AS DATE), "
+    "TRY_CAST(TRY_STRPTIME({d}, '%d.%m.%Y') AS DATE))"
 )
 # How a slash date such as 03/04/2011 is read. "auto" decides from the file: day first when some dates
 # only read that way (13/01/2011) and none only month first (01/13/2011), else month first; both kinds
