@@ -315,3 +315,14 @@ def test_the_rejected_share_check_passes_on_cdnow(cdnow_slice, warehouse):
     assert share.passed and share.metadata["raw_rows"].value == counts["raw/transactions"]
     assert share.metadata["reasons"].value == {"duplicate": counts["quality/rejected_transactions"]}
     assert 0 < share.metadata["rejected_share"].value == round(counts["quality/rejected_transactions"] / counts["raw/transactions"], 6) < 0.05
+
+
+def test_a_currency_sign_is_dropped_but_a_thousands_separator_is_refused(tmp_path):
+    path = tmp_path / "money.csv"
+    path.write_text('customer,when,amount\nA,2011-01-13,$12.50\nB,2011-01-13,-$3\nC,2011-01-13,7.25 €\n'
+                    'D,2011-01-13,£4\nE,2011-01-13,"1,234.50"\nF,2011-01-13,12\n')
+    conn, counts = _load(path, "customer_id=customer,date=when,amount=amount")
+    rows = conn.execute("SELECT customer_id, amount, is_return FROM clean.transactions ORDER BY source_row").fetchall()
+    assert rows == [("A", 12.5, False), ("B", -3.0, True), ("C", 7.25, False), ("D", 4.0, False), ("F", 12.0, False)]
+    assert conn.execute("SELECT customer_id, reject_reason, amount FROM quality.rejected_transactions").fetchall() == [
+        ("E", "non_numeric_amount", "1,234.50")]

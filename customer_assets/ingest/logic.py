@@ -429,6 +429,19 @@ REJECT_REASONS = (
 )
 
 
+# A currency sign before or after a money value ("$12.50", "-$3", "12.50 €") is dropped: it cannot change the
+# number. Thousands separators and decimal commas are not, since "1,234" and "1.234" mean different numbers in
+# different countries; such values are rejected as non_numeric_amount (and the rejected-share check warns).
+CURRENCY_SIGNS = "$€£¥"
+
+
+def money_sql(column: str) -> str:
+    signs = CURRENCY_SIGNS
+    plain = f"TRY_CAST(trim({column}) AS DOUBLE)"  # first: most files have no signs, and the regex costs more
+    return (f"COALESCE({plain}, TRY_CAST(regexp_replace(regexp_replace(trim({column}), '^(-?)\\s*[{signs}]\\s*', "
+            f"'\\1'), '\\s*[{signs}]$', '') AS DOUBLE))")
+
+
 def clean_sql(has_amount: bool, has_quantity: bool, has_unit_price: bool, date_order: str = "month_first") -> str:
     """The SELECT that types, normalises and classifies every raw row.
 
@@ -437,9 +450,9 @@ def clean_sql(has_amount: bool, has_quantity: bool, has_unit_price: bool, date_o
     a negative amount when no quantity is mapped); their amount is kept negative.
     """
     qty = "TRY_CAST(trim(quantity) AS DOUBLE)" if has_quantity else "NULL::DOUBLE"
-    price = "TRY_CAST(trim(unit_price) AS DOUBLE)" if has_unit_price else "NULL::DOUBLE"
+    price = money_sql("unit_price") if has_unit_price else "NULL::DOUBLE"
     if has_amount:
-        amt_raw = "TRY_CAST(trim(amount_raw_text) AS DOUBLE)"
+        amt_raw = money_sql("amount_raw_text")
         numeric_ok = "amt_raw IS NOT NULL" + (" AND (quantity_raw IS NULL OR trim(quantity_raw) = '' OR qty IS NOT NULL)" if has_quantity else "")
     else:
         amt_raw = "qty * price"
