@@ -5,6 +5,7 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from customer_assets.ingest import logic
+from customer_assets.storage import markdown_preview
 
 
 @dg.asset_check(asset=dg.AssetKey(["clean", "transactions"]), blocking=True, pool="duckdb",
@@ -76,7 +77,7 @@ def rejected_share_small(duckdb: DuckDBResource) -> dg.AssetCheckResult:
     metadata = {"rejected_rows": rejected, "raw_rows": raw, "rejected_share": round(share, 6),
                 "reasons": dg.MetadataValue.json(reasons)}
     if examples is not None:
-        metadata[f"examples_{top}"] = dg.MetadataValue.md(examples.to_markdown(index=False))
+        metadata[f"examples_{top}"] = dg.MetadataValue.md(markdown_preview(examples, 3))
     return dg.AssetCheckResult(passed=share <= MAX_REJECTED_SHARE, severity=dg.AssetCheckSeverity.WARN, metadata=metadata,
                                description=(f"{share:.1%} of {raw:,} raw rows rejected"
                                             + (f", most as {top} ({reasons[top]:,})" if top else "")))
