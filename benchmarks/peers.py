@@ -18,7 +18,7 @@ warehouse, next to the project's champion:
   BG/NBD and Pareto/NBD, not for MBG/NBD);
 - LTV in the 365 days after --ltv-cutoff (default: the last date - 365 days).
 
-With --rolling, a summary follows: the champion against the best library row at each cutoff, with the
+A summary follows (one column per cutoff of --cutoff and --rolling): the champion against the best library row, with the
 champion-minus-row difference and its paired bootstrap 95% interval over customers. The champion's per-customer
 predictions for it are recomputed from the models that served the cutoff, and used only when they reproduce
 evaluation.backtest_metrics.
@@ -359,8 +359,7 @@ def main(argv=None) -> int:
         table(conn, ltv, LTV_HORIZON_DAYS, end, False, libraries, args.pymc_method)
     if "pymc-marketing" in libraries:
         formula_check(HORIZON_DAYS / L.WEEK)
-    if len(by_cutoff) > 1:
-        summary(by_cutoff)
+    summary(by_cutoff)  # one cutoff or several
     print("\nVersions: " + ", ".join(f"{lib} {version(lib)}" for lib in libraries))
     return 0
 
