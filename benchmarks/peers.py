@@ -37,6 +37,7 @@ from datetime import date, timedelta
 from importlib.metadata import version
 from pathlib import Path
 
+import dagster as dg
 import duckdb
 import numpy as np
 import pandas as pd
@@ -169,7 +170,7 @@ def champion_predictions(conn, cutoff: date, f: pd.DataFrame, horizon: int) -> S
 
     try:
         models = {n: v[0] for n, v in served_models(conn, MODEL_NAMES, cutoff, lambda msg: None).items()}
-    except Exception as exc:  # no models table, or no model for that partition: the figures alone are shown
+    except dg.Failure as exc:  # no models table, or no model for that partition: the figures alone are shown
         print(f"No intervals at {cutoff}: the champion's models are not in the warehouse ({exc})", file=sys.stderr)
         return None
     test = C.add_bgnbd_features(f, horizon)

@@ -30,6 +30,19 @@ ENV_KEEP_CUTOFFS = "CUSTOMER_ASSETS_KEEP_CUTOFFS"
 ENV_SAME_SEASON = "CUSTOMER_ASSETS_SAME_SEASON"
 ENV_SPEND_BLEND_WEIGHT = "CUSTOMER_ASSETS_SPEND_BLEND_WEIGHT"
 ENV_DATE_ORDER = "CUSTOMER_ASSETS_DATE_ORDER"
+# settings that both Dagster config and an environment variable can set: config field -> variable
+SETTING_ENVS = {"same_season": ENV_SAME_SEASON, "spend_blend_weight": ENV_SPEND_BLEND_WEIGHT, "date_order": ENV_DATE_ORDER}
+
+
+class SettingError(ValueError):
+    """A bad value of one of ``SETTING_ENVS``; ``setting`` names its config field, so the asset can say where it is set."""
+
+    def __init__(self, setting: str, message: str):
+        super().__init__(message)
+        self.setting = setting
+
+    def where(self, config_of: str = "") -> str:
+        return f"(set by the `{self.setting}` config{f' of {config_of}' if config_of else ''} or {SETTING_ENVS[self.setting]})"
 
 # The bundled CDNOW file: whitespace separated, header `customer_id date number_of_cds dollar_value`.
 CDNOW_COLUMNS = "customer_id=customer_id,date=date,quantity=number_of_cds,amount=dollar_value"
@@ -102,7 +115,7 @@ def spend_blend_weight(value: float | None = None) -> float | None:
     try:
         return float(raw)
     except ValueError:
-        raise ValueError(f"{ENV_SPEND_BLEND_WEIGHT}={raw!r} is not a number: set a weight from 0 to 1, or unset it "
+        raise SettingError("spend_blend_weight", f"{ENV_SPEND_BLEND_WEIGHT}={raw!r} is not a number: set a weight from 0 to 1, or unset it "
                          "to choose the weight on validation") from None
 
 

@@ -9,7 +9,7 @@ from dagster_duckdb import DuckDBResource
 
 from customer_assets import schemas
 from customer_assets.ingest import logic
-from customer_assets.settings import ENV_DATE_ORDER, ColumnMapping, date_order, source_columns, source_path
+from customer_assets.settings import ColumnMapping, SettingError, date_order, source_columns, source_path
 from customer_assets.storage import markdown_preview
 
 GROUP = "ingest"
@@ -105,10 +105,8 @@ def clean_transactions(context: dg.AssetExecutionContext, config: CleanConfig, d
             counts = logic.clean_transactions(conn, date_order(config.date_order))
         except logic.DateOrderError as exc:
             raise dg.Failure(str(exc)) from exc
-        except ValueError as exc:
-            if "date_order" not in str(exc):
-                raise
-            raise dg.Failure(f"{exc} (set by the `date_order` config of clean/transactions or {ENV_DATE_ORDER})") from exc
+        except SettingError as exc:
+            raise dg.Failure(f"{exc} {exc.where('clean/transactions')}") from exc
         clean_preview = conn.execute("SELECT * FROM clean.transactions LIMIT 5").df()
         rej_preview = conn.execute("SELECT * FROM quality.rejected_transactions LIMIT 5").df()
         span = conn.execute("SELECT min(txn_date), max(txn_date), count(DISTINCT customer_id) FROM clean.transactions").fetchone()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import duckdb
 
-from customer_assets.settings import FIELDS, MAPPING_HELP, ColumnMapping, quote_ident
+from customer_assets.settings import FIELDS, MAPPING_HELP, ColumnMapping, SettingError, quote_ident
 from customer_assets.storage import object_type, table_exists
 
 SUPPORTED = (".csv", ".tsv", ".txt", ".dat", ".parquet", ".pq", ".gz", ".zst")
@@ -365,7 +365,7 @@ def detect_date_order(conn: duckdb.DuckDBPyConnection, table: str = "_raw", date
     Counts the dates that only read day first (first number above 12) and only month first (second above 12).
     """
     if date_order not in DATE_ORDER_CHOICES:
-        raise ValueError(f"date_order {date_order!r} is not one of {', '.join(DATE_ORDER_CHOICES)}")
+        raise SettingError("date_order", f"date_order {date_order!r} is not one of {', '.join(DATE_ORDER_CHOICES)}")
     d = 'CAST("date" AS VARCHAR)'
     slashed, day_only, month_only, day_eg, month_eg = conn.execute(f"""
         WITH parts AS (

@@ -17,14 +17,7 @@ from customer_assets.features import logic as F
 from customer_assets.models import candidates as C
 from customer_assets.models import logic as L
 from customer_assets.partitions import CUTOFF_PARTITIONS
-from customer_assets.settings import (
-    ENV_SAME_SEASON,
-    ENV_SPEND_BLEND_WEIGHT,
-    HORIZON_DAYS,
-    LTV_HORIZON_DAYS,
-    same_season,
-    spend_blend_weight,
-)
+from customer_assets.settings import HORIZON_DAYS, LTV_HORIZON_DAYS, SettingError, same_season, spend_blend_weight
 from customer_assets.storage import markdown_preview, replace_partition_df
 
 FEATURES = dg.AssetKey(["features", "customer_features"])
@@ -137,10 +130,8 @@ def training_data(conn, cutoff: date, config: ModelConfig, what: str, run_id: st
                               min_labelled_customers=config.min_labelled_customers, histories=histories,
                               same_season=same_season(getattr(config, "same_season", None)),
                               spend_blend_weight=spend_blend_weight(config.spend_blend_weight) if isinstance(config, SpendConfig) else None)
-    except ValueError as exc:  # a bad same_season or spend_blend_weight: say where it can be set
-        name, env = (("spend_blend_weight", ENV_SPEND_BLEND_WEIGHT) if "SPEND_BLEND_WEIGHT" in str(exc).upper()
-                     else ("same_season", ENV_SAME_SEASON))
-        raise dg.Failure(f"{exc} (set by the `{name}` config or {env})") from exc
+    except SettingError as exc:  # a bad same_season or spend_blend_weight: say where it can be set
+        raise dg.Failure(f"{exc} {exc.where()}") from exc
 
 
 def store(conn, record: L.ModelRecord, cutoff: date) -> None:

@@ -32,6 +32,7 @@ from customer_assets.features.logic import FEATURE_COLUMNS
 from customer_assets.models import candidates as C
 from customer_assets.models import probabilistic as P
 from customer_assets.models.candidates import logit
+from customer_assets.settings import SettingError
 
 WEEK = 7.0
 MIN_LABELLED_CUSTOMERS = 50
@@ -169,11 +170,11 @@ class TrainingData:
 
     def __post_init__(self):
         if self.same_season not in SEASON_MODES:
-            raise ValueError(f"same_season {self.same_season!r} is not one of: "
-                             + "; ".join(f"{k} ({v})" for k, v in SEASON_MODES.items()))
+            raise SettingError("same_season", f"same_season {self.same_season!r} is not one of: "
+                               + "; ".join(f"{k} ({v})" for k, v in SEASON_MODES.items()))
         if self.spend_blend_weight is not None and not 0.0 <= self.spend_blend_weight <= 1.0:
-            raise ValueError(f"spend_blend_weight {self.spend_blend_weight!r} is not between 0 and 1 (the weight on "
-                             "BG/NBD + Gamma-Gamma; leave it unset to choose it on validation)")
+            raise SettingError("spend_blend_weight", f"spend_blend_weight {self.spend_blend_weight!r} is not between 0 and "
+                               "1 (the weight on BG/NBD + Gamma-Gamma; leave it unset to choose it on validation)")
 
     def cutoffs(self, last: date, n: int, step: int) -> list[date]:
         """``last`` and up to ``n - 1`` earlier cutoffs ``step`` days apart that still have 30 days of history."""
@@ -346,7 +347,7 @@ def select_and_fit(task: str, data: TrainingData, families: tuple[str, ...], log
         if data.spend_blend_weight is not None:
             log(f"{task}: spend_blend_weight {data.spend_blend_weight} is not used: the champion is BG/NBD + Gamma-Gamma "
                 "alone, so there is nothing to blend")
-    if task == "spend" and best_family != "bgnbd":
+    elif task == "spend":
         # blend the champion with BG/NBD + Gamma-Gamma: weight on BG/NBD chosen on the same validation
         # (or fixed by the spend_blend_weight config, the other weights still scored for the record)
         bg = _bgnbd_value(valid, task)
