@@ -39,6 +39,7 @@ CHECKS = [
     ingest_checks.clean_values_valid,
     ingest_checks.clean_keys_unique,
     ingest_checks.rejected_share_small,
+    ingest_checks.stored_partitions_current,
     feature_checks.one_row_per_customer,
     feature_checks.features_valid,
     *MODEL_CHECKS,

@@ -9,6 +9,7 @@ from customer_assets.partitions import CUTOFF_PARTITIONS
 RAW = dg.AssetKey(["raw", "transactions"])
 CLEAN = dg.AssetKey(["clean", "transactions"])
 REJECTED = dg.AssetKey(["quality", "rejected_transactions"])
+HISTORY_CHANGES = dg.AssetKey(["quality", "history_changes"])
 SPLITS = [dg.AssetKey(["features", "calibration_transactions"]), dg.AssetKey(["features", "holdout_transactions"])]
 FEATURES = dg.AssetKey(["features", "customer_features"])
 SEGMENTS = dg.AssetKey(["segments", "customer_segments"])
@@ -19,7 +20,7 @@ REPORT = dg.AssetKey(["reports", "customer_report"])
 BACKTEST = dg.AssetKey(["evaluation", "backtest"])
 LTV_BACKTEST = dg.AssetKey(["evaluation", "ltv_backtest"])
 
-INGEST_SELECTION = dg.AssetSelection.assets(RAW, CLEAN, REJECTED)
+INGEST_SELECTION = dg.AssetSelection.assets(RAW, CLEAN, REJECTED, HISTORY_CHANGES)
 TRAIN_SELECTION = dg.AssetSelection.assets(*SPLITS, FEATURES, *MODELS)
 SCORE_SELECTION = dg.AssetSelection.assets(*SPLITS, FEATURES, SEGMENTS, SCORES, SERVING, REPORT)
 BACKTEST_SELECTION = dg.AssetSelection.assets(BACKTEST, LTV_BACKTEST)

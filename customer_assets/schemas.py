@@ -59,6 +59,24 @@ REJECTED_TRANSACTIONS: list[C] = [
     ("order_id", "VARCHAR", "Order id"),
     ("product_id", "VARCHAR", "Product id"),
 ]
+HISTORY_CHANGES: list[C] = [
+    ("load_id", "VARCHAR", "The load now in clean.transactions"),
+    ("previous_load_id", "VARCHAR", "The load it replaced"),
+    ("txn_date", "DATE", "A day, on or before the previous load's last date, whose clean rows differ between the two"),
+    ("rows_before", "BIGINT", "Clean rows of that day in the previous load"),
+    ("rows_after", "BIGINT", "Clean rows of that day now"),
+    ("amount_before", "DOUBLE", "Their net amount in the previous load"),
+    ("amount_after", "DOUBLE", "Their net amount now"),
+]
+PARTITION_INPUTS: list[C] = [
+    ("cutoff_date", "DATE", "Partition c of features.customer_features"),
+    ("load_id", "VARCHAR", "The clean load the partition was computed from"),
+    ("history_rows", "BIGINT", "Clean transactions dated on or before c"),
+    ("history_digest", "HUGEINT", "Sum of a hash of each of those rows (every field a feature reads)"),
+    ("window_rows", "BIGINT", "Clean transactions in (c, c + H]; NULL when the labels were incomplete"),
+    ("window_digest", "HUGEINT", "The same sum over the label window; NULL when the labels were incomplete"),
+    ("written_at", "TIMESTAMP", "When the partition was written"),
+]
 CUTOFF_WINDOWS: list[C] = [
     ("cutoff_date", "DATE", "Partition: the cutoff c"),
     ("horizon_days", "INTEGER", "Label window length H"),

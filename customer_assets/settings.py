@@ -30,8 +30,10 @@ ENV_KEEP_CUTOFFS = "CUSTOMER_ASSETS_KEEP_CUTOFFS"
 ENV_SAME_SEASON = "CUSTOMER_ASSETS_SAME_SEASON"
 ENV_SPEND_BLEND_WEIGHT = "CUSTOMER_ASSETS_SPEND_BLEND_WEIGHT"
 ENV_DATE_ORDER = "CUSTOMER_ASSETS_DATE_ORDER"
+ENV_MAX_HISTORY_LOSS = "CUSTOMER_ASSETS_MAX_HISTORY_LOSS"
 # settings that both Dagster config and an environment variable can set: config field -> variable
-SETTING_ENVS = {"same_season": ENV_SAME_SEASON, "spend_blend_weight": ENV_SPEND_BLEND_WEIGHT, "date_order": ENV_DATE_ORDER}
+SETTING_ENVS = {"same_season": ENV_SAME_SEASON, "spend_blend_weight": ENV_SPEND_BLEND_WEIGHT, "date_order": ENV_DATE_ORDER,
+                "max_history_loss": ENV_MAX_HISTORY_LOSS}
 
 
 class SettingError(ValueError):
@@ -101,6 +103,29 @@ def date_order(value: str = "") -> str:
     """How clean/transactions reads slash dates: ``value`` (Dagster config) wins over ``CUSTOMER_ASSETS_DATE_ORDER``;
     the default is "auto" (decided from the file). Read at run time. The cleaning validates the name."""
     return value.strip() or os.environ.get(ENV_DATE_ORDER, "").strip() or "auto"
+
+
+DEFAULT_MAX_HISTORY_LOSS = 0.05
+
+
+def max_history_loss(value: float | None = None) -> float:
+    """The largest share of its history a reload of the same source may lose before clean/transactions refuses it.
+
+    ``value`` (Dagster config) wins over ``CUSTOMER_ASSETS_MAX_HISTORY_LOSS``; the default is 0.05. The history
+    is the previous load's clean rows dated on or before its last date; 1 accepts any reload. Read at run time.
+    """
+    if value is None:
+        raw = os.environ.get(ENV_MAX_HISTORY_LOSS, "").strip()
+        if not raw:
+            return DEFAULT_MAX_HISTORY_LOSS
+        try:
+            value = float(raw)
+        except ValueError:
+            raise SettingError("max_history_loss", f"{ENV_MAX_HISTORY_LOSS}={raw!r} is not a number: set a share "
+                               "from 0 to 1, or unset it for the default 0.05") from None
+    if not 0.0 <= value <= 1.0:
+        raise SettingError("max_history_loss", f"max_history_loss {value!r} is not a share from 0 to 1")
+    return float(value)
 
 
 def spend_blend_weight(value: float | None = None) -> float | None:

@@ -12,6 +12,8 @@ from customer_assets.settings import DATA_DIR
 
 HERE = Path(__file__).parent
 LEDGER_COLUMNS = "customer_id=cust,date=when,quantity=qty,unit_price=price,order_id=order"
+# the ingest assets: they are materialized together (one multi-asset)
+INGEST = "raw/transactions clean/transactions quality/rejected_transactions quality/history_changes"
 
 # A hand-built ledger. Cutoff 2020-03-31, H = 90 days -> label window (2020-03-31, 2020-06-29].
 # The expected features are worked out by hand in test_features.py.

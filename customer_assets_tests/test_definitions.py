@@ -13,6 +13,7 @@ EXPECTED_KEYS = {
     "raw/transactions",
     "clean/transactions",
     "quality/rejected_transactions",
+    "quality/history_changes",
     "features/calibration_transactions",
     "features/holdout_transactions",
     "features/customer_features",
@@ -27,7 +28,7 @@ EXPECTED_KEYS = {
     "serving/snapshot",
     "reports/customer_report",
 }
-PARTITIONED = EXPECTED_KEYS - {"raw/transactions", "clean/transactions", "quality/rejected_transactions"}
+PARTITIONED = EXPECTED_KEYS - {"raw/transactions", "clean/transactions", "quality/rejected_transactions", "quality/history_changes"}
 
 
 def _graph():
@@ -137,6 +138,7 @@ def test_blocking_checks_are_pinned():
         "clean/transactions:clean_values_valid",
         "clean/transactions:clean_keys_unique",
         "clean/transactions:rejected_share_small",
+        "clean/transactions:stored_partitions_current",
         "features/customer_features:one_row_per_customer",
         "features/customer_features:features_valid",
         "models/churn:churn_beats_naive_baseline",
@@ -144,6 +146,8 @@ def test_blocking_checks_are_pinned():
         "evaluation/backtest:champion_not_worse_than_baselines",
     }
     # every gate blocks what is downstream of it; the backtest's check only warns (nothing is downstream of it), and
-    # so does the rejected share (a high one is a reason to look, not proof that the clean rows are wrong)
+    # so do the rejected share (a high one is a reason to look, not proof that the clean rows are wrong) and the stored
+    # partitions' currency (the new rows are right; the partitions computed from the old ones are what to refresh)
     blocking = {f"{k.asset_key.to_user_string()}:{k.name}" for k in graph.asset_check_keys if graph.get_check_spec(k).blocking}
-    assert blocking == checks - {"evaluation/backtest:champion_not_worse_than_baselines", "clean/transactions:rejected_share_small"}
+    assert blocking == checks - {"evaluation/backtest:champion_not_worse_than_baselines", "clean/transactions:rejected_share_small",
+                                 "clean/transactions:stored_partitions_current"}

@@ -25,7 +25,7 @@ import duckdb
 import pytest
 
 from customer_assets.features import logic
-from customer_assets_tests.conftest import materialize, row_counts, source_config
+from customer_assets_tests.conftest import INGEST, materialize, row_counts, source_config
 
 C = "2020-03-31"
 
@@ -33,7 +33,7 @@ C = "2020-03-31"
 @pytest.fixture
 def built(ledger_csv, warehouse):
     cfg = source_config(ledger_csv)
-    assert materialize(warehouse, "raw/transactions clean/transactions quality/rejected_transactions", run_config=cfg).success
+    assert materialize(warehouse, INGEST, run_config=cfg).success
     result = materialize(
         warehouse, "features/calibration_transactions features/holdout_transactions features/customer_features", partition_key=C
     )
@@ -115,7 +115,7 @@ def test_rematerializing_a_then_b_then_a_replaces_a_and_leaves_b(built, ledger_c
     # change the data: B buys again on 2020-03-15, then rebuild clean and only partition A
     changed = tmp_path / "changed.csv"
     changed.write_text(ledger_csv.read_text() + "B,2020-03-15,1,7,O99\n")
-    assert materialize(warehouse, "raw/transactions clean/transactions quality/rejected_transactions", run_config=source_config(changed)).success
+    assert materialize(warehouse, INGEST, run_config=source_config(changed)).success
     assert materialize(warehouse, sel, partition_key=C).success
     a_after = _features(warehouse, C)
     assert a_after.loc["B", "recency_days"] == 16 and a_after.loc["B", "monetary_total"] == 107.0
@@ -145,7 +145,7 @@ def test_feature_checks_pass_on_clean_and_fail_on_dirty_rows(built):
 def test_reconciliation_check_fails_when_a_row_goes_missing(ledger_csv, warehouse):
     import dagster as dg
 
-    assert materialize(warehouse, "raw/transactions clean/transactions quality/rejected_transactions",
+    assert materialize(warehouse, INGEST,
                        run_config=source_config(ledger_csv)).success
     with duckdb.connect(warehouse) as conn:
         conn.execute("DELETE FROM clean.transactions WHERE source_row = 1")
@@ -159,7 +159,7 @@ def test_reconciliation_check_fails_when_a_row_goes_missing(ledger_csv, warehous
 def test_key_check_fails_on_a_repeated_or_doubly_classified_row(ledger_csv, warehouse):
     import dagster as dg
 
-    assert materialize(warehouse, "raw/transactions clean/transactions quality/rejected_transactions",
+    assert materialize(warehouse, INGEST,
                        run_config=source_config(ledger_csv)).success
     checks = dg.AssetSelection.checks_for_assets(dg.AssetKey(["clean", "transactions"]))
     with duckdb.connect(warehouse) as conn:  # the same source row twice in clean
@@ -184,7 +184,7 @@ def test_a_failed_feature_gate_stops_the_downstream_segments(ledger_csv, warehou
 
     from customer_assets.features import logic as F
 
-    assert materialize(warehouse, "raw/transactions clean/transactions quality/rejected_transactions",
+    assert materialize(warehouse, INGEST,
                        run_config=source_config(ledger_csv)).success
     monkeypatch.setattr(F, "FEATURE_SQL", "SELECT * REPLACE (CASE WHEN customer_id = 'B' THEN 9999 ELSE recency_days END "
                         f"AS recency_days) FROM ({F.FEATURE_SQL})")
@@ -247,7 +247,7 @@ def test_retention_keeps_the_newest_cutoffs_and_lists_what_it_keeps(ledger_csv, 
         assert result.success
         return result
 
-    assert materialize(warehouse, "raw/transactions clean/transactions quality/rejected_transactions",
+    assert materialize(warehouse, INGEST,
                        run_config=source_config(ledger_csv)).success
     run(C)
     first = _features(warehouse, C)

@@ -6,7 +6,7 @@ import pytest
 
 from customer_assets.ingest import logic
 from customer_assets.settings import CDNOW_COLUMNS, ColumnMapping
-from customer_assets_tests.conftest import LEDGER_COLUMNS, materialize, row_counts, source_config
+from customer_assets_tests.conftest import INGEST, LEDGER_COLUMNS, materialize, row_counts, source_config
 
 
 def _load(path, columns=LEDGER_COLUMNS, fmt=None):
@@ -102,18 +102,20 @@ def test_parquet_source_with_amount_mapping(tmp_path, ledger_csv):
 
 
 def test_dagster_config_sets_the_source_and_the_check_reconciles(ledger_csv, warehouse):
-    result = materialize(warehouse, "raw/transactions clean/transactions quality/rejected_transactions", run_config=source_config(ledger_csv))
+    result = materialize(warehouse, INGEST, run_config=source_config(ledger_csv))
     assert result.success
     checks = {e.asset_check_key.name: e for e in result.get_asset_check_evaluations()}
     assert {k: e.passed for k, e in checks.items()} == {"rows_reconcile": True, "clean_values_valid": True,
-                                                          "clean_keys_unique": True, "rejected_share_small": False}
+                                                          "clean_keys_unique": True, "rejected_share_small": False,
+                                                          "stored_partitions_current": True}
     # the hand-built ledger is dirty on purpose: 4 of 15 rows rejected, one per reason, so the share check warns
     share = checks["rejected_share_small"]
     assert share.severity == dg.AssetCheckSeverity.WARN and share.description == "26.7% of 15 raw rows rejected, most as duplicate (1)"
     assert share.metadata["reasons"].value == {"duplicate": 1, "negative_price": 1, "null_customer_id": 1, "unparseable_date": 1}
     example = share.metadata["examples_duplicate"].value.splitlines()[2]  # the one row after the header
     assert [c.strip() for c in example.split("|")[1:3]] == ["14", "A"]  # the second copy, row 14
-    assert row_counts(result) == {"raw/transactions": 15, "clean/transactions": 11, "quality/rejected_transactions": 4}
+    assert row_counts(result) == {"raw/transactions": 15, "clean/transactions": 11, "quality/rejected_transactions": 4,
+                                  "quality/history_changes": 0}
 
 
 def test_environment_variables_set_the_source(ledger_csv, warehouse, monkeypatch):
@@ -189,7 +191,7 @@ def test_an_edit_that_keeps_size_and_time_is_caught_by_the_row_count(ledger_csv)
 def test_stored_copy_through_dagster_config(ledger_csv, warehouse):
     cfg = source_config(ledger_csv)
     cfg["ops"]["raw__transactions"]["config"]["stored_copy"] = True
-    result = materialize(warehouse, "raw/transactions clean/transactions quality/rejected_transactions", run_config=cfg)
+    result = materialize(warehouse, INGEST, run_config=cfg)
     assert row_counts(result)["clean/transactions"] == 11
     ledger_csv.unlink()
     with duckdb.connect(warehouse, read_only=True) as conn:
@@ -266,13 +268,14 @@ def test_the_date_order_is_set_by_config_or_environment_and_a_refusal_names_both
 
     mixed = _slash_file(tmp_path, "mixed.csv", ["13/01/2011", "01/13/2011"])
     columns = "customer_id=customer,date=when,amount=amount"
-    selection = "raw/transactions clean/transactions quality/rejected_transactions"
+    selection = INGEST
     result = materialize(warehouse, selection, run_config=source_config(mixed, columns), raise_on_error=False)
     failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
     assert "both day first and month first" in failure.step_failure_data.error.message
     monkeypatch.setenv(settings.ENV_DATE_ORDER, "month_first")
     result = materialize(warehouse, selection, run_config=source_config(mixed, columns))
-    assert row_counts(result) == {"raw/transactions": 2, "clean/transactions": 1, "quality/rejected_transactions": 1}
+    assert row_counts(result) == {"raw/transactions": 2, "clean/transactions": 1, "quality/rejected_transactions": 1,
+                                  "quality/history_changes": 0}
     clean = next(e.event_specific_data.materialization for e in result.get_asset_materialization_events()
                  if e.event_specific_data.materialization.asset_key.to_user_string() == "clean/transactions")
     assert clean.metadata["date_order"].value.startswith("month_first (set)")
@@ -308,7 +311,7 @@ def test_the_rejected_share_check_passes_on_cdnow(cdnow_slice, warehouse):
     """The clean fixture: the first 2,000 CDNOW customers lose only exact duplicates, well under 5%."""
     from customer_assets_tests.conftest import CDNOW_CSV_COLUMNS
 
-    result = materialize(warehouse, "raw/transactions clean/transactions quality/rejected_transactions",
+    result = materialize(warehouse, INGEST,
                          run_config=source_config(cdnow_slice, CDNOW_CSV_COLUMNS))
     share = next(e for e in result.get_asset_check_evaluations() if e.asset_check_key.name == "rejected_share_small")
     counts = row_counts(result)

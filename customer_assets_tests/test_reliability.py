@@ -15,9 +15,8 @@ import pytest
 
 from customer_assets.ingest import logic
 from customer_assets.settings import ColumnMapping
-from customer_assets_tests.conftest import CDNOW_CSV_COLUMNS, LEDGER, LEDGER_COLUMNS, materialize, source_config
+from customer_assets_tests.conftest import CDNOW_CSV_COLUMNS, INGEST, LEDGER, LEDGER_COLUMNS, materialize, source_config
 
-INGEST = "raw/transactions clean/transactions quality/rejected_transactions"
 MAPPING = ColumnMapping.parse(LEDGER_COLUMNS)
 GOOD = "cust,when,qty,price,order\nA,2020-01-05,1,10,O1\nB,2020-01-06,2,5,O2\n"
 

@@ -30,7 +30,7 @@ class BacktestConfig(dg.Config):
 
 def _features(conn, cutoff: date, end: date, reader: str, warn=None) -> pd.DataFrame:
     """Features at ``cutoff`` from the warehouse when materialized with complete labels, else from the same SQL."""
-    if F.stored_labelled_rows(conn, cutoff, reader, warn):
+    if F.stored_labelled_rows(conn, cutoff, HORIZON_DAYS, reader, warn):
         return conn.execute("SELECT * FROM features.customer_features WHERE cutoff_date = ?", [cutoff]).df()
     return F.compute_features(conn, cutoff, HORIZON_DAYS, end)
 

@@ -49,6 +49,18 @@ def apply_retention(context: dg.AssetExecutionContext, conn, key: list[str], kee
     return out
 
 
+def require_current_features(context: dg.AssetExecutionContext, conn, cutoff: date, reader: str) -> None:
+    """Refuse to build ``reader`` on a features partition whose history changed after it was computed (a reload
+    with late rows or corrections). A partition with no record of its inputs (an earlier version wrote it) is used,
+    with a warning."""
+    why = logic.inputs_changed(conn, cutoff, HORIZON_DAYS, labels=False)
+    if why == logic.UNRECORDED:
+        context.log.warning(f"features/customer_features {cutoff}: {why}; materialize it again to record them.")
+    elif why:
+        raise dg.Failure(f"features/customer_features {cutoff} is out of date: {why}. Materialize "
+                         f"features/customer_features {cutoff} again (the rescore job does) before {reader}.")
+
+
 MISSING_HINT = (" If it was materialized before, the retention (CUSTOMER_ASSETS_KEEP_CUTOFFS) may have deleted it: "
                 "materializing it again recomputes the same rows.")
 
@@ -130,6 +142,9 @@ def customer_features(context: dg.AssetExecutionContext, config: RetentionConfig
             conn, "features", "customer_features", cutoff, logic.FEATURE_SQL,
             logic.feature_params(cutoff, HORIZON_DAYS, end),
         )
+        # after the partition: a crash in between leaves the old record (or none), which matches only if the
+        # transactions are the ones the old partition was computed from; else the partition reads as out of date
+        logic.record_inputs(conn, cutoff, HORIZON_DAYS, logic.labels_complete(cutoff, HORIZON_DAYS, end))
         stats = conn.execute(
             "SELECT avg(recency_days), avg(frequency), avg(monetary_total), avg(label_purchase::DOUBLE), bool_and(labels_complete) "
             "FROM features.customer_features WHERE cutoff_date = ?",

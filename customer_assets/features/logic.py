@@ -19,7 +19,8 @@ from datetime import date, timedelta
 import duckdb
 import pandas as pd
 
-from customer_assets.storage import table_exists
+from customer_assets.ingest.logic import ROW_HASH
+from customer_assets.storage import replace_partition, table_exists
 
 WINDOWS = (30, 90, 180, 365)
 
@@ -73,12 +74,100 @@ def require_complete_labels(cutoff: date, horizon_days: int, data_end: date, wha
         )
 
 
-def stored_labelled_rows(conn: duckdb.DuckDBPyConnection, cutoff: date, reader: str, warn=None) -> int:
-    """Rows stored in ``features.customer_features`` at ``cutoff`` if they were written with complete labels, else 0.
+# What a stored features partition was computed from: the count and a hash sum (ROW_HASH, every field a feature
+# reads) of the clean rows in its history and, when its labels were complete, in its label window. A reload that
+# adds late rows, corrects or deletes some changes them, so a reader can tell that the partition is out of date.
+INPUTS_SQL = f"""
+WITH p AS (SELECT CAST(? AS DATE) AS c, CAST(? AS INTEGER) AS h, CAST(? AS BOOLEAN) AS labelled)
+SELECT p.c AS cutoff_date, (SELECT any_value(load_id) FROM clean.transactions) AS load_id,
+       count(t.txn_date) FILTER (WHERE t.txn_date <= p.c) AS history_rows,
+       coalesce(sum({ROW_HASH}) FILTER (WHERE t.txn_date <= p.c), 0)::HUGEINT AS history_digest,
+       CASE WHEN p.labelled THEN count(t.txn_date) FILTER (WHERE t.txn_date > p.c) END AS window_rows,
+       CASE WHEN p.labelled THEN coalesce(sum({ROW_HASH}) FILTER (WHERE t.txn_date > p.c), 0)::HUGEINT END AS window_digest,
+       now()::TIMESTAMP AS written_at
+FROM p LEFT JOIN clean.transactions t ON t.txn_date <= p.c + p.h
+GROUP BY p.c, p.labelled
+"""
+
+
+def record_inputs(conn: duckdb.DuckDBPyConnection, cutoff: date, horizon_days: int, labelled: bool) -> None:
+    """Record in ``features.partition_inputs`` what the features partition at ``cutoff`` was just computed from."""
+    replace_partition(conn, "features", "partition_inputs", cutoff, INPUTS_SQL, [cutoff, horizon_days, labelled])
+
+
+UNRECORDED = "nothing records which transactions it was computed from (it was written by an earlier version)"
+
+
+def inputs_changed(conn: duckdb.DuckDBPyConnection, cutoff: date, horizon_days: int, labels: bool) -> str | None:
+    """Why the stored features partition at ``cutoff`` no longer matches ``clean.transactions``, or None if it does.
+
+    ``labels``: the reader uses the labels, so a change in the label window counts too. A partition written
+    before its inputs were recorded (by an earlier version) gives a reason too: nothing says what it came from.
+    """
+    stored = None
+    if table_exists(conn, "features", "partition_inputs"):
+        stored = conn.execute(
+            "SELECT history_rows, history_digest, window_rows, window_digest, load_id FROM features.partition_inputs "
+            "WHERE cutoff_date = ?", [cutoff]).fetchone()
+    if stored is None:
+        return UNRECORDED
+    now = conn.execute(INPUTS_SQL, [cutoff, horizon_days, stored[2] is not None]).fetchone()
+    if (stored[0], stored[1]) != (now[2], now[3]):
+        return (f"the transactions dated on or before {cutoff} changed since it was computed from load {stored[4]} "
+                f"({stored[0]:,} rows then, {now[2]:,} now)")
+    if labels and (stored[2], stored[3]) != (now[4], now[5]):
+        return (f"the transactions of its label window ({cutoff} + {horizon_days} days) changed since it was computed "
+                f"from load {stored[4]} ({stored[2]:,} rows then, {now[4]:,} now)")
+    return None
+
+
+STALE_PARTITIONS_SQL = f"""
+WITH daily AS (SELECT txn_date, count(*) AS rows, sum({ROW_HASH}) AS digest FROM clean.transactions GROUP BY txn_date),
+stored AS (SELECT * FROM features.partition_inputs
+           WHERE cutoff_date IN (SELECT DISTINCT cutoff_date FROM features.customer_features)),
+now AS (
+    SELECT s.cutoff_date,
+           coalesce(sum(d.rows) FILTER (WHERE d.txn_date <= s.cutoff_date), 0)::BIGINT AS history_rows,
+           coalesce(sum(d.digest) FILTER (WHERE d.txn_date <= s.cutoff_date), 0)::HUGEINT AS history_digest,
+           coalesce(sum(d.rows) FILTER (WHERE d.txn_date > s.cutoff_date), 0)::BIGINT AS window_rows,
+           coalesce(sum(d.digest) FILTER (WHERE d.txn_date > s.cutoff_date), 0)::HUGEINT AS window_digest
+    FROM stored s LEFT JOIN daily d ON d.txn_date <= s.cutoff_date + CAST(? AS INTEGER)
+    GROUP BY s.cutoff_date)
+SELECT s.cutoff_date, s.load_id,
+       s.history_rows <> n.history_rows OR s.history_digest <> n.history_digest AS history_changed,
+       coalesce(s.window_rows <> n.window_rows OR s.window_digest <> n.window_digest, false) AS window_changed,
+       s.history_rows AS history_rows_then, n.history_rows AS history_rows_now,
+       s.window_rows AS window_rows_then, n.window_rows AS window_rows_now
+FROM stored s JOIN now n USING (cutoff_date)
+WHERE history_changed OR window_changed
+ORDER BY s.cutoff_date
+"""
+
+
+def stale_partitions(conn: duckdb.DuckDBPyConnection, horizon_days: int) -> tuple[pd.DataFrame, int]:
+    """The stored features partitions whose history or label window changed since they were computed (one row each,
+    with the row counts then and now), and how many stored partitions have no record of their inputs."""
+    if not table_exists(conn, "features", "customer_features"):
+        return pd.DataFrame(), 0
+    recorded = table_exists(conn, "features", "partition_inputs")
+    unrecorded = conn.execute(
+        "SELECT count(DISTINCT cutoff_date) FROM features.customer_features"
+        + (" WHERE cutoff_date NOT IN (SELECT cutoff_date FROM features.partition_inputs)" if recorded else "")
+    ).fetchone()[0]
+    if not recorded:
+        return pd.DataFrame(), int(unrecorded)
+    return conn.execute(STALE_PARTITIONS_SQL, [horizon_days]).df(), int(unrecorded)
+
+
+def stored_labelled_rows(conn: duckdb.DuckDBPyConnection, cutoff: date, horizon_days: int, reader: str, warn=None) -> int:
+    """Rows stored in ``features.customer_features`` at ``cutoff`` if they were written with complete labels from
+    the transactions as they are now, else 0.
 
     A partition written before its label window ended (for example by the rescore job, on the day after
-    its cutoff) holds NULL labels. Readers that need labels get 0 for it, recompute it by the same SQL
-    instead of training or evaluating on those NULLs, and ``warn`` says so, naming ``reader``.
+    its cutoff) holds NULL labels, and one computed before a reload changed its transactions (late rows,
+    corrections; see ``inputs_changed``) holds old figures. Readers that
+    need labels get 0 for either, recompute it by the same SQL instead of training or evaluating on it, and
+    ``warn`` says so, naming ``reader``.
     """
     if not table_exists(conn, "features", "customer_features"):
         return 0
@@ -90,6 +179,12 @@ def stored_labelled_rows(conn: duckdb.DuckDBPyConnection, cutoff: date, reader: 
         if warn is not None:
             warn(f"features/customer_features {cutoff} was written before its label window ended (labels NULL): "
                  f"{reader} recomputes it from clean.transactions. Materialize that partition again to refresh it.")
+        return 0
+    why = inputs_changed(conn, cutoff, horizon_days, labels=True) if rows else None
+    if why:
+        if warn is not None:
+            warn(f"features/customer_features {cutoff} is out of date: {why}. {reader} recomputes it from "
+                 "clean.transactions. Materialize that partition again to refresh it.")
         return 0
     return int(rows)
 

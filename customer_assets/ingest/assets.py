@@ -9,7 +9,7 @@ from dagster_duckdb import DuckDBResource
 
 from customer_assets import schemas
 from customer_assets.ingest import logic
-from customer_assets.settings import ColumnMapping, SettingError, date_order, source_columns, source_path
+from customer_assets.settings import ColumnMapping, SettingError, date_order, max_history_loss, source_columns, source_path
 from customer_assets.storage import markdown_preview
 
 GROUP = "ingest"
@@ -71,11 +71,16 @@ def raw_transactions(context: dg.AssetExecutionContext, config: SourceConfig, du
 
 
 class CleanConfig(dg.Config):
-    """How slash dates such as 03/04/2011 are read: "auto" (decided from the file: day first when some dates only
-    read that way, as 13/01/2011, and none only month first), "month_first" or "day_first". Empty: from
-    ``CUSTOMER_ASSETS_DATE_ORDER``, else "auto"."""
+    """``date_order``: how slash dates such as 03/04/2011 are read: "auto" (decided from the file: day first when
+    some dates only read that way, as 13/01/2011, and none only month first), "month_first" or "day_first". Empty:
+    from ``CUSTOMER_ASSETS_DATE_ORDER``, else "auto".
+
+    ``max_history_loss``: the largest share of the previous load's rows (those dated on or before its last date)
+    that a reload of the same source file may lose; more is refused as a cut-short export, and clean.transactions
+    stays as it was. Unset: ``CUSTOMER_ASSETS_MAX_HISTORY_LOSS``, else 0.05. 1 accepts any reload."""
 
     date_order: str = ""
+    max_history_loss: float | None = None
 
 
 @dg.multi_asset(
@@ -96,21 +101,35 @@ class CleanConfig(dg.Config):
             description="Raw rows that did not pass cleaning, each with its reason. raw = clean + rejected.",
             metadata={"dagster/column_schema": schemas.column_schema(schemas.REJECTED_TRANSACTIONS)},
         ),
+        dg.AssetSpec(
+            ["quality", "history_changes"],
+            deps=[raw_transactions],
+            group_name=GROUP,
+            kinds={"duckdb"},
+            description=("The days, up to the previous load's last date, whose clean rows differ from the previous "
+                         "load's: late rows, corrections, deletions. Replaced on each load. A reload of the same file "
+                         "that loses more than max_history_loss of those rows is refused."),
+            metadata={"dagster/column_schema": schemas.column_schema(schemas.HISTORY_CHANGES)},
+        ),
     ],
     pool="duckdb",
 )
 def clean_transactions(context: dg.AssetExecutionContext, config: CleanConfig, duckdb: DuckDBResource):
     with duckdb.get_connection() as conn:
         try:
-            counts = logic.clean_transactions(conn, date_order(config.date_order))
-        except logic.DateOrderError as exc:
+            counts = logic.clean_transactions(conn, date_order(config.date_order), max_history_loss(config.max_history_loss))
+        except (logic.DateOrderError, logic.HistoryLossError) as exc:
             raise dg.Failure(str(exc)) from exc
         except SettingError as exc:
             raise dg.Failure(f"{exc} {exc.where('clean/transactions')}") from exc
         clean_preview = conn.execute("SELECT * FROM clean.transactions LIMIT 5").df()
         rej_preview = conn.execute("SELECT * FROM quality.rejected_transactions LIMIT 5").df()
+        changes_preview = conn.execute("SELECT * FROM quality.history_changes ORDER BY txn_date LIMIT 5").df()
         span = conn.execute("SELECT min(txn_date), max(txn_date), count(DISTINCT customer_id) FROM clean.transactions").fetchone()
     context.log.info(f"Cleaning: {counts}")
+    if counts.get("history_changed_days"):
+        context.log.warning(f"The history changed: {counts['history']}. See quality.history_changes; the check "
+                            "stored_partitions_current lists the stored partitions computed from the old rows.")
     reasons = {k.removeprefix("rejected_"): v for k, v in counts.items() if k.startswith("rejected_") and k != "rejected_rows"}
     outlier_rule = (f"|amount| > {logic.OUTLIER_FACTOR:g} x p99(|amount|) = {counts['outlier_threshold']:.2f}"
                     if counts["outlier_threshold"] is not None else "no rows")
@@ -125,6 +144,8 @@ def clean_transactions(context: dg.AssetExecutionContext, config: CleanConfig, d
             "outlier_rows": counts["outlier_rows"],
             "outlier_rule": outlier_rule,
             "date_order": counts["date_order"],
+            "history": counts["history"],
+            "history_changed_days": counts.get("history_changed_days", 0),
             "preview": dg.MetadataValue.md(markdown_preview(clean_preview)),
         },
     )
@@ -134,5 +155,13 @@ def clean_transactions(context: dg.AssetExecutionContext, config: CleanConfig, d
             "dagster/row_count": counts["rejected_rows"],
             "reasons": dg.MetadataValue.json(reasons),
             "preview": dg.MetadataValue.md(markdown_preview(rej_preview)),
+        },
+    )
+    yield dg.MaterializeResult(
+        asset_key=["quality", "history_changes"],
+        metadata={
+            "dagster/row_count": counts.get("history_changed_days", 0),
+            "history": counts["history"],
+            "preview": dg.MetadataValue.md(markdown_preview(changes_preview)),
         },
     )

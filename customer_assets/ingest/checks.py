@@ -4,8 +4,10 @@
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
+from customer_assets.features import logic as features_logic
 from customer_assets.ingest import logic
-from customer_assets.storage import markdown_preview
+from customer_assets.settings import HORIZON_DAYS
+from customer_assets.storage import markdown_preview, table_exists
 
 
 @dg.asset_check(asset=dg.AssetKey(["clean", "transactions"]), blocking=True, pool="duckdb",
@@ -81,3 +83,27 @@ def rejected_share_small(duckdb: DuckDBResource) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(passed=share <= MAX_REJECTED_SHARE, severity=dg.AssetCheckSeverity.WARN, metadata=metadata,
                                description=(f"{share:.1%} of {raw:,} raw rows rejected"
                                             + (f", most as {top} ({reasons[top]:,})" if top else "")))
+
+
+@dg.asset_check(asset=dg.AssetKey(["clean", "transactions"]), blocking=False, pool="duckdb",
+                description="Every stored features/customer_features partition matches the transactions as they are now. "
+                            "Warns, stopping nothing, when a reload added late rows, corrected or deleted some in the history "
+                            "or label window of a stored partition: the metadata lists those cutoffs. Materialize them "
+                            "again (features, then segments and scores) to refresh them; training and the backtests "
+                            "recompute an out-of-date partition on their own, and segments and scores refuse one.")
+def stored_partitions_current(duckdb: DuckDBResource) -> dg.AssetCheckResult:
+    with duckdb.get_connection() as conn:
+        stale, unrecorded = features_logic.stale_partitions(conn, HORIZON_DAYS)
+        changes = (conn.execute("SELECT count(*), min(txn_date)::VARCHAR, sum(rows_after - rows_before) "
+                                "FROM quality.history_changes").fetchone()
+                   if table_exists(conn, "quality", "history_changes") else (0, None, None))
+    metadata = {"stale_partitions": len(stale), "unrecorded_partitions": unrecorded,
+                "history_changed_days": changes[0], "first_changed_date": changes[1] or "",
+                "stale_cutoffs": dg.MetadataValue.json([str(c.date()) for c in stale["cutoff_date"]] if len(stale) else [])}
+    if len(stale):
+        metadata["stale_preview"] = dg.MetadataValue.md(markdown_preview(stale.assign(cutoff_date=stale["cutoff_date"].dt.date), 10))
+    description = (f"{len(stale)} stored features partition(s) computed from transactions that have changed since"
+                   + (f" (the first at {stale['cutoff_date'].min().date()})" if len(stale) else "")
+                   + (f"; {unrecorded} with no record of their inputs" if unrecorded else ""))
+    return dg.AssetCheckResult(passed=len(stale) == 0, severity=dg.AssetCheckSeverity.WARN, metadata=metadata,
+                               description=description)

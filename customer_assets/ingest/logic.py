@@ -519,11 +519,102 @@ def clean_sql(has_amount: bool, has_quantity: bool, has_unit_price: bool, date_o
     """
 
 
-def clean_transactions(conn: duckdb.DuckDBPyConnection, date_order: str = "auto") -> dict[str, int]:
+# What a clean row is, for telling whether a day's transactions changed between two loads: a hash of every
+# field a feature or label can read (not the load id or the row number, which change with every export).
+ROW_HASH = "hash(customer_id, txn_date, amount, quantity, is_return, order_id, product_id)"
+DAILY_SQL = (f"SELECT txn_date, count(*) AS rows, sum({ROW_HASH}) AS digest, sum(amount) AS amount "
+             "FROM clean.transactions GROUP BY txn_date")
+
+
+class HistoryLossError(ValueError):
+    """A reload of the same source lost more of the previous load's history than ``max_history_loss`` allows."""
+
+
+@dataclass(frozen=True)
+class Previous:
+    """The clean load that a new cleaning replaces: its load, source file and last date."""
+
+    load_id: str
+    source_file: str | None
+    last_date: object
+
+
+def previous_clean(conn: duckdb.DuckDBPyConnection) -> Previous | None:
+    """The load now in ``clean.transactions`` (None if there is none), with its days summarised in ``_old_daily``."""
+    if object_type(conn, "clean", "transactions") != "BASE TABLE":
+        return None
+    row = conn.execute("SELECT any_value(load_id), max(txn_date) FROM clean.transactions").fetchone()
+    if row[0] is None:
+        return None
+    conn.execute(f"CREATE OR REPLACE TEMP TABLE _old_daily AS {DAILY_SQL}")
+    source = None
+    if table_exists(conn, "raw", "loads"):
+        found = conn.execute("SELECT source_file FROM raw.loads WHERE load_id = ?", [row[0]]).fetchone()
+        source = found[0] if found else None
+    return Previous(row[0], source, row[1])
+
+
+HISTORY_CHANGES_SQL = f"""
+CREATE OR REPLACE TABLE quality.history_changes AS
+WITH new AS ({DAILY_SQL})
+SELECT ?::VARCHAR AS load_id, ?::VARCHAR AS previous_load_id, coalesce(o.txn_date, n.txn_date) AS txn_date,
+       coalesce(o.rows, 0) AS rows_before, coalesce(n.rows, 0) AS rows_after,
+       coalesce(o.amount, 0) AS amount_before, coalesce(n.amount, 0) AS amount_after
+FROM _old_daily o FULL JOIN new n ON o.txn_date = n.txn_date
+WHERE coalesce(o.txn_date, n.txn_date) <= ?
+  AND (o.rows IS DISTINCT FROM n.rows OR o.digest IS DISTINCT FROM n.digest)
+ORDER BY txn_date
+"""
+
+
+def compare_history(conn: duckdb.DuckDBPyConnection, previous: Previous | None, load: Load, max_loss: float) -> dict:
+    """Write ``quality.history_changes`` (the days, up to the previous load's last date, whose clean rows changed)
+    and refuse a reload of the same source that lost more than ``max_loss`` of those rows.
+
+    Runs inside the cleaning's transaction, after the new ``clean.transactions`` is written, so a refusal rolls
+    it back. A different source file is a new history, not a loss, and a new cleaning of the same load differs only
+    by its settings: both are compared but never refused.
+    """
+    if previous is None:
+        conn.execute(
+            "CREATE OR REPLACE TABLE quality.history_changes (load_id VARCHAR, previous_load_id VARCHAR, txn_date DATE, "
+            "rows_before BIGINT, rows_after BIGINT, amount_before DOUBLE, amount_after DOUBLE)"
+        )
+        return {"history": "first load: nothing to compare with"}
+    conn.execute(HISTORY_CHANGES_SQL, [load.load_id, previous.load_id, previous.last_date])
+    before, after, days, first = conn.execute(
+        "SELECT (SELECT sum(rows) FROM _old_daily), "
+        "(SELECT count(*) FROM clean.transactions WHERE txn_date <= ?), "
+        "(SELECT count(*) FROM quality.history_changes), (SELECT min(txn_date) FROM quality.history_changes)",
+        [previous.last_date],
+    ).fetchone()
+    loss = (before - after) / before if before else 0.0
+    same_source = previous.source_file == load.source_file
+    # a new cleaning of the same load (another date_order, say) is a choice of settings, not an export cut short
+    reload = same_source and previous.load_id != load.load_id
+    summary = (f"{'same source' if same_source else f'new source (was {previous.source_file})'}: {days:,} day(s) "
+               f"on or before {previous.last_date} changed since load {previous.load_id}"
+               + (f", the first {first}" if days else "")
+               + f"; rows on or before {previous.last_date}: {before:,} -> {after:,} ({-loss:+.1%})")
+    if reload and loss > max_loss:
+        raise HistoryLossError(
+            f"Load {load.load_id} of {load.source_file} has {before - after:,} fewer clean rows dated on or before "
+            f"{previous.last_date} than load {previous.load_id} of the same file ({before:,} -> {after:,}, "
+            f"-{loss:.1%}), more than max_history_loss allows ({max_loss:.1%}). Was the export cut short? "
+            "clean.transactions is unchanged. If the history really shrank, set max_history_loss in the config of "
+            f"clean/transactions, or CUSTOMER_ASSETS_MAX_HISTORY_LOSS, to {loss:.2f} or more."
+        )
+    return {"history": summary, "history_changed_days": days, "history_rows_before": before,
+            "history_rows_after": after, "history_first_changed_date": first}
+
+
+def clean_transactions(conn: duckdb.DuckDBPyConnection, date_order: str = "auto",
+                       max_history_loss: float = 0.05) -> dict[str, int]:
     """Rebuild ``clean.transactions`` and ``quality.rejected_transactions`` from ``raw.transactions``.
 
-    Both tables are replaced in one transaction. Returns row counts, counts per reason, and how slash dates
-    were read (``date_order``: "auto", "month_first" or "day_first"; see ``detect_date_order``).
+    Both tables are replaced in one transaction, with ``quality.history_changes`` (see ``compare_history``).
+    Returns row counts, counts per reason, how slash dates were read (``date_order``: "auto", "month_first" or
+    "day_first"; see ``detect_date_order``) and how the history differs from the previous load's.
     """
     load = current_load(conn)
     check_source_unchanged(load)
@@ -555,6 +646,7 @@ def clean_transactions(conn: duckdb.DuckDBPyConnection, date_order: str = "auto"
         "SELECT quantile_cont(abs(amt_raw), 0.99) FROM _classified WHERE reject_reason IS NULL"
     ).fetchone()[0]
     threshold = OUTLIER_FACTOR * float(p99) if p99 else None
+    previous = previous_clean(conn)
     conn.execute("BEGIN TRANSACTION")
     try:
         conn.execute("CREATE SCHEMA IF NOT EXISTS clean")
@@ -582,12 +674,14 @@ def clean_transactions(conn: duckdb.DuckDBPyConnection, date_order: str = "auto"
             """,
             [load.load_id],
         )
+        history = compare_history(conn, previous, load, max_history_loss)
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
         raise
     finally:
         conn.execute("DROP TABLE IF EXISTS _classified")
+        conn.execute("DROP TABLE IF EXISTS _old_daily")
     counts = {
         "raw_rows": n_raw,
         "clean_rows": conn.execute("SELECT count(*) FROM clean.transactions").fetchone()[0],
@@ -596,6 +690,7 @@ def clean_transactions(conn: duckdb.DuckDBPyConnection, date_order: str = "auto"
     counts["outlier_rows"] = conn.execute("SELECT count(*) FROM clean.transactions WHERE is_outlier").fetchone()[0]
     counts["outlier_threshold"] = threshold
     counts["date_order"] = order_note
+    counts.update(history)
     for reason, n in conn.execute(
         "SELECT reject_reason, count(*) FROM quality.rejected_transactions GROUP BY 1 ORDER BY 1"
     ).fetchall():

@@ -90,7 +90,7 @@ def training_data(conn, cutoff: date, config: ModelConfig, what: str, run_id: st
         F.require_complete_labels(cutoff, HORIZON_DAYS, end, f"models/{what} for partition {cutoff}")
     except F.IncompleteLabelsError as exc:
         raise dg.Failure(str(exc)) from exc
-    stored = F.stored_labelled_rows(conn, cutoff, f"models/{what}", warn)
+    stored = F.stored_labelled_rows(conn, cutoff, HORIZON_DAYS, f"models/{what}", warn)
     # a partition deleted by the retention (keep_cutoffs) is recomputed by the same SQL: identical rows
     n_customers = stored or F.customer_count(conn, cutoff)
     if n_customers == 0:

@@ -9,7 +9,7 @@ import pandas as pd
 from dagster_duckdb import DuckDBResource
 
 from customer_assets import schemas
-from customer_assets.features.assets import MISSING_HINT
+from customer_assets.features.assets import MISSING_HINT, require_current_features
 from customer_assets.models import candidates as C
 from customer_assets.models import logic as L
 from customer_assets.models.assets import MODEL_NAMES
@@ -119,6 +119,7 @@ def scored_customers(context: dg.AssetExecutionContext, duckdb: DuckDBResource) 
         feats = conn.execute("SELECT * FROM features.customer_features WHERE cutoff_date = ? ORDER BY customer_id", [cutoff]).df()
         if feats.empty:
             raise dg.Failure(f"features/customer_features has no rows for {cutoff}: materialize that partition first." + MISSING_HINT)
+        require_current_features(context, conn, cutoff, "scores/scored_customers")
         segs = conn.execute("SELECT customer_id, segment FROM segments.customer_segments WHERE cutoff_date = ? ORDER BY customer_id",
                             [cutoff]).df()
         if segs.empty:

@@ -8,7 +8,7 @@ import pandas as pd
 from dagster_duckdb import DuckDBResource
 
 from customer_assets import schemas
-from customer_assets.features.assets import MISSING_HINT, apply_retention
+from customer_assets.features.assets import MISSING_HINT, apply_retention, require_current_features
 from customer_assets.partitions import CUTOFF_PARTITIONS
 from customer_assets.segments import logic
 from customer_assets.storage import markdown_preview, replace_partition_df
@@ -59,6 +59,7 @@ def customer_segments(context: dg.AssetExecutionContext, config: SegmentConfig, 
         ).df()
         if feats.empty:
             raise dg.Failure(f"features/customer_features has no rows for {cutoff}: materialize that partition first." + MISSING_HINT)
+        require_current_features(context, conn, cutoff, "segments/customer_segments")
         model, labels = logic.fit_segments(feats, k=config.k or None)
         _, dist = logic.assign(model, feats)
         context.log.info(f"k={model.k} (silhouette by k: {model.silhouette_by_k}); personas {model.personas}")

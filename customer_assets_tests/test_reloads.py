@@ -1,0 +1,173 @@
+"""Reloads of the source: a cut-short export is refused, changed days are listed, stale partitions are found.
+
+The hand-built ledger (conftest.LEDGER) cleans to 11 rows, dated 2019-12-01 to 2020-07-15. Seven of them are dated on
+or before 2020-03-31: A's 01-05 (two), 02-10, 03-20 and the 03-25 return, B's 03-01 and D's 2019-12-01.
+"""
+
+from datetime import date
+
+import dagster as dg
+import duckdb
+import pytest
+
+from customer_assets import settings
+from customer_assets.features import logic as F
+from customer_assets.ingest import logic
+from customer_assets.settings import ColumnMapping
+from customer_assets_tests.conftest import INGEST, LEDGER, LEDGER_COLUMNS, materialize, source_config
+
+C = "2020-03-31"
+EARLY = "2019-12-10"  # history 2019-12-01 only; label window ends 2020-03-09
+LATE_ROW = "B,2020-03-15,1,7,O99\n"
+FEATURES = "features/calibration_transactions features/holdout_transactions features/customer_features"
+
+
+def _reload(conn, path, load_id, **kwargs):
+    logic.load_raw(conn, logic.SourceSpec(str(path), ColumnMapping.parse(LEDGER_COLUMNS), "csv"), load_id)
+    return logic.clean_transactions(conn, **kwargs)
+
+
+def _clean(conn):
+    return conn.execute("SELECT count(*), any_value(load_id) FROM clean.transactions").fetchone()
+
+
+def test_a_reload_that_lost_history_is_refused_and_clean_is_kept(ledger_csv):
+    conn = duckdb.connect()
+    first = _reload(conn, ledger_csv, "first")
+    assert first["history"] == "first load: nothing to compare with"
+    # the same file, cut short after A's first five lines: 5 of the 11 clean rows are left
+    ledger_csv.write_text("".join(LEDGER.splitlines(keepends=True)[:6]))
+    with pytest.raises(logic.HistoryLossError) as refused:
+        _reload(conn, ledger_csv, "second")
+    assert str(refused.value) == (
+        f"Load second of {ledger_csv} has 6 fewer clean rows dated on or before 2020-07-15 than load first of the same "
+        "file (11 -> 5, -54.5%), more than max_history_loss allows (5.0%). Was the export cut short? "
+        "clean.transactions is unchanged. If the history really shrank, set max_history_loss in the config of "
+        "clean/transactions, or CUSTOMER_ASSETS_MAX_HISTORY_LOSS, to 0.55 or more.")
+    assert _clean(conn) == (11, "first")
+    assert conn.execute("SELECT count(*) FROM quality.history_changes").fetchone()[0] == 0
+    # the share the message names is enough to accept it
+    counts = logic.clean_transactions(conn, max_history_loss=0.55)
+    assert _clean(conn) == (5, "second")
+    assert (counts["history_rows_before"], counts["history_rows_after"]) == (11, 5)
+    # the days lost, each with its rows and net amount before and after (A's 04-15 and 05-01, B, C and D's two)
+    lost = conn.execute("SELECT txn_date::VARCHAR, rows_before, rows_after, amount_before, amount_after "
+                        "FROM quality.history_changes ORDER BY txn_date").fetchall()
+    assert lost == [("2019-12-01", 1, 0, 60.0, 0.0), ("2020-03-01", 1, 0, 100.0, 0.0), ("2020-04-02", 1, 0, 50.0, 0.0),
+                    ("2020-04-15", 1, 0, 40.0, 0.0), ("2020-05-01", 1, 0, 10.0, 0.0), ("2020-07-15", 1, 0, 70.0, 0.0)]
+
+
+def test_late_rows_and_corrections_are_listed_by_day_and_new_days_are_not(ledger_csv, tmp_path):
+    conn = duckdb.connect()
+    _reload(conn, ledger_csv, "first")
+    # B's 03-01 purchase corrected from 2 x 50 to 2 x 40, a late row for B on 03-15, and a new day after the data
+    ledger_csv.write_text(LEDGER.replace("B,2020-03-01,2,50,O8", "B,2020-03-01,2,40,O8") + LATE_ROW
+                          + "E,2020-07-20,1,5,O100\n")
+    counts = _reload(conn, ledger_csv, "second")
+    assert counts["history"] == ("same source: 2 day(s) on or before 2020-07-15 changed since load first, the first "
+                                 "2020-03-01; rows on or before 2020-07-15: 11 -> 12 (+9.1%)")
+    changes = conn.execute("SELECT load_id, previous_load_id, txn_date::VARCHAR, rows_before, rows_after, amount_before, "
+                           "amount_after FROM quality.history_changes ORDER BY txn_date").fetchall()
+    assert changes == [("second", "first", "2020-03-01", 1, 1, 100.0, 80.0),
+                       ("second", "first", "2020-03-15", 0, 1, 0.0, 7.0)]
+    # the same rows again, even in another order and with other row numbers: nothing changed
+    lines = ledger_csv.read_text().splitlines(keepends=True)
+    ledger_csv.write_text(lines[0] + "".join(reversed(lines[1:])))
+    assert _reload(conn, ledger_csv, "third")["history_changed_days"] == 0
+    # another file is a new history: compared, never refused, however much it lost
+    other = tmp_path / "other.csv"
+    other.write_text("".join(LEDGER.splitlines(keepends=True)[:3]))
+    counts = _reload(conn, other, "fourth")
+    assert counts["history"].startswith(f"new source (was {ledger_csv}): ")
+    assert (counts["history_rows_before"], counts["history_rows_after"]) == (13, 2)
+
+
+def test_the_loss_limit_is_set_by_config_or_environment_and_a_bad_one_names_both(ledger_csv, warehouse, monkeypatch):
+    assert materialize(warehouse, INGEST, run_config=source_config(ledger_csv)).success
+    ledger_csv.write_text("".join(LEDGER.splitlines(keepends=True)[:11]))  # the first ten lines: 10 clean rows of 11
+    refused = materialize(warehouse, INGEST, run_config=source_config(ledger_csv), raise_on_error=False)
+    failure = next(e for e in refused.all_events if e.event_type_value == "STEP_FAILURE")
+    assert "has 1 fewer clean rows dated on or before 2020-07-15" in failure.step_failure_data.error.message
+    with duckdb.connect(warehouse, read_only=True) as conn:
+        assert conn.execute("SELECT count(*) FROM clean.transactions").fetchone()[0] == 11
+    monkeypatch.setenv(settings.ENV_MAX_HISTORY_LOSS, "0.2")
+    assert materialize(warehouse, INGEST, run_config=source_config(ledger_csv)).success
+    with duckdb.connect(warehouse, read_only=True) as conn:
+        assert conn.execute("SELECT count(*) FROM clean.transactions").fetchone()[0] == 10
+    config = source_config(ledger_csv)
+    config["ops"]["clean_transactions"] = {"config": {"max_history_loss": 1.5}}  # the config wins, and is checked
+    refused = materialize(warehouse, INGEST, run_config=config, raise_on_error=False)
+    failure = next(e for e in refused.all_events if e.event_type_value == "STEP_FAILURE")
+    assert ("max_history_loss 1.5 is not a share from 0 to 1 (set by the `max_history_loss` config of clean/transactions "
+            "or CUSTOMER_ASSETS_MAX_HISTORY_LOSS)") in failure.step_failure_data.error.message
+    monkeypatch.setenv(settings.ENV_MAX_HISTORY_LOSS, "a lot")
+    with pytest.raises(settings.SettingError, match="CUSTOMER_ASSETS_MAX_HISTORY_LOSS='a lot' is not a number"):
+        settings.max_history_loss()
+
+
+def _check(result, name="stored_partitions_current"):
+    return next(e for e in result.get_asset_check_evaluations() if e.asset_check_key.name == name)
+
+
+def test_partitions_computed_before_a_late_row_are_found_refused_and_recomputed(ledger_csv, warehouse):
+    assert materialize(warehouse, INGEST, run_config=source_config(ledger_csv)).success
+    for cutoff in (EARLY, C):
+        assert materialize(warehouse, FEATURES, partition_key=cutoff).success
+    ledger_csv.write_text(LEDGER + LATE_ROW)
+    result = materialize(warehouse, INGEST, run_config=source_config(ledger_csv))
+    check = _check(result)
+    # 03-15 is in the history of C; the label window of EARLY ends 03-09, so EARLY still matches
+    assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
+    assert check.metadata["stale_cutoffs"].value == [C]
+    assert (check.metadata["history_changed_days"].value, check.metadata["first_changed_date"].value) == (1, "2020-03-15")
+    with duckdb.connect(warehouse) as conn:
+        load = conn.execute("SELECT load_id FROM features.partition_inputs WHERE cutoff_date = ?", [C]).fetchone()[0]
+        assert F.inputs_changed(conn, date(2020, 3, 31), 90, labels=True) == (
+            f"the transactions dated on or before 2020-03-31 changed since it was computed from load {load} "
+            "(7 rows then, 8 now)")
+        warnings = []
+        assert F.stored_labelled_rows(conn, date(2020, 3, 31), 90, "models/churn", warnings.append) == 0
+        assert warnings[0].startswith("features/customer_features 2020-03-31 is out of date: the transactions dated")
+        assert "models/churn recomputes it from clean.transactions" in warnings[0]
+        assert F.stored_labelled_rows(conn, date(2019, 12, 10), 90, "models/churn", warnings.append) == 1
+    # segments (and scores, through the same helper) refuse the stale partition and say what to do
+    refused = materialize(warehouse, "segments/customer_segments", partition_key=C, raise_on_error=False)
+    failure = next(e for e in refused.all_events if e.event_type_value == "STEP_FAILURE")
+    assert ("features/customer_features 2020-03-31 is out of date: the transactions dated on or before 2020-03-31 "
+            "changed") in failure.step_failure_data.error.message
+    assert "Materialize features/customer_features 2020-03-31 again" in failure.step_failure_data.error.message
+    # materialized again, it matches: the readers use it and the check passes
+    assert materialize(warehouse, FEATURES, partition_key=C).success
+    with duckdb.connect(warehouse) as conn:
+        assert F.stored_labelled_rows(conn, date(2020, 3, 31), 90, "models/churn") == 3
+        assert conn.execute("SELECT history_rows, window_rows FROM features.partition_inputs WHERE cutoff_date = ?",
+                            [C]).fetchone() == (8, 3)
+    result = materialize(warehouse, dg.AssetSelection.checks_for_assets(dg.AssetKey(["clean", "transactions"])))
+    assert _check(result).passed and _check(result).metadata["stale_partitions"].value == 0
+
+
+def test_a_change_in_the_label_window_matters_only_to_label_readers(ledger_csv, warehouse):
+    ledger = LEDGER + "E,2020-02-20,1,30,O50\n"  # a fourth customer at C, enough to segment
+    ledger_csv.write_text(ledger)
+    assert materialize(warehouse, INGEST, run_config=source_config(ledger_csv)).success
+    assert materialize(warehouse, FEATURES, partition_key=C).success
+    ledger_csv.write_text(ledger.replace("A,2020-05-01,1,10,O7", "A,2020-05-01,1,12,O7"))  # in C's label window
+    result = materialize(warehouse, INGEST, run_config=source_config(ledger_csv))
+    assert _check(result).metadata["stale_cutoffs"].value == [C]
+    with duckdb.connect(warehouse) as conn:
+        assert F.inputs_changed(conn, date(2020, 3, 31), 90, labels=False) is None
+        assert F.inputs_changed(conn, date(2020, 3, 31), 90, labels=True).startswith(
+            "the transactions of its label window (2020-03-31 + 90 days) changed")
+    assert materialize(warehouse, "segments/customer_segments", partition_key=C).success  # segments use no labels
+
+
+def test_a_partition_with_no_record_of_its_inputs_is_recomputed_by_label_readers(ledger_csv, warehouse):
+    assert materialize(warehouse, INGEST, run_config=source_config(ledger_csv)).success
+    assert materialize(warehouse, FEATURES, partition_key=C).success
+    with duckdb.connect(warehouse) as conn:  # as an earlier version left it
+        conn.execute("DROP TABLE features.partition_inputs")
+        warnings = []
+        assert F.stored_labelled_rows(conn, date(2020, 3, 31), 90, "evaluation/backtest", warnings.append) == 0
+        assert "nothing records which transactions it was computed from" in warnings[0]
+    result = materialize(warehouse, dg.AssetSelection.checks_for_assets(dg.AssetKey(["clean", "transactions"])))
+    assert _check(result).passed and _check(result).metadata["unrecorded_partitions"].value == 1
