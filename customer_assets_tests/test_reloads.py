@@ -13,6 +13,7 @@ import pytest
 from customer_assets import settings
 from customer_assets.features import logic as F
 from customer_assets.ingest import logic
+from customer_assets.schemas import HISTORY_CHANGES, PARTITION_INPUTS
 from customer_assets.settings import ColumnMapping
 from customer_assets_tests.conftest import INGEST, LEDGER, LEDGER_COLUMNS, materialize, source_config
 
@@ -105,6 +106,12 @@ def test_the_loss_limit_is_set_by_config_or_environment_and_a_bad_one_names_both
         settings.max_history_loss()
 
 
+def _columns_as_documented(warehouse, tables):
+    with duckdb.connect(warehouse, read_only=True) as conn:
+        for table, documented in tables:
+            assert [r[:2] for r in conn.execute(f"DESCRIBE {table}").fetchall()] == [c[:2] for c in documented], table
+
+
 def _check(result, name="stored_partitions_current"):
     return next(e for e in result.get_asset_check_evaluations() if e.asset_check_key.name == name)
 
@@ -113,8 +120,10 @@ def test_partitions_computed_before_a_late_row_are_found_refused_and_recomputed(
     assert materialize(warehouse, INGEST, run_config=source_config(ledger_csv)).success
     for cutoff in (EARLY, C):
         assert materialize(warehouse, FEATURES, partition_key=cutoff).success
+    _columns_as_documented(warehouse, [("quality.history_changes", HISTORY_CHANGES), ("features.partition_inputs", PARTITION_INPUTS)])
     ledger_csv.write_text(LEDGER + LATE_ROW)
     result = materialize(warehouse, INGEST, run_config=source_config(ledger_csv))
+    _columns_as_documented(warehouse, [("quality.history_changes", HISTORY_CHANGES)])  # as a reload writes it
     check = _check(result)
     # 03-15 is in the history of C; the label window of EARLY ends 03-09, so EARLY still matches
     assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
