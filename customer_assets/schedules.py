@@ -1,14 +1,20 @@
 """Nightly schedules (UTC). All assets run in the single-writer ``duckdb`` pool.
 
-* 00:30 ``nightly_ingest``: reload and clean the source file;
-* 01:00 ``nightly_retrain``: train the models of partition (yesterday - H), whose label
-  window has just completed; they are the models that score yesterday;
-* 02:00 ``nightly_rescore``: score the latest cutoff partition (yesterday);
-* 03:00 ``nightly_backtest``: backtest the models of partition (yesterday - 2H), whose scores
-  (made at yesterday - H) now have a complete window of actual purchases, and the LTV served at
-  cutoff (yesterday - LTV horizon), whose LTV window has just completed.
+Every partition follows the data, not only the clock: the *latest cutoff* is the last date in the data (the
+``last_date`` that the newest ``clean/transactions`` materialization recorded), or yesterday if the data reach
+further. So an export that lags by a day or two is scored at its own last day, with models whose labels it
+completes; and a run key per partition means a night whose data did not advance launches nothing again.
 
-A partition before the first partition (``CUSTOMER_ASSETS_START_DATE``) is skipped with a reason.
+* 00:30 ``nightly_ingest``: reload and clean the source file;
+* 01:00 ``nightly_retrain``: train the models of partition (latest cutoff - H), whose label
+  window has just completed; they are the models that score the latest cutoff;
+* 02:00 ``nightly_rescore``: score the latest cutoff;
+* 03:00 ``nightly_backtest``: backtest the models of partition (latest cutoff - 2H), whose scores
+  (made at latest cutoff - H) now have a complete window of actual purchases, and the LTV served at
+  cutoff (latest cutoff - LTV horizon), whose LTV window has just completed.
+
+A partition before the first partition (``CUSTOMER_ASSETS_START_DATE``) is skipped with a reason, and so is every
+run before anything has been cleaned.
 """
 
 
@@ -16,28 +22,50 @@ from datetime import date, timedelta
 
 import dagster as dg
 
-from customer_assets.jobs import BACKTEST, LTV_BACKTEST, backtest_job, ingest_job, rescore_job, train_job
+from customer_assets.jobs import BACKTEST, CLEAN, LTV_BACKTEST, backtest_job, ingest_job, rescore_job, train_job
 from customer_assets.settings import HORIZON_DAYS, LTV_HORIZON_DAYS, PARTITIONS_START
 
 
-def latest_cutoff(scheduled_time) -> str:
-    """The last complete day before the scheduled time."""
-    return (scheduled_time.date() - timedelta(days=1)).isoformat()
+def data_last_date(instance: dg.DagsterInstance) -> date | None:
+    """The last transaction date recorded by the newest materialization of ``clean/transactions`` (None: none yet).
+
+    Read from Dagster's event log, not the warehouse, so a schedule never opens the DuckDB file a run may be writing.
+    """
+    event = instance.get_latest_materialization_event(CLEAN)
+    value = event.asset_materialization.metadata.get("last_date") if event and event.asset_materialization else None
+    try:
+        return date.fromisoformat(value.value) if value is not None else None
+    except (TypeError, ValueError):
+        return None
 
 
-def training_cutoff(scheduled_time) -> str:
+def latest_cutoff(scheduled_time, data_last: date) -> date:
+    """The newest cutoff to score: the data's last date, or the last complete day before the scheduled time if
+    the data reach further."""
+    return min(scheduled_time.date() - timedelta(days=1), data_last)
+
+
+def _latest(context: dg.ScheduleEvaluationContext, prefix: str) -> date | dg.SkipReason:
+    last = data_last_date(context.instance)
+    if last is None:
+        return dg.SkipReason(f"{prefix}: clean/transactions has not been materialized yet (nightly_ingest, or "
+                             "`make run`, loads it), so there is no data to follow")
+    return latest_cutoff(context.scheduled_execution_time, last)
+
+
+def training_cutoff(latest: date) -> str:
     """The newest training partition whose label window is complete: latest cutoff - H."""
-    return (scheduled_time.date() - timedelta(days=1 + HORIZON_DAYS)).isoformat()
+    return (latest - timedelta(days=HORIZON_DAYS)).isoformat()
 
 
-def backtest_cutoff(scheduled_time) -> str:
+def backtest_cutoff(latest: date) -> str:
     """The newest model partition t whose scores (at t + H) can be checked: (t + H, t + 2H] ends at the latest cutoff."""
-    return (scheduled_time.date() - timedelta(days=1 + 2 * HORIZON_DAYS)).isoformat()
+    return (latest - timedelta(days=2 * HORIZON_DAYS)).isoformat()
 
 
-def ltv_backtest_cutoff(scheduled_time) -> str:
+def ltv_backtest_cutoff(latest: date) -> str:
     """The newest LTV model partition c whose window (c, c + LTV horizon] ends at the latest cutoff."""
-    return (scheduled_time.date() - timedelta(days=1 + LTV_HORIZON_DAYS)).isoformat()
+    return (latest - timedelta(days=LTV_HORIZON_DAYS)).isoformat()
 
 
 def _request(prefix: str, key: str, needs_days_before: int = 0, **kwargs) -> dg.RunRequest | dg.SkipReason:
@@ -57,20 +85,24 @@ def nightly_ingest(context: dg.ScheduleEvaluationContext):
 
 @dg.schedule(job=train_job, cron_schedule="0 1 * * *", execution_timezone="UTC", name="nightly_retrain")
 def nightly_retrain(context: dg.ScheduleEvaluationContext):
-    return _request("train", training_cutoff(context.scheduled_execution_time))
+    latest = _latest(context, "train")
+    return latest if isinstance(latest, dg.SkipReason) else _request("train", training_cutoff(latest))
 
 
 @dg.schedule(job=rescore_job, cron_schedule="0 2 * * *", execution_timezone="UTC", name="nightly_rescore")
 def nightly_rescore(context: dg.ScheduleEvaluationContext):
-    return _request("rescore", latest_cutoff(context.scheduled_execution_time))
+    latest = _latest(context, "rescore")
+    return latest if isinstance(latest, dg.SkipReason) else _request("rescore", latest.isoformat())
 
 
 @dg.schedule(job=backtest_job, cron_schedule="0 3 * * *", execution_timezone="UTC", name="nightly_backtest")
 def nightly_backtest(context: dg.ScheduleEvaluationContext):
-    when = context.scheduled_execution_time
-    requests = [_request("backtest", backtest_cutoff(when), asset_selection=[BACKTEST]),
+    latest = _latest(context, "backtest")
+    if isinstance(latest, dg.SkipReason):
+        return latest
+    requests = [_request("backtest", backtest_cutoff(latest), asset_selection=[BACKTEST]),
                 # the LTV served at c comes from the models/ltv of c - H
-                _request("ltv-backtest", ltv_backtest_cutoff(when), HORIZON_DAYS, asset_selection=[LTV_BACKTEST])]
+                _request("ltv-backtest", ltv_backtest_cutoff(latest), HORIZON_DAYS, asset_selection=[LTV_BACKTEST])]
     runs = [r for r in requests if isinstance(r, dg.RunRequest)]
     return runs or requests[0]
 

@@ -87,30 +87,57 @@ def test_jobs_and_schedules():
                          "nightly_backtest": "0 3 * * *"}
 
 
-def _tick(schedule, when):
-    ctx = dg.build_schedule_context(scheduled_execution_time=when, repository_def=defs.get_repository_def())
-    return schedule.evaluate_tick(ctx)
+def _tick(schedule, when, data_last: str | None = "yesterday"):
+    """Evaluate ``schedule`` at ``when`` on an instance whose newest clean/transactions recorded ``data_last``
+    ("yesterday": the day before ``when``; None: nothing materialized)."""
+    from datetime import timedelta
+
+    with dg.instance_for_test() as instance:
+        if data_last is not None:
+            last = (when.date() - timedelta(days=1)).isoformat() if data_last == "yesterday" else data_last
+            instance.report_runless_asset_event(dg.AssetMaterialization(["clean", "transactions"], metadata={"last_date": last}))
+        # closed before the instance: the context opens its own copy of the instance, which must not outlive it
+        with dg.build_schedule_context(instance=instance, scheduled_execution_time=when,
+                                       repository_def=defs.get_repository_def()) as ctx:
+            return schedule.evaluate_tick(ctx)
 
 
 @pytest.mark.parametrize(
-    "when, rescore, retrain, backtest, ltv_backtest",
+    "when, data_last, rescore, retrain, backtest, ltv_backtest",
     [
-        (datetime(2026, 11, 22, 2, 0, tzinfo=UTC), "2026-11-21", "2026-08-23", "2026-05-25", "2025-11-21"),
-        # CDNOW's last day: the backtest of the models behind the 1998-04-01 scores, and the LTV check at 1997-06-30
-        (datetime(1998, 7, 1, 2, 0, tzinfo=UTC), "1998-06-30", "1998-04-01", "1998-01-01", "1997-06-30"),
-        (datetime(2024, 3, 1, 2, 0, tzinfo=UTC), "2024-02-29", "2023-12-01", "2023-09-02", "2023-03-01"),
+        (datetime(2026, 11, 22, 2, 0, tzinfo=UTC), "yesterday", "2026-11-21", "2026-08-23", "2026-05-25", "2025-11-21"),
+        # an export two days behind: everything follows its last day, so every label window is complete
+        (datetime(2026, 11, 22, 2, 0, tzinfo=UTC), "2026-11-19", "2026-11-19", "2026-08-21", "2026-05-23", "2025-11-19"),
+        # rows dated today (a partial day) are not scored before the day is over
+        (datetime(2026, 11, 22, 2, 0, tzinfo=UTC), "2026-11-22", "2026-11-21", "2026-08-23", "2026-05-25", "2025-11-21"),
+        # CDNOW's last day: the backtest of the models behind the 1998-04-01 scores, and the LTV check at 1997-06-30;
+        # on the night after it, and on any night since (the run keys repeat, so nothing is launched twice)
+        (datetime(1998, 7, 1, 2, 0, tzinfo=UTC), "yesterday", "1998-06-30", "1998-04-01", "1998-01-01", "1997-06-30"),
+        (datetime(2026, 11, 22, 2, 0, tzinfo=UTC), "1998-06-30", "1998-06-30", "1998-04-01", "1998-01-01", "1997-06-30"),
+        (datetime(2024, 3, 1, 2, 0, tzinfo=UTC), "yesterday", "2024-02-29", "2023-12-01", "2023-09-02", "2023-03-01"),
     ],
 )
-def test_schedules_evaluate_to_the_right_partition(when, rescore, retrain, backtest, ltv_backtest):
+def test_schedules_evaluate_to_the_right_partition(when, data_last, rescore, retrain, backtest, ltv_backtest):
     def evaluate(schedule):
-        (req,) = _tick(schedule, when).run_requests
-        return req.partition_key
+        (req,) = _tick(schedule, when, data_last).run_requests
+        return req.partition_key, req.run_key
 
-    assert evaluate(nightly_rescore) == rescore
-    assert evaluate(nightly_retrain) == retrain
-    assert evaluate(nightly_ingest) is None
-    runs = {tuple(k.to_user_string() for k in r.asset_selection): r.partition_key for r in _tick(nightly_backtest, when).run_requests}
+    assert evaluate(nightly_rescore) == (rescore, f"rescore-{rescore}")
+    assert evaluate(nightly_retrain) == (retrain, f"train-{retrain}")
+    assert evaluate(nightly_ingest)[0] is None
+    runs = {tuple(k.to_user_string() for k in r.asset_selection): r.partition_key
+            for r in _tick(nightly_backtest, when, data_last).run_requests}
     assert runs == {("evaluation/backtest",): backtest, ("evaluation/ltv_backtest",): ltv_backtest}
+
+
+def test_schedules_wait_for_the_first_load():
+    when = datetime(2026, 11, 22, 2, 0, tzinfo=UTC)
+    assert [r.run_key for r in _tick(nightly_ingest, when, None).run_requests] == ["ingest-2026-11-22"]
+    for schedule, prefix in ((nightly_retrain, "train"), (nightly_rescore, "rescore"), (nightly_backtest, "backtest")):
+        tick = _tick(schedule, when, None)
+        assert tick.run_requests == [] and tick.skip_message == (
+            f"{prefix}: clean/transactions has not been materialized yet (nightly_ingest, or `make run`, loads it), "
+            "so there is no data to follow")
 
 
 def test_schedules_skip_partitions_before_the_first():

@@ -473,10 +473,11 @@ def test_ltv_backtest_checks_the_ltv_served_at_c_and_does_not_need_the_stored_fe
 def test_the_nightly_schedules_in_order_on_a_growing_file(cdnow_slice, tmp_path, monkeypatch):
     """Two nights of the schedules, run as they would be (their RunRequests, in cron order), on a file that grows.
 
-    Night of 1998-04-02 (data to 1998-04-01): retrain 1998-01-01, rescore 1998-04-01 (its features stored with NULL
-    labels, the window being open). Night of 1998-07-01 (data to 1998-06-30): retrain 1998-04-01, rescore 1998-06-30,
-    then the backtest of the models of 1998-01-01 against what the 1998-04-01 customers bought; the LTV backtest of
-    1997-06-30 fails naming the model it lacks, as no night trained one.
+    Night of 1998-04-04 (the export lags: data to 1998-04-01): retrain 1998-01-01, rescore 1998-04-01 (its features
+    stored with NULL labels, the window being open). Night of 1998-07-01 (data to 1998-06-30): retrain 1998-04-01,
+    rescore 1998-06-30, then the backtest of the models of 1998-01-01 against what the 1998-04-01 customers bought; the
+    LTV backtest of 1997-06-30 fails naming the model it lacks, as no night trained one. A later night whose export has
+    not advanced asks for the same run keys, which the daemon does not launch again.
     """
     from datetime import UTC, datetime
 
@@ -489,28 +490,37 @@ def test_the_nightly_schedules_in_order_on_a_growing_file(cdnow_slice, tmp_path,
     frame[frame["date"] <= "19980401"].to_csv(early, index=False)
     warehouse = str(tmp_path / "w.duckdb")
     defs = build_definitions(warehouse)
-    instance = dg.DagsterInstance.ephemeral()
     monkeypatch.setenv("CUSTOMER_ASSETS_COLUMNS", CDNOW_CSV_COLUMNS)
-    outcomes = {}
-    for source, night in ((early, datetime(1998, 4, 2, tzinfo=UTC)), (cdnow_slice, datetime(1998, 7, 1, tzinfo=UTC))):
-        monkeypatch.setenv("CUSTOMER_ASSETS_SOURCE", str(source))
-        for schedule in SCHEDULES:
-            when = night.replace(hour=int(schedule.cron_schedule.split()[1]), minute=int(schedule.cron_schedule.split()[0]))
-            ctx = dg.build_schedule_context(scheduled_execution_time=when, repository_def=defs.get_repository_def())
-            for req in schedule.evaluate_tick(ctx).run_requests:
-                job = defs.resolve_job_def(schedule.job_name)
-                result = job.execute_in_process(partition_key=req.partition_key, asset_selection=req.asset_selection,
-                                                instance=instance, raise_on_error=False)
-                what = "/".join(k.to_user_string() for k in req.asset_selection) if req.asset_selection else schedule.job_name
-                outcomes[(str(night.date()), what, req.partition_key)] = result
+    outcomes, run_keys = {}, {}
+
+    def requests(schedule, night, instance):
+        when = night.replace(hour=int(schedule.cron_schedule.split()[1]), minute=int(schedule.cron_schedule.split()[0]))
+        with dg.build_schedule_context(instance=instance, scheduled_execution_time=when,
+                                       repository_def=defs.get_repository_def()) as ctx:  # closes its copy of the instance
+            return schedule.evaluate_tick(ctx).run_requests
+
+    with dg.instance_for_test() as instance:  # persistent: the schedules read the data's last date from its event log
+        for source, night in ((early, datetime(1998, 4, 4, tzinfo=UTC)), (cdnow_slice, datetime(1998, 7, 1, tzinfo=UTC))):
+            monkeypatch.setenv("CUSTOMER_ASSETS_SOURCE", str(source))
+            for schedule in SCHEDULES:
+                for req in requests(schedule, night, instance):
+                    job = defs.resolve_job_def(schedule.job_name)
+                    result = job.execute_in_process(partition_key=req.partition_key, asset_selection=req.asset_selection,
+                                                    instance=instance, raise_on_error=False)
+                    what = "/".join(k.to_user_string() for k in req.asset_selection) if req.asset_selection else schedule.job_name
+                    outcomes[(str(night.date()), what, req.partition_key)] = result
+                    run_keys[req.run_key] = str(night.date())
+        later = [r.run_key for s in SCHEDULES[1:] for r in requests(s, datetime(1998, 7, 9, tzinfo=UTC), instance)]
+    assert later == ["train-1998-04-01", "rescore-1998-06-30", "backtest-1998-01-01", "ltv-backtest-1997-06-30"]
+    assert all(run_keys[k] == "1998-07-01" for k in later)
     ran = {k: r.success for k, r in outcomes.items()}
     assert ran == {
-        ("1998-04-02", "ingest_transactions", None): True,
-        ("1998-04-02", "train_models", "1998-01-01"): True,
-        ("1998-04-02", "rescore_customers", "1998-04-01"): True,
+        ("1998-04-04", "ingest_transactions", None): True,
+        ("1998-04-04", "train_models", "1998-01-01"): True,
+        ("1998-04-04", "rescore_customers", "1998-04-01"): True,
         # 1998-04-01 - 180 d and - 365 d: partitions no night trained models for
-        ("1998-04-02", "evaluation/backtest", "1997-10-03"): False,
-        ("1998-04-02", "evaluation/ltv_backtest", "1997-04-01"): False,
+        ("1998-04-04", "evaluation/backtest", "1997-10-03"): False,
+        ("1998-04-04", "evaluation/ltv_backtest", "1997-04-01"): False,
         ("1998-07-01", "ingest_transactions", None): True,
         ("1998-07-01", "train_models", "1998-04-01"): True,
         ("1998-07-01", "rescore_customers", "1998-06-30"): True,
@@ -518,9 +528,9 @@ def test_the_nightly_schedules_in_order_on_a_growing_file(cdnow_slice, tmp_path,
         ("1998-07-01", "evaluation/ltv_backtest", "1997-06-30"): False,
     }
     # the backtests that fail do so because no night trained the models they check, and say so
-    for key, expected in (((("1998-04-02", "evaluation/backtest", "1997-10-03")), "No models/churn for partition 1997-10-03"),
+    for key, expected in (((("1998-04-04", "evaluation/backtest", "1997-10-03")), "No models/churn for partition 1997-10-03"),
                           # the LTV served at c comes from the models/ltv of c - 90 d
-                          ((("1998-04-02", "evaluation/ltv_backtest", "1997-04-01")), "No models/ltv for partition 1997-01-01"),
+                          ((("1998-04-04", "evaluation/ltv_backtest", "1997-04-01")), "No models/ltv for partition 1997-01-01"),
                           ((("1998-07-01", "evaluation/ltv_backtest", "1997-06-30")), "No models/ltv for partition 1997-04-01")):
         msgs = " ".join(e.event_specific_data.error.message for e in outcomes[key].all_events if e.is_step_failure)
         assert expected in msgs, msgs
