@@ -41,7 +41,9 @@ def root_cause(error) -> str:
     """
     while (getattr(error, "cls_name", "") or "").startswith("Dagster") and getattr(error, "cause", None) is not None:
         error = error.cause
-    return error.message.strip()
+    message = error.message.strip()
+    # an asset's dg.Failure already says what is wrong and what to do: its module path adds nothing
+    return message.removeprefix("dagster._core.definitions.events.Failure: ") if error.cls_name == "Failure" else message
 
 
 class Runner:

@@ -3,7 +3,9 @@
 Every partition follows the data, not only the clock: the *latest cutoff* is the last date in the data (the
 ``last_date`` that the newest ``clean/transactions`` materialization recorded), or yesterday if the data reach
 further. So an export that lags by a day or two is scored at its own last day, with models whose labels it
-completes; and a run key per partition means a night whose data did not advance launches nothing again.
+completes. A partition already materialized since the last load that changed the data (``data_changed`` in the
+metadata of ``clean/transactions``) is skipped, with the reason: a night whose export did not change runs nothing
+again, and one that brought late rows or corrections reruns what they touch.
 
 * 00:30 ``nightly_ingest``: reload and clean the source file;
 * 01:00 ``nightly_retrain``: train the models of partition (latest cutoff - H), whose label
@@ -23,7 +25,11 @@ from datetime import date, timedelta
 import dagster as dg
 
 from customer_assets.jobs import BACKTEST, CLEAN, LTV_BACKTEST, backtest_job, ingest_job, rescore_job, train_job
+from customer_assets.models.assets import MODEL_NAMES
 from customer_assets.settings import HORIZON_DAYS, LTV_HORIZON_DAYS, PARTITIONS_START
+
+MODELS = [dg.AssetKey(["models", n]) for n in MODEL_NAMES]
+SCORES = dg.AssetKey(["scores", "scored_customers"])
 
 
 def data_last_date(instance: dg.DagsterInstance) -> date | None:
@@ -37,6 +43,26 @@ def data_last_date(instance: dg.DagsterInstance) -> date | None:
         return date.fromisoformat(value.value) if value is not None else None
     except (TypeError, ValueError):
         return None
+
+
+def data_changed_since(instance: dg.DagsterInstance) -> int | None:
+    """The event-log position of the newest ``clean/transactions`` materialization that changed the data (a first
+    load, new days, changed days or another file; a materialization without the flag counts as a change)."""
+    records = instance.fetch_materializations(CLEAN, limit=100).records  # newest first
+    for record in records:
+        flag = record.asset_materialization.metadata.get("data_changed") if record.asset_materialization else None
+        if flag is None or flag.value:
+            return record.storage_id
+    return records[-1].storage_id if records else None
+
+
+def up_to_date(instance: dg.DagsterInstance, keys: list[dg.AssetKey], partition: str) -> bool:
+    """Whether every asset of ``keys`` has materialized ``partition`` since the last load that changed the data."""
+    since = data_changed_since(instance)
+    return since is not None and all(
+        instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=k, asset_partitions=[partition],
+                                                              after_storage_id=since), limit=1).records
+        for k in keys)
 
 
 def latest_cutoff(scheduled_time, data_last: date) -> date:
@@ -68,13 +94,17 @@ def ltv_backtest_cutoff(latest: date) -> str:
     return (latest - timedelta(days=LTV_HORIZON_DAYS)).isoformat()
 
 
-def _request(prefix: str, key: str, needs_days_before: int = 0, **kwargs) -> dg.RunRequest | dg.SkipReason:
+def _request(context: dg.ScheduleEvaluationContext, prefix: str, key: str, targets: list[dg.AssetKey],
+             needs_days_before: int = 0, **kwargs) -> dg.RunRequest | dg.SkipReason:
     """A run of partition ``key``, or a skip when it (or the model partition it needs, ``needs_days_before`` days
-    earlier) is before the first partition."""
+    earlier) is before the first partition, or when ``targets`` already hold it from the current data."""
     first, needed = date.fromisoformat(PARTITIONS_START), date.fromisoformat(key) - timedelta(days=needs_days_before)
     if needed < first:
         what = f"partition {key}" + (f" needs partition {needed}, which" if needs_days_before else "")
         return dg.SkipReason(f"{prefix} {what} is before the first partition {first} (CUSTOMER_ASSETS_START_DATE)")
+    if up_to_date(context.instance, targets, key):
+        return dg.SkipReason(f"{prefix} partition {key}: {', '.join(t.to_user_string() for t in targets)} already "
+                             "materialized since the last load that changed the data")
     return dg.RunRequest(run_key=f"{prefix}-{key}", partition_key=key, **kwargs)
 
 
@@ -86,13 +116,13 @@ def nightly_ingest(context: dg.ScheduleEvaluationContext):
 @dg.schedule(job=train_job, cron_schedule="0 1 * * *", execution_timezone="UTC", name="nightly_retrain")
 def nightly_retrain(context: dg.ScheduleEvaluationContext):
     latest = _latest(context, "train")
-    return latest if isinstance(latest, dg.SkipReason) else _request("train", training_cutoff(latest))
+    return latest if isinstance(latest, dg.SkipReason) else _request(context, "train", training_cutoff(latest), MODELS)
 
 
 @dg.schedule(job=rescore_job, cron_schedule="0 2 * * *", execution_timezone="UTC", name="nightly_rescore")
 def nightly_rescore(context: dg.ScheduleEvaluationContext):
     latest = _latest(context, "rescore")
-    return latest if isinstance(latest, dg.SkipReason) else _request("rescore", latest.isoformat())
+    return latest if isinstance(latest, dg.SkipReason) else _request(context, "rescore", latest.isoformat(), [SCORES])
 
 
 @dg.schedule(job=backtest_job, cron_schedule="0 3 * * *", execution_timezone="UTC", name="nightly_backtest")
@@ -100,11 +130,12 @@ def nightly_backtest(context: dg.ScheduleEvaluationContext):
     latest = _latest(context, "backtest")
     if isinstance(latest, dg.SkipReason):
         return latest
-    requests = [_request("backtest", backtest_cutoff(latest), asset_selection=[BACKTEST]),
+    requests = [_request(context, "backtest", backtest_cutoff(latest), [BACKTEST], asset_selection=[BACKTEST]),
                 # the LTV served at c comes from the models/ltv of c - H
-                _request("ltv-backtest", ltv_backtest_cutoff(latest), HORIZON_DAYS, asset_selection=[LTV_BACKTEST])]
+                _request(context, "ltv-backtest", ltv_backtest_cutoff(latest), [LTV_BACKTEST], HORIZON_DAYS,
+                         asset_selection=[LTV_BACKTEST])]
     runs = [r for r in requests if isinstance(r, dg.RunRequest)]
-    return runs or requests[0]
+    return runs or dg.SkipReason("; ".join(r.skip_message for r in requests))
 
 
 SCHEDULES = [nightly_ingest, nightly_retrain, nightly_rescore, nightly_backtest]

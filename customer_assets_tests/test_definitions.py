@@ -130,6 +130,49 @@ def test_schedules_evaluate_to_the_right_partition(when, data_last, rescore, ret
     assert runs == {("evaluation/backtest",): backtest, ("evaluation/ltv_backtest",): ltv_backtest}
 
 
+def test_a_partition_materialized_since_the_data_last_changed_is_not_run_again():
+    when = datetime(2026, 11, 22, 2, 0, tzinfo=UTC)
+    with dg.instance_for_test() as instance:
+        def load(changed):
+            instance.report_runless_asset_event(dg.AssetMaterialization(
+                ["clean", "transactions"], metadata={"last_date": "2026-11-21", "data_changed": changed}))
+
+        def materialized(key, partition):
+            instance.report_runless_asset_event(dg.AssetMaterialization(key.split("/"), partition=partition))
+
+        def tick(schedule):
+            with dg.build_schedule_context(instance=instance, scheduled_execution_time=when,
+                                           repository_def=defs.get_repository_def()) as ctx:
+                result = schedule.evaluate_tick(ctx)
+            return [r.partition_key for r in result.run_requests] or result.skip_message
+
+        load(True)
+        assert tick(nightly_rescore) == ["2026-11-21"]
+        materialized("scores/scored_customers", "2026-11-21")
+        skipped = ("rescore partition 2026-11-21: scores/scored_customers already materialized since the last load "
+                   "that changed the data")
+        assert tick(nightly_rescore) == skipped
+        load(False)  # a reload that changed nothing
+        assert tick(nightly_rescore) == skipped
+        load(True)  # late rows, say: the scores are computed again
+        assert tick(nightly_rescore) == ["2026-11-21"]
+        # the training run is done when all four models are
+        for name in ("churn", "spend", "ltv"):
+            materialized(f"models/{name}", "2026-08-23")
+        assert tick(nightly_retrain) == ["2026-08-23"]
+        materialized("models/next_purchase", "2026-08-23")
+        assert tick(nightly_retrain).startswith("train partition 2026-08-23: models/churn, models/spend, models/ltv, "
+                                                "models/next_purchase already materialized")
+        # each backtest on its own
+        materialized("evaluation/backtest", "2026-05-25")
+        assert tick(nightly_backtest) == ["2025-11-21"]
+        materialized("evaluation/ltv_backtest", "2025-11-21")
+        assert tick(nightly_backtest) == (
+            "backtest partition 2026-05-25: evaluation/backtest already materialized since the last load that changed "
+            "the data; ltv-backtest partition 2025-11-21: evaluation/ltv_backtest already materialized since the last "
+            "load that changed the data")
+
+
 def test_schedules_wait_for_the_first_load():
     when = datetime(2026, 11, 22, 2, 0, tzinfo=UTC)
     assert [r.run_key for r in _tick(nightly_ingest, when, None).run_requests] == ["ingest-2026-11-22"]

@@ -35,7 +35,7 @@ def _clean(conn):
 def test_a_reload_that_lost_history_is_refused_and_clean_is_kept(ledger_csv):
     conn = duckdb.connect()
     first = _reload(conn, ledger_csv, "first")
-    assert first["history"] == "first load: nothing to compare with"
+    assert first["history"] == "first load: nothing to compare with" and first["data_changed"]
     # the same file, cut short after A's first five lines: 5 of the 11 clean rows are left
     ledger_csv.write_text("".join(LEDGER.splitlines(keepends=True)[:6]))
     with pytest.raises(logic.HistoryLossError) as refused:
@@ -65,6 +65,7 @@ def test_late_rows_and_corrections_are_listed_by_day_and_new_days_are_not(ledger
     ledger_csv.write_text(LEDGER.replace("B,2020-03-01,2,50,O8", "B,2020-03-01,2,40,O8") + LATE_ROW
                           + "E,2020-07-20,1,5,O100\n")
     counts = _reload(conn, ledger_csv, "second")
+    assert counts["data_changed"]
     assert counts["history"] == ("same source: 2 day(s) on or before 2020-07-15 changed since load first, the first "
                                  "2020-03-01; rows on or before 2020-07-15: 11 -> 12 (+9.1%)")
     changes = conn.execute("SELECT load_id, previous_load_id, txn_date::VARCHAR, rows_before, rows_after, amount_before, "
@@ -74,13 +75,18 @@ def test_late_rows_and_corrections_are_listed_by_day_and_new_days_are_not(ledger
     # the same rows again, even in another order and with other row numbers: nothing changed
     lines = ledger_csv.read_text().splitlines(keepends=True)
     ledger_csv.write_text(lines[0] + "".join(reversed(lines[1:])))
-    assert _reload(conn, ledger_csv, "third")["history_changed_days"] == 0
+    same = _reload(conn, ledger_csv, "third")
+    assert (same["history_changed_days"], same["data_changed"]) == (0, False)
+    # a day added after the last one is new data, not a change of the history
+    ledger_csv.write_text(ledger_csv.read_text() + "E,2020-07-21,1,5,O101\n")
+    more = _reload(conn, ledger_csv, "more")
+    assert (more["history_changed_days"], more["data_changed"]) == (0, True)
     # another file is a new history: compared, never refused, however much it lost
     other = tmp_path / "other.csv"
     other.write_text("".join(LEDGER.splitlines(keepends=True)[:3]))
     counts = _reload(conn, other, "fourth")
-    assert counts["history"].startswith(f"new source (was {ledger_csv}): ")
-    assert (counts["history_rows_before"], counts["history_rows_after"]) == (13, 2)
+    assert counts["history"].startswith(f"new source (was {ledger_csv}): ") and counts["data_changed"]
+    assert (counts["history_rows_before"], counts["history_rows_after"]) == (14, 2)
 
 
 def test_the_loss_limit_is_set_by_config_or_environment_and_a_bad_one_names_both(ledger_csv, warehouse, monkeypatch):
@@ -180,3 +186,28 @@ def test_a_partition_with_no_record_of_its_inputs_is_recomputed_by_label_readers
         assert "nothing records which transactions it was computed from" in warnings[0]
     result = materialize(warehouse, dg.AssetSelection.checks_for_assets(dg.AssetKey(["clean", "transactions"])))
     assert _check(result).passed and _check(result).metadata["unrecorded_partitions"].value == 1
+
+
+def runner_load(runner) -> str:
+    """The newest load (the refused one: its load is recorded, its cleaning is not)."""
+    with duckdb.connect(runner.database, read_only=True) as conn:
+        return conn.execute("SELECT load_id FROM raw.loads ORDER BY loaded_at DESC LIMIT 1").fetchone()[0]
+
+
+def test_the_cli_refuses_a_cut_short_export_with_the_reason(ledger_csv, tmp_path, monkeypatch):
+    """The nightly ingest and `customer-assets materialize` run the same selection: a cut-short file stops it there."""
+    from customer_assets.cli import Runner
+    from customer_assets.jobs import INGEST_SELECTION
+
+    monkeypatch.setenv("CUSTOMER_ASSETS_SOURCE", str(ledger_csv))
+    monkeypatch.setenv("CUSTOMER_ASSETS_COLUMNS", LEDGER_COLUMNS)
+    runner = Runner(str(tmp_path / "w.duckdb"), instance=dg.DagsterInstance.ephemeral())
+    runner.run(INGEST_SELECTION, label="ingest")
+    ledger_csv.write_text("".join(LEDGER.splitlines(keepends=True)[:6]))
+    with pytest.raises(SystemExit) as exc:
+        runner.run(INGEST_SELECTION, label="ingest")
+    text = str(exc.value)
+    assert text.startswith(f"customer-assets: ingest failed: Load {runner_load(runner)} of {ledger_csv} has 6 fewer "
+                           "clean rows dated on or before 2020-07-15")
+    assert "Error occurred while executing" not in text
+    assert runner.last_date() == "2020-07-15"  # the previous clean table

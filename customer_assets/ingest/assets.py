@@ -146,6 +146,7 @@ def clean_transactions(context: dg.AssetExecutionContext, config: CleanConfig, d
             "date_order": counts["date_order"],
             "history": counts["history"],
             "history_changed_days": counts.get("history_changed_days", 0),
+            "data_changed": counts["data_changed"],
             "preview": dg.MetadataValue.md(markdown_preview(clean_preview)),
         },
     )

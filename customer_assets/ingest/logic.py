@@ -580,12 +580,13 @@ def compare_history(conn: duckdb.DuckDBPyConnection, previous: Previous | None, 
             "CREATE OR REPLACE TABLE quality.history_changes (load_id VARCHAR, previous_load_id VARCHAR, txn_date DATE, "
             "rows_before BIGINT, rows_after BIGINT, amount_before DOUBLE, amount_after DOUBLE)"
         )
-        return {"history": "first load: nothing to compare with"}
+        return {"history": "first load: nothing to compare with", "data_changed": True}
     conn.execute(HISTORY_CHANGES_SQL, [load.load_id, previous.load_id, previous.last_date])
-    before, after, days, first = conn.execute(
+    before, after, days, first, last = conn.execute(
         "SELECT (SELECT sum(rows) FROM _old_daily), "
         "(SELECT count(*) FROM clean.transactions WHERE txn_date <= ?), "
-        "(SELECT count(*) FROM quality.history_changes), (SELECT min(txn_date) FROM quality.history_changes)",
+        "(SELECT count(*) FROM quality.history_changes), (SELECT min(txn_date) FROM quality.history_changes), "
+        "(SELECT max(txn_date) FROM clean.transactions)",
         [previous.last_date],
     ).fetchone()
     loss = (before - after) / before if before else 0.0
@@ -604,8 +605,11 @@ def compare_history(conn: duckdb.DuckDBPyConnection, previous: Previous | None, 
             "clean.transactions is unchanged. If the history really shrank, set max_history_loss in the config of "
             f"clean/transactions, or CUSTOMER_ASSETS_MAX_HISTORY_LOSS, to {loss:.2f} or more."
         )
+    # the data differ from the previous load's when a day changed, days were added (the last date moves) or the
+    # file is another one; the nightly schedules rerun a partition only after such a load
+    changed = bool(days) or last != previous.last_date or not same_source
     return {"history": summary, "history_changed_days": days, "history_rows_before": before,
-            "history_rows_after": after, "history_first_changed_date": first}
+            "history_rows_after": after, "history_first_changed_date": first, "data_changed": changed}
 
 
 def clean_transactions(conn: duckdb.DuckDBPyConnection, date_order: str = "auto",
