@@ -31,6 +31,7 @@ ENV_SAME_SEASON = "CUSTOMER_ASSETS_SAME_SEASON"
 ENV_SPEND_BLEND_WEIGHT = "CUSTOMER_ASSETS_SPEND_BLEND_WEIGHT"
 ENV_DATE_ORDER = "CUSTOMER_ASSETS_DATE_ORDER"
 ENV_MAX_HISTORY_LOSS = "CUSTOMER_ASSETS_MAX_HISTORY_LOSS"
+ENV_MAX_STALL_DAYS = "CUSTOMER_ASSETS_MAX_STALL_DAYS"
 # settings that both Dagster config and an environment variable can set: config field -> variable
 SETTING_ENVS = {"same_season": ENV_SAME_SEASON, "spend_blend_weight": ENV_SPEND_BLEND_WEIGHT, "date_order": ENV_DATE_ORDER,
                 "max_history_loss": ENV_MAX_HISTORY_LOSS}
@@ -126,6 +127,19 @@ def max_history_loss(value: float | None = None) -> float:
     if not 0.0 <= value <= 1.0:
         raise SettingError("max_history_loss", f"max_history_loss {value!r} is not a share from 0 to 1")
     return float(value)
+
+
+def max_stall_days() -> float:
+    """How many days the data's last date may stay the same across loads before ``source_advancing`` warns
+    (``CUSTOMER_ASSETS_MAX_STALL_DAYS``, default 3; 0 switches the warning off). Read at run time."""
+    raw = os.environ.get(ENV_MAX_STALL_DAYS, "").strip()
+    try:
+        value = float(raw) if raw else 3.0
+    except ValueError:
+        raise ValueError(f"{ENV_MAX_STALL_DAYS}={raw!r} is not a number of days (0 switches the warning off)") from None
+    if not value >= 0:
+        raise ValueError(f"{ENV_MAX_STALL_DAYS} must be 0 or more days, got {raw!r}")
+    return value
 
 
 def spend_blend_weight(value: float | None = None) -> float | None:

@@ -211,3 +211,40 @@ def test_the_cli_refuses_a_cut_short_export_with_the_reason(ledger_csv, tmp_path
                            "clean rows dated on or before 2020-07-15")
     assert "Error occurred while executing" not in text
     assert runner.last_date() == "2020-07-15"  # the previous clean table
+
+
+def test_stalled_since_finds_the_newest_run_of_loads_with_the_same_last_date():
+    from customer_assets.ingest.checks import stalled_since
+
+    loads = [(500.0, "2020-07-15"), (400.0, "2020-07-15"), (300.0, "2020-07-10"), (200.0, "2020-07-15")]  # newest first
+    assert stalled_since(loads) == ("2020-07-15", 400.0, 2)
+    assert stalled_since(loads[2:]) == ("2020-07-10", 300.0, 1)
+    assert stalled_since([]) == (None, None, 0)
+
+
+def test_a_source_whose_last_date_stays_put_for_days_warns(ledger_csv, warehouse, monkeypatch):
+    from customer_assets.ingest import checks
+
+    instance = dg.DagsterInstance.ephemeral()
+    start = checks.now()
+
+    def ingest(days_later):
+        monkeypatch.setattr(checks, "now", lambda: start + days_later * 86400)
+        result = materialize(warehouse, INGEST, run_config=source_config(ledger_csv), instance=instance)
+        return _check(result, "source_advancing")
+
+    first = ingest(0)
+    assert first.passed and first.metadata["loads_with_this_last_date"].value == 1
+    assert ingest(2).passed  # the same last date two days on: within the default 3 days
+    stalled = ingest(4)
+    assert not stalled.passed and stalled.severity == dg.AssetCheckSeverity.WARN
+    assert stalled.metadata["loads_with_this_last_date"].value == 3 and stalled.metadata["last_date"].value == "2020-07-15"
+    assert stalled.description.startswith("The data's last date, 2020-07-15, is the same in the 3 load(s) since ")
+    assert stalled.description.endswith(" days): is the export still being updated?")
+    assert 3.9 < stalled.metadata["days_without_new_data"].value < 4.1
+    monkeypatch.setenv(settings.ENV_MAX_STALL_DAYS, "0")  # switched off
+    assert ingest(5).passed
+    monkeypatch.delenv(settings.ENV_MAX_STALL_DAYS)
+    ledger_csv.write_text(LEDGER + "E,2020-07-20,1,5,O100\n")  # a new day: the count starts again from this load
+    moved = ingest(0)  # (the loads' own times are real, so the clock goes back to them)
+    assert moved.passed and (moved.metadata["last_date"].value, moved.metadata["loads_with_this_last_date"].value) == ("2020-07-20", 1)

@@ -1,12 +1,15 @@
 """Blocking checks on the cleaned data."""
 
 
+import time
+from datetime import UTC, datetime
+
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from customer_assets.features import logic as features_logic
 from customer_assets.ingest import logic
-from customer_assets.settings import HORIZON_DAYS
+from customer_assets.settings import HORIZON_DAYS, max_stall_days
 from customer_assets.storage import markdown_preview, table_exists
 
 
@@ -106,4 +109,48 @@ def stored_partitions_current(duckdb: DuckDBResource) -> dg.AssetCheckResult:
                    + (f" (the first at {stale['cutoff_date'].min().date()})" if len(stale) else "")
                    + (f"; {unrecorded} with no record of their inputs" if unrecorded else ""))
     return dg.AssetCheckResult(passed=len(stale) == 0, severity=dg.AssetCheckSeverity.WARN, metadata=metadata,
+                               description=description)
+
+
+def stalled_since(loads: list[tuple[float, str | None]]) -> tuple[str | None, float | None, int]:
+    """The data's last date now, when the loads that keep it began, and how many there are.
+
+    ``loads`` are the materializations of ``clean/transactions``, newest first, as (timestamp, last_date).
+    """
+    if not loads:
+        return None, None, 0
+    last, since, n = loads[0][1], loads[0][0], 0
+    for timestamp, date_ in loads:
+        if date_ != last:
+            break
+        since, n = timestamp, n + 1
+    return last, since, n
+
+
+def now() -> float:
+    return time.time()
+
+
+@dg.asset_check(asset=dg.AssetKey(["clean", "transactions"]), blocking=False,
+                description="The data keep advancing: warns, stopping nothing, when the last transaction date has stayed "
+                            "the same across the loads of more than CUSTOMER_ASSETS_MAX_STALL_DAYS days (default 3; 0 "
+                            "switches it off). The nightly schedules follow the data's last date, so a stalled export "
+                            "shows up here rather than as nights with nothing to run. It reads Dagster's event log, not "
+                            "the warehouse.")
+def source_advancing(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+    limit = max_stall_days()
+    records = context.instance.fetch_materializations(dg.AssetKey(["clean", "transactions"]), limit=1000).records
+    loads = []
+    for r in records:
+        value = r.asset_materialization.metadata.get("last_date") if r.asset_materialization else None
+        loads.append((r.timestamp, value.value if value is not None else None))
+    last, since, n = stalled_since(loads)
+    days = (now() - since) / 86400 if since is not None else 0.0
+    metadata = {"last_date": last or "", "loads_with_this_last_date": n, "days_without_new_data": round(days, 2),
+                "max_stall_days": limit}
+    passed = limit == 0 or days <= limit
+    start = datetime.fromtimestamp(since, UTC).strftime("%Y-%m-%d %H:%M UTC") if since is not None else ""
+    description = (f"The data's last date, {last}, is the same in the {n} load(s) since {start} ({days:.1f} days)"
+                   + ("" if passed else ": is the export still being updated?"))
+    return dg.AssetCheckResult(passed=passed, severity=dg.AssetCheckSeverity.WARN, metadata=metadata,
                                description=description)
