@@ -14,8 +14,9 @@ from typing import Any
 
 import duckdb
 import pandas as pd
+from dagster import get_dagster_logger
 
-from customer_assets.settings import checked_ident
+from customer_assets.settings import checked_ident, quote_ident
 
 SCHEMAS = ("raw", "clean", "quality", "features", "segments", "models", "scores", "evaluation")
 
@@ -68,6 +69,8 @@ def replace_partition(
                 conn.execute(ddl)
             else:
                 conn.execute(f"CREATE TABLE {fq} AS SELECT * FROM ({select_sql}) WHERE false", params)
+        else:
+            add_missing_columns(conn, schema, table, select_sql, params)
         conn.execute(f"DELETE FROM {fq} WHERE cutoff_date = ?", [cutoff])
         # Force the partition's own date, whatever the SELECT said, so a write can never
         # touch another partition.
@@ -81,6 +84,29 @@ def replace_partition(
         conn.execute("ROLLBACK")
         raise
     return int(n)
+
+
+def add_missing_columns(conn: duckdb.DuckDBPyConnection, schema: str, table: str, select_sql: str,
+                        params: list[Any]) -> list[str]:
+    """Add to ``schema.table`` the columns that ``select_sql`` produces and the table lacks, and say so in the log.
+
+    A table written by an earlier version of the project lacks the columns added since; the partitions it holds keep
+    NULL there, and a new write fills them. (Columns the table has and the SELECT lacks stay NULL for the new rows,
+    as INSERT BY NAME does.) Returns the columns added, as "name TYPE".
+    """
+    fq = f"{checked_ident(schema)}.{checked_ident(table)}"
+    have = {r[0] for r in conn.execute("SELECT column_name FROM information_schema.columns WHERE table_schema = ? AND "
+                                       "table_name = ?", [schema, table]).fetchall()}
+    added = []
+    for name, type_, *_ in conn.execute(f"DESCRIBE SELECT * FROM ({select_sql})", params).fetchall():
+        if name not in have:
+            conn.execute(f"ALTER TABLE {fq} ADD COLUMN {quote_ident(name)} {type_}")
+            added.append(f"{name} {type_}")
+    if added:
+        get_dagster_logger().warning(
+            f"{schema}.{table} was written by an earlier version: added the column(s) {', '.join(added)}. The partitions "
+            "written before hold NULL there until they are materialized again.")
+    return added
 
 
 def prune_partitions(conn: duckdb.DuckDBPyConnection, schema: str, table: str, keep: int, current: date) -> list[date]:

@@ -147,6 +147,50 @@ def test_sigkill_during_a_partition_write_leaves_the_partition_as_it_was(tmp_pat
     assert rows == [("2020-01-01", 1000, "old", "old"), ("2020-02-01", 1000, "old", "old")]
 
 
+def test_a_table_written_by_an_earlier_version_gains_the_new_columns(caplog):
+    from datetime import date
+
+    from customer_assets.storage import replace_partition
+
+    conn = duckdb.connect()
+    old = "SELECT DATE '2020-01-01' AS cutoff_date, 'A' AS customer_id, 1.5 AS score"
+    replace_partition(conn, "scores", "t", date(2020, 1, 1), old)
+    new = ("SELECT DATE '2020-02-01' AS cutoff_date, 'A' AS customer_id, 2.5 AS score, 'why' AS top_drivers, "
+           "[1, 2] AS ranks")
+    with caplog.at_level("WARNING"):
+        assert replace_partition(conn, "scores", "t", date(2020, 2, 1), new) == 1
+    assert ("scores.t was written by an earlier version: added the column(s) top_drivers VARCHAR, ranks INTEGER[]. "
+            "The partitions written before hold NULL there until they are materialized again.") in caplog.text
+    rows = conn.execute("SELECT cutoff_date::VARCHAR, score, top_drivers, ranks FROM scores.t ORDER BY 1").fetchall()
+    assert rows == [("2020-01-01", 1.5, None, None), ("2020-02-01", 2.5, "why", [1, 2])]
+    # a write that adds nothing says nothing; one that fails adds nothing either (one transaction)
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        replace_partition(conn, "scores", "t", date(2020, 1, 1), new.replace("2020-02-01", "2020-01-01"))
+    assert "earlier version" not in caplog.text
+    with pytest.raises(duckdb.Error, match="boom"):  # raised by the INSERT, after the new columns were added
+        replace_partition(conn, "scores", "t", date(2020, 3, 1), new.replace("2020-02-01", "2020-03-01").replace(
+            "[1, 2] AS ranks", "[1, 2] AS ranks, 'x' AS more, CASE WHEN score > 0 THEN error('boom') ELSE 'x' END AS broken"))
+    assert [r[0] for r in conn.execute("DESCRIBE scores.t").fetchall()] == ["cutoff_date", "customer_id", "score",
+                                                                           "top_drivers", "ranks"]
+
+
+def test_features_stored_by_an_earlier_version_are_extended_on_the_next_write(ledger_csv, warehouse):
+    from customer_assets_tests.conftest import source_config
+
+    assert materialize(warehouse, INGEST, run_config=source_config(ledger_csv)).success
+    feats = "features/calibration_transactions features/holdout_transactions features/customer_features"
+    assert materialize(warehouse, feats, partition_key="2020-03-31").success
+    with duckdb.connect(warehouse) as conn:  # the table as a version without momentum_ratio left it
+        conn.execute("ALTER TABLE features.customer_features DROP COLUMN momentum_ratio")
+    result = materialize(warehouse, feats, partition_key="2020-04-30")
+    assert result.success
+    with duckdb.connect(warehouse, read_only=True) as conn:
+        got = conn.execute("SELECT cutoff_date::VARCHAR, count(*), count(momentum_ratio) FROM features.customer_features "
+                           "GROUP BY 1 ORDER BY 1").fetchall()
+    assert got == [("2020-03-31", 3, 0), ("2020-04-30", 4, 4)]
+
+
 FUZZ_ERRORS = ("Could not read the source file", "has no column for", "has a header but no data rows",
                "Source file is empty", "Unsupported source file type")
 
