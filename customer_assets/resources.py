@@ -20,7 +20,7 @@ from contextlib import contextmanager
 import duckdb
 from dagster_duckdb import DuckDBResource
 
-from customer_assets.settings import warehouse_path
+from customer_assets.settings import ENV_TIMEZONE, timezone, warehouse_path
 
 LOCK_MESSAGES = ("Could not set lock", "Conflicting lock", "database is locked")
 
@@ -31,11 +31,25 @@ def redact(text: str) -> str:
 
 
 class Warehouse(DuckDBResource):
-    """One DuckDB connection per asset execution: waits for the lock, always closed afterwards."""
+    """One DuckDB connection per asset execution: waits for the lock, always closed afterwards, and set to
+    ``timezone`` (empty: ``CUSTOMER_ASSETS_TIMEZONE``, else UTC), so instants become the same dates on every machine
+    rather than in the machine's own time zone."""
 
     lock_timeout_seconds: float = 900.0
+    timezone: str = ""
 
     def connect(self) -> duckdb.DuckDBPyConnection:
+        conn = self._open()
+        tz = timezone(self.timezone)
+        try:  # after connecting: DuckDB's ICU extension is built in, but not loaded while the connection is configured
+            conn.execute("SET TimeZone = '" + tz.replace("'", "''") + "'")
+        except duckdb.Error as exc:
+            conn.close()
+            raise ValueError(f"Unknown time zone {tz!r} (set by the duckdb resource's `timezone` or "
+                             f"{ENV_TIMEZONE}): use an IANA name such as UTC or America/New_York") from exc
+        return conn
+
+    def _open(self) -> duckdb.DuckDBPyConnection:
         config = {"custom_user_agent": "dagster", **self.connection_config}
         deadline = time.monotonic() + self.lock_timeout_seconds
         delay = 0.2

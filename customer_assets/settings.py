@@ -32,6 +32,7 @@ ENV_SPEND_BLEND_WEIGHT = "CUSTOMER_ASSETS_SPEND_BLEND_WEIGHT"
 ENV_DATE_ORDER = "CUSTOMER_ASSETS_DATE_ORDER"
 ENV_MAX_HISTORY_LOSS = "CUSTOMER_ASSETS_MAX_HISTORY_LOSS"
 ENV_MAX_STALL_DAYS = "CUSTOMER_ASSETS_MAX_STALL_DAYS"
+ENV_TIMEZONE = "CUSTOMER_ASSETS_TIMEZONE"
 # settings that both Dagster config and an environment variable can set: config field -> variable
 SETTING_ENVS = {"same_season": ENV_SAME_SEASON, "spend_blend_weight": ENV_SPEND_BLEND_WEIGHT, "date_order": ENV_DATE_ORDER,
                 "max_history_loss": ENV_MAX_HISTORY_LOSS}
@@ -127,6 +128,13 @@ def max_history_loss(value: float | None = None) -> float:
     if not 0.0 <= value <= 1.0:
         raise SettingError("max_history_loss", f"max_history_loss {value!r} is not a share from 0 to 1")
     return float(value)
+
+
+def timezone(value: str = "") -> str:
+    """The time zone in which the warehouse turns instants into dates (a Parquet TIMESTAMPTZ column's purchase
+    dates, "today" for the future-date rule): ``value`` (the duckdb resource's ``timezone``) wins over
+    ``CUSTOMER_ASSETS_TIMEZONE``; the default is UTC, so a file cleans to the same dates on every machine."""
+    return value.strip() or os.environ.get(ENV_TIMEZONE, "").strip() or "UTC"
 
 
 def max_stall_days() -> float:

@@ -329,3 +329,54 @@ def test_a_currency_sign_is_dropped_but_a_thousands_separator_is_refused(tmp_pat
     assert rows == [("A", 12.5, False), ("B", -3.0, True), ("C", 7.25, False), ("D", 4.0, False), ("F", 12.0, False)]
     assert conn.execute("SELECT customer_id, reject_reason, amount FROM quality.rejected_transactions").fetchall() == [
         ("E", "non_numeric_amount", "1,234.50")]
+
+
+TZ_SCRIPT = """
+import sys
+from customer_assets.ingest import logic
+from customer_assets.resources import Warehouse
+from customer_assets.settings import ColumnMapping
+with Warehouse(database=sys.argv[1]).get_connection() as conn:
+    spec = logic.SourceSpec(sys.argv[2], ColumnMapping.parse("customer_id=cust,date=ts,amount=amt"), "parquet")
+    logic.load_raw(conn, spec, "tz")
+    logic.clean_transactions(conn)
+    print(conn.execute("SELECT string_agg(txn_date::VARCHAR, ',' ORDER BY customer_id) FROM clean.transactions").fetchone()[0])
+"""
+
+
+def test_instants_become_dates_in_the_configured_time_zone_on_any_machine(tmp_path, warehouse, monkeypatch):
+    """A Parquet TIMESTAMPTZ column is an instant: its date depends on the time zone, which is UTC unless set."""
+    import os
+    import subprocess
+    import sys
+
+    from customer_assets import settings
+
+    path = tmp_path / "orders.parquet"
+    duckdb.connect().execute(
+        "COPY (SELECT * FROM (VALUES ('A', TIMESTAMPTZ '2011-12-01 23:30:00+00', 10.0), "
+        "('B', TIMESTAMPTZ '2011-12-02 01:00:00+00', 20.0)) t(cust, ts, amt)) TO '" + str(path) + "' (FORMAT parquet)")
+    columns = "customer_id=cust,date=ts,amount=amt"
+
+    def dates():
+        assert materialize(warehouse, INGEST, run_config=source_config(path, columns)).success
+        with duckdb.connect(warehouse, read_only=True) as conn:
+            return [r[0] for r in conn.execute("SELECT txn_date::VARCHAR FROM clean.transactions ORDER BY customer_id").fetchall()]
+
+    assert dates() == ["2011-12-01", "2011-12-02"]  # UTC
+    monkeypatch.setenv(settings.ENV_TIMEZONE, "America/New_York")  # 18:30 and 20:00 on 1 December there
+    monkeypatch.setenv(settings.ENV_MAX_HISTORY_LOSS, "1")  # the same file, read another way: not a loss to refuse
+    assert dates() == ["2011-12-01", "2011-12-01"]
+    monkeypatch.setenv(settings.ENV_TIMEZONE, "Asia/Tokyo")  # 08:30 and 10:00 on 2 December there
+    assert dates() == ["2011-12-02", "2011-12-02"]
+    monkeypatch.setenv(settings.ENV_TIMEZONE, "Mars/Base")
+    failed = materialize(warehouse, INGEST, run_config=source_config(path, columns), raise_on_error=False)
+    from customer_assets.cli import root_cause
+
+    message = root_cause(next(e for e in failed.all_events if e.event_type_value == "STEP_FAILURE").step_failure_data.error)
+    assert "Unknown time zone 'Mars/Base' (set by the duckdb resource's `timezone` or CUSTOMER_ASSETS_TIMEZONE)" in message
+    # the machine's own time zone plays no part: a process in Tokyo time gets the UTC dates by default
+    env = {k: v for k, v in os.environ.items() if k != settings.ENV_TIMEZONE} | {"TZ": "Asia/Tokyo"}
+    out = subprocess.run([sys.executable, "-c", TZ_SCRIPT, str(tmp_path / "other.duckdb"), str(path)], env=env,
+                         capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "2011-12-01,2011-12-02"
