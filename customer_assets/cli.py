@@ -21,8 +21,10 @@ def _instance() -> dg.DagsterInstance:
 class Progress:
     """A one-line-per-step progress display for the terminal."""
 
-    def __init__(self, total: int, stream=sys.stderr):
-        self.total, self.done, self.stream, self.t0 = total, 0, stream, time.time()
+    def __init__(self, total: int, stream=None):
+        # sys.stderr as it is now, not as it was at import (a test harness or a caller may have replaced it)
+        self.total, self.done, self.t0 = total, 0, time.time()
+        self.stream = stream if stream is not None else sys.stderr
 
     def step(self, label: str) -> None:
         self.done += 1
@@ -72,6 +74,11 @@ class Runner:
             msg = root_cause(failures[0].event_specific_data.error) if failures else "see the run log"
             raise SystemExit(f"customer-assets: {label or partition_key} failed: {msg}")
         self.progress.step(label)
+        # the checks that warn stop nothing, so the run succeeded: say what they found, as the UI would show it
+        for check in result.get_asset_check_evaluations():
+            if not check.passed:
+                self.progress.stream.write(f"  warning: {check.asset_key.to_user_string()} check {check.asset_check_key.name}: "
+                                           f"{check.description or 'did not pass'}\n")
 
     def last_date(self) -> str:
         """The last transaction date in ``clean.transactions``; a clear exit when nothing was loaded yet."""

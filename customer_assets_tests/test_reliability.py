@@ -316,6 +316,20 @@ def test_config_paths_are_validated(tmp_path, monkeypatch):
         settings.serving_dir()
 
 
+def test_the_cli_shows_what_the_warning_checks_found(ledger_csv, tmp_path, monkeypatch, capfd):
+    """A check that warns stops nothing; the CLI prints what it found under the step, as the UI shows it."""
+    from customer_assets.cli import Runner
+    from customer_assets.jobs import INGEST_SELECTION
+
+    monkeypatch.setenv("CUSTOMER_ASSETS_SOURCE", str(ledger_csv))
+    monkeypatch.setenv("CUSTOMER_ASSETS_COLUMNS", LEDGER_COLUMNS)
+    Runner(str(tmp_path / "w.duckdb"), instance=dg.DagsterInstance.ephemeral()).run(INGEST_SELECTION, label="ingest")
+    err = capfd.readouterr().err  # the dirty ledger: 4 of its 15 rows are rejected
+    assert ("  warning: clean/transactions check rejected_share_small: 26.7% of 15 raw rows rejected, most as duplicate (1)"
+            in err.splitlines())
+    assert err.count("warning:") == 1  # the other checks passed
+
+
 def test_the_cli_shows_the_reason_not_the_step_wrapper(tmp_path, monkeypatch):
     """A failed ingest through the CLI's runner ends with our message (file, problem, fix), not Dagster's wrapper."""
     from customer_assets.cli import Runner
