@@ -24,7 +24,8 @@ from datetime import date, timedelta
 
 import dagster as dg
 
-from customer_assets.jobs import BACKTEST, CLEAN, LTV_BACKTEST, backtest_job, ingest_job, rescore_job, train_job
+from customer_assets.ingest.assets import clean_materializations
+from customer_assets.jobs import BACKTEST, LTV_BACKTEST, backtest_job, ingest_job, rescore_job, train_job
 from customer_assets.models.assets import MODEL_NAMES
 from customer_assets.settings import HORIZON_DAYS, LTV_HORIZON_DAYS, PARTITIONS_START
 
@@ -37,23 +38,21 @@ def data_last_date(instance: dg.DagsterInstance) -> date | None:
 
     Read from Dagster's event log, not the warehouse, so a schedule never opens the DuckDB file a run may be writing.
     """
-    event = instance.get_latest_materialization_event(CLEAN)
-    value = event.asset_materialization.metadata.get("last_date") if event and event.asset_materialization else None
+    loads = clean_materializations(instance, 1)
     try:
-        return date.fromisoformat(value.value) if value is not None else None
-    except (TypeError, ValueError):
+        return date.fromisoformat(loads[0][2]["last_date"]) if loads else None
+    except (KeyError, TypeError, ValueError):
         return None
 
 
 def data_changed_since(instance: dg.DagsterInstance) -> int | None:
     """The event-log position of the newest ``clean/transactions`` materialization that changed the data (a first
     load, new days, changed days or another file; a materialization without the flag counts as a change)."""
-    records = instance.fetch_materializations(CLEAN, limit=100).records  # newest first
-    for record in records:
-        flag = record.asset_materialization.metadata.get("data_changed") if record.asset_materialization else None
-        if flag is None or flag.value:
-            return record.storage_id
-    return records[-1].storage_id if records else None
+    loads = clean_materializations(instance, 100)
+    for position, _, meta in loads:
+        if meta.get("data_changed", True):
+            return position
+    return loads[-1][0] if loads else None
 
 
 def up_to_date(instance: dg.DagsterInstance, keys: list[dg.AssetKey], partition: str) -> bool:

@@ -19,7 +19,7 @@ from datetime import date, timedelta
 import duckdb
 import pandas as pd
 
-from customer_assets.ingest.logic import ROW_HASH
+from customer_assets.ingest.logic import DAILY_SQL
 from customer_assets.storage import replace_partition, table_exists
 
 WINDOWS = (30, 90, 180, 365)
@@ -77,22 +77,29 @@ def require_complete_labels(cutoff: date, horizon_days: int, data_end: date, wha
 # What a stored features partition was computed from: the count and a hash sum (ROW_HASH, every field a feature
 # reads) of the clean rows in its history and, when its labels were complete, in its label window. A reload that
 # adds late rows, corrects or deletes some changes them, so a reader can tell that the partition is out of date.
-INPUTS_SQL = f"""
-WITH p AS (SELECT CAST(? AS DATE) AS c, CAST(? AS INTEGER) AS h, CAST(? AS BOOLEAN) AS labelled)
-SELECT p.c AS cutoff_date, (SELECT any_value(load_id) FROM clean.transactions) AS load_id,
-       count(t.txn_date) FILTER (WHERE t.txn_date <= p.c) AS history_rows,
-       coalesce(sum({ROW_HASH}) FILTER (WHERE t.txn_date <= p.c), 0)::HUGEINT AS history_digest,
-       CASE WHEN p.labelled THEN count(t.txn_date) FILTER (WHERE t.txn_date > p.c) END AS window_rows,
-       CASE WHEN p.labelled THEN coalesce(sum({ROW_HASH}) FILTER (WHERE t.txn_date > p.c), 0)::HUGEINT END AS window_digest,
-       now()::TIMESTAMP AS written_at
-FROM p LEFT JOIN clean.transactions t ON t.txn_date <= p.c + p.h
-GROUP BY p.c, p.labelled
+# The same figures as the transactions give them now, for a list of cutoffs, from the per-day sums of DAILY_SQL.
+CURRENT_INPUTS_SQL = f"""
+WITH daily AS ({DAILY_SQL}), c AS (SELECT unnest(CAST(? AS DATE[])) AS cutoff_date)
+SELECT c.cutoff_date,
+       coalesce(sum(d.rows) FILTER (WHERE d.txn_date <= c.cutoff_date), 0)::BIGINT AS history_rows,
+       coalesce(sum(d.digest) FILTER (WHERE d.txn_date <= c.cutoff_date), 0)::HUGEINT AS history_digest,
+       coalesce(sum(d.rows) FILTER (WHERE d.txn_date > c.cutoff_date), 0)::BIGINT AS window_rows,
+       coalesce(sum(d.digest) FILTER (WHERE d.txn_date > c.cutoff_date), 0)::HUGEINT AS window_digest
+FROM c LEFT JOIN daily d ON d.txn_date <= c.cutoff_date + CAST(? AS INTEGER)
+GROUP BY c.cutoff_date
+"""
+RECORD_INPUTS_SQL = f"""
+SELECT i.cutoff_date, (SELECT any_value(load_id) FROM clean.transactions) AS load_id, i.history_rows, i.history_digest,
+       CASE WHEN CAST(? AS BOOLEAN) THEN i.window_rows END AS window_rows,
+       CASE WHEN CAST(? AS BOOLEAN) THEN i.window_digest END AS window_digest, now()::TIMESTAMP AS written_at
+FROM ({CURRENT_INPUTS_SQL}) i
 """
 
 
 def record_inputs(conn: duckdb.DuckDBPyConnection, cutoff: date, horizon_days: int, labelled: bool) -> None:
     """Record in ``features.partition_inputs`` what the features partition at ``cutoff`` was just computed from."""
-    replace_partition(conn, "features", "partition_inputs", cutoff, INPUTS_SQL, [cutoff, horizon_days, labelled])
+    replace_partition(conn, "features", "partition_inputs", cutoff, RECORD_INPUTS_SQL,
+                      [labelled, labelled, [cutoff], horizon_days])
 
 
 UNRECORDED = "nothing records which transactions it was computed from (it was written by an earlier version)"
@@ -111,28 +118,20 @@ def inputs_changed(conn: duckdb.DuckDBPyConnection, cutoff: date, horizon_days: 
             "WHERE cutoff_date = ?", [cutoff]).fetchone()
     if stored is None:
         return UNRECORDED
-    now = conn.execute(INPUTS_SQL, [cutoff, horizon_days, stored[2] is not None]).fetchone()
-    if (stored[0], stored[1]) != (now[2], now[3]):
+    _, rows, digest, window_rows, window_digest = conn.execute(CURRENT_INPUTS_SQL, [[cutoff], horizon_days]).fetchone()
+    if (stored[0], stored[1]) != (rows, digest):
         return (f"the transactions dated on or before {cutoff} changed since it was computed from load {stored[4]} "
-                f"({stored[0]:,} rows then, {now[2]:,} now)")
-    if labels and (stored[2], stored[3]) != (now[4], now[5]):
+                f"({stored[0]:,} rows then, {rows:,} now)")
+    if labels and stored[2] is not None and (stored[2], stored[3]) != (window_rows, window_digest):
         return (f"the transactions of its label window ({cutoff} + {horizon_days} days) changed since it was computed "
-                f"from load {stored[4]} ({stored[2]:,} rows then, {now[4]:,} now)")
+                f"from load {stored[4]} ({stored[2]:,} rows then, {window_rows:,} now)")
     return None
 
 
 STALE_PARTITIONS_SQL = f"""
-WITH daily AS (SELECT txn_date, count(*) AS rows, sum({ROW_HASH}) AS digest FROM clean.transactions GROUP BY txn_date),
+WITH now AS ({CURRENT_INPUTS_SQL}),
 stored AS (SELECT * FROM features.partition_inputs
-           WHERE cutoff_date IN (SELECT DISTINCT cutoff_date FROM features.customer_features)),
-now AS (
-    SELECT s.cutoff_date,
-           coalesce(sum(d.rows) FILTER (WHERE d.txn_date <= s.cutoff_date), 0)::BIGINT AS history_rows,
-           coalesce(sum(d.digest) FILTER (WHERE d.txn_date <= s.cutoff_date), 0)::HUGEINT AS history_digest,
-           coalesce(sum(d.rows) FILTER (WHERE d.txn_date > s.cutoff_date), 0)::BIGINT AS window_rows,
-           coalesce(sum(d.digest) FILTER (WHERE d.txn_date > s.cutoff_date), 0)::HUGEINT AS window_digest
-    FROM stored s LEFT JOIN daily d ON d.txn_date <= s.cutoff_date + CAST(? AS INTEGER)
-    GROUP BY s.cutoff_date)
+           WHERE cutoff_date IN (SELECT DISTINCT cutoff_date FROM features.customer_features))
 SELECT s.cutoff_date, s.load_id,
        s.history_rows <> n.history_rows OR s.history_digest <> n.history_digest AS history_changed,
        coalesce(s.window_rows <> n.window_rows OR s.window_digest <> n.window_digest, false) AS window_changed,
@@ -156,7 +155,8 @@ def stale_partitions(conn: duckdb.DuckDBPyConnection, horizon_days: int) -> tupl
     ).fetchone()[0]
     if not recorded:
         return pd.DataFrame(), int(unrecorded)
-    return conn.execute(STALE_PARTITIONS_SQL, [horizon_days]).df(), int(unrecorded)
+    cutoffs = [r[0] for r in conn.execute("SELECT cutoff_date FROM features.partition_inputs").fetchall()]
+    return conn.execute(STALE_PARTITIONS_SQL, [cutoffs, horizon_days]).df(), int(unrecorded)
 
 
 def stored_labelled_rows(conn: duckdb.DuckDBPyConnection, cutoff: date, horizon_days: int, reader: str, warn=None) -> int:

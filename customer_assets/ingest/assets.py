@@ -70,6 +70,15 @@ def raw_transactions(context: dg.AssetExecutionContext, config: SourceConfig, du
     )
 
 
+def clean_materializations(instance: dg.DagsterInstance, limit: int) -> list[tuple[int, float, dict]]:
+    """The newest ``limit`` materializations of clean/transactions, newest first, as (event-log position, time, the
+    values of its metadata, such as ``last_date`` and ``data_changed``). The schedules and the check
+    ``source_advancing`` read the loads from here, from Dagster's event log, never from the warehouse."""
+    records = instance.fetch_materializations(dg.AssetKey(["clean", "transactions"]), limit=limit).records
+    return [(r.storage_id, r.timestamp, {k: v.value for k, v in r.asset_materialization.metadata.items()})
+            for r in records if r.asset_materialization]
+
+
 class CleanConfig(dg.Config):
     """``date_order``: how slash dates such as 03/04/2011 are read: "auto" (decided from the file: day first when
     some dates only read that way, as 13/01/2011, and none only month first), "month_first" or "day_first". Empty:

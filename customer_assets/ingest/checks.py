@@ -9,6 +9,7 @@ from dagster_duckdb import DuckDBResource
 
 from customer_assets.features import logic as features_logic
 from customer_assets.ingest import logic
+from customer_assets.ingest.assets import clean_materializations
 from customer_assets.settings import HORIZON_DAYS, max_stall_days
 from customer_assets.storage import markdown_preview, table_exists
 
@@ -138,11 +139,7 @@ def now() -> float:
                             "the warehouse.")
 def source_advancing(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
     limit = max_stall_days()
-    records = context.instance.fetch_materializations(dg.AssetKey(["clean", "transactions"]), limit=1000).records
-    loads = []
-    for r in records:
-        value = r.asset_materialization.metadata.get("last_date") if r.asset_materialization else None
-        loads.append((r.timestamp, value.value if value is not None else None))
+    loads = [(timestamp, meta.get("last_date")) for _, timestamp, meta in clean_materializations(context.instance, 1000)]
     last, since, n = stalled_since(loads)
     days = (now() - since) / 86400 if since is not None else 0.0
     metadata = {"last_date": last or "", "loads_with_this_last_date": n, "days_without_new_data": round(days, 2),

@@ -575,11 +575,9 @@ def compare_history(conn: duckdb.DuckDBPyConnection, previous: Previous | None, 
     it back. A different source file is a new history, not a loss, and a new cleaning of the same load differs only
     by its settings: both are compared but never refused.
     """
-    if previous is None:
-        conn.execute(
-            "CREATE OR REPLACE TABLE quality.history_changes (load_id VARCHAR, previous_load_id VARCHAR, txn_date DATE, "
-            "rows_before BIGINT, rows_after BIGINT, amount_before DOUBLE, amount_after DOUBLE)"
-        )
+    if previous is None:  # nothing to compare with: the same query on no previous days gives the empty table
+        conn.execute(f"CREATE OR REPLACE TEMP TABLE _old_daily AS {DAILY_SQL} LIMIT 0")
+        conn.execute(HISTORY_CHANGES_SQL, [load.load_id, None, None])
         return {"history": "first load: nothing to compare with", "data_changed": True}
     conn.execute(HISTORY_CHANGES_SQL, [load.load_id, previous.load_id, previous.last_date])
     before, after, days, first, last = conn.execute(
