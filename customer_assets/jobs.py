@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import dagster as dg
 
-from customer_assets.partitions import CUTOFF_PARTITIONS
-
 RAW = dg.AssetKey(["raw", "transactions"])
 CLEAN = dg.AssetKey(["clean", "transactions"])
 REJECTED = dg.AssetKey(["quality", "rejected_transactions"])
@@ -31,18 +29,15 @@ ingest_job = dg.define_asset_job(
 train_job = dg.define_asset_job(
     "train_models",
     selection=TRAIN_SELECTION,
-    partitions_def=CUTOFF_PARTITIONS,
     description="Features and the four models for a training partition t (labels up to t + H).",
 )
 rescore_job = dg.define_asset_job(
     "rescore_customers",
     selection=SCORE_SELECTION,
-    partitions_def=CUTOFF_PARTITIONS,
     description="Features, segments and scores for a scoring partition s, using the models of s - H.",
 )
 backtest_job = dg.define_asset_job(
     "backtest_models",
     selection=BACKTEST_SELECTION,
-    partitions_def=CUTOFF_PARTITIONS,
     description="Out-of-time backtests: the models of partition t against (t + H, t + 2H], the LTV model against its horizon.",
 )

@@ -85,6 +85,10 @@ def test_jobs_and_schedules():
     schedules = {s.name: s.cron_schedule for s in defs.schedules}
     assert schedules == {"nightly_ingest": "30 0 * * *", "nightly_retrain": "0 1 * * *", "nightly_rescore": "0 2 * * *",
                          "nightly_backtest": "0 3 * * *"}
+    # the partitioned jobs take their partitions from their assets (define_asset_job's partitions_def is deprecated)
+    for name in ("train_models", "rescore_customers", "backtest_models"):
+        assert defs.resolve_job_def(name).partitions_def == CUTOFF_PARTITIONS, name
+    assert defs.resolve_job_def("ingest_transactions").partitions_def is None
 
 
 def _tick(schedule, when, data_last: str | None = "yesterday"):

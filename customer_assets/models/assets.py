@@ -216,7 +216,7 @@ def _train(context: dg.AssetExecutionContext, duckdb: DuckDBResource, name: str,
     """Build the training frame of the partition, fit with ``fit(frame, cutoff)``, store the record."""
     cutoff = date.fromisoformat(context.partition_key)
     with duckdb.get_connection() as conn:
-        record = fit(training_data(conn, cutoff, config, name, context.run_id, warn=context.log.warning))
+        record = fit(training_data(conn, cutoff, config, name, context.run.run_id, warn=context.log.warning))
         store(conn, record, cutoff)
     context.log.info(f"models/{name} {cutoff}: {record.params.get('family', record.library)}, metrics {record.metrics}")
     return result(record)
