@@ -48,6 +48,14 @@ def root_cause(error) -> str:
     return message.removeprefix("dagster._core.definitions.events.Failure: ") if error.cls_name == "Failure" else message
 
 
+def check_line(check: dg.AssetCheckEvaluation) -> str:
+    """``<asset> check <name>: <what it found>``: its description, else its non-zero numeric metadata."""
+    found = check.description or ", ".join(
+        f"{k} {v.value}" for k, v in check.metadata.items() if isinstance(v.value, (int, float)) and not isinstance(v.value, bool) and v.value
+    ) or "did not pass"
+    return f"{check.asset_key.to_user_string()} check {check.asset_check_key.name}: {found}"
+
+
 class Runner:
     """Materializes asset selections in process, one partition at a time, with progress and clear failures."""
 
@@ -68,17 +76,19 @@ class Runner:
             selection = dg.AssetSelection.assets(*[dg.AssetKey(k.split("/")) for k in selection.split()])
         result = dg.materialize(self.all_defs, selection=selection, partition_key=partition_key, resources=self.resources,
                                 instance=self.instance, run_config=self.run_config, raise_on_error=False)
+        checks = [c for c in result.get_asset_check_evaluations() if not c.passed]
         if not result.success:
+            # a blocking check that failed: what it found, not Dagster's "1 blocking asset check failed"
+            gates = [c for c in checks if c.severity == dg.AssetCheckSeverity.ERROR]
             failures = [e for e in result.all_events if e.is_failure and e.event_specific_data is not None
                         and getattr(e.event_specific_data, "error", None) is not None]
-            msg = root_cause(failures[0].event_specific_data.error) if failures else "see the run log"
+            msg = ("; ".join(f"{check_line(c)} (a blocking check: nothing downstream of it ran)" for c in gates) if gates
+                   else root_cause(failures[0].event_specific_data.error) if failures else "see the run log")
             raise SystemExit(f"customer-assets: {label or partition_key} failed: {msg}")
         self.progress.step(label)
         # the checks that warn stop nothing, so the run succeeded: say what they found, as the UI would show it
-        for check in result.get_asset_check_evaluations():
-            if not check.passed:
-                self.progress.stream.write(f"  warning: {check.asset_key.to_user_string()} check {check.asset_check_key.name}: "
-                                           f"{check.description or 'did not pass'}\n")
+        for check in checks:
+            self.progress.stream.write(f"  warning: {check_line(check)}\n")
 
     def last_date(self) -> str:
         """The last transaction date in ``clean.transactions``; a clear exit when nothing was loaded yet."""

@@ -18,6 +18,7 @@ from customer_assets.reports.assets import customer_report
 from customer_assets.resources import warehouse_resource
 from customer_assets.schedules import SCHEDULES
 from customer_assets.scores.assets import scored_customers
+from customer_assets.scores.checks import SCORE_CHECKS
 from customer_assets.segments.assets import customer_segments
 from customer_assets.serving.assets import serving_snapshot
 
@@ -44,6 +45,7 @@ CHECKS = [
     feature_checks.one_row_per_customer,
     feature_checks.features_valid,
     *MODEL_CHECKS,
+    *SCORE_CHECKS,
 ]
 
 

@@ -218,6 +218,8 @@ def test_blocking_checks_are_pinned():
         "features/customer_features:features_valid",
         "models/churn:churn_beats_naive_baseline",
         "models/spend:spend_beats_naive_baseline",
+        "scores/scored_customers:every_customer_scored_once",
+        "scores/scored_customers:scores_valid",
         "evaluation/backtest:champion_not_worse_than_baselines",
     }
     # every gate blocks what is downstream of it; the backtest's check only warns (nothing is downstream of it), and

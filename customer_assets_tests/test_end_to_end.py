@@ -698,3 +698,93 @@ def test_model_config_sets_the_stacking_candidates_and_refuses_bad_ones(scored, 
     assert {(r["stacked_cutoffs"], r["stack_step_days"]) for r in nxt["selection"] if r["family"] == "xgboost"} == {(2, 30), (3, 45)}
     # the stored churn model is still the one trained with the good options
     assert json.loads(_q(copy, "SELECT params FROM models.churn WHERE cutoff_date = '1998-04-01'").params.iloc[0]) == params
+
+
+SCORE_CHECKS = dg.AssetSelection.checks_for_assets(dg.AssetKey(["scores", "scored_customers"]))
+
+
+def test_score_checks_pass_on_the_scores_and_count_each_kind_of_bad_row(scored, tmp_path):
+    """Run alone, the two checks cover every stored cutoff (1998-04-01 and 1998-06-30, 2,000 customers each); each
+    corruption below is counted once, under its own name."""
+    import shutil
+
+    copy = str(tmp_path / "w.duckdb")
+    shutil.copy(scored, copy)
+    evals = {e.asset_check_key.name: e for e in materialize(copy, SCORE_CHECKS).get_asset_check_evaluations()}
+    assert {k: e.passed for k, e in evals.items()} == {"every_customer_scored_once": True, "scores_valid": True}
+    assert evals["scores_valid"].metadata["rows_checked"].value == 4000
+    first, second, third = _q(copy, "SELECT customer_id FROM scores.scored_customers WHERE cutoff_date = '1998-06-30' "
+                                    "ORDER BY customer_id LIMIT 3").customer_id
+    with duckdb.connect(copy) as conn:
+        where = "WHERE cutoff_date = '1998-06-30' AND customer_id = ?"
+        conn.execute(f"INSERT INTO scores.scored_customers SELECT * FROM scores.scored_customers {where}", [first])  # twice
+        conn.execute(f"DELETE FROM scores.scored_customers WHERE cutoff_date = '1998-04-01' AND customer_id = ?", [second])
+        conn.execute("INSERT INTO scores.scored_customers SELECT * REPLACE ('nobody' AS customer_id) "
+                     f"FROM scores.scored_customers {where}", [third])  # a customer the features do not have
+        conn.execute(f"UPDATE scores.scored_customers SET purchase_probability = 'NaN' {where}", [second])  # 2 rules
+        conn.execute(f"UPDATE scores.scored_customers SET predicted_spend = -1 {where}", [third])
+        conn.execute(f"UPDATE scores.scored_customers SET value_decile = 11, segment = NULL "
+                     "WHERE cutoff_date = '1998-04-01' AND customer_id = ?", [third])
+        conn.execute("UPDATE scores.scored_customers SET model_cutoff_date = '1998-04-02' "
+                     "WHERE cutoff_date = '1998-04-01' AND customer_id = ?", [first])
+    evals = {e.asset_check_key.name: e for e in materialize(copy, SCORE_CHECKS, raise_on_error=False).get_asset_check_evaluations()}
+    once, valid = evals["every_customer_scored_once"], evals["scores_valid"]
+    assert not once.passed and once.severity == dg.AssetCheckSeverity.ERROR
+    assert {k: once.metadata[k].value for k in ("duplicated_customers", "customers_not_scored",
+                                                "scored_customers_not_in_features")} == {
+        "duplicated_customers": 1, "customers_not_scored": 1, "scored_customers_not_in_features": 1}
+    assert not valid.passed and valid.severity == dg.AssetCheckSeverity.ERROR
+    # 'nobody' was copied from third's row before its spend was set to -1: one negative value
+    assert {k: v.value for k, v in valid.metadata.items()} == {
+        "probability_out_of_range": 1, "probabilities_not_complementary": 1, "negative_or_non_finite_value": 1,
+        "days_to_next_purchase_invalid": 0, "value_decile_out_of_range": 1, "model_cutoff_not_h_days_before": 1,
+        "rows_with_nulls": 1, "rows_checked": 4000 + 1 - 1 + 1}
+    assert valid.description == ("Rows breaking each rule: probability_out_of_range 1; probabilities_not_complementary 1; "
+                                 "negative_or_non_finite_value 1; value_decile_out_of_range 1; "
+                                 "model_cutoff_not_h_days_before 1; rows_with_nulls 1")
+    assert once.description == "duplicated_customers 1; customers_not_scored 1; scored_customers_not_in_features 1"
+
+
+def test_bad_scores_are_not_published(scored, tmp_path, monkeypatch):
+    """A (simulated) scoring bug writes a negative spend: scores_valid fails in the run, so serving/snapshot and the
+    report do not run, and the serving copy keeps the scores that passed. In a partitioned run the checks look at that
+    partition only: 1998-04-01's scores are not rescanned."""
+    import shutil
+
+    from customer_assets.scores import assets as score_assets
+
+    copy = str(tmp_path / "w.duckdb")
+    shutil.copy(scored, copy)
+    publish = "scores/scored_customers serving/snapshot reports/customer_report"
+    assert materialize(copy, publish, partition_key="1998-06-30").success
+    parquet = tmp_path / "serving" / "scores.scored_customers.parquet"
+    published = duckdb.sql(f"SELECT sum(predicted_spend) FROM '{parquet}'").fetchone()[0]
+    assert published > 0
+
+    real = score_assets.score_frame
+
+    def buggy(*args, **kwargs):
+        out = real(*args, **kwargs)
+        out.loc[out.index[:3], "predicted_spend"] = -1.0
+        return out
+
+    monkeypatch.setattr(score_assets, "score_frame", buggy)
+    result = materialize(copy, publish, partition_key="1998-06-30", raise_on_error=False)
+    evals = {e.asset_check_key.name: e for e in result.get_asset_check_evaluations()}
+    assert evals["every_customer_scored_once"].passed
+    assert not evals["scores_valid"].passed and evals["scores_valid"].metadata["negative_or_non_finite_value"].value == 3
+    assert evals["scores_valid"].metadata["rows_checked"].value == 2000
+    assert {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()} == {"scores/scored_customers"}
+    assert duckdb.sql(f"SELECT sum(predicted_spend) FROM '{parquet}'").fetchone()[0] == published
+    # the command line says what the check found, not only that a check failed
+    from customer_assets.cli import Runner
+
+    with pytest.raises(SystemExit) as exit_:
+        Runner(copy, dg.DagsterInstance.ephemeral()).run(publish, "1998-06-30", "scored")
+    assert str(exit_.value) == ("customer-assets: scored failed: scores/scored_customers check scores_valid: Rows breaking each "
+                                "rule: negative_or_non_finite_value 3 (a blocking check: nothing downstream of it ran)")
+    assert duckdb.sql(f"SELECT sum(predicted_spend) FROM '{parquet}'").fetchone()[0] == published
+    # control: without the bug the same run publishes again
+    monkeypatch.setattr(score_assets, "score_frame", real)
+    result = materialize(copy, publish, partition_key="1998-06-30")
+    assert {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()} == set(publish.split())

@@ -330,6 +330,18 @@ def test_the_cli_shows_what_the_warning_checks_found(ledger_csv, tmp_path, monke
     assert err.count("warning:") == 1  # the other checks passed
 
 
+def test_a_check_without_a_description_is_summed_up_by_its_nonzero_counts():
+    from customer_assets.cli import check_line
+
+    check = dg.AssetCheckEvaluation(asset_key=dg.AssetKey(["features", "customer_features"]), check_name="features_valid",
+                                    passed=False, metadata={"recency_out_of_range": 2, "rows_with_nulls": 0, "scoped": True})
+    assert check_line(check) == "features/customer_features check features_valid: recency_out_of_range 2"
+    described = dg.AssetCheckEvaluation(asset_key=check.asset_key, check_name="x", passed=False, description="why")
+    assert check_line(described) == "features/customer_features check x: why"
+    bare = dg.AssetCheckEvaluation(asset_key=check.asset_key, check_name="y", passed=False, metadata={"n": 0})
+    assert check_line(bare) == "features/customer_features check y: did not pass"
+
+
 def test_the_cli_shows_the_reason_not_the_step_wrapper(tmp_path, monkeypatch):
     """A failed ingest through the CLI's runner ends with our message (file, problem, fix), not Dagster's wrapper."""
     from customer_assets.cli import Runner

@@ -1,0 +1,86 @@
+"""Blocking checks on the scored table, the one analysts query.
+
+They gate what is published from it: when one fails, ``serving/snapshot`` and ``reports/customer_report`` do not run
+in that run, so the serving copy keeps the last scores that passed. In a partitioned run a check looks at the run's
+partition only; run on its own, it checks every stored cutoff.
+"""
+
+import dagster as dg
+from dagster_duckdb import DuckDBResource
+
+from customer_assets.storage import table_exists
+
+SCORES = dg.AssetKey(["scores", "scored_customers"])
+NOT_NULL = ["customer_id", "segment", "recommended_action", "horizon_days", "ltv_horizon_days", "model_cutoff_date"]
+# each rule: (metadata name, the SQL condition a row breaks it by). NaN and infinities break every numeric rule.
+RULES = [
+    ("probability_out_of_range", "NOT (isfinite(purchase_probability) AND purchase_probability BETWEEN 0 AND 1 "
+                                 "AND isfinite(churn_probability) AND churn_probability BETWEEN 0 AND 1)"),
+    ("probabilities_not_complementary", "abs(purchase_probability + churn_probability - 1) > 1e-9"),
+    ("negative_or_non_finite_value", "NOT (isfinite(predicted_spend) AND predicted_spend >= 0 "
+                                     "AND isfinite(predicted_ltv) AND predicted_ltv >= 0)"),
+    ("days_to_next_purchase_invalid", "NOT (isfinite(predicted_days_to_next_purchase) AND predicted_days_to_next_purchase > 0)"),
+    ("value_decile_out_of_range", "value_decile NOT BETWEEN 1 AND 10"),
+    ("model_cutoff_not_h_days_before", "model_cutoff_date <> cutoff_date - horizon_days::INTEGER"),
+    ("rows_with_nulls", " OR ".join(f"{c} IS NULL" for c in NOT_NULL)),
+]
+
+
+def _scope(context: dg.AssetCheckExecutionContext) -> tuple[str, list]:
+    partition = context.run.tags.get("dagster/partition")
+    return ("WHERE cutoff_date = ?", [partition]) if partition else ("", [])
+
+
+@dg.asset_check(asset=SCORES, blocking=True, pool="duckdb",
+                description="Every customer of the cutoff's features/customer_features is scored exactly once, and no one else.")
+def every_customer_scored_once(context: dg.AssetCheckExecutionContext, duckdb: DuckDBResource) -> dg.AssetCheckResult:
+    where, params = _scope(context)
+    with duckdb.get_connection() as conn:
+        dupes = conn.execute(
+            f"SELECT count(*) FROM (SELECT cutoff_date, customer_id FROM scores.scored_customers {where} "
+            "GROUP BY ALL HAVING count(*) > 1)", params
+        ).fetchone()[0]
+        # coverage is compared where the cutoff's features are stored (the retention may have deleted older ones)
+        missing = extra = 0
+        unchecked: list[str] = []
+        if table_exists(conn, "features", "customer_features"):
+            missing, extra = conn.execute(
+                f"""WITH s AS (SELECT DISTINCT cutoff_date, customer_id FROM scores.scored_customers {where}),
+                         f AS (SELECT cutoff_date, customer_id FROM features.customer_features
+                               WHERE cutoff_date IN (SELECT cutoff_date FROM s))
+                    SELECT (SELECT count(*) FROM f ANTI JOIN s USING (cutoff_date, customer_id)),
+                           (SELECT count(*) FROM s ANTI JOIN f USING (cutoff_date, customer_id)
+                            WHERE s.cutoff_date IN (SELECT cutoff_date FROM f))""", params
+            ).fetchone()
+            unchecked = [str(r[0]) for r in conn.execute(
+                f"""SELECT DISTINCT cutoff_date FROM scores.scored_customers {where} EXCEPT
+                    SELECT DISTINCT cutoff_date FROM features.customer_features ORDER BY 1""", params
+            ).fetchall()]
+    metadata = {"duplicated_customers": int(dupes), "customers_not_scored": int(missing),
+                "scored_customers_not_in_features": int(extra)}
+    if unchecked:
+        metadata["cutoffs_without_features"] = ", ".join(unchecked)
+    passed = dupes == 0 and missing == 0 and extra == 0
+    return dg.AssetCheckResult(passed=passed, metadata=metadata,
+                               description=None if passed else "; ".join(f"{k} {v}" for k, v in metadata.items()
+                                                                        if k != "cutoffs_without_features" and v))
+
+
+@dg.asset_check(asset=SCORES, blocking=True, pool="duckdb",
+                description="Probabilities in [0, 1] that sum to 1, spend and LTV finite and >= 0, days to next purchase "
+                            "> 0, value decile 1-10, model cutoff = cutoff - H, and no NULLs where none may be.")
+def scores_valid(context: dg.AssetCheckExecutionContext, duckdb: DuckDBResource) -> dg.AssetCheckResult:
+    where, params = _scope(context)
+    counts = ", ".join(f"count(*) FILTER (WHERE coalesce({cond}, true))" for _, cond in RULES[:-1])
+    with duckdb.get_connection() as conn:
+        row = conn.execute(f"SELECT {counts}, count(*) FILTER (WHERE {RULES[-1][1]}), count(*) "
+                           f"FROM scores.scored_customers {where}", params).fetchone()
+    broken = {name: int(n) for (name, _), n in zip(RULES, row[:-1], strict=True)}
+    passed = not any(broken.values())
+    return dg.AssetCheckResult(
+        passed=passed, metadata={**broken, "rows_checked": int(row[-1])},
+        description=None if passed else "Rows breaking each rule: " + "; ".join(f"{k} {v}" for k, v in broken.items() if v),
+    )
+
+
+SCORE_CHECKS = [every_customer_scored_once, scores_valid]
