@@ -80,6 +80,15 @@ def test_gamma_gamma_expected_spend_is_a_weighted_mean():
     assert P.gamma_gamma_expected_spend(params, [x], [m])[0] == pytest.approx(w * pop + (1 - w) * m)
 
 
+def test_gamma_gamma_expected_spend_of_repeat_days_that_netted_zero_or_less_is_the_limit_at_zero():
+    """Returns larger than the purchases make a customer's mean repeat spend negative. Gamma-Gamma is fitted on m > 0
+    only; applied to m = -10 its formula gives p (v + x m) / (p x + q - 1) = 6 (15 - 20) / 15 = -2. The limit m -> 0 is
+    6 x 15 / 15 = 6, the population mean 6 x 15 / 3 = 30 shrunk by the weight of two repeat days, 3 / 15."""
+    params = P.GammaGammaParams(p=6.0, q=4.0, v=15.0, log_likelihood=0, converged=True, method="given")
+    spend = P.gamma_gamma_expected_spend(params, [2, 2, 2, 0, 0], [-10.0, 0.0, float("nan"), -10.0, 0.0])
+    np.testing.assert_allclose(spend, [6.0, 6.0, 6.0, 30.0, 30.0])
+
+
 def test_gamma_gamma_refuses_too_few_repeat_buyers():
     with pytest.raises(ValueError, match="at least 2 repeat customers"):
         P.fit_gamma_gamma(np.array([0, 0, 1.0]), np.array([0, 0, 10.0]))

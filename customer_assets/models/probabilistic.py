@@ -214,10 +214,16 @@ def fit_gamma_gamma(x: np.ndarray, m: np.ndarray, initial: tuple[float, float, f
 
 
 def gamma_gamma_expected_spend(params: GammaGammaParams, x, m) -> np.ndarray:
-    """E[spend per purchase | x, m]; customers with no repeat purchase get the population mean p*v/(q-1)."""
+    """E[spend per purchase | x, m]; customers with no repeat purchase get the population mean p*v/(q-1).
+
+    Gamma-Gamma models positive spend and is fitted on customers with ``m > 0`` only. A customer whose repeat
+    purchase days netted zero or less (returns larger than the purchases) gets the limit ``m -> 0``: the population
+    mean shrunk by the weight of their ``x`` repeat days, ``(q - 1) / (p x + q - 1) * p v / (q - 1)``. Applied to a
+    negative ``m``, the formula would predict negative spend.
+    """
     p, q, v = params.p, params.q, params.v
     x = np.asarray(x, dtype=float)
-    m = np.nan_to_num(np.asarray(m, dtype=float), nan=0.0)
+    m = np.clip(np.nan_to_num(np.asarray(m, dtype=float), nan=0.0), 0.0, None)
     pop_mean = p * v / (q - 1) if q > 1 else np.nan
     cond = (p * (v + x * m)) / (p * x + q - 1)
     return np.where(x > 0, cond, pop_mean)
