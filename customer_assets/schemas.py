@@ -188,6 +188,9 @@ SCORED_CUSTOMERS: list[C] = [
     ("model_cutoff_date", "DATE", "Partition of the models used (= s - H)"),
     ("top_drivers", "VARCHAR", "The 3 features that moved this customer's churn risk and spend most, from the models' own "
                                "per-row contributions (link scale), e.g. 'recency_days (churn +0.84)'"),
+    ("models_kept", "VARCHAR", "NULL when all four models are of model_cutoff_date. Otherwise the models that scoring "
+                               "kept from an earlier partition because that of model_cutoff_date was not promoted, "
+                               "e.g. 'churn 1997-12-01'"),
 ]
 
 

@@ -43,8 +43,8 @@ def test_scores_cover_every_customer_with_model_h_days_earlier(scored):
     customers = _q(scored, "SELECT count(DISTINCT customer_id) AS n FROM clean.transactions").n[0]
     assert customers == 2000 and len(s) == 2000
     assert list(s.columns) == SCORED_COLUMNS
-    assert s.isna().sum().sum() == 0
-    assert set(s.model_cutoff_date.dt.date) == {date(1998, 4, 1)}
+    assert s.drop(columns="models_kept").isna().sum().sum() == 0
+    assert set(s.model_cutoff_date.dt.date) == {date(1998, 4, 1)} and s.models_kept.isna().all()  # every model promoted
     assert set(s.horizon_days) == {90} and set(s.ltv_horizon_days) == {365}
     assert s.purchase_probability.between(0, 1).all()
     np.testing.assert_allclose(s.churn_probability + s.purchase_probability, 1.0)
@@ -577,6 +577,8 @@ def test_backtest_evaluates_the_model_that_scored_when_the_partition_was_not_pro
         conn.execute("""UPDATE models.churn SET promoted = false, params = json_merge_patch(params, '{"promoted": false}'),
                         notes = '["not promoted: made so by the test"]' WHERE cutoff_date = '1998-01-01'""")
     assert materialize(copy, SCORE_SEL, partition_key="1998-04-01").success
+    kept = _q(copy, "SELECT DISTINCT model_cutoff_date, models_kept FROM scores.scored_customers WHERE cutoff_date = '1998-04-01'")
+    assert kept.to_dict("records") == [{"model_cutoff_date": pd.Timestamp("1998-01-01"), "models_kept": "churn 1997-12-01"}]
     result = materialize(copy, "evaluation/backtest", partition_key="1998-01-01",
                          run_config={"ops": {"evaluation__backtest": {"config": {"bootstrap_samples": 20}}}})
     meta = result.asset_materializations_for_node("evaluation__backtest")[0].metadata

@@ -63,8 +63,13 @@ def served_models(conn, names: list[str], scoring_cutoff: date, warn) -> dict[st
     return loaded
 
 
-def score_frame(feats: pd.DataFrame, segs: pd.DataFrame, models: dict[str, L.ModelRecord], cutoff: date, model_cutoff: date) -> pd.DataFrame:
-    """Apply the four models to the features at ``cutoff``. Pure: no warehouse access."""
+def score_frame(feats: pd.DataFrame, segs: pd.DataFrame, models: dict[str, L.ModelRecord], cutoff: date, model_cutoff: date,
+                kept: dict[str, date] | None = None) -> pd.DataFrame:
+    """Apply the four models to the features at ``cutoff``. Pure: no warehouse access.
+
+    ``kept`` names the models that came from an earlier partition than ``model_cutoff`` (that partition's model was
+    not promoted), with the partition they came from; it fills ``models_kept``.
+    """
     if len(segs) == len(feats) and np.array_equal(segs["customer_id"].to_numpy(), feats["customer_id"].to_numpy()):
         df = feats.assign(segment=segs["segment"].to_numpy())  # same customers in the same order: no join needed
     else:
@@ -89,6 +94,8 @@ def score_frame(feats: pd.DataFrame, segs: pd.DataFrame, models: dict[str, L.Mod
     out["horizon_days"] = HORIZON_DAYS
     out["ltv_horizon_days"] = LTV_HORIZON_DAYS
     out["model_cutoff_date"] = model_cutoff
+    note = "; ".join(f"{n} {d}" for n, d in sorted((kept or {}).items())) or None
+    out["models_kept"] = pd.Series(note, index=out.index, dtype="string")  # typed: an all-NULL column would be INTEGER
     return out[S.SCORED_COLUMNS]
 
 
@@ -125,7 +132,8 @@ def scored_customers(context: dg.AssetExecutionContext, duckdb: DuckDBResource) 
         if segs.empty:
             raise dg.Failure(f"segments/customer_segments has no rows for {cutoff}: materialize that partition first." + MISSING_HINT)
         context.log.info(f"Scoring {len(feats):,} customers at {cutoff} with the models of {model_cutoff}")
-        out = score_frame(feats, segs, models, cutoff, model_cutoff)
+        kept = {n: v[1] for n, v in loaded.items() if v[1] != model_cutoff}
+        out = score_frame(feats, segs, models, cutoff, model_cutoff, kept)
         n = replace_partition_df(conn, "scores", "scored_customers", cutoff, out)
     by_segment = S.segment_profile(out, feats)
     from customer_assets import charts as ch

@@ -23,6 +23,7 @@ SCORED_COLUMNS = [
     "ltv_horizon_days",
     "model_cutoff_date",
     "top_drivers",
+    "models_kept",
 ]
 
 
