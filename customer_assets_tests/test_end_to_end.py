@@ -716,7 +716,8 @@ def test_model_config_sets_the_stacking_candidates_and_refuses_bad_ones(scored, 
     assert json.loads(_q(copy, "SELECT params FROM models.churn WHERE cutoff_date = '1998-04-01'").params.iloc[0]) == params
 
 
-SCORE_CHECKS = dg.AssetSelection.checks_for_assets(dg.AssetKey(["scores", "scored_customers"]))
+SCORE_CHECKS = dg.AssetSelection.checks(*[dg.AssetCheckKey(dg.AssetKey(["scores", "scored_customers"]), name)
+                                            for name in ("every_customer_scored_once", "scores_valid")])
 
 
 def test_score_checks_pass_on_the_scores_and_count_each_kind_of_bad_row(scored, tmp_path):
@@ -804,3 +805,45 @@ def test_bad_scores_are_not_published(scored, tmp_path, monkeypatch):
     monkeypatch.setattr(score_assets, "score_frame", real)
     result = materialize(copy, publish, partition_key="1998-06-30")
     assert {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()} == set(publish.split())
+
+
+
+def test_scores_stable_compares_a_night_with_the_one_before_and_warns_on_a_large_move(scored, tmp_path):
+    import shutil
+
+    copy = str(tmp_path / "w.duckdb")
+    shutil.copy(scored, copy)
+    stable = dg.AssetSelection.checks(dg.AssetCheckKey(dg.AssetKey(["scores", "scored_customers"]), "scores_stable"))
+
+    def check():
+        (e,) = materialize(copy, stable).get_asset_check_evaluations()
+        return e, {k: v.value for k, v in e.metadata.items()}
+
+    first, meta = check()  # 1998-06-30: the cutoff before it, 1998-04-01, is 90 days older
+    assert first.passed and meta == {"cutoff": "1998-06-30", "compared_with": "nothing: no scored cutoff in the 7 days before"}
+    with duckdb.connect(copy) as conn:  # the next night, scored alike
+        conn.execute("INSERT INTO scores.scored_customers SELECT * REPLACE (DATE '1998-07-01' AS cutoff_date) "
+                     "FROM scores.scored_customers WHERE cutoff_date = '1998-06-30'")
+    same, meta = check()
+    assert same.passed and meta == {"cutoff": "1998-07-01", "compared_with": "1998-06-30", "customers_in_both": 2000,
+                                    "mean_purchase_probability_change": 0, "expected_spend_change": 0,
+                                    "expected_ltv_change": 0, "purchase_probability_correlation": 1,
+                                    "ltv_correlation": 1}
+    with duckdb.connect(copy) as conn:  # a night whose purchase probabilities halved and whose LTVs were shuffled
+        conn.execute("UPDATE scores.scored_customers SET purchase_probability = purchase_probability / 2, "
+                     "churn_probability = 1 - purchase_probability / 2 WHERE cutoff_date = '1998-07-01'")
+        conn.execute("""UPDATE scores.scored_customers s SET predicted_ltv = r.ltv FROM (
+                          SELECT customer_id, lead(predicted_ltv, 1000) OVER (ORDER BY customer_id) AS ltv FROM scores.scored_customers
+                          WHERE cutoff_date = '1998-07-01' QUALIFY ltv IS NOT NULL) r
+                        WHERE s.cutoff_date = '1998-07-01' AND s.customer_id = r.customer_id""")
+        # the first 1,000 customers (by id) took the LTVs of the last 1,000, and the last 1,000 kept their own
+        corr = conn.execute("SELECT corr(a.predicted_ltv, b.predicted_ltv), sum(a.predicted_ltv) / sum(b.predicted_ltv) - 1 "
+                            "FROM scores.scored_customers a JOIN scores.scored_customers b USING (customer_id) "
+                            "WHERE a.cutoff_date = '1998-07-01' AND b.cutoff_date = '1998-06-30'").fetchone()
+    moved, meta = check()
+    assert not moved.passed and moved.severity == dg.AssetCheckSeverity.WARN
+    assert meta["mean_purchase_probability_change"] == -0.5 and meta["expected_spend_change"] == 0
+    assert meta["purchase_probability_correlation"] == 1  # halving every probability keeps their order and correlation
+    assert meta["ltv_correlation"] == round(corr[0], 4) < 0.9 and meta["expected_ltv_change"] == round(corr[1], 4)
+    assert moved.description.startswith("The scores at 1998-07-01 moved far from those at 1998-06-30: "
+                                        "mean_purchase_probability_change -50.0%, ")

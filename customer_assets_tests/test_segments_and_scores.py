@@ -684,3 +684,4 @@ def test_a_fixed_spend_blend_weight_replaces_the_validated_one_and_is_recorded()
     np.testing.assert_allclose(L.predict_spend(back, fresh), 0.4 * own + 0.6 * fresh["bg_expected_value"].to_numpy(), rtol=1e-6)
     with pytest.raises(ValueError, match=r"spend_blend_weight 1.5 is not between 0 and 1"):
         dataclasses.replace(_data(), spend_blend_weight=1.5)
+

@@ -1,8 +1,9 @@
-"""Blocking checks on the scored table, the one analysts query.
+"""Checks on the scored table, the one analysts query.
 
-They gate what is published from it: when one fails, ``serving/snapshot`` and ``reports/customer_report`` do not run
-in that run, so the serving copy keeps the last scores that passed. In a partitioned run a check looks at the run's
-partition only; run on its own, it checks every stored cutoff.
+The two blocking ones gate what is published from it: when one fails, ``serving/snapshot`` and
+``reports/customer_report`` do not run in that run, so the serving copy keeps the last scores that passed. In a
+partitioned run they look at the run's partition only; run on their own, at every stored cutoff. ``scores_stable``
+only warns: a large move since the previous night may be real.
 """
 
 import dagster as dg
@@ -83,4 +84,53 @@ def scores_valid(context: dg.AssetCheckExecutionContext, duckdb: DuckDBResource)
     )
 
 
-SCORE_CHECKS = [every_customer_scored_once, scores_valid]
+# a nightly rescore is compared with the scored cutoff before it when that one is at most this many days older
+STABLE_MAX_GAP_DAYS = 7
+# warn when a total moves by more than this share overnight, or the customers' scores correlate less than this
+STABLE_MAX_CHANGE = 0.25
+STABLE_MIN_CORRELATION = 0.9
+STABLE_SQL = """
+WITH now AS (SELECT * FROM scores.scored_customers WHERE cutoff_date = ?),
+     before AS (SELECT * FROM scores.scored_customers WHERE cutoff_date = ?)
+SELECT (SELECT avg(purchase_probability) FROM now) / nullif((SELECT avg(purchase_probability) FROM before), 0) - 1,
+       (SELECT sum(predicted_spend) FROM now) / nullif((SELECT sum(predicted_spend) FROM before), 0) - 1,
+       (SELECT sum(predicted_ltv) FROM now) / nullif((SELECT sum(predicted_ltv) FROM before), 0) - 1,
+       corr(n.purchase_probability, b.purchase_probability), corr(n.predicted_ltv, b.predicted_ltv), count(*)
+FROM now n JOIN before b USING (customer_id)
+"""
+
+
+@dg.asset_check(asset=SCORES, blocking=False, pool="duckdb",
+                description=f"The scores moved little since the previous scored cutoff (at most {STABLE_MAX_GAP_DAYS} days "
+                            f"earlier): mean purchase probability, expected spend and LTV totals within "
+                            f"±{STABLE_MAX_CHANGE:.0%}, and the customers' purchase probabilities and LTVs correlated at "
+                            f"least {STABLE_MIN_CORRELATION} with the night before.")
+def scores_stable(context: dg.AssetCheckExecutionContext, duckdb: DuckDBResource) -> dg.AssetCheckResult:
+    with duckdb.get_connection() as conn:
+        cutoff = context.run.tags.get("dagster/partition") or conn.execute(
+            "SELECT max(cutoff_date)::VARCHAR FROM scores.scored_customers").fetchone()[0]
+        previous = conn.execute(
+            "SELECT max(cutoff_date)::VARCHAR FROM scores.scored_customers WHERE cutoff_date < ?::DATE "
+            "AND cutoff_date >= ?::DATE - ?::INTEGER", [cutoff, cutoff, STABLE_MAX_GAP_DAYS]).fetchone()[0]
+        if previous is None:
+            return dg.AssetCheckResult(passed=True, metadata={
+                "cutoff": cutoff, "compared_with": f"nothing: no scored cutoff in the {STABLE_MAX_GAP_DAYS} days before"})
+        row = conn.execute(STABLE_SQL, [cutoff, previous]).fetchone()
+    names = ["mean_purchase_probability_change", "expected_spend_change", "expected_ltv_change",
+             "purchase_probability_correlation", "ltv_correlation"]
+    found = {n: None if v is None else round(float(v), 4) for n, v in zip(names, row[:5], strict=True)}
+    moved = {n: v for n, v in found.items() if v is not None and (
+        abs(v) > STABLE_MAX_CHANGE if n.endswith("_change") else v < STABLE_MIN_CORRELATION)}
+    return dg.AssetCheckResult(
+        passed=not moved, severity=dg.AssetCheckSeverity.WARN,
+        metadata={"cutoff": cutoff, "compared_with": previous, "customers_in_both": int(row[5]),
+                  **{n: v for n, v in found.items() if v is not None}},
+        description=None if not moved else (
+            f"The scores at {cutoff} moved far from those at {previous}: "
+            + ", ".join(f"{k} {v:+.1%}" if k.endswith("_change") else f"{k} {v}" for k, v in moved.items())
+            + f" (limits ±{STABLE_MAX_CHANGE:.0%} and {STABLE_MIN_CORRELATION}). A changed source or mapping, or a model "
+            "that behaves differently, is the usual cause: compare the two cutoffs before acting on them."),
+    )
+
+
+SCORE_CHECKS = [every_customer_scored_once, scores_valid, scores_stable]
