@@ -7,19 +7,16 @@ not rescan every earlier partition); run on its own, it checks the whole table.
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
+from customer_assets.partitions import check_scope
+
 FEATURES = dg.AssetKey(["features", "customer_features"])
 NOT_NULL = ["customer_id", "recency_days", "frequency", "monetary_total", "tenure_days", "spend_90d", "purchases_90d", "momentum_ratio"]
-
-
-def _scope(context: dg.AssetCheckExecutionContext) -> tuple[str, list]:
-    partition = context.run.tags.get("dagster/partition")
-    return ("WHERE cutoff_date = ?", [partition]) if partition else ("", [])
 
 
 @dg.asset_check(asset=FEATURES, blocking=True, pool="duckdb",
                 description="Exactly one row per customer per cutoff.")
 def one_row_per_customer(context: dg.AssetCheckExecutionContext, duckdb: DuckDBResource) -> dg.AssetCheckResult:
-    where, params = _scope(context)
+    where, params = check_scope(context)
     with duckdb.get_connection() as conn:
         dupes = conn.execute(
             f"SELECT count(*) FROM (SELECT cutoff_date, customer_id FROM features.customer_features {where} "
@@ -32,7 +29,7 @@ def one_row_per_customer(context: dg.AssetCheckExecutionContext, duckdb: DuckDBR
                 description="Recency lies within the history (0 <= recency <= tenure) and required features are not NULL.")
 def features_valid(context: dg.AssetCheckExecutionContext, duckdb: DuckDBResource) -> dg.AssetCheckResult:
     nulls = " OR ".join(f"{c} IS NULL" for c in NOT_NULL)
-    where, params = _scope(context)
+    where, params = check_scope(context)
     with duckdb.get_connection() as conn:
         bad_recency, null_rows = conn.execute(
             f"SELECT count(*) FILTER (WHERE recency_days < 0 OR recency_days > tenure_days), count(*) FILTER (WHERE {nulls}) "

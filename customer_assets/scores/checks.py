@@ -9,6 +9,7 @@ only warns: a large move since the previous night may be real.
 import dagster as dg
 from dagster_duckdb import DuckDBResource
 
+from customer_assets.partitions import check_scope
 from customer_assets.storage import table_exists
 
 SCORES = dg.AssetKey(["scores", "scored_customers"])
@@ -27,15 +28,10 @@ RULES = [
 ]
 
 
-def _scope(context: dg.AssetCheckExecutionContext) -> tuple[str, list]:
-    partition = context.run.tags.get("dagster/partition")
-    return ("WHERE cutoff_date = ?", [partition]) if partition else ("", [])
-
-
 @dg.asset_check(asset=SCORES, blocking=True, pool="duckdb",
                 description="Every customer of the cutoff's features/customer_features is scored exactly once, and no one else.")
 def every_customer_scored_once(context: dg.AssetCheckExecutionContext, duckdb: DuckDBResource) -> dg.AssetCheckResult:
-    where, params = _scope(context)
+    where, params = check_scope(context)
     with duckdb.get_connection() as conn:
         dupes = conn.execute(
             f"SELECT count(*) FROM (SELECT cutoff_date, customer_id FROM scores.scored_customers {where} "
@@ -71,7 +67,7 @@ def every_customer_scored_once(context: dg.AssetCheckExecutionContext, duckdb: D
                 description="Probabilities in [0, 1] that sum to 1, spend and LTV finite and >= 0, days to next purchase "
                             "> 0, value decile 1-10, model cutoff = cutoff - H, and no NULLs where none may be.")
 def scores_valid(context: dg.AssetCheckExecutionContext, duckdb: DuckDBResource) -> dg.AssetCheckResult:
-    where, params = _scope(context)
+    where, params = check_scope(context)
     counts = ", ".join(f"count(*) FILTER (WHERE coalesce({cond}, true))" for _, cond in RULES[:-1])
     with duckdb.get_connection() as conn:
         row = conn.execute(f"SELECT {counts}, count(*) FILTER (WHERE {RULES[-1][1]}), count(*) "

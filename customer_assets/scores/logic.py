@@ -125,4 +125,3 @@ def segment_profile(scored: pd.DataFrame, features: pd.DataFrame) -> pd.DataFram
     ).reset_index()
     prof.insert(2, "share", prof["customers"] / max(len(frame), 1))
     return prof.sort_values("expected_ltv", ascending=False, kind="mergesort").reset_index(drop=True)
-
