@@ -13,7 +13,13 @@ from customer_assets.settings import ENV_DB, HORIZON_DAYS
 
 def _instance() -> dg.DagsterInstance:
     """The DAGSTER_HOME instance when one is set (runs then show in the UI), else a throwaway one."""
-    if os.environ.get("DAGSTER_HOME"):
+    if home := os.environ.get("DAGSTER_HOME"):
+        if not (os.path.isabs(home) and os.path.isdir(home)):  # else Dagster's own traceback
+            raise SystemExit(
+                f"customer-assets: DAGSTER_HOME={home} must be an existing folder, given by an absolute path. Create it "
+                f"(`make run` uses {os.path.join('<project>', '.dagster_home')}), or unset DAGSTER_HOME to run without "
+                "keeping the run history."
+            )
         return dg.DagsterInstance.get()
     return dg.DagsterInstance.ephemeral()
 

@@ -330,6 +330,19 @@ def test_the_cli_shows_what_the_warning_checks_found(ledger_csv, tmp_path, monke
     assert err.count("warning:") == 1  # the other checks passed
 
 
+@pytest.mark.parametrize("home", ["missing", "relative"])
+def test_a_dagster_home_that_is_not_an_existing_absolute_folder_is_refused_clearly(home, tmp_path, monkeypatch):
+    from customer_assets.cli import main
+
+    value = str(tmp_path / "not_there") if home == "missing" else "dagster_home"
+    monkeypatch.setenv("DAGSTER_HOME", value)
+    with pytest.raises(SystemExit) as exit_:
+        main(["materialize", "--db", str(tmp_path / "w.duckdb")])
+    assert str(exit_.value).startswith(f"customer-assets: DAGSTER_HOME={value} must be an existing folder, given by an "
+                                       "absolute path. Create it")
+    assert not (tmp_path / "w.duckdb").exists()  # refused before anything was written
+
+
 def test_a_check_without_a_description_is_summed_up_by_its_nonzero_counts():
     from customer_assets.cli import check_line
 
