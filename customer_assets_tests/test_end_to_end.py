@@ -265,6 +265,9 @@ def test_backtest_check_warns_when_the_champion_is_worse_than_a_baseline(scored,
     (check,) = result.get_asset_check_evaluations()
     assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
     worse = check.metadata["significantly_worse"].value
+    # what the CLI prints under the step (the check's description)
+    assert check.description.startswith("the champion is significantly worse than a baseline on ")
+    assert "purchase roc_auc vs bgnbd" in check.description
     for baseline in ("bgnbd", "neg_recency", "seed_xgboost"):
         assert f"| purchase | {baseline} | roc_auc |" in worse, worse
     auc = _q(copy, "SELECT value FROM evaluation.backtest_metrics WHERE cutoff_date = '1998-01-01' AND task = 'purchase' "

@@ -92,12 +92,14 @@ def backtest(context: dg.AssetExecutionContext, config: BacktestConfig, duckdb: 
         replace_partition_df(conn, "evaluation", "reliability", t, rel)
     table = rows[rows.metric.isin(["roc_auc", "pr_auc", "brier", "r2", "aggregate_error", "top10_share", "c_index"])]
     worse = E.significantly_worse(rows)
+    found = None
     if len(worse):
-        context.log.warning(f"Backtest {t}: the champion is significantly worse than a baseline on "
-                            + "; ".join(f"{r.task} {r.metric} vs {r.system}" for r in worse.itertuples()))
+        found = ("the champion is significantly worse than a baseline on "
+                 + "; ".join(f"{r.task} {r.metric} vs {r.system}" for r in worse.itertuples()))
+        context.log.warning(f"Backtest {t}: {found}")
     return dg.MaterializeResult(
         check_results=[dg.AssetCheckResult(
-            check_name=NOT_WORSE, passed=worse.empty, severity=dg.AssetCheckSeverity.WARN,
+            check_name=NOT_WORSE, passed=worse.empty, severity=dg.AssetCheckSeverity.WARN, description=found,
             metadata={"partition": t.isoformat(), "comparisons": int(rows["diff_ci_low"].notna().sum()),
                       "significantly_worse": dg.MetadataValue.md(markdown_preview(worse, n=20)) if len(worse) else "none"},
         )],
