@@ -172,3 +172,11 @@ def markdown_preview(frame: pd.DataFrame, n: int = 5) -> str:
 
 def query_df(conn: duckdb.DuckDBPyConnection, sql: str, params: list[Any] | None = None) -> pd.DataFrame:
     return conn.execute(sql, params or []).df()
+
+
+def duplicated_customers(conn: duckdb.DuckDBPyConnection, table: str, where: str = "", params: list | None = None) -> int:
+    """How many (cutoff_date, customer_id) pairs of ``table`` (``schema.name``) have more than one row; ``where``
+    (with ``params``) narrows it, e.g. to one partition."""
+    return int(conn.execute(
+        f"SELECT count(*) FROM (SELECT cutoff_date, customer_id FROM {table} {where} GROUP BY ALL HAVING count(*) > 1)",
+        params or []).fetchone()[0])

@@ -8,6 +8,7 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from customer_assets.partitions import check_scope
+from customer_assets.storage import duplicated_customers
 
 FEATURES = dg.AssetKey(["features", "customer_features"])
 NOT_NULL = ["customer_id", "recency_days", "frequency", "monetary_total", "tenure_days", "spend_90d", "purchases_90d", "momentum_ratio"]
@@ -18,10 +19,7 @@ NOT_NULL = ["customer_id", "recency_days", "frequency", "monetary_total", "tenur
 def one_row_per_customer(context: dg.AssetCheckExecutionContext, duckdb: DuckDBResource) -> dg.AssetCheckResult:
     where, params = check_scope(context)
     with duckdb.get_connection() as conn:
-        dupes = conn.execute(
-            f"SELECT count(*) FROM (SELECT cutoff_date, customer_id FROM features.customer_features {where} "
-            "GROUP BY ALL HAVING count(*) > 1)", params
-        ).fetchone()[0]
+        dupes = duplicated_customers(conn, "features.customer_features", where, params)
     return dg.AssetCheckResult(passed=dupes == 0, metadata={"duplicated_customer_cutoffs": dupes})
 
 

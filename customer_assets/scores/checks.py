@@ -10,7 +10,7 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from customer_assets.partitions import check_scope
-from customer_assets.storage import table_exists
+from customer_assets.storage import duplicated_customers, table_exists
 
 SCORES = dg.AssetKey(["scores", "scored_customers"])
 NOT_NULL = ["customer_id", "segment", "recommended_action", "horizon_days", "ltv_horizon_days", "model_cutoff_date"]
@@ -33,10 +33,7 @@ RULES = [
 def every_customer_scored_once(context: dg.AssetCheckExecutionContext, duckdb: DuckDBResource) -> dg.AssetCheckResult:
     where, params = check_scope(context)
     with duckdb.get_connection() as conn:
-        dupes = conn.execute(
-            f"SELECT count(*) FROM (SELECT cutoff_date, customer_id FROM scores.scored_customers {where} "
-            "GROUP BY ALL HAVING count(*) > 1)", params
-        ).fetchone()[0]
+        dupes = duplicated_customers(conn, "scores.scored_customers", where, params)
         # coverage is compared where the cutoff's features are stored (the retention may have deleted older ones)
         missing = extra = 0
         unchecked: list[str] = []
