@@ -179,7 +179,8 @@ SCORED_CUSTOMERS: list[C] = [
     ("purchase_probability", "DOUBLE", "P(at least one purchase in (s, s + H])"),
     ("churn_probability", "DOUBLE", "P(no purchase in (s, s + H]) = 1 - purchase_probability"),
     ("predicted_spend", "DOUBLE", "Expected net spend in (s, s + H]"),
-    ("predicted_ltv", "DOUBLE", "Expected spend over the LTV horizon (BG/NBD + Gamma-Gamma)"),
+    ("predicted_ltv", "DOUBLE", "Expected net spend over the LTV horizon (BG/NBD + Gamma-Gamma, times the share of "
+                                "purchase-day spend kept after returns; 1 without returns)"),
     ("predicted_days_to_next_purchase", "DOUBLE", "Predicted days from s to the next purchase (may exceed H)"),
     ("value_decile", "INTEGER", "1-10 by predicted_ltv; 10 = most valuable tenth"),
     ("recommended_action", "VARCHAR", "Next-best action from segment, churn risk and value"),

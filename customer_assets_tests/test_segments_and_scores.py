@@ -553,6 +553,42 @@ def test_ltv_is_validated_at_t_and_served_as_refitted_on_the_histories_at_t_plus
     assert not np.allclose(L.predict_ltv(served, fresh, 365), L.predict_ltv(fit_at_t, fresh, 365))
 
 
+def test_net_spend_share_by_hand():
+    """A: first day 40, two repeat days of 30 (100 on purchase days), then returns of 20 on another day: net 80.
+    B: one day of 50, no returns. Kept: (80 + 50) / (100 + 50) = 0.866667."""
+    frame = pd.DataFrame({"monetary_total": [80.0, 50.0], "return_amount": [-20.0, 0.0], "first_purchase_amount": [40.0, 50.0],
+                          "frequency": [2, 0], "repeat_monetary_mean": [30.0, 0.0]})
+    assert L.net_spend_share(frame) == pytest.approx(130 / 150)
+    assert L.net_spend_share(frame.assign(return_amount=0.0, monetary_total=[100.0, 50.0])) == 1.0  # no returns: exactly 1
+    assert L.net_spend_share(frame.assign(monetary_total=[-200.0, 50.0])) == 0.0  # more returned than bought: clipped
+
+
+def test_ltv_is_net_of_the_returns_made_on_other_days():
+    """The same histories with returns on other days: the same BG/NBD + Gamma-Gamma fit (it sees purchase days only),
+    times the share kept, in the served LTV and in the in-window check; the published model (the backtest's
+    baseline) is left as it is."""
+    import json
+
+    t = date(2020, 6, 1)
+    f = _labelled_cutoff(t)
+    f = f.assign(first_purchase_amount=25.0, return_amount=0.0,
+                 monetary_total=25.0 + f["frequency"] * f["repeat_monetary_mean"])  # purchase days only
+    returned = f.assign(return_amount=np.where(f["frequency"] >= 5, -30.0, 0.0))
+    returned = returned.assign(monetary_total=returned["monetary_total"] + returned["return_amount"])
+    share = L.net_spend_share(returned)
+    assert share == pytest.approx(1 - 30.0 * (f["frequency"] >= 5).sum() / f["monetary_total"].sum())
+    assert 0.5 < share < 0.95 and L.net_spend_share(f) == 1.0
+    net, published, plain = (L.train_ltv(returned, t, 90, 365), L.train_ltv(returned, t, 90, 365, net_of_returns=False),
+                             L.train_ltv(f, t, 90, 365))
+    assert json.loads(net.artifact)["bgnbd"] == json.loads(published.artifact)["bgnbd"] == json.loads(plain.artifact)["bgnbd"]
+    assert [json.loads(r.artifact)["net_spend_share"] for r in (net, published, plain)] == [share, 1.0, 1.0]
+    np.testing.assert_allclose(L.predict_ltv(net, returned, 365), share * L.predict_ltv(published, returned, 365))
+    np.testing.assert_allclose(L.predict_ltv(plain, f, 365), L.predict_ltv(published, returned, 365))
+    # the in-window check scores the same scaled predictions against the labels: Σ pred / Σ y - 1 scales with them
+    assert net.metrics["in_window_aggregate_error"] == pytest.approx(
+        share * (1 + published.metrics["in_window_aggregate_error"]) - 1)
+
+
 def _peak(c: date) -> float:
     """k of the label window (c, c + 90]: 3 for windows that start in September to November (the December peak)."""
     return 3.0 if c.month in (9, 10, 11) else 1.0

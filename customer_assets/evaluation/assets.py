@@ -136,7 +136,8 @@ GROUP BY customer_id
         "of partition c - H: BG/NBD + Gamma-Gamma validated on the histories at c - H, fitted on and applied to those "
         "at c) against the spend of (c, c + LTV horizon], next to BG/NBD + Gamma-Gamma refitted here on the histories "
         "at c (the published model as a library user would fit it at c; equal to the served one unless models/ltv was "
-        "fitted on a sample of customers) and the last-365-days spend. Needs c + LTV horizon within the data "
+        "fitted on a sample of customers or the data have returns, which the served LTV nets out) and the "
+        "last-365-days spend. Needs c + LTV horizon within the data "
         "(CDNOW: c <= 1997-06-30)."
     ),
     metadata={"dagster/column_schema": schemas.column_schema(schemas.LTV_METRICS)},
@@ -157,7 +158,7 @@ def ltv_backtest(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> d
         frame = feats.merge(actual, on="customer_id", how="left")
         y = frame["actual"].fillna(0).to_numpy()
         try:  # the comparison refit must not cost the check of what is served
-            refit_rows = E.ltv_rows(y, L.predict_ltv(L.train_ltv(frame, c, HORIZON_DAYS, LTV_HORIZON_DAYS), frame,
+            refit_rows = E.ltv_rows(y, L.predict_ltv(L.train_ltv(frame, c, HORIZON_DAYS, LTV_HORIZON_DAYS, net_of_returns=False), frame,
                                                      LTV_HORIZON_DAYS), "bgnbd_gamma_gamma")
         except L.InsufficientDataError as exc:
             context.log.warning(f"BG/NBD + Gamma-Gamma could not be refitted on the histories at {c} ({exc}): "

@@ -799,8 +799,25 @@ def _fit_bgnbd_gamma_gamma(frame: pd.DataFrame) -> tuple[P.BGNBDParams, P.GammaG
     return bg, gg, notes
 
 
+def net_spend_share(frame: pd.DataFrame) -> float:
+    """The share of their spend on purchase days that customers kept, after the returns they made on other days.
+
+    BG/NBD + Gamma-Gamma model purchase days: Gamma-Gamma's spend is the net amount of a purchase day (returns made
+    that day included), and a day with only returns is no purchase. So they predict the spend of purchase days, and
+    the returns made on other days (of goods bought earlier) are missing. Over the histories of ``frame`` this is
+    Σ net spend / Σ spend on purchase days, where a customer's spend on purchase days is their first day's amount plus
+    ``frequency`` × ``repeat_monetary_mean``. 1.0 exactly when no customer returned anything; clipped to [0, 1].
+    """
+    if not (frame["return_amount"].astype(float) < 0).any():
+        return 1.0
+    net = float(frame["monetary_total"].astype(float).sum())
+    on_purchase_days = float((frame["first_purchase_amount"].astype(float)
+                              + frame["frequency"].astype(float) * frame["repeat_monetary_mean"].astype(float)).sum())
+    return float(np.clip(net / on_purchase_days, 0.0, 1.0)) if on_purchase_days > 0 else 1.0
+
+
 def train_ltv(frame: pd.DataFrame, cutoff: date, horizon_days: int, ltv_horizon_days: int, log=None,
-              serve_frame: pd.DataFrame | None = None) -> ModelRecord:
+              serve_frame: pd.DataFrame | None = None, net_of_returns: bool = True) -> ModelRecord:
     """BG/NBD + Gamma-Gamma: validated on the histories at ``cutoff`` against its label window, served as refitted
     on ``serve_frame``.
 
@@ -812,13 +829,17 @@ def train_ltv(frame: pd.DataFrame, cutoff: date, horizon_days: int, ltv_horizon_
         s = t + H uses it, so the stored parameters are fitted on the histories at s itself, the newest it may see
         (on CDNOW this missed the LTV total by less at all 9 windows that start after the acquisition quarter:
         ``benchmarks/headroom.py --ltv-staleness``). None fits and serves the histories at t.
+    net_of_returns : multiply by ``net_spend_share`` of the histories fitted on (stored as ``net_spend_share``), so
+        that the LTV is net of returns, like the spend it is checked against. False: the published model as it is
+        (the LTV backtest's ``bgnbd_gamma_gamma`` baseline). Data without returns get 1.0 either way.
     """
     check_training_data(frame, "ltv")
     bg, gg, notes = _fit_bgnbd_gamma_gamma(frame)
+    share = net_spend_share(frame) if net_of_returns else 1.0
     metrics: dict[str, float] = {"bgnbd_log_likelihood": bg.log_likelihood, "gamma_gamma_log_likelihood": gg.log_likelihood}
     if "label_spend" in frame and frame["label_spend"].notna().all():
         x, t_x, T, m = rfm_weeks(frame)
-        pred_h = P.bgnbd_expected_purchases(bg, horizon_days / WEEK, x, t_x, T) * P.gamma_gamma_expected_spend(gg, x, m)
+        pred_h = share * P.bgnbd_expected_purchases(bg, horizon_days / WEEK, x, t_x, T) * P.gamma_gamma_expected_spend(gg, x, m)
         y = frame["label_spend"].astype(float).to_numpy()
         metrics.update({
             "in_window_r2": M.r2(y, pred_h),
@@ -831,30 +852,32 @@ def train_ltv(frame: pd.DataFrame, cutoff: date, horizon_days: int, ltv_horizon_
         check_training_data(serve_frame, "ltv")
         fitted_on, n_rows = cutoff + timedelta(days=horizon_days), len(serve_frame)
         bg, gg, serve_notes = _fit_bgnbd_gamma_gamma(serve_frame)
+        share = net_spend_share(serve_frame) if net_of_returns else 1.0
         notes += [f"served fit, on the histories at {fitted_on}: {n}" for n in serve_notes]
         metrics.update({"bgnbd_log_likelihood": bg.log_likelihood, "gamma_gamma_log_likelihood": gg.log_likelihood})
     if log:
         log(f"BG/NBD r={bg.r:.3f} alpha={bg.alpha:.3f} a={bg.a:.3f} b={bg.b:.3f}; Gamma-Gamma p={gg.p:.3f} q={gg.q:.3f} "
-            f"v={gg.v:.3f} (fitted on the histories at {fitted_on})")
+            f"v={gg.v:.3f} (fitted on the histories at {fitted_on}); net spend share {share:.4f}")
     params = {"family": "bgnbd+gamma-gamma", "bgnbd": bg.to_dict(), "gamma_gamma": gg.to_dict(), "time_unit_days": WEEK,
               "ltv_horizon_days": ltv_horizon_days, "validated_on_histories_at": str(cutoff),
-              "fitted_on_histories_at": str(fitted_on)}
+              "fitted_on_histories_at": str(fitted_on), "net_spend_share": share}
     return ModelRecord(
         "ltv", "customer_assets.probabilistic (scipy)", "1", "json-params", json.dumps(params),
         ["frequency", "t_x_days", "tenure_days", "repeat_monetary_mean"], params, metrics, [fitted_on], n_rows, {}, notes,
     )
 
 
-def _ltv_params(record: ModelRecord) -> tuple[P.BGNBDParams, P.GammaGammaParams]:
+def _ltv_params(record: ModelRecord) -> tuple[P.BGNBDParams, P.GammaGammaParams, float]:
     params = json.loads(record.artifact)
-    return P.BGNBDParams(**params["bgnbd"]), P.GammaGammaParams(**params["gamma_gamma"])
+    # a record written before the share was stored served the published model as it is
+    return P.BGNBDParams(**params["bgnbd"]), P.GammaGammaParams(**params["gamma_gamma"]), float(params.get("net_spend_share", 1.0))
 
 
 def predict_ltv(record: ModelRecord, frame: pd.DataFrame, horizon_days: int) -> np.ndarray:
-    """Expected spend over ``horizon_days``: E[purchases] x E[spend per purchase]."""
-    bg, gg = _ltv_params(record)
+    """Expected net spend over ``horizon_days``: E[purchases] x E[spend per purchase] x the net spend share."""
+    bg, gg, share = _ltv_params(record)
     x, t_x, T, m = rfm_weeks(frame)
-    return P.bgnbd_expected_purchases(bg, horizon_days / WEEK, x, t_x, T) * P.gamma_gamma_expected_spend(gg, x, m)
+    return share * P.bgnbd_expected_purchases(bg, horizon_days / WEEK, x, t_x, T) * P.gamma_gamma_expected_spend(gg, x, m)
 
 
 def top_drivers(churn: ModelRecord, spend: ModelRecord, frame: pd.DataFrame, horizon_days: int = 90, k: int = 3) -> list[str]:
