@@ -372,6 +372,13 @@ def test_report_has_every_section_with_real_numbers(scored):
         assert section in text, section
     total = _q(scored, "SELECT sum(predicted_spend) AS s FROM scores.scored_customers WHERE cutoff_date = '1998-06-30'").s[0]
     assert f"${total:,.0f}" in text
+    assert "<p>Scored with the models trained at 1998-04-01.</p>" in text
+    # a model kept from an earlier partition is named at the top of the report
+    from customer_assets.reports.logic import build_report
+
+    rows = _q(scored, "SELECT * FROM scores.scored_customers WHERE cutoff_date = '1998-06-30'")
+    page, _ = build_report(date(1998, 6, 30), rows.assign(models_kept="churn 1998-03-01"), None, None, 90, 365)
+    assert "<b>Scored with the models trained at 1998-04-01, except: churn 1998-03-01.</b>" in page
 
 
 def test_a_model_trained_alone_equals_the_one_trained_with_shared_frames(scored):

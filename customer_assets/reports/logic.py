@@ -134,5 +134,18 @@ def build_report(cutoff: date, current: pd.DataFrame, previous: pd.DataFrame | N
             f"<body><h1>Customer report, cutoff {cutoff}</h1>"
             f"<p>{n:,} customers. Expected spend in the next {horizon_days} days: <b>${headline['expected_spend_next_h']:,.0f}</b>. "
             f"Expected {ltv_horizon_days}-day value: <b>${headline['expected_ltv']:,.0f}</b>. Mean churn risk "
-            f"{headline['mean_churn_probability']:.1%}.</p>" + "".join(sections) + "</body></html>")
+            f"{headline['mean_churn_probability']:.1%}.</p>" + _models_line(cur) + "".join(sections) + "</body></html>")
     return page, headline
+
+
+def _models_line(scored: pd.DataFrame) -> str:
+    """Which models scored: those of the partition cutoff - H, and any kept from earlier (``models_kept``)."""
+    if "model_cutoff_date" not in scored or scored.empty:
+        return ""
+    partition = pd.Timestamp(scored["model_cutoff_date"].iloc[0]).date()
+    kept = scored["models_kept"].dropna().unique().tolist() if "models_kept" in scored else []
+    if not kept:
+        return f"<p>Scored with the models trained at {partition}.</p>"
+    return (f"<p><b>Scored with the models trained at {partition}, except: {_esc('; '.join(kept))}.</b> The models of "
+            f"{partition} named here did not beat their naive baseline on validation, so the last ones that did were "
+            "kept.</p>")
