@@ -770,6 +770,13 @@ def test_score_checks_pass_on_the_scores_and_count_each_kind_of_bad_row(scored, 
                                  "negative_or_non_finite_value 1; value_decile_out_of_range 1; "
                                  "model_cutoff_not_h_days_before 1; rows_with_nulls 1")
     assert once.description == "duplicated_customers 1; customers_not_scored 1; scored_customers_not_in_features 1"
+    # what serving/snapshot refuses, per cutoff: 1998-06-30 the duplicated customer, the NaN and the -1 spend;
+    # 1998-04-01 the decile 11 with its NULL segment (one row) and the wrong model cutoff (the missing and the unknown
+    # customer are coverage, which only the check can judge)
+    from customer_assets.scores.checks import invalid_cutoffs
+
+    with duckdb.connect(copy, read_only=True) as conn:
+        assert invalid_cutoffs(conn) == {"1998-04-01": 2, "1998-06-30": 3}
 
 
 def test_bad_scores_are_not_published(scored, tmp_path, monkeypatch):
@@ -810,6 +817,13 @@ def test_bad_scores_are_not_published(scored, tmp_path, monkeypatch):
         Runner(copy, dg.DagsterInstance.ephemeral()).run(publish, "1998-06-30", "scored")
     assert str(exit_.value) == ("customer-assets: scored failed: scores/scored_customers check scores_valid: Rows breaking each "
                                 "rule: negative_or_non_finite_value 3 (a blocking check: nothing downstream of it ran)")
+    assert duckdb.sql(f"SELECT sum(predicted_spend) FROM '{parquet}'").fetchone()[0] == published
+    # serving/snapshot run on its own, without the checks, checks the same rules and refuses too
+    alone = materialize(copy, "serving/snapshot", partition_key="1998-06-30", raise_on_error=False)
+    assert not alone.success
+    message = " ".join(e.event_specific_data.error.message for e in alone.all_events if e.is_step_failure)
+    assert "Not published: scores.scored_customers has rows that break the checks scores_valid or " \
+           "every_customer_scored_once at 1998-06-30 (3 rows)." in message
     assert duckdb.sql(f"SELECT sum(predicted_spend) FROM '{parquet}'").fetchone()[0] == published
     # control: without the bug the same run publishes again
     monkeypatch.setattr(score_assets, "score_frame", real)

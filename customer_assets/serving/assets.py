@@ -6,8 +6,10 @@ import dagster as dg
 from dagster_duckdb import DuckDBResource
 
 from customer_assets.partitions import CUTOFF_PARTITIONS
+from customer_assets.scores.checks import invalid_cutoffs
 from customer_assets.serving import logic
 from customer_assets.settings import serving_dir
+from customer_assets.storage import table_exists
 
 
 class ServingConfig(dg.Config):
@@ -35,6 +37,15 @@ class ServingConfig(dg.Config):
 def serving_snapshot(context: dg.AssetExecutionContext, config: ServingConfig, duckdb: DuckDBResource) -> dg.MaterializeResult:
     folder = Path(config.path) if config.path else serving_dir(duckdb.database)
     with duckdb.get_connection() as conn:
+        # the blocking score checks stop this asset only in the run that scored; run on its own (or after a run that
+        # skipped them), it checks the same rules itself, since it publishes every cutoff
+        if table_exists(conn, "scores", "scored_customers") and (bad := invalid_cutoffs(conn)):
+            raise dg.Failure(
+                "Not published: scores.scored_customers has rows that break the checks scores_valid or "
+                "every_customer_scored_once at " + ", ".join(f"{c} ({n} rows)" for c, n in bad.items())
+                + f". The serving copy in {folder} is unchanged. Materialize those partitions of scores/scored_customers "
+                "again, and see their checks for what is wrong."
+            )
         counts = logic.publish(conn, folder)
     views = logic.write_views(folder)
     context.log.info(f"Published {counts} to {folder}; {views}")
