@@ -124,14 +124,15 @@ def _has_models(database: str, names: list[str], partition: str) -> bool:
                    for n in names)
 
 
-def materialize_backtests(runner: Runner, last: date) -> list[str]:
+def materialize_backtests(runner: Runner, last: date, publish: date | None = None) -> list[str]:
     """The newest backtests the data allow, training the model partitions they check when those are missing.
 
     ``evaluation/backtest`` of t = last - 2H (its scores at t + H have a complete window) and
-    ``evaluation/ltv_backtest`` of c = last - LTV horizon (served by the LTV model of c - H). Returns what was
-    skipped, and why.
+    ``evaluation/ltv_backtest`` of c = last - LTV horizon (served by the LTV model of c - H). With ``publish`` (the
+    scored cutoff), ``serving/snapshot`` of that partition is materialized again afterwards, so that the serving copy
+    holds the backtests. Returns what was skipped, and why.
     """
-    from customer_assets.jobs import BACKTEST, LTV_BACKTEST, TRAIN_SELECTION
+    from customer_assets.jobs import BACKTEST, LTV_BACKTEST, SERVING, TRAIN_SELECTION
     from customer_assets.models.assets import MODEL_NAMES
     from customer_assets.settings import LTV_HORIZON_DAYS, PARTITIONS_START
 
@@ -153,6 +154,8 @@ def materialize_backtests(runner: Runner, last: date) -> list[str]:
         steps.append((dg.AssetSelection.assets(LTV_BACKTEST), c, f"checked the LTV served at {c} over the {LTV_HORIZON_DAYS} days after it"))
     else:
         skipped.append(f"evaluation/ltv_backtest: the data span less than {LTV_HORIZON_DAYS} + {HORIZON_DAYS} days after {first}")
+    if steps and publish is not None:
+        steps.append((dg.AssetSelection.assets(SERVING), publish, "published the serving copy with the backtests"))
     runner.progress.total = runner.progress.done + len(steps)
     for selection, partition, label in steps:
         runner.run(selection, partition_key=partition.isoformat(), label=label)
@@ -192,7 +195,7 @@ def materialize_cutoff(cutoff: str | None, database: str | None = None, skip_ing
     runner.run(TRAIN_SELECTION, partition_key=train, label=f"trained the models of partition {train}")
     runner.run(SCORE_SELECTION, partition_key=cutoff, label=f"scored customers at {cutoff}")
     if backtests:
-        for reason in materialize_backtests(runner, last):
+        for reason in materialize_backtests(runner, last, publish=c):
             sys.stderr.write(f"skipped {reason}\n")
     return cutoff
 

@@ -540,7 +540,7 @@ def test_the_nightly_schedules_in_order_on_a_growing_file(cdnow_slice, tmp_path,
         assert instance.get_latest_materialization_event(dg.AssetKey(["clean", "transactions"])).asset_materialization.metadata[
             "data_changed"].value is False
         later = [r.run_key for s in SCHEDULES[1:] for r in requests(s, later, instance)]
-    assert later == ["ltv-backtest-1997-06-30"] and run_keys[later[0]] == "1998-07-01"
+    assert later == ["ltv-backtest-1997-06-30", "publish-1998-06-30"] and run_keys[later[0]] == "1998-07-01"
     ran = {k: r.success for k, r in outcomes.items()}
     assert ran == {
         ("1998-04-04", "ingest_transactions", None): True,
@@ -549,12 +549,18 @@ def test_the_nightly_schedules_in_order_on_a_growing_file(cdnow_slice, tmp_path,
         # 1998-04-01 - 180 d and - 365 d: partitions no night trained models for
         ("1998-04-04", "evaluation/backtest", "1997-10-03"): False,
         ("1998-04-04", "evaluation/ltv_backtest", "1997-04-01"): False,
+        ("1998-04-04", "serving/snapshot", "1998-04-01"): True,  # after the backtests, whatever they did
         ("1998-07-01", "ingest_transactions", None): True,
         ("1998-07-01", "train_models", "1998-04-01"): True,
         ("1998-07-01", "rescore_customers", "1998-06-30"): True,
         ("1998-07-01", "evaluation/backtest", "1998-01-01"): True,
         ("1998-07-01", "evaluation/ltv_backtest", "1997-06-30"): False,
+        ("1998-07-01", "serving/snapshot", "1998-06-30"): True,
     }
+    # so the serving copy analysts open holds the backtest of that night, not only the warehouse
+    served = duckdb.sql(f"SELECT count(*) FROM '{tmp_path / 'serving' / 'evaluation.backtest_metrics.parquet'}' "
+                        "WHERE cutoff_date = '1998-01-01'").fetchone()[0]
+    assert served == len(_q(warehouse, "SELECT * FROM evaluation.backtest_metrics WHERE cutoff_date = '1998-01-01'")) > 0
     # the backtests that fail do so because no night trained the models they check, and say so
     for key, expected in (((("1998-04-04", "evaluation/backtest", "1997-10-03")), "No models/churn for partition 1997-10-03"),
                           # the LTV served at c comes from the models/ltv of c - 90 d
@@ -616,8 +622,13 @@ def test_materialize_with_backtests_adds_the_newest_backtests(scored, tmp_path):
     trained = "SELECT cutoff_date, trained_at FROM models.churn ORDER BY cutoff_date"
     before = _q(copy, trained)
     runner = Runner(copy, dg.DagsterInstance.ephemeral())
-    assert materialize_backtests(runner, date(1998, 6, 30)) == []
-    assert runner.progress.done == runner.progress.total == 3  # backtest, LTV model, LTV check
+    assert materialize_backtests(runner, date(1998, 6, 30), publish=date(1998, 6, 30)) == []
+    assert runner.progress.done == runner.progress.total == 4  # backtest, LTV model, LTV check, serving copy
+    # the serving copy (what `make sql` opens) holds both backtests, not only the warehouse
+    serving = tmp_path / "serving"
+    for table in ("evaluation.backtest_metrics", "evaluation.ltv_metrics"):
+        rows = duckdb.sql(f"SELECT count(*) FROM '{serving / (table + '.parquet')}'").fetchone()[0]
+        assert rows == len(_q(copy, f"SELECT * FROM {table}")) > 0, table
     pd.testing.assert_frame_equal(before, _q(copy, trained))
     assert list(_q(copy, "SELECT DISTINCT cutoff_date FROM evaluation.backtest_metrics").cutoff_date.dt.date) == [date(1998, 1, 1)]
     ltv = _q(copy, "SELECT DISTINCT cutoff_date, window_end, n_customers FROM evaluation.ltv_metrics")
