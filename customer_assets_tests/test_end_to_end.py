@@ -629,6 +629,10 @@ def test_materialize_with_backtests_adds_the_newest_backtests(scored, tmp_path):
     for table in ("evaluation.backtest_metrics", "evaluation.ltv_metrics"):
         rows = duckdb.sql(f"SELECT count(*) FROM '{serving / (table + '.parquet')}'").fetchone()[0]
         assert rows == len(_q(copy, f"SELECT * FROM {table}")) > 0, table
+    # so README queries 1-7 give in `make sql` (the serving copy) what they give on the warehouse
+    for number in range(1, 8):
+        sql = _readme_query(number)
+        pd.testing.assert_frame_equal(_q(str(serving / "serving.duckdb"), sql), _q(copy, sql), obj=f"README query {number}")
     pd.testing.assert_frame_equal(before, _q(copy, trained))
     assert list(_q(copy, "SELECT DISTINCT cutoff_date FROM evaluation.backtest_metrics").cutoff_date.dt.date) == [date(1998, 1, 1)]
     ltv = _q(copy, "SELECT DISTINCT cutoff_date, window_end, n_customers FROM evaluation.ltv_metrics")

@@ -26,7 +26,7 @@ class ServingConfig(dg.Config):
     kinds={"parquet", "duckdb"},
     pool="duckdb",
     description=(
-        "The read-only copy analysts query: scores, segments and evaluation tables exported to Parquet (swapped in "
+        "The read-only copy analysts query: scores, segments, rejected rows and evaluation tables exported to Parquet (swapped in "
         "atomically) plus serving.duckdb with views of the same names. Readers here never block the pipeline."
     ),
     metadata={"dagster/column_schema": dg.TableSchema(columns=[

@@ -19,6 +19,7 @@ from customer_assets.storage import table_exists
 
 PUBLISHED = [
     ("scores", "scored_customers"),
+    ("quality", "rejected_transactions"),  # what the cleaning set aside, and why (README query 6)
     ("segments", "customer_segments"),
     ("segments", "segment_centroids"),
     ("evaluation", "backtest_metrics"),
