@@ -6,6 +6,8 @@ Per size it generates synthetic data (3 years by default), then runs every stage
 fresh subprocess so that its wall time and peak RSS (from wait4) are its own:
 
 * ingest: raw/transactions + clean/transactions from the CSV (Dagster run);
+* ingest_files: the same, from the same rows split into one CSV per day of data (as many files as days, in the
+  file's order), read through a glob pattern;
 * floor: a bare single-pass DuckDB RFM aggregate over the same clean rows (no Dagster);
 * features: the feature SQL for one cutoff, timed alone (no Dagster), like the floor;
 * segments: segments/customer_segments for that cutoff (Dagster run);
@@ -35,7 +37,7 @@ import duckdb
 from customer_assets.settings import DATA_DIR
 
 HERE = Path(__file__).resolve()
-STAGES = ["ingest", "floor", "features", "segments", "train", "rescore", "train_backtested", "backtest", "backfill"]
+STAGES = ["ingest", "ingest_files", "floor", "features", "segments", "train", "rescore", "train_backtested", "backtest", "backfill"]
 H = 90
 
 
@@ -58,7 +60,7 @@ def stage(name: str, db: str, cutoff: str) -> float:
     s = date.fromisoformat(cutoff)
     backtested = (s - timedelta(days=2 * H)).isoformat()  # the newest model partition whose backtest window is complete
     t0 = time.perf_counter()
-    if name == "ingest":
+    if name in ("ingest", "ingest_files"):
         Runner(db).run(INGEST_SELECTION, label="ingest")
     elif name in ("floor", "features"):
         conn = duckdb.connect(db)
@@ -94,6 +96,22 @@ def stage(name: str, db: str, cutoff: str) -> float:
             runner.run("features/calibration_transactions features/holdout_transactions features/customer_features "
                        "segments/customer_segments", partition_key=c.isoformat(), label=f"cutoff {c}")
     return time.perf_counter() - t0
+
+
+def split_by_day(src: Path, folder: Path, days: int) -> int:
+    """Write the rows of ``src`` as ``days`` CSV files of consecutive rows, named in order (part-00001.csv …)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.glob("*.csv"):
+        old.unlink()
+    conn = duckdb.connect()
+    conn.execute("SET preserve_insertion_order = true")
+    conn.execute(f"CREATE TABLE t AS SELECT *, row_number() OVER () AS __n FROM read_csv('{src}', header = true, all_varchar = true)")
+    rows = conn.execute("SELECT count(*) FROM t").fetchone()[0]
+    per_file = -(-rows // days)
+    for i in range(days):
+        conn.execute(f"COPY (SELECT * EXCLUDE (__n) FROM t WHERE __n > {i * per_file} AND __n <= {(i + 1) * per_file} "
+                     f"ORDER BY __n) TO '{folder / f'part-{i + 1:05d}.csv'}' (HEADER)")
+    return days
 
 
 def run_stage(name: str, env: dict, db: Path, cutoff: str) -> dict:
@@ -155,10 +173,18 @@ def main(argv=None) -> int:
         env = _env(src, db, args.keep_cutoffs)
         res = {"customers": n, "rows": record["rows"], "generate_seconds": gen_s, "csv_mb": src.stat().st_size / 2**20,
                "raw_parquet_mb": pq.stat().st_size / 2**20, "keep_cutoffs": args.keep_cutoffs, "stages": {}}
+        if "ingest_files" in stages:
+            res["files"] = split_by_day(src, work / f"synthetic_{n}_files", int(round(365 * args.years)))
         for name in stages:
-            r = run_stage(name, env, db, cutoff)
+            stage_env = {**env, "CUSTOMER_ASSETS_SOURCE": str(work / f"synthetic_{n}_files" / "*.csv")} if name == "ingest_files" else env
+            r = run_stage(name, stage_env, db, cutoff)
             res["stages"][name] = r
-            print(f"{n:>9,} customers  {name:<9} {r['seconds']:8.1f} s  peak RSS {r['peak_rss_mb']:7.0f} MB", file=sys.stderr)
+            if name.startswith("ingest"):
+                with duckdb.connect(str(db), read_only=True) as conn:
+                    r["raw_rows"], r["clean_rows"] = conn.execute(
+                        "SELECT (SELECT count(*) FROM raw.transactions), (SELECT count(*) FROM clean.transactions)").fetchone()
+            print(f"{n:>9,} customers  {name:<12} {r['seconds']:8.1f} s  peak RSS {r['peak_rss_mb']:7.0f} MB"
+                  + (f"  raw {r['raw_rows']:,} clean {r['clean_rows']:,}" if "raw_rows" in r else ""), file=sys.stderr)
         res["warehouse_mb"] = sum(p.stat().st_size for p in (db, Path(str(db) + ".wal")) if p.exists()) / 2**20
         results[n] = res
         (work / "scale_results.json").write_text(json.dumps(results, indent=2))

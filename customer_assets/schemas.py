@@ -10,7 +10,7 @@ C = tuple[str, str, str]
 
 RAW_TRANSACTIONS: list[C] = [
     ("load_id", "VARCHAR", "Identifier of the load that read these rows"),
-    ("source_row", "BIGINT", "1-based data row number in the source file"),
+    ("source_row", "BIGINT", "1-based data row number in the source (across its files, in name order, when a pattern matched several)"),
     ("customer_id", "VARCHAR", "Customer id as read"),
     ("date", "VARCHAR", "Date or timestamp as read"),
     ("amount", "VARCHAR", "Line amount as read (if mapped)"),
@@ -19,21 +19,22 @@ RAW_TRANSACTIONS: list[C] = [
     ("order_id", "VARCHAR", "Order id as read (if mapped)"),
     ("product_id", "VARCHAR", "Product id as read (if mapped)"),
     ("n_fields", "INTEGER", "Fields on the line (whitespace files only)"),
-    ("source_file", "VARCHAR", "Path of the file that was read"),
+    ("source_file", "VARCHAR", "Path of the file the row was read from"),
     ("loaded_at", "TIMESTAMP", "When the load ran"),
 ]
 RAW_LOADS: list[C] = [
     ("load_id", "VARCHAR", "Identifier of the load"),
-    ("source_file", "VARCHAR", "Absolute path of the file that was read"),
+    ("source_file", "VARCHAR", "Absolute path of the file that was read, or of the glob pattern"),
     ("format", "VARCHAR", "Reader used: csv, parquet or whitespace"),
     ("encoding", "VARCHAR", "Text encoding used"),
     ("delimiter", "VARCHAR", "Delimiter given to the CSV reader (NULL: sniffed)"),
     ("mapping", "VARCHAR", "Column mapping as JSON (our field -> the file's column)"),
     ("rows", "BIGINT", "Data rows the load counted; rows_reconcile checks clean + rejected against it"),
-    ("file_bytes", "BIGINT", "File size when loaded"),
-    ("file_modified_ns", "BIGINT", "File modification time when loaded (ns since the epoch)"),
+    ("file_bytes", "BIGINT", "File size when loaded (the sum over the files of a pattern)"),
+    ("file_modified_ns", "BIGINT", "File modification time when loaded (ns since the epoch; the latest of a pattern's files)"),
     ("stored_copy", "BOOLEAN", "Whether raw.transactions holds a copy (else it is a view over the file)"),
     ("loaded_at", "TIMESTAMP", "When the load ran (UTC)"),
+    ("files", "VARCHAR", "JSON list of the files read, in order: path, bytes, modified_ns, rows, and the first_row and last_row of their source_row (NULL in loads of versions before it)"),
 ]
 CLEAN_TRANSACTIONS: list[C] = [
     ("customer_id", "VARCHAR", "Trimmed, upper-cased customer id"),
@@ -45,11 +46,11 @@ CLEAN_TRANSACTIONS: list[C] = [
     ("order_id", "VARCHAR", "Order id (NULL if not mapped)"),
     ("product_id", "VARCHAR", "Product id (NULL if not mapped)"),
     ("load_id", "VARCHAR", "Load that produced the row"),
-    ("source_row", "BIGINT", "Row number in the source file"),
+    ("source_row", "BIGINT", "Row number in the source (raw.transactions.source_row)"),
 ]
 REJECTED_TRANSACTIONS: list[C] = [
     ("load_id", "VARCHAR", "Load that produced the row"),
-    ("source_row", "BIGINT", "Row number in the source file"),
+    ("source_row", "BIGINT", "Row number in the source (raw.transactions.source_row)"),
     ("reject_reason", "VARCHAR", "null_customer_id, unparseable_date, future_date, date_before_1970, non_numeric_amount, amount_out_of_range, zero_quantity, negative_price or duplicate"),
     ("customer_id", "VARCHAR", "Customer id as read"),
     ("txn_date", "VARCHAR", "Date as read"),
@@ -58,6 +59,8 @@ REJECTED_TRANSACTIONS: list[C] = [
     ("unit_price", "VARCHAR", "Unit price as read"),
     ("order_id", "VARCHAR", "Order id"),
     ("product_id", "VARCHAR", "Product id"),
+    ("source_file", "VARCHAR", "The file the row was read from"),
+    ("file_row", "BIGINT", "Its data row number in that file (= source_row when the source is one file)"),
 ]
 HISTORY_CHANGES: list[C] = [
     ("load_id", "VARCHAR", "The load now in clean.transactions"),

@@ -3,8 +3,10 @@
 
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 
 import dagster as dg
+import pandas as pd
 from dagster_duckdb import DuckDBResource
 
 from customer_assets import schemas
@@ -19,6 +21,9 @@ class SourceConfig(dg.Config):
     """Where the transactions come from. Empty fields fall back to the environment
     (``CUSTOMER_ASSETS_SOURCE``, ``CUSTOMER_ASSETS_COLUMNS``) and then to the bundled CDNOW file.
 
+    ``path`` is one file, or a glob pattern (``/exports/orders_*.csv``) whose files, one per export, are read
+    as one source in the order of their names; they must all be CSV or all Parquet.
+
     ``stored_copy`` keeps a copy of the source rows in the warehouse (``raw.transactions`` as a table)
     instead of a view over the file: it costs about as much time and space as the clean table again, and
     is for sources that will not be kept where they are."""
@@ -32,10 +37,12 @@ class SourceConfig(dg.Config):
 
 def resolve_source(config: SourceConfig) -> logic.SourceSpec:
     path = config.path or source_path()
-    p = logic.validate_source_path(path)
+    fmt = logic.detect_format(path, config.format) if config.format else None  # an unknown format fails first
+    p = logic.validate_source_path(path, fmt)
     columns = config.columns or (source_columns() if not config.path else "")
     mapping = ColumnMapping.parse(columns)
-    return logic.SourceSpec(str(p), mapping, logic.detect_format(str(p), config.format or None), config.encoding)
+    first = logic.source_files(str(p), fmt)[0]  # a pattern's files are all read the same way
+    return logic.SourceSpec(str(p), mapping, logic.detect_format(str(first), fmt), config.encoding)
 
 
 @dg.asset(
@@ -45,7 +52,8 @@ def resolve_source(config: SourceConfig) -> logic.SourceSpec:
     pool="duckdb",
     description=(
         "The source transactions exactly as read (every field as text), with a load id and row number. A view over the "
-        "source file (or, with `stored_copy`, a table); each load is recorded in raw.loads with the file's size and time."
+        "source file, or over the files a glob pattern matched (or, with `stored_copy`, a table); each load is recorded "
+        "in raw.loads with the files' sizes and times."
     ),
     metadata={"dagster/column_schema": schemas.column_schema(schemas.RAW_TRANSACTIONS)},
 )
@@ -55,13 +63,17 @@ def raw_transactions(context: dg.AssetExecutionContext, config: SourceConfig, du
     context.log.info(f"Reading {spec.path} as {spec.fmt} with mapping {spec.mapping.columns}")
     with duckdb.get_connection() as conn:
         n = logic.load_raw(conn, spec, load_id, stored_copy=config.stored_copy)
+        files = logic.current_load(conn).file_list()
         preview = conn.execute("SELECT * FROM raw.transactions LIMIT 5").df()
-    context.log.info(f"Loaded {n:,} rows (load {load_id})")
+    context.log.info(f"Loaded {n:,} rows (load {load_id})" + (f" from {len(files)} files" if len(files) > 1 else ""))
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": n,
             "load_id": load_id,
             "source": spec.path,
+            "files": len(files),
+            "rows_per_file": dg.MetadataValue.md(markdown_preview(pd.DataFrame(
+                [{"file": Path(f["path"]).name, "rows": f["rows"], "first_row": f["first_row"]} for f in files]), n=50)),
             "format": spec.fmt,
             "stored_copy": config.stored_copy,
             "mapping": dg.MetadataValue.json(spec.mapping.columns),

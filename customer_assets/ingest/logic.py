@@ -6,6 +6,7 @@ Nothing is pulled through pandas, so memory stays bounded by DuckDB.
 
 from __future__ import annotations
 
+import glob
 import gzip
 import json
 import re
@@ -77,15 +78,12 @@ def detect_format(path: str, fmt: str | None = None) -> str:
     return "csv"
 
 
-def validate_source_path(path: str) -> Path:
-    """Check that a configured source path is an existing, readable, supported file."""
-    if not path or not str(path).strip():
-        raise ValueError("No source file is configured: set CUSTOMER_ASSETS_SOURCE or the `path` config of raw/transactions")
-    if "\x00" in path:
-        raise ValueError("The source path contains a NUL byte")
-    p = Path(path).expanduser()
+def _check_file(p: Path) -> Path:
     if not p.exists():
         raise FileNotFoundError(f"Source file not found: {p}")
+    if p.is_dir():
+        raise ValueError(f"Source path is not a file but a folder: {p}. Point at one file, or at all its files with a "
+                         f"pattern such as {p / '*.csv'}")
     if not p.is_file():
         raise ValueError(f"Source path is not a file: {p}")
     if p.stat().st_size == 0:
@@ -93,6 +91,54 @@ def validate_source_path(path: str) -> Path:
     if not p.name.lower().endswith(SUPPORTED):
         raise ValueError(f"Unsupported source file type {p.suffix!r} for {p}; supported: {', '.join(SUPPORTED)}")
     return p
+
+
+def is_pattern(path: str) -> bool:
+    """Whether a source path is a glob pattern (``*``, ``?`` or ``[…]``) rather than one file's name.
+
+    A file that exists under that very name is a file: names may hold brackets."""
+    return glob.has_magic(path) and not Path(path).expanduser().exists()
+
+
+def source_files(path: str, fmt: str | None = None) -> list[Path]:
+    """The files a source path names, in name order: the file itself, or every file a glob pattern matches.
+
+    A pattern (``/exports/orders_*.csv``, ``/exports/**/*.parquet``) reads one file per export as one source:
+    the files are read in the order of their names, every one must be readable alone and hold every mapped
+    column, and all must be read the same way (CSV or Parquet). Whitespace-separated text (``.txt``/``.dat``)
+    is read from one file only.
+    """
+    p = Path(path).expanduser()
+    if not is_pattern(str(p)):
+        return [_check_file(p)]
+    files = sorted(Path(m) for m in glob.glob(str(p), recursive=True) if Path(m).is_file())
+    if not files:
+        raise FileNotFoundError(f"No file matches the source pattern {p}")
+    for f in files:
+        _check_file(f)
+    formats: dict[str, list[Path]] = {}
+    for f in files:
+        formats.setdefault(detect_format(str(f), fmt), []).append(f)
+    if len(formats) > 1:
+        kinds = "; ".join(f"{k}: {len(v)} file(s), e.g. {v[0].name}" for k, v in sorted(formats.items()))
+        raise ValueError(f"The files matching {p} are not all read the same way ({kinds}). Narrow the pattern "
+                         "(for example to *.csv) so that one source is one format.")
+    if len(files) > 1 and "whitespace" in formats:
+        raise ValueError(f"{len(files)} files match {p}, and they are whitespace-separated text (.txt/.dat), which is "
+                         "read from one file only. Use one file, or CSV or Parquet files for a pattern.")
+    return files
+
+
+def validate_source_path(path: str, fmt: str | None = None) -> Path:
+    """Check that a configured source path is an existing, readable, supported file, or a glob pattern matching
+    such files (see ``source_files``). Returns the path, made absolute."""
+    if not path or not str(path).strip():
+        raise ValueError("No source file is configured: set CUSTOMER_ASSETS_SOURCE or the `path` config of raw/transactions")
+    if "\x00" in path:
+        raise ValueError("The source path contains a NUL byte")
+    files = source_files(path, fmt)
+    p = Path(path).expanduser()
+    return p if is_pattern(str(p)) else files[0]
 
 
 def check_compressed(path: str) -> None:
@@ -134,22 +180,39 @@ def sql_literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def _reader_sql(path: str, fmt: str, encoding: str = "utf-8", delimiter: str | None = None) -> str:
-    """A SQL relation reading every column of the file as text, plus its row number.
+def _files_literal(paths: str | list[str], union: bool = False) -> tuple[str, str]:
+    """The SQL for one file or a list of files, and the reader options a list needs: each row's file in
+    ``__source_file`` and, with ``union``, every file's own dialect and columns, matched by name.
 
-    ``row_number() OVER ()`` without ORDER BY is DuckDB's streaming window: rows are numbered in file order.
+    Without ``union`` DuckDB reads the files with the first one's dialect and columns (it still matches the columns
+    by name, and ignores columns the first file lacks), and fails on a file that lacks one of them. That is about
+    twenty times faster at a thousand files, so a load tries it first (see ``load_raw``)."""
+    if isinstance(paths, str) or len(paths) == 1:
+        return sql_literal(paths if isinstance(paths, str) else paths[0]), ""
+    return ("[" + ", ".join(sql_literal(x) for x in paths) + "]",
+            (", union_by_name = true" if union else "") + ", filename = '__source_file'")
+
+
+def _reader_sql(path: str | list[str], fmt: str, encoding: str = "utf-8", delimiter: str | None = None,
+                union: bool = False) -> str:
+    """A SQL relation reading every column of the file (or files, in the order given) as text, plus its row number.
+
+    ``row_number() OVER ()`` without ORDER BY is DuckDB's streaming window: rows are numbered in file order, and
+    the files of a list one after the other.
     """
-    p, enc = sql_literal(path), sql_literal(encoding)
+    (p, multi), enc = _files_literal(path, union), sql_literal(encoding)
     if fmt == "parquet":
-        return f"SELECT *, row_number() OVER () AS __source_row FROM read_parquet({p})"
+        return f"SELECT *, row_number() OVER () AS __source_row FROM read_parquet({p}{multi})"
     if fmt == "csv" and delimiter:
         # explicit delimiter (the sniffer gave up, e.g. on blank lines): pad short rows, drop empty ones
+        fields = "COLUMNS(* EXCLUDE (__source_file))" if multi else "COLUMNS(*)"
         return (
             f"SELECT *, row_number() OVER () AS __source_row FROM read_csv({p}, header = true, all_varchar = true, "
-            f"encoding = {enc}, delim = {sql_literal(delimiter)}, null_padding = true) WHERE NOT (COLUMNS(*) IS NULL)"
+            f"encoding = {enc}, delim = {sql_literal(delimiter)}, null_padding = true{multi}) WHERE NOT ({fields} IS NULL)"
         )
     if fmt == "csv":
-        return f"SELECT *, row_number() OVER () AS __source_row FROM read_csv({p}, header = true, all_varchar = true, encoding = {enc})"
+        return (f"SELECT *, row_number() OVER () AS __source_row FROM read_csv({p}, header = true, all_varchar = true, "
+                f"encoding = {enc}{multi})")
     raise AssertionError(fmt)
 
 
@@ -176,7 +239,7 @@ def source_columns(conn: duckdb.DuckDBPyConnection, path: str, fmt: str, encodin
         rows = conn.execute(f"DESCRIBE {_reader_sql(path, fmt, encoding, delimiter)}").fetchall()
     except duckdb.Error as exc:
         raise _explain(exc, path, fmt) from exc
-    return [r[0] for r in rows if r[0] != "__source_row"]
+    return [r[0] for r in rows if r[0] not in ("__source_row", "__source_file")]
 
 
 def check_mapping(mapping: ColumnMapping, found: list[str], path: str) -> None:
@@ -194,7 +257,7 @@ def check_mapping(mapping: ColumnMapping, found: list[str], path: str) -> None:
 
 @dataclass(frozen=True)
 class Load:
-    """One row of ``raw.loads``: what a load read, and the file's size and time when it did."""
+    """One row of ``raw.loads``: what a load read, and the files' sizes and times when it did."""
 
     load_id: str
     source_file: str
@@ -203,13 +266,88 @@ class Load:
     file_bytes: int
     file_modified_ns: int
     stored_copy: bool
+    files: str | None = None  # JSON: each file read, its size, time and source rows; NULL in loads of older versions
+
+    def file_list(self) -> list[dict]:
+        """Each file the load read, with ``path``, ``bytes``, ``modified_ns``, ``rows`` and the ``first_row`` and
+        ``last_row`` of its rows' ``source_row``. A load written before the column existed read one file."""
+        if self.files:
+            return json.loads(self.files)
+        return [{"path": self.source_file, "bytes": self.file_bytes, "modified_ns": self.file_modified_ns,
+                 "rows": self.rows, "first_row": 1, "last_row": self.rows}]
 
 
 RAW_LOADS_DDL = """
 CREATE TABLE IF NOT EXISTS raw.loads (
     load_id VARCHAR, source_file VARCHAR, format VARCHAR, encoding VARCHAR, delimiter VARCHAR, mapping VARCHAR,
-    rows BIGINT, file_bytes BIGINT, file_modified_ns BIGINT, stored_copy BOOLEAN, loaded_at TIMESTAMP
+    rows BIGINT, file_bytes BIGINT, file_modified_ns BIGINT, stored_copy BOOLEAN, loaded_at TIMESTAMP, files VARCHAR
 )"""
+LOADS_COLUMNS = ("load_id", "source_file", "format", "encoding", "delimiter", "mapping", "rows", "file_bytes",
+                 "file_modified_ns", "stored_copy", "loaded_at", "files")
+
+
+def _check_columns(conn: duckdb.DuckDBPyConnection, spec: SourceSpec, files: list[str],
+                   every_file: bool = False) -> tuple[SourceSpec, list[str]]:
+    """Read the first file's header (with ``every_file``, each file's) and check the mapping against it: a missing
+    column names its file. Returns the spec (with the delimiter or the whitespace reader the first file turned out
+    to need) and the first file's columns."""
+    first = files[0]
+    found = source_columns(conn, first, spec.fmt, spec.encoding, spec.delimiter)
+    if spec.fmt == "csv" and len(found) == 1 and not spec.delimiter:
+        # the sniffer found one column although the header holds a delimiter (blank lines confuse it): say which
+        for sep in (",", ";", "\t", "|"):
+            if sep in found[0] and all(c in found[0].split(sep) for c in spec.mapping.columns.values()):
+                spec = replace(spec, delimiter=sep)
+                found = source_columns(conn, first, spec.fmt, spec.encoding, spec.delimiter)
+                break
+    if spec.fmt == "csv" and len(found) == 1 and len(found[0].split()) > 1:
+        # DuckDB's sniffer does not pick runs of spaces as a delimiter: read such files as whitespace separated
+        spaced = read_whitespace_header(conn, first, spec.encoding)
+        if all(c in spaced for c in spec.mapping.columns.values()):
+            if len(files) > 1:
+                raise SourceReadError(
+                    f"{first} is separated by runs of spaces, which is read from one file only, and {len(files)} files "
+                    f"match {spec.path}. Use one file, or CSV or Parquet files for a pattern.")
+            spec, found = replace(spec, fmt="whitespace"), spaced
+    for i, path in enumerate(files if every_file else files[:1]):
+        cols = found if i == 0 else source_columns(conn, path, spec.fmt, spec.encoding, spec.delimiter)
+        try:
+            check_mapping(spec.mapping, cols, path)
+        except ValueError as exc:
+            hint = _header_hint(replace(spec, path=path))
+            if hint:
+                raise SourceReadError(str(exc) + hint) from exc
+            if len(files) > 1:
+                raise ValueError(f"{exc} ({len(files)} files match {spec.path}: each must hold every mapped column; "
+                                 "nothing was loaded and the previous load is kept.)") from exc
+            raise
+    return spec, found
+
+
+def _raw_body(spec: SourceSpec, files: list[str], found: list[str], load_id: str, loaded_at: str,
+              union: bool = False) -> str:
+    """The SELECT behind ``raw.transactions``: every mapped field as text, numbered in file order, with its file."""
+    m = spec.mapping.columns
+    if spec.fmt == "whitespace":
+        idx = {name: i + 1 for i, name in enumerate(found)}
+        src = (f"SELECT string_split_regex(trim(line), '\\s+') AS parts, row_number() OVER () AS __source_row "
+               f"FROM {whitespace_reader(files[0], spec.encoding)}")
+        select = ", ".join(
+            f"CASE WHEN len(parts) >= {idx[m[f]]} THEN parts[{idx[m[f]]}] END AS {f}" if f in m else f"NULL::VARCHAR AS {f}"
+            for f in FIELDS
+        )
+        rows = (f"SELECT (__source_row - 1)::BIGINT AS source_row, {select}, len(parts)::INTEGER AS n_fields, "
+                f"{sql_literal(files[0])}::VARCHAR AS __file FROM ({src}) "
+                "WHERE __source_row > 1 AND trim(array_to_string(parts, '')) <> ''")
+    else:
+        select = ", ".join(
+            f"CAST({quote_ident(m[f])} AS VARCHAR) AS {f}" if f in m else f"NULL::VARCHAR AS {f}" for f in FIELDS
+        )
+        file_col = "__source_file" if len(files) > 1 else f"{sql_literal(files[0])}::VARCHAR"
+        rows = (f"SELECT __source_row::BIGINT AS source_row, {select}, NULL::INTEGER AS n_fields, {file_col} AS __file "
+                f"FROM ({_reader_sql(files, spec.fmt, spec.encoding, spec.delimiter, union)})")
+    return (f"SELECT {sql_literal(load_id)}::VARCHAR AS load_id, * EXCLUDE (n_fields, __file), n_fields, "
+            f"__file AS source_file, TIMESTAMP {sql_literal(loaded_at)} AS loaded_at FROM ({rows})")
 
 
 def load_raw(conn: duckdb.DuckDBPyConnection, spec: SourceSpec, load_id: str, stored_copy: bool = False) -> int:
@@ -220,62 +358,52 @@ def load_raw(conn: duckdb.DuckDBPyConnection, spec: SourceSpec, load_id: str, st
     ``stored_copy`` it is a table holding a copy, which stays readable after the file is gone.
     The file's size and modification time are recorded, so the clean step can refuse a file that changed since.
 
+    A glob pattern (see ``source_files``) reads the files it matches now, in name order, as one source: the view
+    lists those files, so a file that arrives later waits for the next load. ``source_row`` numbers the rows
+    across the files, and ``raw.loads.files`` records each file's rows and their range of ``source_row``.
+
     Returns the number of rows loaded.
     """
-    check_compressed(spec.path)
-    found = source_columns(conn, spec.path, spec.fmt, spec.encoding, spec.delimiter)
-    if spec.fmt == "csv" and len(found) == 1 and not spec.delimiter:
-        # the sniffer found one column although the header holds a delimiter (blank lines confuse it): say which
-        for sep in (",", ";", "\t", "|"):
-            if sep in found[0] and all(c in found[0].split(sep) for c in spec.mapping.columns.values()):
-                spec = replace(spec, delimiter=sep)
-                found = source_columns(conn, spec.path, spec.fmt, spec.encoding, spec.delimiter)
-                break
-    if spec.fmt == "csv" and len(found) == 1 and len(found[0].split()) > 1:
-        # DuckDB's sniffer does not pick runs of spaces as a delimiter: read such files as whitespace separated
-        spaced = read_whitespace_header(conn, spec.path, spec.encoding)
-        if all(c in spaced for c in spec.mapping.columns.values()):
-            spec, found = replace(spec, fmt="whitespace"), spaced
-    try:
-        check_mapping(spec.mapping, found, spec.path)
-    except ValueError as exc:
-        hint = _header_hint(spec)
-        if hint:
-            raise SourceReadError(str(exc) + hint) from exc
-        raise
-    m = spec.mapping.columns
-
-    path = str(Path(spec.path).resolve())  # the view must not depend on the working directory
-    if spec.fmt == "whitespace":
-        idx = {name: i + 1 for i, name in enumerate(found)}
-        src = (f"SELECT string_split_regex(trim(line), '\\s+') AS parts, row_number() OVER () AS __source_row "
-               f"FROM {whitespace_reader(path, spec.encoding)}")
-        select = ", ".join(
-            f"CASE WHEN len(parts) >= {idx[m[f]]} THEN parts[{idx[m[f]]}] END AS {f}" if f in m else f"NULL::VARCHAR AS {f}"
-            for f in FIELDS
-        )
-        rows = (f"SELECT (__source_row - 1)::BIGINT AS source_row, {select}, len(parts)::INTEGER AS n_fields FROM ({src}) "
-                "WHERE __source_row > 1 AND trim(array_to_string(parts, '')) <> ''")
-    else:
-        select = ", ".join(
-            f"CAST({quote_ident(m[f])} AS VARCHAR) AS {f}" if f in m else f"NULL::VARCHAR AS {f}" for f in FIELDS
-        )
-        rows = (f"SELECT __source_row::BIGINT AS source_row, {select}, NULL::INTEGER AS n_fields "
-                f"FROM ({_reader_sql(path, spec.fmt, spec.encoding, spec.delimiter)})")
-    stat = Path(path).stat()
+    files = [str(f.resolve()) for f in source_files(spec.path, spec.fmt)]
+    for f in files:
+        check_compressed(f)
+    spec, found = _check_columns(conn, spec, files)
+    path = str(Path(spec.path).expanduser().resolve()) if len(files) > 1 or is_pattern(spec.path) else files[0]
+    stats = {f: Path(f).stat() for f in files}
     loaded_at = datetime.now(UTC).replace(tzinfo=None).isoformat(sep=" ")
-    body = (f"SELECT {sql_literal(load_id)}::VARCHAR AS load_id, * EXCLUDE (n_fields), n_fields, "
-            f"{sql_literal(path)}::VARCHAR AS source_file, TIMESTAMP {sql_literal(loaded_at)} AS loaded_at FROM ({rows})")
+    body = _raw_body(spec, files, found, load_id, loaded_at)
+    # counting the mapped fields makes DuckDB read them (it skips the columns a query does not use), so a file
+    # without one fails here, not later in the cleaning
+    mapped = ", ".join(f"count({f})" for f in FIELDS if f in spec.mapping.columns)
+    count = f"SELECT source_file, count(*), min(source_row), max(source_row), {mapped} FROM ({{}}) GROUP BY 1"
+    try:
+        try:
+            per_file = {r[0]: r[1:] for r in conn.execute(count.format(body)).fetchall()}
+        except duckdb.Error as exc:
+            if len(files) == 1 or "schema mismatch" not in str(exc):
+                raise
+            # the files differ in their columns or dialect: check each one's header, then read each in its own way
+            spec, found = _check_columns(conn, spec, files, every_file=True)
+            body = _raw_body(spec, files, found, load_id, loaded_at, union=True)
+            per_file = {r[0]: r[1:] for r in conn.execute(count.format(body)).fetchall()}
+    except duckdb.Error as exc:
+        raise _explain(exc, spec.path, spec.fmt) from exc
 
     conn.execute("BEGIN TRANSACTION")
     try:
         conn.execute("CREATE SCHEMA IF NOT EXISTS raw")
         conn.execute(RAW_LOADS_DDL)
-        n = conn.execute(f"SELECT count(*) FROM ({body})").fetchone()[0]
+        conn.execute("ALTER TABLE raw.loads ADD COLUMN IF NOT EXISTS files VARCHAR")  # loads of older versions: NULL
+        n = sum(r[0] for r in per_file.values())
         if n == 0:
-            raise SourceReadError(
-                f"The source file {spec.path} has a header but no data rows; nothing was loaded and the previous load is kept."
-            )
+            what = f"The source file {spec.path} has" if len(files) == 1 else f"The {len(files)} files matching {spec.path} have"
+            raise SourceReadError(f"{what} a header but no data rows; nothing was loaded and the previous load is kept.")
+        listing = [{"path": f, "bytes": stats[f].st_size, "modified_ns": stats[f].st_mtime_ns,
+                    "rows": int(per_file.get(f, (0,))[0]),
+                    "first_row": int(per_file[f][1]) if f in per_file else None,
+                    "last_row": int(per_file[f][2]) if f in per_file else None} for f in files]
+        if len(files) == 1:
+            listing[0]["first_row"] = 1  # a file's own numbering (whitespace files count blank lines too)
         kind = object_type(conn, "raw", "transactions")
         if kind == "VIEW":
             conn.execute("DROP VIEW raw.transactions")
@@ -286,9 +414,10 @@ def load_raw(conn: duckdb.DuckDBPyConnection, spec: SourceSpec, load_id: str, st
         else:
             conn.execute(f"CREATE VIEW raw.transactions AS {body}")
         conn.execute(
-            "INSERT INTO raw.loads VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?::TIMESTAMP)",
-            [load_id, path, spec.fmt, spec.encoding, spec.delimiter, json.dumps(m), n, stat.st_size, stat.st_mtime_ns,
-             stored_copy, loaded_at],
+            f"INSERT INTO raw.loads ({', '.join(LOADS_COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?::TIMESTAMP, ?)",
+            [load_id, path, spec.fmt, spec.encoding, spec.delimiter, json.dumps(spec.mapping.columns), n,
+             sum(st.st_size for st in stats.values()), max(st.st_mtime_ns for st in stats.values()), stored_copy,
+             loaded_at, json.dumps(listing)],
         )
         conn.execute("COMMIT")
     except duckdb.Error as exc:
@@ -304,9 +433,11 @@ def current_load(conn: duckdb.DuckDBPyConnection) -> Load:
     """The latest load recorded in ``raw.loads``."""
     if not table_exists(conn, "raw", "loads"):
         raise ValueError("Nothing has been loaded yet: materialize raw/transactions first")
+    has_files = conn.execute("SELECT count(*) FROM information_schema.columns WHERE table_schema = 'raw' "
+                             "AND table_name = 'loads' AND column_name = 'files'").fetchone()[0]
     row = conn.execute(
-        "SELECT load_id, source_file, format, rows, file_bytes, file_modified_ns, stored_copy FROM raw.loads "
-        "ORDER BY loaded_at DESC, rowid DESC LIMIT 1"
+        "SELECT load_id, source_file, format, rows, file_bytes, file_modified_ns, stored_copy, "
+        f"{'files' if has_files else 'NULL'} FROM raw.loads ORDER BY loaded_at DESC, rowid DESC LIMIT 1"
     ).fetchone()
     if row is None:
         raise ValueError("Nothing has been loaded yet: materialize raw/transactions first")
@@ -314,22 +445,23 @@ def current_load(conn: duckdb.DuckDBPyConnection) -> Load:
 
 
 def check_source_unchanged(load: Load) -> None:
-    """A view reads the file again: refuse if it is not the file that was loaded (size or modification time)."""
+    """A view reads the files again: refuse if one is not the file that was loaded (size or modification time)."""
     if load.stored_copy:
         return
-    p = Path(load.source_file)
-    if not p.exists():
-        raise SourceReadError(
-            f"The source file {load.source_file} of load {load.load_id} is gone. raw.transactions reads it in place; "
-            "put the file back or re-materialize raw/transactions. clean.transactions is unchanged."
-        )
-    st = p.stat()
-    if (st.st_size, st.st_mtime_ns) != (load.file_bytes, load.file_modified_ns):
-        raise SourceReadError(
-            f"The source file {load.source_file} changed after load {load.load_id} read it (size {load.file_bytes:,} -> "
-            f"{st.st_size:,} bytes, or a new modification time). Re-materialize raw/transactions before cleaning; "
-            "clean.transactions is unchanged."
-        )
+    for f in load.file_list():
+        p = Path(f["path"])
+        if not p.exists():
+            raise SourceReadError(
+                f"The source file {f['path']} of load {load.load_id} is gone. raw.transactions reads it in place; "
+                "put the file back or re-materialize raw/transactions. clean.transactions is unchanged."
+            )
+        st = p.stat()
+        if (st.st_size, st.st_mtime_ns) != (f["bytes"], f["modified_ns"]):
+            raise SourceReadError(
+                f"The source file {f['path']} changed after load {load.load_id} read it (size {f['bytes']:,} -> "
+                f"{st.st_size:,} bytes, or a new modification time). Re-materialize raw/transactions before cleaning; "
+                "clean.transactions is unchanged."
+            )
 
 
 # Date formats tried in order; the first that parses wins. ISO first, then CDNOW's YYYYMMDD, then the
@@ -526,6 +658,10 @@ DAILY_SQL = (f"SELECT txn_date, count(*) AS rows, sum({ROW_HASH}) AS digest, sum
              "FROM clean.transactions GROUP BY txn_date")
 
 
+# which file of a load a rejected row came from, and its data row number in that file
+REJECTED_FILE_SQL = "f.path AS source_file, c.source_row - f.first_row + 1 AS file_row"
+
+
 class HistoryLossError(ValueError):
     """A reload of the same source lost more of the previous load's history than ``max_history_loss`` allows."""
 
@@ -594,7 +730,7 @@ def compare_history(conn: duckdb.DuckDBPyConnection, previous: Previous | None, 
     summary = (f"{'same source' if same_source else f'new source (was {previous.source_file})'}: {days:,} day(s) "
                f"on or before {previous.last_date} changed since load {previous.load_id}"
                + (f", the first {first}" if days else "")
-               + f"; rows on or before {previous.last_date}: {before:,} -> {after:,} ({-loss:+.1%})")
+               + f"; rows on or before {previous.last_date}: {before:,} -> {after:,} ({(after - before) / before if before else 0.0:+.1%})")
     if reload and loss > max_loss:
         raise HistoryLossError(
             f"Load {load.load_id} of {load.source_file} has {before - after:,} fewer clean rows dated on or before "
@@ -620,6 +756,11 @@ def clean_transactions(conn: duckdb.DuckDBPyConnection, date_order: str = "auto"
     """
     load = current_load(conn)
     check_source_unchanged(load)
+    files = load.file_list()
+    if len(files) > 1:  # each file's range of source_row, to say which file a rejected row came from
+        conn.execute("CREATE OR REPLACE TEMP TABLE _files AS SELECT * FROM (SELECT unnest(?::STRUCT(path VARCHAR, "
+                     "first_row BIGINT, last_row BIGINT)[], recursive := true)) WHERE first_row IS NOT NULL",
+                     [[{k: f[k] for k in ("path", "first_row", "last_row")} for f in files]])
     # one parse of the source (or one scan of the stored copy) into memory; every later pass reads this.
     # The load's constant columns stay out of it (9.4M copies of the load id cost ~0.5 GB); they are added on write.
     try:
@@ -666,15 +807,17 @@ def clean_transactions(conn: duckdb.DuckDBPyConnection, date_order: str = "auto"
             [threshold, load.load_id],
         )
         conn.execute(
-            """
+            f"""
             CREATE OR REPLACE TABLE quality.rejected_transactions AS
-            SELECT ?::VARCHAR AS load_id, source_row, reject_reason,
+            SELECT ?::VARCHAR AS load_id, c.source_row, reject_reason,
                    customer_id_raw AS customer_id, txn_date_raw AS txn_date, amount_raw_text AS amount,
-                   quantity_raw AS quantity, unit_price_raw AS unit_price, order_id, product_id
-            FROM _classified WHERE reject_reason IS NOT NULL
-            ORDER BY source_row
+                   quantity_raw AS quantity, unit_price_raw AS unit_price, order_id, product_id,
+                   {REJECTED_FILE_SQL if len(files) > 1 else "?::VARCHAR AS source_file, c.source_row AS file_row"}
+            FROM _classified c {"LEFT JOIN _files f ON c.source_row BETWEEN f.first_row AND f.last_row" if len(files) > 1 else ""}
+            WHERE reject_reason IS NOT NULL
+            ORDER BY c.source_row
             """,
-            [load.load_id],
+            [load.load_id] + ([] if len(files) > 1 else [files[0]["path"]]),
         )
         history = compare_history(conn, previous, load, max_history_loss)
         conn.execute("COMMIT")
@@ -684,6 +827,7 @@ def clean_transactions(conn: duckdb.DuckDBPyConnection, date_order: str = "auto"
     finally:
         conn.execute("DROP TABLE IF EXISTS _classified")
         conn.execute("DROP TABLE IF EXISTS _old_daily")
+        conn.execute("DROP TABLE IF EXISTS _files")
     counts = {
         "raw_rows": n_raw,
         "clean_rows": conn.execute("SELECT count(*) FROM clean.transactions").fetchone()[0],
