@@ -181,10 +181,14 @@ def main(argv=None) -> int:
             res["stages"][name] = r
             if name.startswith("ingest"):
                 with duckdb.connect(str(db), read_only=True) as conn:
-                    r["raw_rows"], r["clean_rows"] = conn.execute(
-                        "SELECT (SELECT count(*) FROM raw.transactions), (SELECT count(*) FROM clean.transactions)").fetchone()
+                    # the clean rows' digest (every field and the row number): one file or many must give the same
+                    r["raw_rows"], r["clean_rows"], r["clean_digest"] = conn.execute(
+                        "SELECT (SELECT count(*) FROM raw.transactions), (SELECT count(*) FROM clean.transactions), "
+                        "(SELECT sum(hash(customer_id, txn_date, amount, quantity, is_return, order_id, product_id, "
+                        "source_row))::VARCHAR FROM clean.transactions)").fetchone()
             print(f"{n:>9,} customers  {name:<12} {r['seconds']:8.1f} s  peak RSS {r['peak_rss_mb']:7.0f} MB"
-                  + (f"  raw {r['raw_rows']:,} clean {r['clean_rows']:,}" if "raw_rows" in r else ""), file=sys.stderr)
+                  + (f"  raw {r['raw_rows']:,} clean {r['clean_rows']:,} digest {r['clean_digest']}" if "raw_rows" in r else ""),
+                  file=sys.stderr)
         res["warehouse_mb"] = sum(p.stat().st_size for p in (db, Path(str(db) + ".wal")) if p.exists()) / 2**20
         results[n] = res
         (work / "scale_results.json").write_text(json.dumps(results, indent=2))

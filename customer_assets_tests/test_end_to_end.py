@@ -634,6 +634,7 @@ def test_materialize_with_backtests_adds_the_newest_backtests(scored, tmp_path):
         sql = _readme_query(number)
         pd.testing.assert_frame_equal(_q(str(serving / "serving.duckdb"), sql), _q(copy, sql), obj=f"README query {number}")
     pd.testing.assert_frame_equal(before, _q(copy, trained))
+    _columns_as_documented(copy, [t for t in DOCUMENTED_TABLES if t[0].startswith("evaluation.")])
     assert list(_q(copy, "SELECT DISTINCT cutoff_date FROM evaluation.backtest_metrics").cutoff_date.dt.date) == [date(1998, 1, 1)]
     ltv = _q(copy, "SELECT DISTINCT cutoff_date, window_end, n_customers FROM evaluation.ltv_metrics")
     assert ltv.to_dict("records") == [{"cutoff_date": pd.Timestamp("1997-06-30"), "window_end": pd.Timestamp("1998-06-30"),
@@ -886,3 +887,43 @@ def test_scores_stable_compares_a_night_with_the_one_before_and_warns_on_a_large
     assert meta["ltv_correlation"] == round(corr[0], 4) < 0.9 and meta["expected_ltv_change"] == round(corr[1], 4)
     assert moved.description.startswith("The scores at 1998-07-01 moved far from those at 1998-06-30: "
                                         "mean_purchase_probability_change -50.0%, ")
+
+
+# each table of the README's "Tables and columns", in its order, with the columns the code documents for it
+DOCUMENTED_TABLES = [
+    ("raw.transactions", "RAW_TRANSACTIONS"), ("raw.loads", "RAW_LOADS"), ("clean.transactions", "CLEAN_TRANSACTIONS"),
+    ("quality.rejected_transactions", "REJECTED_TRANSACTIONS"), ("quality.history_changes", "HISTORY_CHANGES"),
+    ("features.cutoff_windows", "CUTOFF_WINDOWS"), ("features.calibration_transactions", "CALIBRATION_TRANSACTIONS"),
+    ("features.holdout_transactions", "HOLDOUT_TRANSACTIONS"), ("features.customer_features", "CUSTOMER_FEATURES"),
+    ("features.partition_inputs", "PARTITION_INPUTS"), ("segments.customer_segments", "CUSTOMER_SEGMENTS"),
+    ("segments.segment_centroids", "SEGMENT_CENTROIDS"), ("models.churn", "MODEL_REGISTRY"),
+    ("scores.scored_customers", "SCORED_CUSTOMERS"), ("evaluation.backtest_metrics", "BACKTEST_METRICS"),
+    ("evaluation.reliability", "RELIABILITY"), ("evaluation.ltv_metrics", "LTV_METRICS"),
+]
+
+
+def _columns_as_documented(warehouse, tables):
+    from customer_assets import schemas
+
+    with duckdb.connect(warehouse, read_only=True) as conn:
+        for table, name in tables:
+            documented = getattr(schemas, name)
+            assert [tuple(r[:2]) for r in conn.execute(f"DESCRIBE {table}").fetchall()] == [c[:2] for c in documented], table
+
+
+def test_every_table_has_the_documented_columns_and_the_readme_shows_them(scored):
+    """The warehouse's columns (names and types) are the ones ``schemas`` documents (the UI's column schema), and the
+    README's column table of each shows the same rows. The evaluation tables are checked where the backtests run
+    (``test_materialize_with_backtests_adds_the_newest_backtests``)."""
+    import re
+    from pathlib import Path
+
+    from customer_assets import schemas
+
+    _columns_as_documented(scored, [t for t in DOCUMENTED_TABLES if not t[0].startswith("evaluation.")])
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    sections = re.split(r"^#### ", text.split("## Tables and columns", 1)[1].split("\n## ", 1)[0], flags=re.M)[1:]
+    assert [s.split("`")[1].split(" ")[0].split(",")[0] for s in sections] == [t for t, _ in DOCUMENTED_TABLES]
+    for section, (table, name) in zip(sections, DOCUMENTED_TABLES, strict=True):
+        rows = re.findall(r"^\| `([^`]+)` \| ([^|]+) \| (.*) \|$", section, flags=re.M)
+        assert [(a, b.strip(), c.replace("\\|", "|")) for a, b, c in rows] == list(getattr(schemas, name)), table
