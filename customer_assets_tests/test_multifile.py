@@ -161,9 +161,10 @@ def test_parquet_exports_are_read_by_column_name(tmp_path):
     folder = tmp_path / "pq"
     folder.mkdir()
     conn = duckdb.connect()
-    conn.execute(f"COPY (SELECT * FROM (VALUES ('A', DATE '2020-01-05', 10.0), ('B', DATE '2020-01-06', 7.5)) "
+    # the first file's totals are integers, the second's are not: 4.5 must stay 4.5, not be cast to the first's type
+    conn.execute(f"COPY (SELECT * FROM (VALUES ('A', DATE '2020-01-05', 10), ('B', DATE '2020-01-06', 7)) "
                  f"t(cust, day, total)) TO '{folder / 'part-1.parquet'}' (FORMAT parquet)")
-    conn.execute(f"COPY (SELECT * FROM (VALUES (4.0, 'A', DATE '2020-02-01')) t(total, cust, day)) "
+    conn.execute(f"COPY (SELECT * FROM (VALUES (4.5, 'A', DATE '2020-02-01')) t(total, cust, day)) "
                  f"TO '{folder / 'part-2.parquet'}' (FORMAT parquet)")
     spec = logic.SourceSpec(str(folder / "part-*.parquet"), ColumnMapping.parse("customer_id=cust,date=day,amount=total"),
                             "parquet")
@@ -171,8 +172,8 @@ def test_parquet_exports_are_read_by_column_name(tmp_path):
     counts = logic.clean_transactions(conn)
     assert (counts["raw_rows"], counts["clean_rows"]) == (3, 3)
     assert conn.execute("SELECT customer_id, txn_date::VARCHAR, amount, source_row FROM clean.transactions "
-                        "ORDER BY source_row").fetchall() == [("A", "2020-01-05", 10.0, 1), ("B", "2020-01-06", 7.5, 2),
-                                                              ("A", "2020-02-01", 4.0, 3)]
+                        "ORDER BY source_row").fetchall() == [("A", "2020-01-05", 10.0, 1), ("B", "2020-01-06", 7.0, 2),
+                                                              ("A", "2020-02-01", 4.5, 3)]
 
 
 def test_a_pattern_through_dagster_config_reconciles_and_a_stored_copy_outlives_the_files(exports, warehouse):

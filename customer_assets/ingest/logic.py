@@ -131,7 +131,7 @@ def source_files(path: str, fmt: str | None = None) -> list[Path]:
 
 def validate_source_path(path: str, fmt: str | None = None) -> Path:
     """Check that a configured source path is an existing, readable, supported file, or a glob pattern matching
-    such files (see ``source_files``). Returns the path, made absolute."""
+    such files (see ``source_files``). Returns the path, with ``~`` expanded."""
     if not path or not str(path).strip():
         raise ValueError("No source file is configured: set CUSTOMER_ASSETS_SOURCE or the `path` config of raw/transactions")
     if "\x00" in path:
@@ -185,8 +185,9 @@ def _files_literal(paths: str | list[str], union: bool = False) -> tuple[str, st
     ``__source_file`` and, with ``union``, every file's own dialect and columns, matched by name.
 
     Without ``union`` DuckDB reads the files with the first one's dialect and columns (it still matches the columns
-    by name, and ignores columns the first file lacks), and fails on a file that lacks one of them. That is about
-    twenty times faster at a thousand files, so a load tries it first (see ``load_raw``)."""
+    by name, and ignores columns the first file lacks), and fails on a file that lacks one of them. For CSV files
+    (read as text, so no value is cast) it is much faster: 0.1 s against 1.9 s to read 1,095 files of 92,568 rows
+    in all, since each file's dialect is not sniffed again. So a load tries it first (see ``load_raw``)."""
     if isinstance(paths, str) or len(paths) == 1:
         return sql_literal(paths if isinstance(paths, str) else paths[0]), ""
     return ("[" + ", ".join(sql_literal(x) for x in paths) + "]",
@@ -200,7 +201,9 @@ def _reader_sql(path: str | list[str], fmt: str, encoding: str = "utf-8", delimi
     ``row_number() OVER ()`` without ORDER BY is DuckDB's streaming window: rows are numbered in file order, and
     the files of a list one after the other.
     """
-    (p, multi), enc = _files_literal(path, union), sql_literal(encoding)
+    # Parquet files always: union_by_name reads only their footers, and it gives each column a type that holds every
+    # file's values (without it, a later file's 4.5 would be cast to the first file's integer type)
+    (p, multi), enc = _files_literal(path, union or fmt == "parquet"), sql_literal(encoding)
     if fmt == "parquet":
         return f"SELECT *, row_number() OVER () AS __source_row FROM read_parquet({p}{multi})"
     if fmt == "csv" and delimiter:
