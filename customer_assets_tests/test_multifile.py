@@ -137,6 +137,16 @@ def test_a_file_without_a_mapped_column_is_named_and_the_previous_load_is_kept(e
     assert conn.execute("SELECT count(*) FROM raw.transactions").fetchone()[0] == 7
 
 
+def test_a_file_that_cannot_be_read_is_named(exports):
+    (exports / "orders_2020-04.csv").write_bytes(b"cust,when,qty,price,order\nC\xe9,2020-04-02,1,50,O9\n")
+    with pytest.raises(logic.SourceReadError) as refused:
+        _load(duckdb.connect(), exports / "orders_*.csv")
+    assert str(refused.value).startswith(
+        f"Could not read the source file {exports / 'orders_2020-04.csv'} (one of the files matching "
+        f"{exports / 'orders_*.csv'}) as csv: ")
+    assert str(refused.value).endswith("The file is not UTF-8: set the `encoding` config of raw/transactions (utf-16 or latin-1).")
+
+
 def test_patterns_that_cannot_be_one_source_are_explained(tmp_path, exports):
     with pytest.raises(FileNotFoundError, match="No file matches the source pattern .*orders_\\*.parquet"):
         logic.validate_source_path(str(exports / "orders_*.parquet"))

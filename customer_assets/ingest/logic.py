@@ -53,7 +53,11 @@ def _explain(exc: Exception, path: str, fmt: str) -> SourceReadError:
     else:
         hint = ("Check that it is a delimited text file with a header line (compressed files must end in .gz or .zst), "
                 "or set `format` (csv, parquet or whitespace).")
-    return SourceReadError(f"Could not read the source file {path} as {fmt}: {first}. {hint}")
+    # DuckDB names the file it failed on in its details: of a pattern's files, say which one
+    named = re.search(r'^\s*file = (.+)$|Failed to read file "([^"]+)"', text, flags=re.M)
+    where = f"{(named.group(1) or named.group(2)).strip()} (one of the files matching {path})" \
+        if named and is_pattern(path) else path
+    return SourceReadError(f"Could not read the source file {where} as {fmt}: {first}. {hint}")
 
 
 def detect_format(path: str, fmt: str | None = None) -> str:
