@@ -141,10 +141,17 @@ def test_a_file_that_cannot_be_read_is_named(exports):
     (exports / "orders_2020-04.csv").write_bytes(b"cust,when,qty,price,order\nC\xe9,2020-04-02,1,50,O9\n")
     with pytest.raises(logic.SourceReadError) as refused:
         _load(duckdb.connect(), exports / "orders_*.csv")
+    # the read of all the files fails, then the file-by-file check of their headers finds the one
+    assert str(refused.value).startswith(f"Could not read the source file {exports / 'orders_2020-04.csv'} as csv: ")
+    assert str(refused.value).endswith("The file is not UTF-8: set the `encoding` config of raw/transactions (utf-16 or latin-1).")
+    # a ragged row past the rows DuckDB samples for the header: the read of every file names it from DuckDB's details
+    rows = "".join(f"C,2020-04-02,1,50,O{i}\n" for i in range(30_000))
+    (exports / "orders_2020-04.csv").write_text(f"cust,when,qty,price,order\n{rows}D,2020-04-03,1,5,O9,extra\n")
+    with pytest.raises(logic.SourceReadError) as refused:
+        _load(duckdb.connect(), exports / "orders_*.csv")
     assert str(refused.value).startswith(
         f"Could not read the source file {exports / 'orders_2020-04.csv'} (one of the files matching "
-        f"{exports / 'orders_*.csv'}) as csv: ")
-    assert str(refused.value).endswith("The file is not UTF-8: set the `encoding` config of raw/transactions (utf-16 or latin-1).")
+        f"{exports / 'orders_*.csv'}) as csv: Invalid Input Error: CSV Error on Line: 30002.")
 
 
 def test_patterns_that_cannot_be_one_source_are_explained(tmp_path, exports):

@@ -386,10 +386,11 @@ def load_raw(conn: duckdb.DuckDBPyConnection, spec: SourceSpec, load_id: str, st
     try:
         try:
             per_file = {r[0]: r[1:] for r in conn.execute(count.format(body)).fetchall()}
-        except duckdb.Error as exc:
-            if len(files) == 1 or "schema mismatch" not in str(exc):
+        except duckdb.Error:
+            if len(files) == 1:
                 raise
-            # the files differ in their columns or dialect: check each one's header, then read each in its own way
+            # the files differ in their columns or dialect (DuckDB says "schema mismatch", but any failure is tried
+            # again, so that no wording is relied on): check each one's header, then read each in its own way
             spec, found = _check_columns(conn, spec, files, every_file=True)
             body = _raw_body(spec, files, found, load_id, loaded_at, union=True)
             per_file = {r[0]: r[1:] for r in conn.execute(count.format(body)).fetchall()}
