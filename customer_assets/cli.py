@@ -1,10 +1,12 @@
 """``customer-assets`` command line: materialize everything needed to score a cutoff."""
 
 import argparse
+import html
 import os
 import sys
 import time
 from datetime import date, timedelta
+from pathlib import Path
 
 import dagster as dg
 
@@ -200,6 +202,32 @@ def materialize_cutoff(cutoff: str | None, database: str | None = None, skip_ing
     return cutoff
 
 
+def forget(ids: list[str], database: str | None = None, instance: dg.DagsterInstance | None = None) -> dict[str, int]:
+    """Erase customers from the warehouse (``customer_assets.erasure``), then publish the serving copy again and
+    rewrite the HTML reports that name them. Returns the rows changed per table (and ``reports`` rewritten)."""
+    from customer_assets.erasure import erase_customers, normalise
+    from customer_assets.settings import reports_dir
+
+    runner = Runner(database, instance)
+    customers = normalise(ids)
+    with runner.resources["duckdb"].get_connection() as conn:  # waits while a run holds the file's lock
+        counts = erase_customers(conn, customers, HORIZON_DAYS)
+        scored = conn.execute("SELECT max(cutoff_date) FROM scores.scored_customers").fetchone()[0] \
+            if "scores.scored_customers" in counts else None
+    if scored is not None:
+        runner.run("serving/snapshot", partition_key=str(scored), label="published the serving copy again")
+    rewritten = 0
+    folder = reports_dir(runner.database)
+    for report in sorted(folder.glob("customer_report_*.html")) if folder.exists() else []:
+        text = report.read_text(encoding="utf-8")
+        if any(f">{html.escape(c)}<" in text for c in customers):  # a customer id is a table cell of the report
+            runner.run("reports/customer_report", partition_key=report.stem.removeprefix("customer_report_"),
+                       label=f"rewrote {report.name}")
+            rewritten += 1
+    counts["reports"] = rewritten
+    return counts
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="customer-assets", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -217,7 +245,26 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--out", required=True, help="output file, .csv or .parquet")
     g.add_argument("--chunk-customers", type=int, default=50_000, help="customers simulated per chunk (bounds memory)")
+    f = sub.add_parser("forget", help="erase customers (a request to be forgotten) from the warehouse, the serving "
+                                      "copy and the reports, and from every later load")
+    f.add_argument("--customer", action="append", default=[], help="a customer id (repeat for several)")
+    f.add_argument("--from-file", help="a text file with one customer id per line")
+    f.add_argument("--db", help=f"warehouse file (default: ${ENV_DB} or data/warehouse.duckdb)")
     args = parser.parse_args(argv)
+    if args.command == "forget":
+        ids = list(args.customer)
+        if args.from_file:
+            ids += [line for line in Path(args.from_file).read_text(encoding="utf-8").splitlines() if line.strip()]
+        try:
+            counts = forget(ids, args.db)
+        except ValueError as exc:
+            raise SystemExit(f"customer-assets forget: {exc}") from None
+        print(f"Erased {len({i.strip().upper() for i in ids})} customer(s). Rows changed: "
+              + ", ".join(f"{k} {v:,}" for k, v in counts.items() if k != "reports") + f"; reports rewritten: {counts['reports']}.")
+        print("Their rows are set aside as erased_customer by every later load. Delete them from the source export too "
+              "(quality.rejected_transactions lists their source_file and file_row), and delete the Dagster runs whose "
+              "previews showed them (`dagster run delete`), if any.")
+        return 0
     if args.command == "generate":
         from customer_assets.generate import generate
 

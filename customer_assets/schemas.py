@@ -51,7 +51,7 @@ CLEAN_TRANSACTIONS: list[C] = [
 REJECTED_TRANSACTIONS: list[C] = [
     ("load_id", "VARCHAR", "Load that produced the row"),
     ("source_row", "BIGINT", "Row number in the source (raw.transactions.source_row)"),
-    ("reject_reason", "VARCHAR", "null_customer_id, unparseable_date, future_date, date_before_1970, non_numeric_amount, amount_out_of_range, zero_quantity, negative_price or duplicate"),
+    ("reject_reason", "VARCHAR", "erased_customer (every value then NULL), null_customer_id, unparseable_date, future_date, date_before_1970, non_numeric_amount, amount_out_of_range, zero_quantity, negative_price or duplicate"),
     ("customer_id", "VARCHAR", "Customer id as read"),
     ("txn_date", "VARCHAR", "Date as read"),
     ("amount", "VARCHAR", "Amount as read"),
@@ -61,6 +61,10 @@ REJECTED_TRANSACTIONS: list[C] = [
     ("product_id", "VARCHAR", "Product id"),
     ("source_file", "VARCHAR", "The file the row was read from"),
     ("file_row", "BIGINT", "Its data row number in that file (= source_row when the source is one file)"),
+]
+ERASED_CUSTOMERS: list[C] = [
+    ("customer_key", "VARCHAR", "sha256 of the erased customer's id as cleaned (trimmed, upper-cased); the id itself is not kept"),
+    ("erased_at", "TIMESTAMP", "When it was erased (UTC)"),
 ]
 HISTORY_CHANGES: list[C] = [
     ("load_id", "VARCHAR", "The load now in clean.transactions"),

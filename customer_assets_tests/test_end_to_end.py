@@ -893,6 +893,7 @@ def test_scores_stable_compares_a_night_with_the_one_before_and_warns_on_a_large
 DOCUMENTED_TABLES = [
     ("raw.transactions", "RAW_TRANSACTIONS"), ("raw.loads", "RAW_LOADS"), ("clean.transactions", "CLEAN_TRANSACTIONS"),
     ("quality.rejected_transactions", "REJECTED_TRANSACTIONS"), ("quality.history_changes", "HISTORY_CHANGES"),
+    ("privacy.erased_customers", "ERASED_CUSTOMERS"),
     ("features.cutoff_windows", "CUTOFF_WINDOWS"), ("features.calibration_transactions", "CALIBRATION_TRANSACTIONS"),
     ("features.holdout_transactions", "HOLDOUT_TRANSACTIONS"), ("features.customer_features", "CUSTOMER_FEATURES"),
     ("features.partition_inputs", "PARTITION_INPUTS"), ("segments.customer_segments", "CUSTOMER_SEGMENTS"),
@@ -914,16 +915,59 @@ def _columns_as_documented(warehouse, tables):
 def test_every_table_has_the_documented_columns_and_the_readme_shows_them(scored):
     """The warehouse's columns (names and types) are the ones ``schemas`` documents (the UI's column schema), and the
     README's column table of each shows the same rows. The evaluation tables are checked where the backtests run
-    (``test_materialize_with_backtests_adds_the_newest_backtests``)."""
+    (``test_materialize_with_backtests_adds_the_newest_backtests``), and privacy.erased_customers where customers
+    are erased (``test_forget_erases_customers_from_the_scores_the_serving_copy_and_the_reports``)."""
     import re
     from pathlib import Path
 
     from customer_assets import schemas
 
-    _columns_as_documented(scored, [t for t in DOCUMENTED_TABLES if not t[0].startswith("evaluation.")])
+    _columns_as_documented(scored, [t for t in DOCUMENTED_TABLES if not t[0].startswith(("evaluation.", "privacy."))])
     text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     sections = re.split(r"^#### ", text.split("## Tables and columns", 1)[1].split("\n## ", 1)[0], flags=re.M)[1:]
     assert [s.split("`")[1].split(" ")[0].split(",")[0] for s in sections] == [t for t, _ in DOCUMENTED_TABLES]
     for section, (table, name) in zip(sections, DOCUMENTED_TABLES, strict=True):
         rows = re.findall(r"^\| `([^`]+)` \| ([^|]+) \| (.*) \|$", section, flags=re.M)
         assert [(a, b.strip(), c.replace("\\|", "|")) for a, b, c in rows] == list(getattr(schemas, name)), table
+
+
+def test_forget_erases_customers_from_the_scores_the_serving_copy_and_the_reports(scored, tmp_path, monkeypatch, capsys):
+    """``customer-assets forget`` on a copy of the e2e warehouse: one customer named by the 1998-06-30 report's
+    list of customers to call, and one that is not. Their rows go from every table, the serving copy is published
+    again and the report that named the first is rewritten without them; the score checks still pass."""
+    import shutil
+
+    from customer_assets.cli import Runner, forget, main
+
+    copy = str(tmp_path / "w.duckdb")
+    shutil.copy(scored, copy)
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    monkeypatch.delenv("CUSTOMER_ASSETS_SERVING_DIR", raising=False)
+    monkeypatch.delenv("CUSTOMER_ASSETS_REPORTS_DIR", raising=False)
+    runner = Runner(copy, dg.DagsterInstance.ephemeral())
+    runner.run("serving/snapshot", partition_key="1998-06-30")
+    runner.run("reports/customer_report", partition_key="1998-06-30")
+    report = tmp_path / "reports" / "customer_report_1998-06-30.html"
+    called = report.read_text().split("Customers to call first", 1)[1].split("<td>", 2)[1].split("</td>", 1)[0]
+    other = _q(copy, "SELECT min(customer_id) AS c FROM scores.scored_customers WHERE customer_id <> ?", [called]).c[0]
+    assert f">{other}<" not in report.read_text()
+    before = _q(copy, "SELECT customer_id, count(*) AS n FROM scores.scored_customers WHERE customer_id IN (?, ?) "
+                      "GROUP BY 1", [called, other]).set_index("customer_id").n
+    assert before.to_dict() == {called: 2, other: 2}  # scored at 1998-04-01 and 1998-06-30
+    counts = forget([called], copy, dg.DagsterInstance.ephemeral())
+    assert counts["scores.scored_customers"] == 2 and counts["segments.customer_segments"] >= 2 and counts["reports"] == 1
+    assert f">{called}<" not in report.read_text() and "Customers to call first" in report.read_text()
+    assert main(["forget", "--customer", other.lower(), "--db", copy]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("Erased 1 customer(s). Rows changed: privacy.erased_customers 1, clean.transactions ")
+    assert printed.splitlines()[0].endswith("scores.scored_customers 2; reports rewritten: 0.")
+    for table in ("clean.transactions", "features.customer_features", "segments.customer_segments", "scores.scored_customers"):
+        assert len(_q(copy, f"SELECT 1 FROM {table} WHERE customer_id IN (?, ?)", [called, other])) == 0, table
+    serving = tmp_path / "serving" / "scores.scored_customers.parquet"
+    assert duckdb.sql(f"SELECT count(*) FROM '{serving}' WHERE customer_id IN ('{called}', '{other}')").fetchone()[0] == 0
+    assert duckdb.sql(f"SELECT count(*) FROM '{serving}'").fetchone()[0] == 3996
+    _columns_as_documented(copy, [("privacy.erased_customers", "ERASED_CUSTOMERS")])
+    # the scores and the features lost the same customers, at every stored cutoff
+    evals = {e.asset_check_key.name: e for e in materialize(copy, SCORE_CHECKS).get_asset_check_evaluations()}
+    assert {k: e.passed for k, e in evals.items()} == {"every_customer_scored_once": True, "scores_valid": True}
+    assert evals["scores_valid"].metadata["rows_checked"].value == 3996

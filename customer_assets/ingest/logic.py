@@ -17,6 +17,7 @@ from pathlib import Path
 
 import duckdb
 
+from customer_assets.erasure import erased_ids_in
 from customer_assets.settings import FIELDS, MAPPING_HELP, ColumnMapping, SettingError, quote_ident
 from customer_assets.storage import object_type, table_exists
 
@@ -557,6 +558,7 @@ MAX_ABS_AMOUNT = 1e12
 MIN_DATE = "1970-01-01"
 
 REJECT_REASONS = (
+    "erased_customer",  # customer_assets.erasure: every value of the row is dropped, only its place is kept
     "null_customer_id",
     "unparseable_date",
     "future_date",
@@ -582,7 +584,8 @@ def money_sql(column: str) -> str:
             f"'\\1'), '\\s*[{signs}]$', '') AS DOUBLE))")
 
 
-def clean_sql(has_amount: bool, has_quantity: bool, has_unit_price: bool, date_order: str = "month_first") -> str:
+def clean_sql(has_amount: bool, has_quantity: bool, has_unit_price: bool, date_order: str = "month_first",
+              erased: str | None = None) -> str:
     """The SELECT that types, normalises and classifies every raw row.
 
     Each row gets either ``reject_reason = NULL`` (clean) or the first problem found,
@@ -602,6 +605,9 @@ def clean_sql(has_amount: bool, has_quantity: bool, has_unit_price: bool, date_o
         "(price IS NOT NULL AND price < 0) OR (NOT is_return AND amt_raw < 0)"
     )
     date_expr = date_parse_sql("trim(txn_date_raw)", date_order)
+    # ``erased``: a table of the normalised ids of erased customers (customer_assets.erasure.erased_ids_in)
+    erased_rule = f"WHEN customer_id IN (SELECT customer_id FROM {erased}) THEN 'erased_customer'" if erased else ""
+    kept = "reject_reason IS NOT NULL AND reject_reason <> 'erased_customer'"  # an erased row keeps no value
     return f"""
     WITH typed AS (
         SELECT source_row,
@@ -620,6 +626,7 @@ def clean_sql(has_amount: bool, has_quantity: bool, has_unit_price: bool, date_o
     ), classified AS (
         SELECT *,
             CASE
+                {erased_rule}
                 WHEN customer_id IS NULL OR customer_id = '' THEN 'null_customer_id'
                 WHEN txn_date IS NULL THEN 'unparseable_date'
                 WHEN txn_date > current_date THEN 'future_date'
@@ -649,12 +656,14 @@ def clean_sql(has_amount: bool, has_quantity: bool, has_unit_price: bool, date_o
         FROM keyed c LEFT JOIN dup_groups g ON c.dup_key = g.dup_key
     )
     -- narrow: the text as read is only kept for rejected rows (clean rows keep their typed values)
-    SELECT source_row, reject_reason, customer_id, txn_date, amt_raw, qty, is_return, order_id, product_id,
-           CASE WHEN reject_reason IS NOT NULL THEN customer_id_raw END AS customer_id_raw,
-           CASE WHEN reject_reason IS NOT NULL THEN txn_date_raw END AS txn_date_raw,
-           CASE WHEN reject_reason IS NOT NULL THEN amount_raw_text END AS amount_raw_text,
-           CASE WHEN reject_reason IS NOT NULL THEN quantity_raw END AS quantity_raw,
-           CASE WHEN reject_reason IS NOT NULL THEN unit_price_raw END AS unit_price_raw
+    SELECT source_row, reject_reason, customer_id, txn_date, amt_raw, qty, is_return,
+           CASE WHEN reject_reason IS NULL OR {kept} THEN order_id END AS order_id,
+           CASE WHEN reject_reason IS NULL OR {kept} THEN product_id END AS product_id,
+           CASE WHEN {kept} THEN customer_id_raw END AS customer_id_raw,
+           CASE WHEN {kept} THEN txn_date_raw END AS txn_date_raw,
+           CASE WHEN {kept} THEN amount_raw_text END AS amount_raw_text,
+           CASE WHEN {kept} THEN quantity_raw END AS quantity_raw,
+           CASE WHEN {kept} THEN unit_price_raw END AS unit_price_raw
     FROM deduped
     """
 
@@ -666,8 +675,18 @@ DAILY_SQL = (f"SELECT txn_date, count(*) AS rows, sum({ROW_HASH}) AS digest, sum
              "FROM clean.transactions GROUP BY txn_date")
 
 
-# which file of a load a rejected row came from, and its data row number in that file
-REJECTED_FILE_SQL = "f.path AS source_file, c.source_row - f.first_row + 1 AS file_row"
+def files_of_rows(conn: duckdb.DuckDBPyConnection, load: Load) -> tuple[str, str, list]:
+    """How to name the file of a row ``c`` of ``load`` and its data row number in that file: the select expressions
+    (``source_file``, ``file_row``), the join they need and its parameters. A pattern's files each have their range
+    of ``source_row`` (a temp table ``_files``); one file's rows are numbered as in the file."""
+    files = load.file_list()
+    if len(files) == 1:
+        return "?::VARCHAR AS source_file, c.source_row AS file_row", "", [files[0]["path"]]
+    conn.execute("CREATE OR REPLACE TEMP TABLE _files AS SELECT * FROM (SELECT unnest(?::STRUCT(path VARCHAR, "
+                 "first_row BIGINT, last_row BIGINT)[], recursive := true)) WHERE first_row IS NOT NULL",
+                 [[{k: f[k] for k in ("path", "first_row", "last_row")} for f in files]])
+    return ("f.path AS source_file, c.source_row - f.first_row + 1 AS file_row",
+            "LEFT JOIN _files f ON c.source_row BETWEEN f.first_row AND f.last_row", [])
 
 
 class HistoryLossError(ValueError):
@@ -764,11 +783,7 @@ def clean_transactions(conn: duckdb.DuckDBPyConnection, date_order: str = "auto"
     """
     load = current_load(conn)
     check_source_unchanged(load)
-    files = load.file_list()
-    if len(files) > 1:  # each file's range of source_row, to say which file a rejected row came from
-        conn.execute("CREATE OR REPLACE TEMP TABLE _files AS SELECT * FROM (SELECT unnest(?::STRUCT(path VARCHAR, "
-                     "first_row BIGINT, last_row BIGINT)[], recursive := true)) WHERE first_row IS NOT NULL",
-                     [[{k: f[k] for k in ("path", "first_row", "last_row")} for f in files]])
+    file_of, file_join, file_params = files_of_rows(conn, load)
     # one parse of the source (or one scan of the stored copy) into memory; every later pass reads this.
     # The load's constant columns stay out of it (9.4M copies of the load id cost ~0.5 GB); they are added on write.
     try:
@@ -789,10 +804,12 @@ def clean_transactions(conn: duckdb.DuckDBPyConnection, date_order: str = "auto"
     # same transaction is about twice as slow at 10M rows
     try:
         order, order_note = detect_date_order(conn, "_raw", date_order)
-        sql = clean_sql(present["amount"], present["quantity"], present["unit_price"], order)
+        erased = erased_ids_in(conn, "_raw")
+        sql = clean_sql(present["amount"], present["quantity"], present["unit_price"], order, erased)
         conn.execute(f"CREATE OR REPLACE TEMP TABLE _classified AS {sql}")
     finally:
         conn.execute("DROP TABLE IF EXISTS _raw")
+        conn.execute("DROP TABLE IF EXISTS _erased_now")
     p99 = conn.execute(
         "SELECT quantile_cont(abs(amt_raw), 0.99) FROM _classified WHERE reject_reason IS NULL"
     ).fetchone()[0]
@@ -819,13 +836,12 @@ def clean_transactions(conn: duckdb.DuckDBPyConnection, date_order: str = "auto"
             CREATE OR REPLACE TABLE quality.rejected_transactions AS
             SELECT ?::VARCHAR AS load_id, c.source_row, reject_reason,
                    customer_id_raw AS customer_id, txn_date_raw AS txn_date, amount_raw_text AS amount,
-                   quantity_raw AS quantity, unit_price_raw AS unit_price, order_id, product_id,
-                   {REJECTED_FILE_SQL if len(files) > 1 else "?::VARCHAR AS source_file, c.source_row AS file_row"}
-            FROM _classified c {"LEFT JOIN _files f ON c.source_row BETWEEN f.first_row AND f.last_row" if len(files) > 1 else ""}
+                   quantity_raw AS quantity, unit_price_raw AS unit_price, order_id, product_id, {file_of}
+            FROM _classified c {file_join}
             WHERE reject_reason IS NOT NULL
             ORDER BY c.source_row
             """,
-            [load.load_id] + ([] if len(files) > 1 else [files[0]["path"]]),
+            [load.load_id, *file_params],
         )
         history = compare_history(conn, previous, load, max_history_loss)
         conn.execute("COMMIT")

@@ -1,0 +1,143 @@
+"""Erasing customers: a data subject's request to be forgotten (GDPR article 17, CCPA deletion).
+
+``erase_customers`` removes the customers' rows from every warehouse table that holds them by id, in one
+transaction, and adds a one-way hash of each id to ``privacy.erased_customers``, so that every later cleaning
+sets their rows aside as ``erased_customer`` without keeping any of their values. The ids themselves are not
+stored. Aggregates (segment centroids, model parameters, evaluation metrics) are not per customer and stay as
+they are; ``customer-assets forget`` then publishes the serving copy again and rewrites the HTML reports that
+named the customers.
+
+Rows are never lost, so the invariant raw = clean + rejected still holds: a clean row of an erased customer
+becomes a rejected row with reason ``erased_customer`` and every value NULL, keeping only its ``source_row`` (and
+file), which is how the retailer finds the rows to delete from its own export.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import duckdb
+
+from customer_assets.storage import object_type, table_exists
+
+REASON = "erased_customer"
+
+ERASED_DDL = "CREATE TABLE IF NOT EXISTS privacy.erased_customers (customer_key VARCHAR, erased_at TIMESTAMP)"
+# a customer's key: the id as cleaning normalises it, hashed; the same expression in SQL and for a request
+KEY_SQL = "sha256(upper(trim({})))"
+
+
+def normalise(ids: list[str]) -> list[str]:
+    """The ids as ``clean.transactions`` holds them (trimmed, upper-cased); a blank id is refused."""
+    out = []
+    for raw in ids:
+        value = str(raw).strip().upper()
+        if not value:
+            raise ValueError("An empty customer id cannot be erased: give the ids as they appear in clean.transactions")
+        if value not in out:
+            out.append(value)
+    if not out:
+        raise ValueError("No customer id was given")
+    return out
+
+
+def erased_ids_in(conn: duckdb.DuckDBPyConnection, table: str) -> str | None:
+    """A temp table ``_erased_now`` of the normalised ids in ``table`` (a relation with a ``customer_id`` column)
+    whose key is in ``privacy.erased_customers``; its name, or None when nothing has been erased.
+
+    Each distinct id is hashed once, so the cost grows with the customers, not the rows."""
+    if not table_exists(conn, "privacy", "erased_customers"):
+        return None
+    if conn.execute("SELECT count(*) FROM privacy.erased_customers").fetchone()[0] == 0:
+        return None
+    conn.execute(
+        "CREATE OR REPLACE TEMP TABLE _erased_now AS SELECT customer_id FROM "
+        f"(SELECT DISTINCT upper(trim(customer_id)) AS customer_id FROM {table} WHERE customer_id IS NOT NULL) "
+        f"WHERE {KEY_SQL.format('customer_id')} IN (SELECT customer_key FROM privacy.erased_customers)"
+    )
+    return "_erased_now"
+
+
+# what an erased customer's rows contributed to each stored features partition's record of its inputs (see
+# features.logic.record_inputs): the same per-row hash, so that subtracting it leaves the record current
+_INPUTS_DELTA_SQL = """
+SELECT p.cutoff_date,
+       count(*) FILTER (WHERE e.txn_date <= p.cutoff_date) AS h_rows,
+       coalesce(sum(e.digest) FILTER (WHERE e.txn_date <= p.cutoff_date), 0)::HUGEINT AS h_digest,
+       count(*) FILTER (WHERE e.txn_date > p.cutoff_date AND e.txn_date <= p.cutoff_date + CAST(? AS INTEGER)) AS w_rows,
+       coalesce(sum(e.digest) FILTER (WHERE e.txn_date > p.cutoff_date
+                                      AND e.txn_date <= p.cutoff_date + CAST(? AS INTEGER)), 0)::HUGEINT AS w_digest
+FROM features.partition_inputs p, _erased_rows e
+GROUP BY p.cutoff_date
+"""
+
+
+def erase_customers(conn: duckdb.DuckDBPyConnection, ids: list[str], horizon_days: int) -> dict[str, int]:
+    """Erase the customers ``ids`` from the warehouse, in one transaction; returns the rows changed per table.
+
+    * ``clean.transactions``: their rows move to ``quality.rejected_transactions`` as ``erased_customer``, with
+      every value NULL (raw = clean + rejected still holds);
+    * ``quality.rejected_transactions``: their rejected rows become ``erased_customer`` rows the same way;
+    * ``raw.transactions``, when it is a stored copy: every field of their rows is set to NULL (a view reads the
+      source file, which only the retailer can change);
+    * ``features.customer_features``, ``segments.customer_segments``, ``scores.scored_customers``: their rows are
+      deleted, in every partition;
+    * ``features.partition_inputs``: their rows' share is subtracted, so no stored partition looks out of date.
+
+    Each id's hash is added to ``privacy.erased_customers`` (once), which later cleanings read.
+    """
+    from customer_assets.ingest.logic import ROW_HASH, current_load, files_of_rows
+
+    customers = normalise(ids)
+    counts: dict[str, int] = {}
+    now = datetime.now(UTC).replace(tzinfo=None)
+    conn.execute("CREATE OR REPLACE TEMP TABLE _erase AS SELECT unnest(CAST(? AS VARCHAR[])) AS customer_id", [customers])
+    conn.execute("BEGIN TRANSACTION")
+    try:
+        conn.execute("CREATE SCHEMA IF NOT EXISTS privacy")
+        conn.execute(ERASED_DDL)
+        counts["privacy.erased_customers"] = conn.execute(
+            f"INSERT INTO privacy.erased_customers SELECT DISTINCT {KEY_SQL.format('customer_id')}, ?::TIMESTAMP "
+            f"FROM _erase WHERE {KEY_SQL.format('customer_id')} NOT IN (SELECT customer_key FROM privacy.erased_customers)",
+            [now]).fetchone()[0]
+        if object_type(conn, "clean", "transactions") == "BASE TABLE":
+            conn.execute(f"CREATE OR REPLACE TEMP TABLE _erased_rows AS SELECT load_id, source_row, txn_date, "
+                         f"{ROW_HASH} AS digest FROM clean.transactions WHERE customer_id IN (SELECT customer_id FROM _erase)")
+            if table_exists(conn, "features", "partition_inputs"):
+                conn.execute(
+                    f"UPDATE features.partition_inputs p SET history_rows = p.history_rows - d.h_rows, "
+                    "history_digest = p.history_digest - d.h_digest, "
+                    "window_rows = CASE WHEN p.window_rows IS NOT NULL THEN p.window_rows - d.w_rows END, "
+                    "window_digest = CASE WHEN p.window_digest IS NOT NULL THEN p.window_digest - d.w_digest END "
+                    f"FROM ({_INPUTS_DELTA_SQL}) d WHERE p.cutoff_date = d.cutoff_date", [horizon_days, horizon_days])
+            if table_exists(conn, "quality", "rejected_transactions"):
+                file_of, file_join, file_params = files_of_rows(conn, current_load(conn))
+                conn.execute(
+                    "INSERT INTO quality.rejected_transactions (load_id, source_row, reject_reason, source_file, file_row) "
+                    f"SELECT c.load_id, c.source_row, ?, {file_of} FROM _erased_rows c {file_join}", [REASON, *file_params])
+            counts["clean.transactions"] = conn.execute(
+                "DELETE FROM clean.transactions WHERE customer_id IN (SELECT customer_id FROM _erase)").fetchone()[0]
+            conn.execute("DROP TABLE _erased_rows")
+        if table_exists(conn, "quality", "rejected_transactions"):
+            counts["quality.rejected_transactions"] = conn.execute(
+                "UPDATE quality.rejected_transactions SET reject_reason = ?, customer_id = NULL, txn_date = NULL, "
+                "amount = NULL, quantity = NULL, unit_price = NULL, order_id = NULL, product_id = NULL "
+                "WHERE upper(trim(customer_id)) IN (SELECT customer_id FROM _erase)", [REASON]).fetchone()[0]
+        if object_type(conn, "raw", "transactions") == "BASE TABLE":
+            counts["raw.transactions"] = conn.execute(
+                'UPDATE raw.transactions SET customer_id = NULL, "date" = NULL, amount = NULL, quantity = NULL, '
+                "unit_price = NULL, order_id = NULL, product_id = NULL "
+                "WHERE upper(trim(customer_id)) IN (SELECT customer_id FROM _erase)").fetchone()[0]
+        for schema, table in (("features", "customer_features"), ("segments", "customer_segments"),
+                              ("scores", "scored_customers")):
+            if table_exists(conn, schema, table):
+                counts[f"{schema}.{table}"] = conn.execute(
+                    f"DELETE FROM {schema}.{table} WHERE customer_id IN (SELECT customer_id FROM _erase)").fetchone()[0]
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    finally:
+        conn.execute("DROP TABLE IF EXISTS _erase")
+        conn.execute("DROP TABLE IF EXISTS _files")
+    return counts

@@ -1,0 +1,84 @@
+"""Erasing customers (a request to be forgotten) on the hand-built ledger (conftest.LEDGER), worked by hand.
+
+Customer A (written " a " on line 4) has 9 of the 15 rows: the clean rows 1-7 and the rejected rows 13 (a bad date)
+and 14 (a duplicate of 3). The cutoff C = 2020-03-31 has 7 clean rows in its history (A's 01-05 twice, 02-10, 03-20
+and the 03-25 return; B's 03-01; D's 2019-12-01) and 3 in its label window (A's 04-15 and 05-01; C's 04-02), and its
+features hold A, B and D. Erasing A leaves 2 and 1 of those rows, and B and D.
+"""
+
+import hashlib
+from datetime import date
+
+import dagster as dg
+import duckdb
+import pytest
+
+from customer_assets.erasure import erase_customers
+from customer_assets.features import logic as F
+from customer_assets_tests.conftest import INGEST, materialize, row_counts, source_config
+
+C = "2020-03-31"
+EARLY = "2019-12-10"
+FEATURES = "features/calibration_transactions features/holdout_transactions features/customer_features"
+A_ROWS = [1, 2, 3, 4, 5, 6, 7, 13, 14]
+VALUES = "customer_id, txn_date, amount, quantity, unit_price, order_id, product_id"
+
+
+def _erased(conn):
+    return conn.execute(f"SELECT source_row, source_file, file_row, {VALUES} FROM quality.rejected_transactions "
+                        "WHERE reject_reason = 'erased_customer' ORDER BY source_row").fetchall()
+
+
+def test_an_erased_customer_leaves_every_table_and_every_later_load(ledger_csv, warehouse):
+    assert materialize(warehouse, INGEST, run_config=source_config(ledger_csv)).success
+    for cutoff in (EARLY, C):
+        assert materialize(warehouse, FEATURES, partition_key=cutoff).success
+    with duckdb.connect(warehouse) as conn:
+        counts = erase_customers(conn, [" a "], 90)
+        assert counts == {"privacy.erased_customers": 1, "clean.transactions": 7, "quality.rejected_transactions": 2,
+                          "features.customer_features": 1}
+        assert conn.execute("SELECT count(*), count(*) FILTER (WHERE customer_id = 'A') FROM clean.transactions").fetchone() == (4, 0)
+        assert [r[0] for r in conn.execute("SELECT customer_id FROM features.customer_features WHERE cutoff_date = ? "
+                                           "ORDER BY 1", [C]).fetchall()] == ["B", "D"]
+        # the rows keep their place (raw = clean + rejected) and the way back to the export, and nothing else
+        assert _erased(conn) == [(r, str(ledger_csv), r) + (None,) * 7 for r in A_ROWS]
+        assert dict(conn.execute("SELECT reject_reason, count(*) FROM quality.rejected_transactions GROUP BY 1").fetchall()) == {
+            "erased_customer": 9, "null_customer_id": 1, "negative_price": 1}
+        # the record of what the partitions were computed from lost A's share, so none looks out of date
+        assert conn.execute("SELECT history_rows, window_rows FROM features.partition_inputs WHERE cutoff_date = ?",
+                            [C]).fetchone() == (2, 1)
+        assert F.inputs_changed(conn, date.fromisoformat(C), 90, labels=True) is None
+        assert len(F.stale_partitions(conn, 90)[0]) == 0
+        # only a hash of the id is kept
+        assert conn.execute("SELECT customer_key FROM privacy.erased_customers").fetchall() == [
+            (hashlib.sha256(b"A").hexdigest(),)]
+        # asking again changes nothing
+        assert erase_customers(conn, ["A"], 90) == {"privacy.erased_customers": 0, "clean.transactions": 0,
+                                                    "quality.rejected_transactions": 0, "features.customer_features": 0}
+    checks = materialize(warehouse, dg.AssetSelection.checks_for_assets(dg.AssetKey(["clean", "transactions"])))
+    assert {e.asset_check_key.name: e.passed for e in checks.get_asset_check_evaluations()}["stored_partitions_current"]
+    # the nightly reload reads A's rows from the export again: they are set aside with every value dropped
+    result = materialize(warehouse, INGEST, run_config=source_config(ledger_csv))
+    assert row_counts(result) == {"raw/transactions": 15, "clean/transactions": 4, "quality/rejected_transactions": 11,
+                                  "quality/history_changes": 0}
+    assert {e.asset_check_key.name: e.passed for e in result.get_asset_check_evaluations()}["rows_reconcile"]
+    with duckdb.connect(warehouse, read_only=True) as conn:
+        assert _erased(conn) == [(r, str(ledger_csv), r) + (None,) * 7 for r in A_ROWS]
+        assert conn.execute("SELECT count(*) FROM clean.transactions WHERE customer_id = 'A'").fetchone()[0] == 0
+
+
+def test_a_stored_copy_keeps_no_value_of_an_erased_customer(ledger_csv, warehouse):
+    cfg = source_config(ledger_csv)
+    cfg["ops"]["raw__transactions"]["config"]["stored_copy"] = True
+    assert materialize(warehouse, INGEST, run_config=cfg).success
+    with duckdb.connect(warehouse) as conn:
+        assert erase_customers(conn, ["D"], 90)["raw.transactions"] == 2
+        assert conn.execute("SELECT source_row, customer_id, date, quantity, unit_price, order_id FROM raw.transactions "
+                            "WHERE source_row IN (10, 11) ORDER BY 1").fetchall() == [(10,) + (None,) * 5, (11,) + (None,) * 5]
+        assert conn.execute("SELECT count(*) FROM raw.transactions").fetchone()[0] == 15
+
+
+@pytest.mark.parametrize("ids", [[], ["  "]])
+def test_an_empty_request_is_refused(ids):
+    with pytest.raises(ValueError, match="customer id"):
+        erase_customers(duckdb.connect(), ids, 90)
