@@ -204,7 +204,8 @@ def materialize_cutoff(cutoff: str | None, database: str | None = None, skip_ing
 
 def forget(ids: list[str], database: str | None = None, instance: dg.DagsterInstance | None = None) -> dict[str, int]:
     """Erase customers from the warehouse (``customer_assets.erasure``), then publish the serving copy again and
-    rewrite the HTML reports that name them. Returns the rows changed per table (and ``reports`` rewritten)."""
+    rewrite the HTML reports that name them. Returns the rows changed per table, the ``reports`` rewritten and the
+    ``customers`` asked for."""
     from customer_assets.erasure import erase_customers, normalise
     from customer_assets.settings import reports_dir
 
@@ -225,6 +226,7 @@ def forget(ids: list[str], database: str | None = None, instance: dg.DagsterInst
                        label=f"rewrote {report.name}")
             rewritten += 1
     counts["reports"] = rewritten
+    counts["customers"] = len(customers)
     return counts
 
 
@@ -259,8 +261,8 @@ def main(argv: list[str] | None = None) -> int:
             counts = forget(ids, args.db)
         except ValueError as exc:
             raise SystemExit(f"customer-assets forget: {exc}") from None
-        print(f"Erased {len({i.strip().upper() for i in ids})} customer(s). Rows changed: "
-              + ", ".join(f"{k} {v:,}" for k, v in counts.items() if k != "reports") + f"; reports rewritten: {counts['reports']}.")
+        print(f"Erased {counts['customers']} customer(s). Rows changed: "
+              + ", ".join(f"{k} {v:,}" for k, v in counts.items() if k not in ("customers", "reports")) + f"; reports rewritten: {counts['reports']}.")
         print("Their rows are set aside as erased_customer by every later load. Delete them from the source export too "
               "(quality.rejected_transactions lists their source_file and file_row), and delete the Dagster runs whose "
               "previews showed them (`dagster run delete`), if any.")

@@ -28,10 +28,12 @@ KEY_SQL = "sha256(upper(trim({})))"
 
 
 def normalise(ids: list[str]) -> list[str]:
-    """The ids as ``clean.transactions`` holds them (trimmed, upper-cased); a blank id is refused."""
+    """The ids as ``clean.transactions`` holds them, trimmed and upper-cased by DuckDB as the cleaning does (Python's
+    own ``upper`` differs for some letters: it makes "ß" "SS", DuckDB the capital "ẞ"); a blank id is refused."""
     out = []
+    con = duckdb.connect()
     for raw in ids:
-        value = str(raw).strip().upper()
+        value = con.execute("SELECT upper(trim(?))", [str(raw)]).fetchone()[0]
         if not value:
             raise ValueError("An empty customer id cannot be erased: give the ids as they appear in clean.transactions")
         if value not in out:

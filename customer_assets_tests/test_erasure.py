@@ -13,7 +13,7 @@ import dagster as dg
 import duckdb
 import pytest
 
-from customer_assets.erasure import erase_customers
+from customer_assets.erasure import erase_customers, normalise
 from customer_assets.features import logic as F
 from customer_assets_tests.conftest import INGEST, materialize, row_counts, source_config
 
@@ -76,6 +76,11 @@ def test_a_stored_copy_keeps_no_value_of_an_erased_customer(ledger_csv, warehous
         assert conn.execute("SELECT source_row, customer_id, date, quantity, unit_price, order_id FROM raw.transactions "
                             "WHERE source_row IN (10, 11) ORDER BY 1").fetchall() == [(10,) + (None,) * 5, (11,) + (None,) * 5]
         assert conn.execute("SELECT count(*) FROM raw.transactions").fetchone()[0] == 15
+
+
+def test_ids_are_normalised_as_the_cleaning_does():
+    # DuckDB's upper makes "ß" the capital "ẞ" (Python's makes it "SS"): the id must be the one clean.transactions holds
+    assert normalise([" straße ", "STRASSE", "Straße"]) == ["STRAẞE", "STRASSE"]
 
 
 @pytest.mark.parametrize("ids", [[], ["  "]])
