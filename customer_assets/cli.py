@@ -211,6 +211,8 @@ def forget(ids: list[str], database: str | None = None, instance: dg.DagsterInst
 
     runner = Runner(database, instance)
     customers = normalise(ids)
+    if not runner.database.startswith("md:") and not os.path.exists(runner.database):
+        raise ValueError(f"there is no warehouse at {runner.database} (set --db or {ENV_DB}); nothing was erased")
     with runner.resources["duckdb"].get_connection() as conn:  # waits while a run holds the file's lock
         counts = erase_customers(conn, customers, HORIZON_DAYS)
         scored = conn.execute("SELECT max(cutoff_date) FROM scores.scored_customers").fetchone()[0] \
@@ -255,11 +257,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "forget":
         ids = list(args.customer)
-        if args.from_file:
-            ids += [line for line in Path(args.from_file).read_text(encoding="utf-8").splitlines() if line.strip()]
         try:
+            if args.from_file:
+                ids += [line for line in Path(args.from_file).read_text(encoding="utf-8").splitlines() if line.strip()]
             counts = forget(ids, args.db)
-        except ValueError as exc:
+        except (OSError, ValueError) as exc:
             raise SystemExit(f"customer-assets forget: {exc}") from None
         print(f"Erased {counts['customers']} customer(s). Rows changed: "
               + ", ".join(f"{k} {v:,}" for k, v in counts.items() if k not in ("customers", "reports")) + f"; reports rewritten: {counts['reports']}.")

@@ -87,3 +87,17 @@ def test_ids_are_normalised_as_the_cleaning_does():
 def test_an_empty_request_is_refused(ids):
     with pytest.raises(ValueError, match="customer id"):
         erase_customers(duckdb.connect(), ids, 90)
+
+
+def test_the_command_refuses_a_missing_warehouse_or_list_and_writes_nothing(tmp_path, monkeypatch):
+    from customer_assets.cli import main
+
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    missing = tmp_path / "typo.duckdb"
+    with pytest.raises(SystemExit, match=f"customer-assets forget: there is no warehouse at {missing} "):
+        main(["forget", "--customer", "A", "--db", str(missing)])
+    assert not missing.exists()
+    with pytest.raises(SystemExit, match="customer-assets forget: .*No such file or directory.*ids.txt"):
+        main(["forget", "--from-file", str(tmp_path / "ids.txt"), "--db", str(missing)])
+    with pytest.raises(SystemExit, match="customer-assets forget: No customer id was given"):
+        main(["forget", "--db", str(missing)])
