@@ -217,17 +217,17 @@ def forget(ids: list[str], database: str | None = None, instance: dg.DagsterInst
         counts = erase_customers(conn, customers, HORIZON_DAYS)
         scored = conn.execute("SELECT max(cutoff_date) FROM scores.scored_customers").fetchone()[0] \
             if "scores.scored_customers" in counts else None
+    folder = reports_dir(runner.database)
+    reports = [r for r in (sorted(folder.glob("customer_report_*.html")) if folder.exists() else [])
+               # a customer id is a table cell of the report
+               if any(f">{html.escape(c)}<" in r.read_text(encoding="utf-8") for c in customers)]
+    runner.progress.total = (scored is not None) + len(reports)
     if scored is not None:
         runner.run("serving/snapshot", partition_key=str(scored), label="published the serving copy again")
-    rewritten = 0
-    folder = reports_dir(runner.database)
-    for report in sorted(folder.glob("customer_report_*.html")) if folder.exists() else []:
-        text = report.read_text(encoding="utf-8")
-        if any(f">{html.escape(c)}<" in text for c in customers):  # a customer id is a table cell of the report
-            runner.run("reports/customer_report", partition_key=report.stem.removeprefix("customer_report_"),
-                       label=f"rewrote {report.name}")
-            rewritten += 1
-    counts["reports"] = rewritten
+    for report in reports:
+        runner.run("reports/customer_report", partition_key=report.stem.removeprefix("customer_report_"),
+                   label=f"rewrote {report.name}")
+    counts["reports"] = len(reports)
     counts["customers"] = len(customers)
     return counts
 
