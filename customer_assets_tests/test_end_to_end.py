@@ -494,8 +494,10 @@ def test_ltv_backtest_checks_the_ltv_served_at_c_and_does_not_need_the_stored_fe
     pd.testing.assert_frame_equal(kept, _q(copy, sql))
 
 
-def test_the_nightly_schedules_in_order_on_a_growing_file(cdnow_slice, tmp_path, monkeypatch):
-    """Two nights of the schedules, run as they would be (their RunRequests, in cron order), on a file that grows.
+@pytest.mark.parametrize("export", ["one file", "one file per export"])
+def test_the_nightly_schedules_in_order_on_a_growing_file(export, cdnow_slice, tmp_path, monkeypatch):
+    """Two nights of the schedules, run as they would be (their RunRequests, in cron order), on a file that grows,
+    or on a glob pattern whose folder gains the second night's file (the same rows either way).
 
     Night of 1998-04-04 (the export lags: data to 1998-04-01): retrain 1998-01-01, rescore 1998-04-01 (its features
     stored with NULL labels, the window being open). Night of 1998-07-01 (data to 1998-06-30): retrain 1998-04-01,
@@ -512,6 +514,13 @@ def test_the_nightly_schedules_in_order_on_a_growing_file(cdnow_slice, tmp_path,
     frame = pd.read_csv(cdnow_slice, dtype=str)
     early = tmp_path / "early.csv"
     frame[frame["date"] <= "19980401"].to_csv(early, index=False)
+    sources = [early, cdnow_slice]
+    if export == "one file per export":
+        exports = tmp_path / "exports"
+        exports.mkdir()
+        pattern = exports / "orders_*.csv"
+        sources = [pattern, pattern]
+        frame[frame["date"] <= "19980401"].to_csv(exports / "orders_1.csv", index=False)
     warehouse = str(tmp_path / "w.duckdb")
     defs = build_definitions(warehouse)
     monkeypatch.setenv("CUSTOMER_ASSETS_COLUMNS", CDNOW_CSV_COLUMNS)
@@ -524,7 +533,9 @@ def test_the_nightly_schedules_in_order_on_a_growing_file(cdnow_slice, tmp_path,
             return schedule.evaluate_tick(ctx).run_requests
 
     with dg.instance_for_test() as instance:  # persistent: the schedules read the data's last date from its event log
-        for source, night in ((early, datetime(1998, 4, 4, tzinfo=UTC)), (cdnow_slice, datetime(1998, 7, 1, tzinfo=UTC))):
+        for source, night in zip(sources, (datetime(1998, 4, 4, tzinfo=UTC), datetime(1998, 7, 1, tzinfo=UTC)), strict=True):
+            if export == "one file per export" and night.month == 7:  # the second export arrives
+                frame[frame["date"] > "19980401"].to_csv(exports / "orders_2.csv", index=False)
             monkeypatch.setenv("CUSTOMER_ASSETS_SOURCE", str(source))
             for schedule in SCHEDULES:
                 for req in requests(schedule, night, instance):
