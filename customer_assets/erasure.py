@@ -1,7 +1,7 @@
 """Erasing customers: a data subject's request to be forgotten (GDPR article 17, CCPA deletion).
 
 ``erase_customers`` removes the customers' rows from every warehouse table that holds them by id, in one
-transaction, and adds a one-way hash of each id to ``privacy.erased_customers``, so that every later cleaning
+transaction, and adds a one-way hash of each id to ``quality.erased_customers``, so that every later cleaning
 sets their rows aside as ``erased_customer`` without keeping any of their values. The ids themselves are not
 stored. Aggregates (segment centroids, model parameters, evaluation metrics) are not per customer and stay as
 they are; ``customer-assets forget`` then publishes the serving copy again and rewrites the HTML reports that
@@ -22,7 +22,7 @@ from customer_assets.storage import object_type, table_exists
 
 REASON = "erased_customer"
 
-ERASED_DDL = "CREATE TABLE IF NOT EXISTS privacy.erased_customers (customer_key VARCHAR, erased_at TIMESTAMP)"
+ERASED_DDL = "CREATE TABLE IF NOT EXISTS quality.erased_customers (customer_key VARCHAR, erased_at TIMESTAMP)"
 # a customer's key: the id as cleaning normalises it, hashed; the same expression in SQL and for a request
 KEY_SQL = "sha256(upper(trim({})))"
 
@@ -45,17 +45,17 @@ def normalise(ids: list[str]) -> list[str]:
 
 def erased_ids_in(conn: duckdb.DuckDBPyConnection, table: str) -> str | None:
     """A temp table ``_erased_now`` of the normalised ids in ``table`` (a relation with a ``customer_id`` column)
-    whose key is in ``privacy.erased_customers``; its name, or None when nothing has been erased.
+    whose key is in ``quality.erased_customers``; its name, or None when nothing has been erased.
 
     Each distinct id is hashed once, so the cost grows with the customers, not the rows."""
-    if not table_exists(conn, "privacy", "erased_customers"):
+    if not table_exists(conn, "quality", "erased_customers"):
         return None
-    if conn.execute("SELECT count(*) FROM privacy.erased_customers").fetchone()[0] == 0:
+    if conn.execute("SELECT count(*) FROM quality.erased_customers").fetchone()[0] == 0:
         return None
     conn.execute(
         "CREATE OR REPLACE TEMP TABLE _erased_now AS SELECT customer_id FROM "
         f"(SELECT DISTINCT upper(trim(customer_id)) AS customer_id FROM {table} WHERE customer_id IS NOT NULL) "
-        f"WHERE {KEY_SQL.format('customer_id')} IN (SELECT customer_key FROM privacy.erased_customers)"
+        f"WHERE {KEY_SQL.format('customer_id')} IN (SELECT customer_key FROM quality.erased_customers)"
     )
     return "_erased_now"
 
@@ -86,7 +86,7 @@ def erase_customers(conn: duckdb.DuckDBPyConnection, ids: list[str], horizon_day
       deleted, in every partition;
     * ``features.partition_inputs``: their rows' share is subtracted, so no stored partition looks out of date.
 
-    Each id's hash is added to ``privacy.erased_customers`` (once), which later cleanings read.
+    Each id's hash is added to ``quality.erased_customers`` (once), which later cleanings read.
     """
     from customer_assets.ingest.logic import ROW_HASH, current_load, files_of_rows
 
@@ -96,11 +96,11 @@ def erase_customers(conn: duckdb.DuckDBPyConnection, ids: list[str], horizon_day
     conn.execute("CREATE OR REPLACE TEMP TABLE _erase AS SELECT unnest(CAST(? AS VARCHAR[])) AS customer_id", [customers])
     conn.execute("BEGIN TRANSACTION")
     try:
-        conn.execute("CREATE SCHEMA IF NOT EXISTS privacy")
+        conn.execute("CREATE SCHEMA IF NOT EXISTS quality")
         conn.execute(ERASED_DDL)
-        counts["privacy.erased_customers"] = conn.execute(
-            f"INSERT INTO privacy.erased_customers SELECT DISTINCT {KEY_SQL.format('customer_id')}, ?::TIMESTAMP "
-            f"FROM _erase WHERE {KEY_SQL.format('customer_id')} NOT IN (SELECT customer_key FROM privacy.erased_customers)",
+        counts["quality.erased_customers"] = conn.execute(
+            f"INSERT INTO quality.erased_customers SELECT DISTINCT {KEY_SQL.format('customer_id')}, ?::TIMESTAMP "
+            f"FROM _erase WHERE {KEY_SQL.format('customer_id')} NOT IN (SELECT customer_key FROM quality.erased_customers)",
             [now]).fetchone()[0]
         if object_type(conn, "clean", "transactions") == "BASE TABLE":
             conn.execute(f"CREATE OR REPLACE TEMP TABLE _erased_rows AS SELECT load_id, source_row, txn_date, "

@@ -35,7 +35,7 @@ def test_an_erased_customer_leaves_every_table_and_every_later_load(ledger_csv, 
         assert materialize(warehouse, FEATURES, partition_key=cutoff).success
     with duckdb.connect(warehouse) as conn:
         counts = erase_customers(conn, [" a "], 90)
-        assert counts == {"privacy.erased_customers": 1, "clean.transactions": 7, "quality.rejected_transactions": 2,
+        assert counts == {"quality.erased_customers": 1, "clean.transactions": 7, "quality.rejected_transactions": 2,
                           "features.customer_features": 1}
         assert conn.execute("SELECT count(*), count(*) FILTER (WHERE customer_id = 'A') FROM clean.transactions").fetchone() == (4, 0)
         assert [r[0] for r in conn.execute("SELECT customer_id FROM features.customer_features WHERE cutoff_date = ? "
@@ -50,10 +50,10 @@ def test_an_erased_customer_leaves_every_table_and_every_later_load(ledger_csv, 
         assert F.inputs_changed(conn, date.fromisoformat(C), 90, labels=True) is None
         assert len(F.stale_partitions(conn, 90)[0]) == 0
         # only a hash of the id is kept
-        assert conn.execute("SELECT customer_key FROM privacy.erased_customers").fetchall() == [
+        assert conn.execute("SELECT customer_key FROM quality.erased_customers").fetchall() == [
             (hashlib.sha256(b"A").hexdigest(),)]
         # asking again changes nothing
-        assert erase_customers(conn, ["A"], 90) == {"privacy.erased_customers": 0, "clean.transactions": 0,
+        assert erase_customers(conn, ["A"], 90) == {"quality.erased_customers": 0, "clean.transactions": 0,
                                                     "quality.rejected_transactions": 0, "features.customer_features": 0}
     checks = materialize(warehouse, dg.AssetSelection.checks_for_assets(dg.AssetKey(["clean", "transactions"])))
     assert {e.asset_check_key.name: e.passed for e in checks.get_asset_check_evaluations()}["stored_partitions_current"]
