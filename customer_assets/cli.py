@@ -202,7 +202,8 @@ def materialize_cutoff(cutoff: str | None, database: str | None = None, skip_ing
     return cutoff
 
 
-def forget(ids: list[str], database: str | None = None, instance: dg.DagsterInstance | None = None) -> dict[str, int]:
+def forget(ids: list[str], database: str | None = None, instance: dg.DagsterInstance | None = None,
+           dry_run: bool = False) -> dict[str, int]:
     """Erase customers from the warehouse (``customer_assets.erasure``), then publish the serving copy again and
     rewrite the HTML reports that name them. Returns the rows changed per table, the ``reports`` rewritten and the
     ``customers`` asked for."""
@@ -214,13 +215,15 @@ def forget(ids: list[str], database: str | None = None, instance: dg.DagsterInst
     if not runner.database.startswith("md:") and not os.path.exists(runner.database):
         raise ValueError(f"there is no warehouse at {runner.database} (set --db or {ENV_DB}); nothing was erased")
     with runner.resources["duckdb"].get_connection() as conn:  # waits while a run holds the file's lock
-        counts = erase_customers(conn, customers, HORIZON_DAYS)
+        counts = erase_customers(conn, customers, HORIZON_DAYS, dry_run)
         scored = conn.execute("SELECT max(cutoff_date) FROM scores.scored_customers").fetchone()[0] \
             if "scores.scored_customers" in counts else None
     folder = reports_dir(runner.database)
     reports = [r for r in (sorted(folder.glob("customer_report_*.html")) if folder.exists() else [])
                # a customer id is a table cell of the report
                if any(f">{html.escape(c)}<" in r.read_text(encoding="utf-8") for c in customers)]
+    if dry_run:  # what it would rewrite
+        return {**counts, "reports": len(reports), "customers": len(customers)}
     runner.progress.total = (scored is not None) + len(reports)
     if scored is not None:
         runner.run("serving/snapshot", partition_key=str(scored), label="published the serving copy again")
@@ -254,17 +257,22 @@ def main(argv: list[str] | None = None) -> int:
     f.add_argument("--customer", action="append", default=[], help="a customer id (repeat for several)")
     f.add_argument("--from-file", help="a text file with one customer id per line")
     f.add_argument("--db", help=f"warehouse file (default: ${ENV_DB} or data/warehouse.duckdb)")
+    f.add_argument("--dry-run", action="store_true", help="count what it would change, and change nothing")
     args = parser.parse_args(argv)
     if args.command == "forget":
         ids = list(args.customer)
         try:
             if args.from_file:
                 ids += [line for line in Path(args.from_file).read_text(encoding="utf-8").splitlines() if line.strip()]
-            counts = forget(ids, args.db)
+            counts = forget(ids, args.db, dry_run=args.dry_run)
         except (OSError, ValueError) as exc:
             raise SystemExit(f"customer-assets forget: {exc}") from None
-        print(f"Erased {counts['customers']} customer(s). Rows changed: "
-              + ", ".join(f"{k} {v:,}" for k, v in counts.items() if k not in ("customers", "reports")) + f"; reports rewritten: {counts['reports']}.")
+        changed = ", ".join(f"{k} {v:,}" for k, v in counts.items() if k not in ("customers", "reports"))
+        if args.dry_run:
+            print(f"Dry run, nothing changed. Erasing {counts['customers']} customer(s) would change rows: {changed}; "
+                  f"reports to rewrite: {counts['reports']}.")
+            return 0
+        print(f"Erased {counts['customers']} customer(s). Rows changed: {changed}; reports rewritten: {counts['reports']}.")
         print("Their rows are set aside as erased_customer by every later load. Delete them from the source export too "
               "(quality.rejected_transactions lists their source_file and file_row), and delete the Dagster runs whose "
               "previews showed them (`dagster run delete`), if any.")

@@ -74,8 +74,10 @@ GROUP BY p.cutoff_date
 """
 
 
-def erase_customers(conn: duckdb.DuckDBPyConnection, ids: list[str], horizon_days: int) -> dict[str, int]:
+def erase_customers(conn: duckdb.DuckDBPyConnection, ids: list[str], horizon_days: int,
+                    dry_run: bool = False) -> dict[str, int]:
     """Erase the customers ``ids`` from the warehouse, in one transaction; returns the rows changed per table.
+    With ``dry_run`` the transaction is rolled back: the counts are what it would change, and nothing is changed.
 
     * ``clean.transactions``: their rows move to ``quality.rejected_transactions`` as ``erased_customer``, with
       every value NULL (raw = clean + rejected still holds);
@@ -135,7 +137,7 @@ def erase_customers(conn: duckdb.DuckDBPyConnection, ids: list[str], horizon_day
             if table_exists(conn, schema, table):
                 counts[f"{schema}.{table}"] = conn.execute(
                     f"DELETE FROM {schema}.{table} WHERE customer_id IN (SELECT customer_id FROM _erase)").fetchone()[0]
-        conn.execute("COMMIT")
+        conn.execute("ROLLBACK" if dry_run else "COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
         raise

@@ -966,9 +966,18 @@ def test_forget_erases_customers_from_the_scores_the_serving_copy_and_the_report
     before = _q(copy, "SELECT customer_id, count(*) AS n FROM scores.scored_customers WHERE customer_id IN (?, ?) "
                       "GROUP BY 1", [called, other]).set_index("customer_id").n
     assert before.to_dict() == {called: 2, other: 2}  # scored at 1998-04-01 and 1998-06-30
+    # a dry run counts the same and changes nothing: not the tables, not the report
+    scores_before = _q(copy, "SELECT count(*) AS n FROM scores.scored_customers").n[0]
+    dry = forget([called], copy, dg.DagsterInstance.ephemeral(), dry_run=True)
+    assert _q(copy, "SELECT count(*) AS n FROM scores.scored_customers").n[0] == scores_before == 4000
+    assert f">{called}<" in report.read_text()
     counts = forget([called], copy, dg.DagsterInstance.ephemeral())
+    assert dry == counts
     assert counts["scores.scored_customers"] == 2 and counts["segments.customer_segments"] >= 2 and counts["reports"] == 1
     assert f">{called}<" not in report.read_text() and "Customers to call first" in report.read_text()
+    assert main(["forget", "--customer", other.lower(), "--db", copy, "--dry-run"]) == 0
+    assert capsys.readouterr().out.startswith("Dry run, nothing changed. Erasing 1 customer(s) would change rows: "
+                                              "quality.erased_customers 1, clean.transactions ")
     assert main(["forget", "--customer", other.lower(), "--db", copy]) == 0
     printed = capsys.readouterr().out
     assert printed.startswith("Erased 1 customer(s). Rows changed: quality.erased_customers 1, clean.transactions ")
