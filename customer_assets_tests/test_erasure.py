@@ -61,7 +61,13 @@ def test_an_erased_customer_leaves_every_table_and_every_later_load(ledger_csv, 
     result = materialize(warehouse, INGEST, run_config=source_config(ledger_csv))
     assert row_counts(result) == {"raw/transactions": 15, "clean/transactions": 4, "quality/rejected_transactions": 11,
                                   "quality/history_changes": 0}
-    assert {e.asset_check_key.name: e.passed for e in result.get_asset_check_evaluations()}["rows_reconcile"]
+    evaluations = {e.asset_check_key.name: e for e in result.get_asset_check_evaluations()}
+    assert evaluations["rows_reconcile"].passed
+    # an erasure is not a problem in the data: the rejected share leaves its rows out, and counts them apart
+    share = evaluations["rejected_share_small"]
+    assert share.description == "13.3% of 15 raw rows rejected, most as negative_price (1)"
+    assert share.metadata["reasons"].value == {"negative_price": 1, "null_customer_id": 1}
+    assert share.metadata["erased_customer_rows"].value == 9
     with duckdb.connect(warehouse, read_only=True) as conn:
         assert _erased(conn) == [(r, str(ledger_csv), r) + (None,) * 7 for r in A_ROWS]
         assert conn.execute("SELECT count(*) FROM clean.transactions WHERE customer_id = 'A'").fetchone()[0] == 0
