@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 
 import duckdb
 
-from customer_assets.storage import object_type, table_exists
+from customer_assets.storage import object_type, table_exists, transaction
 
 REASON = "erased_customer"
 
@@ -96,8 +96,7 @@ def erase_customers(conn: duckdb.DuckDBPyConnection, ids: list[str], horizon_day
     counts: dict[str, int] = {}
     now = datetime.now(UTC).replace(tzinfo=None)
     conn.execute("CREATE OR REPLACE TEMP TABLE _erase AS SELECT unnest(CAST(? AS VARCHAR[])) AS customer_id", [customers])
-    conn.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(conn, temp_tables=("_erase", "_erased_rows", "_files"), commit=not dry_run):
         conn.execute("CREATE SCHEMA IF NOT EXISTS quality")
         conn.execute(ERASED_DDL)
         counts["quality.erased_customers"] = conn.execute(
@@ -137,11 +136,4 @@ def erase_customers(conn: duckdb.DuckDBPyConnection, ids: list[str], horizon_day
             if table_exists(conn, schema, table):
                 counts[f"{schema}.{table}"] = conn.execute(
                     f"DELETE FROM {schema}.{table} WHERE customer_id IN (SELECT customer_id FROM _erase)").fetchone()[0]
-        conn.execute("ROLLBACK" if dry_run else "COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    finally:
-        conn.execute("DROP TABLE IF EXISTS _erase")
-        conn.execute("DROP TABLE IF EXISTS _files")
     return counts

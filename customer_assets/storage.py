@@ -9,6 +9,7 @@ matched by name, never by position.
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from datetime import date
 from typing import Any
 
@@ -127,14 +128,25 @@ def prune_partitions(conn: duckdb.DuckDBPyConnection, schema: str, table: str, k
     drop = sorted(c for c in cutoffs[keep:] if c != current)
     if not drop:
         return []
+    with transaction(conn):
+        conn.execute(f"DELETE FROM {fq} WHERE cutoff_date IN (SELECT unnest(?::DATE[]))", [drop])
+    return drop
+
+
+@contextmanager
+def transaction(conn: duckdb.DuckDBPyConnection, temp_tables: tuple[str, ...] = (), commit: bool = True):
+    """One transaction: committed when the block ends (rolled back instead when ``commit`` is false, as for a dry
+    run), rolled back on any error. The ``temp_tables`` the block used are dropped either way."""
     conn.execute("BEGIN TRANSACTION")
     try:
-        conn.execute(f"DELETE FROM {fq} WHERE cutoff_date IN (SELECT unnest(?::DATE[]))", [drop])
-        conn.execute("COMMIT")
+        yield conn
+        conn.execute("COMMIT" if commit else "ROLLBACK")
     except BaseException:
         conn.execute("ROLLBACK")
         raise
-    return drop
+    finally:
+        for name in temp_tables:
+            conn.execute(f"DROP TABLE IF EXISTS {checked_ident(name)}")
 
 
 def replace_partition_df(

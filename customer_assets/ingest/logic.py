@@ -19,7 +19,7 @@ import duckdb
 
 from customer_assets.erasure import erased_ids_in
 from customer_assets.settings import FIELDS, MAPPING_HELP, ColumnMapping, SettingError, quote_ident
-from customer_assets.storage import object_type, table_exists
+from customer_assets.storage import object_type, table_exists, transaction
 
 SUPPORTED = (".csv", ".tsv", ".txt", ".dat", ".parquet", ".pq", ".gz", ".zst")
 
@@ -815,8 +815,7 @@ def clean_transactions(conn: duckdb.DuckDBPyConnection, date_order: str = "auto"
     ).fetchone()[0]
     threshold = OUTLIER_FACTOR * float(p99) if p99 else None
     previous = previous_clean(conn)
-    conn.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(conn, temp_tables=("_classified", "_old_daily", "_files")):
         conn.execute("CREATE SCHEMA IF NOT EXISTS clean")
         conn.execute("CREATE SCHEMA IF NOT EXISTS quality")
         conn.execute(
@@ -844,14 +843,6 @@ def clean_transactions(conn: duckdb.DuckDBPyConnection, date_order: str = "auto"
             [load.load_id, *file_params],
         )
         history = compare_history(conn, previous, load, max_history_loss)
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    finally:
-        conn.execute("DROP TABLE IF EXISTS _classified")
-        conn.execute("DROP TABLE IF EXISTS _old_daily")
-        conn.execute("DROP TABLE IF EXISTS _files")
     counts = {
         "raw_rows": n_raw,
         "clean_rows": conn.execute("SELECT count(*) FROM clean.transactions").fetchone()[0],
