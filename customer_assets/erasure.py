@@ -114,6 +114,8 @@ def erase_customers(conn: duckdb.DuckDBPyConnection, ids: list[str], horizon_day
                     "window_digest = CASE WHEN p.window_digest IS NOT NULL THEN p.window_digest - d.w_digest END "
                     f"FROM ({_INPUTS_DELTA_SQL}) d WHERE p.cutoff_date = d.cutoff_date", [horizon_days, horizon_days])
             if table_exists(conn, "quality", "rejected_transactions"):
+                for column, kind in (("source_file", "VARCHAR"), ("file_row", "BIGINT")):  # tables of older versions
+                    conn.execute(f"ALTER TABLE quality.rejected_transactions ADD COLUMN IF NOT EXISTS {column} {kind}")
                 file_of, file_join, file_params = files_of_rows(conn, current_load(conn))
                 conn.execute(
                     "INSERT INTO quality.rejected_transactions (load_id, source_row, reject_reason, source_file, file_row) "

@@ -89,6 +89,18 @@ def test_ids_are_normalised_as_the_cleaning_does():
     assert normalise([" straße ", "STRASSE", "Straße"]) == ["STRAẞE", "STRASSE"]
 
 
+def test_a_rejected_table_of_an_older_version_gains_the_file_columns(ledger_csv, warehouse):
+    assert materialize(warehouse, INGEST, run_config=source_config(ledger_csv)).success
+    with duckdb.connect(warehouse) as conn:
+        for column in ("source_file", "file_row"):  # as versions before them wrote it
+            conn.execute(f"ALTER TABLE quality.rejected_transactions DROP COLUMN {column}")
+        assert erase_customers(conn, ["B"], 90)["clean.transactions"] == 1
+        # B's clean row 8 names its file; B's rejected row 15, written before the columns, cannot
+        assert conn.execute("SELECT source_row, source_file, file_row FROM quality.rejected_transactions "
+                            "WHERE reject_reason = 'erased_customer' ORDER BY 1").fetchall() == [
+            (8, str(ledger_csv), 8), (15, None, None)]
+
+
 @pytest.mark.parametrize("ids", [[], ["  "]])
 def test_an_empty_request_is_refused(ids):
     with pytest.raises(ValueError, match="customer id"):
