@@ -16,7 +16,9 @@ fresh subprocess so that its wall time and peak RSS (from wait4) are its own:
 * train_backtested: the four models of partition s - 2H, the newest whose backtest window is complete (Dagster run);
 * backtest: evaluation/backtest of partition s - 2H, the nightly backtest (the models scored at s - H next to the
   baselines, 200 paired bootstrap resamples; Dagster run);
-* backfill: features and segments for 24 monthly cutoffs (24 Dagster runs).
+* backfill: features and segments for 24 monthly cutoffs (24 Dagster runs);
+* erase: ``customer-assets forget`` of the first 100 scored customers (the erasure, the serving copy, the reports
+  that named them), then the ingest again, which sets their rows aside (timed apart: ``ingest_after_seconds``).
 
 ``--stages`` runs a subset in order (e.g. ``ingest,train_backtested,backtest``).
 
@@ -37,7 +39,8 @@ import duckdb
 from customer_assets.settings import DATA_DIR
 
 HERE = Path(__file__).resolve()
-STAGES = ["ingest", "ingest_files", "floor", "features", "segments", "train", "rescore", "train_backtested", "backtest", "backfill"]
+STAGES = ["ingest", "ingest_files", "floor", "features", "segments", "train", "rescore", "train_backtested", "backtest", "backfill",
+          "erase"]
 H = 90
 
 
@@ -51,8 +54,8 @@ def _env(source: Path, db: Path, keep_cutoffs: int) -> dict:
     return env
 
 
-def stage(name: str, db: str, cutoff: str) -> float:
-    """Run one stage in this process; returns the seconds of the timed part."""
+def stage(name: str, db: str, cutoff: str) -> float | tuple[float, dict]:
+    """Run one stage in this process; returns the seconds of the timed part (and other figures, for some)."""
     from customer_assets.cli import Runner
     from customer_assets.features import logic as F
     from customer_assets.jobs import INGEST_SELECTION, SCORE_SELECTION, TRAIN_SELECTION
@@ -95,6 +98,18 @@ def stage(name: str, db: str, cutoff: str) -> float:
             c = date(c.year, c.month, 1) - timedelta(days=1)  # the previous month end
             runner.run("features/calibration_transactions features/holdout_transactions features/customer_features "
                        "segments/customer_segments", partition_key=c.isoformat(), label=f"cutoff {c}")
+    elif name == "erase":
+        from customer_assets.cli import forget
+
+        with duckdb.connect(db, read_only=True) as conn:
+            ids = [r[0] for r in conn.execute("SELECT DISTINCT customer_id FROM scores.scored_customers "
+                                              "ORDER BY customer_id LIMIT 100").fetchall()]
+        t0 = time.perf_counter()
+        counts = forget(ids, db)
+        seconds = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        Runner(db).run(INGEST_SELECTION, label="ingest")
+        return seconds, {"ingest_after_seconds": time.perf_counter() - t1, "rows_changed": counts}
     return time.perf_counter() - t0
 
 
@@ -144,8 +159,9 @@ def main(argv=None) -> int:
         import resource
 
         seconds = stage(args.stage, args.db, args.cutoff)
+        seconds, extra = seconds if isinstance(seconds, tuple) else (seconds, {})
         rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        print(json.dumps({"stage": args.stage, "seconds": seconds, "peak_rss_mb": rss_kb / 1024}))
+        print(json.dumps({"stage": args.stage, "seconds": seconds, "peak_rss_mb": rss_kb / 1024, **extra}))
         return 0
 
     from customer_assets.generate import generate
@@ -187,8 +203,9 @@ def main(argv=None) -> int:
                         "(SELECT sum(hash(customer_id, txn_date, amount, quantity, is_return, order_id, product_id, "
                         "source_row))::VARCHAR FROM clean.transactions)").fetchone()
             print(f"{n:>9,} customers  {name:<12} {r['seconds']:8.1f} s  peak RSS {r['peak_rss_mb']:7.0f} MB"
-                  + (f"  raw {r['raw_rows']:,} clean {r['clean_rows']:,} digest {r['clean_digest']}" if "raw_rows" in r else ""),
-                  file=sys.stderr)
+                  + (f"  raw {r['raw_rows']:,} clean {r['clean_rows']:,} digest {r['clean_digest']}" if "raw_rows" in r else "")
+                  + (f"  then the ingest {r['ingest_after_seconds']:.1f} s; rows changed {r['rows_changed']}"
+                     if "rows_changed" in r else ""), file=sys.stderr)
         res["warehouse_mb"] = sum(p.stat().st_size for p in (db, Path(str(db) + ".wal")) if p.exists()) / 2**20
         results[n] = res
         (work / "scale_results.json").write_text(json.dumps(results, indent=2))
