@@ -60,20 +60,6 @@ def erased_ids_in(conn: duckdb.DuckDBPyConnection, table: str) -> str | None:
     return "_erased_now"
 
 
-# what an erased customer's rows contributed to each stored features partition's record of its inputs (see
-# features.logic.record_inputs): the same per-row hash, so that subtracting it leaves the record current
-_INPUTS_DELTA_SQL = """
-SELECT p.cutoff_date,
-       count(*) FILTER (WHERE e.txn_date <= p.cutoff_date) AS h_rows,
-       coalesce(sum(e.digest) FILTER (WHERE e.txn_date <= p.cutoff_date), 0)::HUGEINT AS h_digest,
-       count(*) FILTER (WHERE e.txn_date > p.cutoff_date AND e.txn_date <= p.cutoff_date + CAST(? AS INTEGER)) AS w_rows,
-       coalesce(sum(e.digest) FILTER (WHERE e.txn_date > p.cutoff_date
-                                      AND e.txn_date <= p.cutoff_date + CAST(? AS INTEGER)), 0)::HUGEINT AS w_digest
-FROM features.partition_inputs p, _erased_rows e
-GROUP BY p.cutoff_date
-"""
-
-
 def erase_customers(conn: duckdb.DuckDBPyConnection, ids: list[str], horizon_days: int,
                     dry_run: bool = False) -> dict[str, int]:
     """Erase the customers ``ids`` from the warehouse, in one transaction; returns the rows changed per table.
@@ -90,7 +76,8 @@ def erase_customers(conn: duckdb.DuckDBPyConnection, ids: list[str], horizon_day
 
     Each id's hash is added to ``quality.erased_customers`` (once), which later cleanings read.
     """
-    from customer_assets.ingest.logic import ROW_HASH, current_load, files_of_rows
+    from customer_assets.features.logic import inputs_sql
+    from customer_assets.ingest.logic import current_load, files_of_rows
 
     customers = normalise(ids)
     counts: dict[str, int] = {}
@@ -104,15 +91,17 @@ def erase_customers(conn: duckdb.DuckDBPyConnection, ids: list[str], horizon_day
             f"FROM _erase WHERE {KEY_SQL.format('customer_id')} NOT IN (SELECT customer_key FROM quality.erased_customers)",
             [now]).fetchone()[0]
         if object_type(conn, "clean", "transactions") == "BASE TABLE":
-            conn.execute(f"CREATE OR REPLACE TEMP TABLE _erased_rows AS SELECT load_id, source_row, txn_date, "
-                         f"{ROW_HASH} AS digest FROM clean.transactions WHERE customer_id IN (SELECT customer_id FROM _erase)")
+            conn.execute("CREATE OR REPLACE TEMP TABLE _erased_rows AS SELECT * FROM clean.transactions "
+                         "WHERE customer_id IN (SELECT customer_id FROM _erase)")
             if table_exists(conn, "features", "partition_inputs"):
+                # their rows' share of what each stored features partition records it was computed from
+                cutoffs = [r[0] for r in conn.execute("SELECT cutoff_date FROM features.partition_inputs").fetchall()]
                 conn.execute(
-                    f"UPDATE features.partition_inputs p SET history_rows = p.history_rows - d.h_rows, "
-                    "history_digest = p.history_digest - d.h_digest, "
-                    "window_rows = CASE WHEN p.window_rows IS NOT NULL THEN p.window_rows - d.w_rows END, "
-                    "window_digest = CASE WHEN p.window_digest IS NOT NULL THEN p.window_digest - d.w_digest END "
-                    f"FROM ({_INPUTS_DELTA_SQL}) d WHERE p.cutoff_date = d.cutoff_date", [horizon_days, horizon_days])
+                    "UPDATE features.partition_inputs p SET history_rows = p.history_rows - d.history_rows, "
+                    "history_digest = p.history_digest - d.history_digest, "
+                    "window_rows = CASE WHEN p.window_rows IS NOT NULL THEN p.window_rows - d.window_rows END, "
+                    "window_digest = CASE WHEN p.window_digest IS NOT NULL THEN p.window_digest - d.window_digest END "
+                    f"FROM ({inputs_sql('_erased_rows')}) d WHERE p.cutoff_date = d.cutoff_date", [cutoffs, horizon_days])
             if table_exists(conn, "quality", "rejected_transactions"):
                 for column, kind in (("source_file", "VARCHAR"), ("file_row", "BIGINT")):  # tables of older versions
                     conn.execute(f"ALTER TABLE quality.rejected_transactions ADD COLUMN IF NOT EXISTS {column} {kind}")

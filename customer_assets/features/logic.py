@@ -19,7 +19,7 @@ from datetime import date, timedelta
 import duckdb
 import pandas as pd
 
-from customer_assets.ingest.logic import DAILY_SQL
+from customer_assets.ingest.logic import daily_sql
 from customer_assets.storage import replace_partition, table_exists
 
 WINDOWS = (30, 90, 180, 365)
@@ -77,9 +77,12 @@ def require_complete_labels(cutoff: date, horizon_days: int, data_end: date, wha
 # What a stored features partition was computed from: the count and a hash sum (ROW_HASH, every field a feature
 # reads) of the clean rows in its history and, when its labels were complete, in its label window. A reload that
 # adds late rows, corrects or deletes some changes them, so a reader can tell that the partition is out of date.
-# The same figures as the transactions give them now, for a list of cutoffs, from the per-day sums of DAILY_SQL.
-CURRENT_INPUTS_SQL = f"""
-WITH daily AS ({DAILY_SQL}), c AS (SELECT unnest(CAST(? AS DATE[])) AS cutoff_date)
+def inputs_sql(table: str = "clean.transactions") -> str:
+    """The same figures as the rows of ``table`` give them now, for a list of cutoffs (parameters: the cutoffs and
+    H), from the per-day sums of ``daily_sql``. Of clean.transactions: what a partition would record now; of some of
+    its rows: their share of each record."""
+    return f"""
+WITH daily AS ({daily_sql(table)}), c AS (SELECT unnest(CAST(? AS DATE[])) AS cutoff_date)
 SELECT c.cutoff_date,
        coalesce(sum(d.rows) FILTER (WHERE d.txn_date <= c.cutoff_date), 0)::BIGINT AS history_rows,
        coalesce(sum(d.digest) FILTER (WHERE d.txn_date <= c.cutoff_date), 0)::HUGEINT AS history_digest,
@@ -88,6 +91,9 @@ SELECT c.cutoff_date,
 FROM c LEFT JOIN daily d ON d.txn_date <= c.cutoff_date + CAST(? AS INTEGER)
 GROUP BY c.cutoff_date
 """
+
+
+CURRENT_INPUTS_SQL = inputs_sql()
 RECORD_INPUTS_SQL = f"""
 SELECT i.cutoff_date, (SELECT any_value(load_id) FROM clean.transactions) AS load_id, i.history_rows, i.history_digest,
        CASE WHEN CAST(? AS BOOLEAN) THEN i.window_rows END AS window_rows,

@@ -671,8 +671,13 @@ def clean_sql(has_amount: bool, has_quantity: bool, has_unit_price: bool, date_o
 # What a clean row is, for telling whether a day's transactions changed between two loads: a hash of every
 # field a feature or label can read (not the load id or the row number, which change with every export).
 ROW_HASH = "hash(customer_id, txn_date, amount, quantity, is_return, order_id, product_id)"
-DAILY_SQL = (f"SELECT txn_date, count(*) AS rows, sum({ROW_HASH}) AS digest, sum(amount) AS amount "
-             "FROM clean.transactions GROUP BY txn_date")
+def daily_sql(table: str = "clean.transactions") -> str:
+    """Per day of ``table`` (clean rows): the rows, the sum of their ``ROW_HASH`` and their net amount."""
+    return (f"SELECT txn_date, count(*) AS rows, sum({ROW_HASH}) AS digest, sum(amount) AS amount "
+            f"FROM {table} GROUP BY txn_date")
+
+
+DAILY_SQL = daily_sql()
 
 
 def files_of_rows(conn: duckdb.DuckDBPyConnection, load: Load) -> tuple[str, str, list]:
