@@ -7,6 +7,7 @@ import sys
 import time
 from datetime import date, timedelta
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 
@@ -203,10 +204,12 @@ def materialize_cutoff(cutoff: str | None, database: str | None = None, skip_ing
 
 
 def forget(ids: list[str], database: str | None = None, instance: dg.DagsterInstance | None = None,
-           dry_run: bool = False) -> dict[str, int]:
+           dry_run: bool = False, delete_runs: bool = False) -> dict[str, Any]:
     """Erase customers from the warehouse (``customer_assets.erasure``), then publish the serving copy again and
-    rewrite the HTML reports that name them. Returns the rows changed per table, the ``reports`` rewritten and the
-    ``customers`` asked for."""
+    rewrite the HTML reports that name them. Returns the rows changed per table, the ``reports`` rewritten, the
+    ``customers`` asked for, and ``runs``: the Dagster runs whose metadata showed them (run id -> where), which
+    ``delete_runs`` deletes."""
+    from customer_assets import erasure
     from customer_assets.erasure import erase_customers, normalise
     from customer_assets.settings import reports_dir
 
@@ -223,7 +226,8 @@ def forget(ids: list[str], database: str | None = None, instance: dg.DagsterInst
                # a customer id is a table cell of the report
                if any(f">{html.escape(c)}<" in r.read_text(encoding="utf-8") for c in customers)]
     if dry_run:  # what it would rewrite
-        return {**counts, "reports": len(reports), "customers": len(customers)}
+        return {**counts, "reports": len(reports), "customers": len(customers),
+                "runs": erasure.runs_showing(runner.instance, customers)}
     runner.progress.total = (scored is not None) + len(reports)
     if scored is not None:
         runner.run("serving/snapshot", partition_key=str(scored), label="published the serving copy again")
@@ -232,7 +236,27 @@ def forget(ids: list[str], database: str | None = None, instance: dg.DagsterInst
                    label=f"rewrote {report.name}")
     counts["reports"] = len(reports)
     counts["customers"] = len(customers)
+    # after the runs above, whose previews no longer hold them
+    counts["runs"] = erasure.runs_showing(runner.instance, customers)
+    if delete_runs:
+        erasure.delete_runs(runner.instance, list(counts["runs"]))
     return counts
+
+
+def _runs_line(counts: dict[str, Any], instance_kept: bool, dry_run: bool, deleted: bool) -> str:
+    """What ``forget`` says about the Dagster run history."""
+    runs = counts["runs"]
+    if not instance_kept:
+        return ("The Dagster run history was not searched: DAGSTER_HOME is not set (`make run` and `make ui` use "
+                "<project>/.dagster_home; set it to that folder to search and clean it).")
+    if not runs:
+        return "No Dagster run shows them in its metadata."
+    listed = "; ".join(f"{run_id} ({', '.join(places)})" for run_id, places in runs.items())
+    if deleted and not dry_run:
+        return f"Deleted {len(runs)} Dagster run(s) whose metadata showed them, with their event and captured logs: {listed}."
+    return (f"{len(runs)} Dagster run(s) show them in their metadata: {listed}. "
+            + ("--delete-runs would delete them." if dry_run else
+               "Run again with --delete-runs to delete them (or delete them in the UI)."))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -258,24 +282,29 @@ def main(argv: list[str] | None = None) -> int:
     f.add_argument("--from-file", help="a text file with one customer id per line")
     f.add_argument("--db", help=f"warehouse file (default: ${ENV_DB} or data/warehouse.duckdb)")
     f.add_argument("--dry-run", action="store_true", help="count what it would change, and change nothing")
+    f.add_argument("--delete-runs", action="store_true",
+                   help="also delete the Dagster runs whose metadata previews show them (searched in $DAGSTER_HOME)")
     args = parser.parse_args(argv)
     if args.command == "forget":
         ids = list(args.customer)
         try:
             if args.from_file:
                 ids += [line for line in Path(args.from_file).read_text(encoding="utf-8").splitlines() if line.strip()]
-            counts = forget(ids, args.db, dry_run=args.dry_run)
+            instance = _instance()
+            counts = forget(ids, args.db, instance, dry_run=args.dry_run, delete_runs=args.delete_runs)
         except (OSError, ValueError) as exc:
             raise SystemExit(f"customer-assets forget: {exc}") from None
-        changed = ", ".join(f"{k} {v:,}" for k, v in counts.items() if k not in ("customers", "reports"))
+        changed = ", ".join(f"{k} {v:,}" for k, v in counts.items() if k not in ("customers", "reports", "runs"))
+        runs = _runs_line(counts, not instance.is_ephemeral, args.dry_run, args.delete_runs)
         if args.dry_run:
             print(f"Dry run, nothing changed. Erasing {counts['customers']} customer(s) would change rows: {changed}; "
                   f"reports to rewrite: {counts['reports']}.")
+            print(runs)
             return 0
         print(f"Erased {counts['customers']} customer(s). Rows changed: {changed}; reports rewritten: {counts['reports']}.")
+        print(runs)
         print("Their rows are set aside as erased_customer by every later load. Delete them from the source export too "
-              "(quality.rejected_transactions lists their source_file and file_row), and delete the Dagster runs whose "
-              "previews showed them (`dagster run delete`), if any.")
+              "(quality.rejected_transactions lists their source_file and file_row).")
         return 0
     if args.command == "generate":
         from customer_assets.generate import generate

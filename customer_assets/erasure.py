@@ -10,12 +10,18 @@ named the customers.
 Rows are never lost, so the invariant raw = clean + rejected still holds: a clean row of an erased customer
 becomes a rejected row with reason ``erased_customer`` and every value NULL, keeping only its ``source_row`` (and
 file), which is how the retailer finds the rows to delete from its own export.
+
+Dagster's run history is the other place a customer may show: the previews in the metadata of earlier runs (five
+rows of a table, the top customers at risk). ``runs_showing`` finds those runs, and ``delete_runs`` deletes them.
+New previews leave erased customers out (``not_erased``), even while the source export still holds their rows.
 """
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 
+import dagster as dg
 import duckdb
 
 from customer_assets.storage import object_type, table_exists, transaction
@@ -58,6 +64,79 @@ def erased_ids_in(conn: duckdb.DuckDBPyConnection, table: str) -> str | None:
         f"WHERE {KEY_SQL.format('customer_id')} IN (SELECT customer_key FROM quality.erased_customers)"
     )
     return "_erased_now"
+
+
+def not_erased(conn: duckdb.DuckDBPyConnection, column: str = "customer_id") -> str:
+    """A SQL condition that holds for the rows whose ``column`` is not the id of an erased customer (and for every
+    row when nothing has been erased): the filter of a preview that reads the source, which still holds their rows
+    until the retailer deletes them."""
+    if not table_exists(conn, "quality", "erased_customers"):
+        return "TRUE"
+    return f"({column} IS NULL OR {KEY_SQL.format(column)} NOT IN (SELECT customer_key FROM quality.erased_customers))"
+
+
+# the events whose metadata may show a customer: the previews of materializations and the metadata of check results
+SHOWN = {dg.DagsterEventType.ASSET_MATERIALIZATION, dg.DagsterEventType.ASSET_OBSERVATION,
+         dg.DagsterEventType.ASSET_CHECK_EVALUATION}
+_CELL_SPLIT = re.compile(r"(?<!\\)\|")
+
+
+def _cells(value: dg.MetadataValue) -> list[str]:
+    """The texts a metadata value shows as a whole: each cell of a markdown table (the previews), or a text value."""
+    if isinstance(value, dg.TextMetadataValue):
+        return [value.value]
+    if not isinstance(value, dg.MarkdownMetadataValue):
+        return []
+    cells = []
+    for line in value.value.splitlines():
+        if line.startswith("|"):
+            cells += [c.replace("\\|", "|") for c in _CELL_SPLIT.split(line)[1:-1]]
+    return cells
+
+
+def _metadata(entry) -> tuple[str, dict]:
+    """(what the event is about, its metadata) for an event of ``SHOWN``."""
+    if entry.asset_materialization is not None:
+        return entry.asset_materialization.asset_key.to_user_string(), entry.asset_materialization.metadata
+    if entry.asset_observation is not None:
+        return entry.asset_observation.asset_key.to_user_string(), entry.asset_observation.metadata
+    evaluation = entry.dagster_event.event_specific_data
+    return evaluation.asset_check_key.to_user_string(), evaluation.metadata
+
+
+def runs_showing(instance: dg.DagsterInstance, ids: list[str]) -> dict[str, list[str]]:
+    """The runs of ``instance`` whose metadata shows one of the customers ``ids``: run id -> the places, as
+    "asset: metadata key" (a check's as "asset:check: key").
+
+    A customer shows when a cell of a metadata table (the previews), or a text value, is their id, trimmed and
+    upper-cased as the cleaning does (a preview of ``raw/transactions`` shows the ids as the export wrote them). A
+    number elsewhere in a text, such as a row count, is not taken for an id.
+    """
+    customers = normalise(ids)
+    con = duckdb.connect()
+    found: dict[str, list[str]] = {}
+    for run in instance.get_runs():
+        places: dict[str, set[str]] = {}
+        for entry in instance.all_logs(run.run_id, of_type=SHOWN):
+            where, metadata = _metadata(entry)
+            for key, value in metadata.items():
+                for cell in _cells(value):
+                    places.setdefault(cell, set()).add(f"{where}: {key}")
+        if not places:
+            continue
+        hits = con.execute("SELECT c FROM unnest(CAST(? AS VARCHAR[])) t(c) WHERE upper(trim(c)) IN "
+                           "(SELECT unnest(CAST(? AS VARCHAR[])))", [list(places), customers]).fetchall()
+        if hits:
+            found[run.run_id] = sorted(set().union(*(places[c] for (c,) in hits)))
+    return found
+
+
+def delete_runs(instance: dg.DagsterInstance, run_ids: list[str]) -> None:
+    """Delete the runs ``run_ids`` from ``instance``: the runs, their event logs (and so their metadata) and the logs
+    their steps' output was captured in."""
+    for run_id in run_ids:
+        instance.delete_run(run_id)
+        instance.compute_log_manager.delete_logs(prefix=[run_id])
 
 
 def erase_customers(conn: duckdb.DuckDBPyConnection, ids: list[str], horizon_days: int,

@@ -13,7 +13,7 @@ import dagster as dg
 import duckdb
 import pytest
 
-from customer_assets.erasure import erase_customers, normalise
+from customer_assets.erasure import erase_customers, normalise, runs_showing
 from customer_assets.features import logic as F
 from customer_assets_tests.conftest import INGEST, materialize, row_counts, source_config
 
@@ -99,6 +99,74 @@ def test_a_rejected_table_of_an_older_version_gains_the_file_columns(ledger_csv,
         assert conn.execute("SELECT source_row, source_file, file_row FROM quality.rejected_transactions "
                             "WHERE reject_reason = 'erased_customer' ORDER BY 1").fetchall() == [
             (8, str(ledger_csv), 8), (15, None, None)]
+
+
+# Where the first ingest run of the ledger shows each customer. raw/transactions and clean/transactions preview their
+# first 5 rows: A's lines 1-5 (line 4 written " a "). quality/rejected_transactions previews its rows 12-15: the blank
+# id, A's bad date and duplicate, B's negative price. rejected_share_small shows 3 examples of its top reason; the four
+# reasons have 1 row each, so the first by name, duplicate: A's line 14. C (line 9) and D (10, 11) show nowhere.
+A_SHOWN = ["clean/transactions: preview", "clean/transactions:rejected_share_small: examples_duplicate",
+           "quality/rejected_transactions: preview", "raw/transactions: preview"]
+
+
+def _preview_rows(instance, run_id):
+    """The source_row column of the raw/transactions preview of a run."""
+    entry = next(e for e in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION)
+                 if e.asset_materialization.asset_key == dg.AssetKey(["raw", "transactions"]))
+    lines = entry.asset_materialization.metadata["preview"].value.splitlines()[2:]
+    return [int(line.split("|")[2]) for line in lines]
+
+
+def test_the_runs_whose_previews_show_a_customer_are_found_and_deleted(ledger_csv, warehouse, tmp_path):
+    from customer_assets.cli import forget
+
+    (tmp_path / "home").mkdir()
+    with dg.instance_for_test(temp_dir=str(tmp_path / "home")) as instance:
+        first = materialize(warehouse, INGEST, run_config=source_config(ledger_csv), instance=instance).run_id
+        assert runs_showing(instance, ["a"]) == {first: A_SHOWN}
+        assert runs_showing(instance, ["b"]) == {first: ["quality/rejected_transactions: preview"]}
+        assert runs_showing(instance, ["C", "D"]) == {}
+        assert (tmp_path / "home" / "storage" / first).is_dir()  # the step output captured for the run
+        # a dry run finds them and deletes nothing
+        assert forget(["a"], warehouse, instance, dry_run=True)["runs"] == {first: A_SHOWN}
+        assert instance.get_run_by_id(first) is not None
+        counts = forget([" a "], warehouse, instance, delete_runs=True)
+        assert counts["runs"] == {first: A_SHOWN} and counts["clean.transactions"] == 7
+        assert instance.get_run_by_id(first) is None and list(instance.all_logs(first)) == []
+        assert not (tmp_path / "home" / "storage" / first).exists()
+        # the nightly reload reads the export, which still holds A's rows: the new preview leaves them out
+        second = materialize(warehouse, INGEST, run_config=source_config(ledger_csv), instance=instance).run_id
+        assert _preview_rows(instance, second) == [8, 9, 10, 11, 12]
+        assert runs_showing(instance, ["a"]) == {}
+        assert list(runs_showing(instance, ["B"])) == [second]  # B's rows still show: the search still reads the run
+
+
+def test_the_command_names_the_runs_that_show_the_customers(ledger_csv, warehouse, tmp_path, monkeypatch, capsys):
+    from customer_assets.cli import main
+
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.delenv("CUSTOMER_ASSETS_SERVING_DIR", raising=False)
+    monkeypatch.delenv("CUSTOMER_ASSETS_REPORTS_DIR", raising=False)
+    with dg.instance_for_test(temp_dir=str(home)) as instance:
+        run_id = materialize(warehouse, INGEST, run_config=source_config(ledger_csv), instance=instance).run_id
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    places = ", ".join(A_SHOWN)
+    assert main(["forget", "--customer", "A", "--db", warehouse, "--dry-run"]) == 0
+    assert capsys.readouterr().out.splitlines()[1] == (
+        f"1 Dagster run(s) show them in their metadata: {run_id} ({places}). --delete-runs would delete them.")
+    assert main(["forget", "--customer", "A", "--db", warehouse]) == 0
+    assert capsys.readouterr().out.splitlines()[1] == (
+        f"1 Dagster run(s) show them in their metadata: {run_id} ({places}). Run again with --delete-runs to delete "
+        "them (or delete them in the UI).")
+    assert main(["forget", "--customer", "A", "--db", warehouse, "--delete-runs"]) == 0
+    assert capsys.readouterr().out.splitlines()[1] == (
+        f"Deleted 1 Dagster run(s) whose metadata showed them, with their event and captured logs: {run_id} ({places}).")
+    assert main(["forget", "--customer", "A", "--db", warehouse]) == 0
+    assert capsys.readouterr().out.splitlines()[1] == "No Dagster run shows them in its metadata."
+    monkeypatch.delenv("DAGSTER_HOME")
+    assert main(["forget", "--customer", "A", "--db", warehouse]) == 0
+    assert capsys.readouterr().out.splitlines()[1].startswith("The Dagster run history was not searched: DAGSTER_HOME is not set")
 
 
 @pytest.mark.parametrize("ids", [[], ["  "]])

@@ -10,6 +10,7 @@ import pandas as pd
 from dagster_duckdb import DuckDBResource
 
 from customer_assets import schemas
+from customer_assets.erasure import not_erased
 from customer_assets.ingest import logic
 from customer_assets.settings import ColumnMapping, SettingError, date_order, max_history_loss, source_columns, source_path
 from customer_assets.storage import markdown_preview
@@ -64,7 +65,8 @@ def raw_transactions(context: dg.AssetExecutionContext, config: SourceConfig, du
     with duckdb.get_connection() as conn:
         n = logic.load_raw(conn, spec, load_id, stored_copy=config.stored_copy)
         files = logic.current_load(conn).file_list()
-        preview = conn.execute("SELECT * FROM raw.transactions LIMIT 5").df()
+        # the source may still hold the rows of erased customers: the preview, kept in the run history, leaves them out
+        preview = conn.execute(f"SELECT * FROM raw.transactions WHERE {not_erased(conn)} LIMIT 5").df()
     context.log.info(f"Loaded {n:,} rows (load {load_id})" + (f" from {len(files)} files" if len(files) > 1 else ""))
     return dg.MaterializeResult(
         metadata={
