@@ -208,7 +208,7 @@ def forget(ids: list[str], database: str | None = None, instance: dg.DagsterInst
     """Erase customers from the warehouse (``customer_assets.erasure``), then publish the serving copy again and
     rewrite the HTML reports that name them. Returns the rows changed per table, the ``reports`` rewritten, the
     ``customers`` asked for, and ``runs``: the Dagster runs whose metadata showed them (run id -> where), which
-    ``delete_runs`` deletes."""
+    ``delete_runs`` deletes when they have finished (``runs_left``: those still in progress)."""
     from customer_assets import erasure
     from customer_assets.erasure import erase_customers, normalise
     from customer_assets.settings import reports_dir
@@ -239,7 +239,8 @@ def forget(ids: list[str], database: str | None = None, instance: dg.DagsterInst
     # after the runs above, whose previews no longer hold them
     counts["runs"] = erasure.runs_showing(runner.instance, customers)
     if delete_runs:
-        erasure.delete_runs(runner.instance, list(counts["runs"]))
+        deleted, left = erasure.delete_runs(runner.instance, list(counts["runs"]))
+        counts["runs_left"] = {run_id: counts["runs"].pop(run_id) for run_id in left}
     return counts
 
 
@@ -249,12 +250,21 @@ def _runs_line(counts: dict[str, Any], instance_kept: bool, dry_run: bool, delet
     if not instance_kept:
         return ("The Dagster run history was not searched: DAGSTER_HOME is not set (`make run` and `make ui` use "
                 "<project>/.dagster_home; set it to that folder to search and clean it).")
-    if not runs:
+    left = counts.get("runs_left", {})
+    if not runs and not left:
         return "No Dagster run shows them in its metadata."
-    listed = "; ".join(f"{run_id} ({', '.join(places)})" for run_id, places in runs.items())
+
+    def listed(found):
+        return "; ".join(f"{run_id} ({', '.join(places)})" for run_id, places in found.items())
+
     if deleted and not dry_run:
-        return f"Deleted {len(runs)} Dagster run(s) whose metadata showed them, with their event and captured logs: {listed}."
-    return (f"{len(runs)} Dagster run(s) show them in their metadata: {listed}. "
+        said = [f"Deleted {len(runs)} Dagster run(s) whose metadata showed them, with their event and captured logs: "
+                f"{listed(runs)}."] if runs else []
+        if left:
+            said.append(f"{len(left)} run(s) that show them are still in progress and were left: {listed(left)}. Run the "
+                        "command again with --delete-runs when they have finished.")
+        return " ".join(said)
+    return (f"{len(runs)} Dagster run(s) show them in their metadata: {listed(runs)}. "
             + ("--delete-runs would delete them." if dry_run else
                "Run again with --delete-runs to delete them (or delete them in the UI)."))
 
@@ -294,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
             counts = forget(ids, args.db, instance, dry_run=args.dry_run, delete_runs=args.delete_runs)
         except (OSError, ValueError) as exc:
             raise SystemExit(f"customer-assets forget: {exc}") from None
-        changed = ", ".join(f"{k} {v:,}" for k, v in counts.items() if k not in ("customers", "reports", "runs"))
+        changed = ", ".join(f"{k} {v:,}" for k, v in counts.items() if "." in k)  # the tables
         runs = _runs_line(counts, not instance.is_ephemeral, args.dry_run, args.delete_runs)
         if args.dry_run:
             print(f"Dry run, nothing changed. Erasing {counts['customers']} customer(s) would change rows: {changed}; "

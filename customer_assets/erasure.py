@@ -131,12 +131,20 @@ def runs_showing(instance: dg.DagsterInstance, ids: list[str]) -> dict[str, list
     return found
 
 
-def delete_runs(instance: dg.DagsterInstance, run_ids: list[str]) -> None:
-    """Delete the runs ``run_ids`` from ``instance``: the runs, their event logs (and so their metadata) and the logs
-    their steps' output was captured in."""
+def delete_runs(instance: dg.DagsterInstance, run_ids: list[str]) -> tuple[list[str], list[str]]:
+    """Delete the finished runs of ``run_ids`` from ``instance``: the runs, their event logs (and so their metadata)
+    and the logs their steps' output was captured in. A run still queued or in progress is left alone: deleting its
+    records would break it. Returns (the runs deleted, the runs left)."""
+    deleted, left = [], []
     for run_id in run_ids:
+        run = instance.get_run_by_id(run_id)
+        if run is not None and not run.is_finished:
+            left.append(run_id)
+            continue
         instance.delete_run(run_id)
         instance.compute_log_manager.delete_logs(prefix=[run_id])
+        deleted.append(run_id)
+    return deleted, left
 
 
 def erase_customers(conn: duckdb.DuckDBPyConnection, ids: list[str], horizon_days: int,

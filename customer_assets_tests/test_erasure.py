@@ -13,7 +13,7 @@ import dagster as dg
 import duckdb
 import pytest
 
-from customer_assets.erasure import erase_customers, normalise, runs_showing
+from customer_assets.erasure import delete_runs, erase_customers, normalise, runs_showing
 from customer_assets.features import logic as F
 from customer_assets_tests.conftest import INGEST, materialize, row_counts, source_config
 
@@ -118,7 +118,7 @@ def _preview_rows(instance, run_id):
 
 
 def test_the_runs_whose_previews_show_a_customer_are_found_and_deleted(ledger_csv, warehouse, tmp_path):
-    from customer_assets.cli import forget
+    from customer_assets.cli import _runs_line, forget
 
     (tmp_path / "home").mkdir()
     with dg.instance_for_test(temp_dir=str(tmp_path / "home")) as instance:
@@ -139,6 +139,15 @@ def test_the_runs_whose_previews_show_a_customer_are_found_and_deleted(ledger_cs
         assert _preview_rows(instance, second) == [8, 9, 10, 11, 12]
         assert runs_showing(instance, ["a"]) == {}
         assert list(runs_showing(instance, ["B"])) == [second]  # B's rows still show: the search still reads the run
+        # a run still in progress is left alone (deleting its records would break it), and said so
+        running = dg.DagsterRun(job_name="__ASSET_JOB", run_id="0" * 36, status=dg.DagsterRunStatus.STARTED)
+        instance.add_run(running)
+        assert delete_runs(instance, [running.run_id, second]) == ([second], [running.run_id])
+        assert instance.get_run_by_id(running.run_id).status == dg.DagsterRunStatus.STARTED
+        assert instance.get_run_by_id(second) is None
+    assert _runs_line({"runs": {}, "runs_left": {running.run_id: ["raw/transactions: preview"]}}, True, False, True) == (
+        f"1 run(s) that show them are still in progress and were left: {running.run_id} (raw/transactions: preview). "
+        "Run the command again with --delete-runs when they have finished.")
 
 
 def test_the_command_names_the_runs_that_show_the_customers(ledger_csv, warehouse, tmp_path, monkeypatch, capsys):
