@@ -18,7 +18,9 @@ fresh subprocess so that its wall time and peak RSS (from wait4) are its own:
   baselines, 200 paired bootstrap resamples; Dagster run);
 * backfill: features and segments for 24 monthly cutoffs (24 Dagster runs);
 * erase: ``customer-assets forget`` of the first 100 scored customers (the erasure, the serving copy, the reports
-  that named them), then the ingest again, which sets their rows aside (timed apart: ``ingest_after_seconds``).
+  that named them), then the ingest again, which sets their rows aside (timed apart: ``ingest_after_seconds``);
+* compact: ``customer-assets forget --compact``'s rewrite of the warehouse into a new file (``file_mb_before`` and
+  ``file_mb_after``).
 
 ``--stages`` runs a subset in order (e.g. ``ingest,train_backtested,backtest``).
 
@@ -40,7 +42,7 @@ from customer_assets.settings import DATA_DIR
 
 HERE = Path(__file__).resolve()
 STAGES = ["ingest", "ingest_files", "floor", "features", "segments", "train", "rescore", "train_backtested", "backtest", "backfill",
-          "erase"]
+          "erase", "compact"]
 H = 90
 
 
@@ -110,6 +112,11 @@ def stage(name: str, db: str, cutoff: str) -> float | tuple[float, dict]:
         t1 = time.perf_counter()
         Runner(db).run(INGEST_SELECTION, label="ingest")
         return seconds, {"ingest_after_seconds": time.perf_counter() - t1, "rows_changed": counts}
+    elif name == "compact":
+        from customer_assets.cli import rewrite_file
+
+        before, after = rewrite_file(Runner(db))
+        return time.perf_counter() - t0, {"file_mb_before": before / 2**20, "file_mb_after": after / 2**20}
     return time.perf_counter() - t0
 
 
@@ -205,7 +212,9 @@ def main(argv=None) -> int:
             print(f"{n:>9,} customers  {name:<12} {r['seconds']:8.1f} s  peak RSS {r['peak_rss_mb']:7.0f} MB"
                   + (f"  raw {r['raw_rows']:,} clean {r['clean_rows']:,} digest {r['clean_digest']}" if "raw_rows" in r else "")
                   + (f"  then the ingest {r['ingest_after_seconds']:.1f} s; rows changed {r['rows_changed']}"
-                     if "rows_changed" in r else ""), file=sys.stderr)
+                     if "rows_changed" in r else "")
+                  + (f"  file {r['file_mb_before']:,.0f} MB -> {r['file_mb_after']:,.0f} MB" if "file_mb_after" in r else ""),
+                  file=sys.stderr)
         res["warehouse_mb"] = sum(p.stat().st_size for p in (db, Path(str(db) + ".wal")) if p.exists()) / 2**20
         results[n] = res
         (work / "scale_results.json").write_text(json.dumps(results, indent=2))

@@ -204,17 +204,21 @@ def materialize_cutoff(cutoff: str | None, database: str | None = None, skip_ing
 
 
 def forget(ids: list[str], database: str | None = None, instance: dg.DagsterInstance | None = None,
-           dry_run: bool = False, delete_runs: bool = False) -> dict[str, Any]:
+           dry_run: bool = False, delete_runs: bool = False, compact: bool = False) -> dict[str, Any]:
     """Erase customers from the warehouse (``customer_assets.erasure``), then publish the serving copy again and
     rewrite the HTML reports that name them. Returns the rows changed per table, the ``reports`` rewritten, the
     ``customers`` asked for, and ``runs``: the Dagster runs whose metadata showed them (run id -> where), which
-    ``delete_runs`` deletes when they have finished (``runs_left``: those still in progress)."""
+    ``delete_runs`` deletes when they have finished (``runs_left``: those still in progress). ``compact`` then
+    rewrites the warehouse file, so that the old values of the erased rows are not left in its free blocks
+    (``file_bytes``: its size before and after)."""
     from customer_assets import erasure
     from customer_assets.erasure import erase_customers, normalise
     from customer_assets.settings import reports_dir
 
     runner = Runner(database, instance)
     customers = normalise(ids)
+    if compact and (runner.database.startswith("md:") or runner.database == ":memory:"):
+        raise ValueError(f"--compact rewrites a warehouse file, and {runner.database} is not one; nothing was erased")
     if not runner.database.startswith("md:") and not os.path.exists(runner.database):
         raise ValueError(f"there is no warehouse at {runner.database} (set --db or {ENV_DB}); nothing was erased")
     with runner.resources["duckdb"].get_connection() as conn:  # waits while a run holds the file's lock
@@ -236,12 +240,37 @@ def forget(ids: list[str], database: str | None = None, instance: dg.DagsterInst
                    label=f"rewrote {report.name}")
     counts["reports"] = len(reports)
     counts["customers"] = len(customers)
+    if compact:
+        counts["file_bytes"] = rewrite_file(runner)
     # after the runs above, whose previews no longer hold them
     counts["runs"] = erasure.runs_showing(runner.instance, customers)
     if delete_runs:
         deleted, left = erasure.delete_runs(runner.instance, list(counts["runs"]))
         counts["runs_left"] = {run_id: counts["runs"].pop(run_id) for run_id in left}
     return counts
+
+
+def rewrite_file(runner: Runner) -> tuple[int, int]:
+    """Rewrite the warehouse into a new file and swap it in (``storage.copy_to_fresh_file``); its size before and
+    after. Done while no one else has the file open: the copy holds the lock, and the swap follows its close."""
+    import duckdb
+
+    from customer_assets.storage import copy_to_fresh_file
+
+    database = runner.database
+    before = os.path.getsize(database)
+    try:
+        with runner.resources["duckdb"].get_connection() as conn:  # waits while a run holds the file's lock
+            fresh = copy_to_fresh_file(conn, database)
+    except (duckdb.Error, ValueError) as exc:
+        raise ValueError(f"the customers were erased, but the warehouse file was not rewritten ({exc}); run the "
+                         "command again with --compact") from exc
+    if os.path.exists(database + ".wal"):  # another process opened the file in between: its changes are not copied
+        os.remove(fresh)
+        raise ValueError(f"the customers were erased, but {database} was opened by another process during the "
+                         "rewrite, so it was left as it was; run the command again with --compact")
+    os.replace(fresh, database)
+    return before, os.path.getsize(database)
 
 
 def _runs_line(counts: dict[str, Any], instance_kept: bool, dry_run: bool, deleted: bool) -> str:
@@ -292,6 +321,8 @@ def main(argv: list[str] | None = None) -> int:
     f.add_argument("--from-file", help="a text file with one customer id per line")
     f.add_argument("--db", help=f"warehouse file (default: ${ENV_DB} or data/warehouse.duckdb)")
     f.add_argument("--dry-run", action="store_true", help="count what it would change, and change nothing")
+    f.add_argument("--compact", action="store_true",
+                   help="then rewrite the warehouse file, so that the erased rows' old values do not stay in its free space")
     f.add_argument("--delete-runs", action="store_true",
                    help="also delete the Dagster runs whose metadata previews show them (searched in $DAGSTER_HOME)")
     args = parser.parse_args(argv)
@@ -301,7 +332,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.from_file:
                 ids += [line for line in Path(args.from_file).read_text(encoding="utf-8").splitlines() if line.strip()]
             instance = _instance()
-            counts = forget(ids, args.db, instance, dry_run=args.dry_run, delete_runs=args.delete_runs)
+            counts = forget(ids, args.db, instance, dry_run=args.dry_run, delete_runs=args.delete_runs,
+                            compact=args.compact)
         except (OSError, ValueError) as exc:
             raise SystemExit(f"customer-assets forget: {exc}") from None
         changed = ", ".join(f"{k} {v:,}" for k, v in counts.items() if "." in k)  # the tables
@@ -313,6 +345,13 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         print(f"Erased {counts['customers']} customer(s). Rows changed: {changed}; reports rewritten: {counts['reports']}.")
         print(runs)
+        if "file_bytes" in counts:
+            before, after = counts["file_bytes"]
+            print(f"Rewrote the warehouse file ({before / 1e6:,.1f} MB before, {after / 1e6:,.1f} MB after): the old "
+                  "values of the erased rows are not in it.")
+        else:
+            print("The old values of the erased rows stay in the warehouse file's free space until DuckDB reuses it; "
+                  "--compact rewrites the file without them.")
         print("Their rows are set aside as erased_customer by every later load. Delete them from the source export too "
               "(quality.rejected_transactions lists their source_file and file_row).")
         return 0

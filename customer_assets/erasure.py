@@ -112,8 +112,8 @@ def runs_showing(instance: dg.DagsterInstance, ids: list[str]) -> dict[str, list
     upper-cased as the cleaning does (a preview of ``raw/transactions`` shows the ids as the export wrote them). A
     number elsewhere in a text, such as a row count, is not taken for an id.
     """
-    customers = normalise(ids)
     con = duckdb.connect()
+    con.execute("CREATE TEMP TABLE ids AS SELECT unnest(CAST(? AS VARCHAR[])) AS id", [normalise(ids)])
     found: dict[str, list[str]] = {}
     for run in instance.get_runs():
         places: dict[str, set[str]] = {}
@@ -124,8 +124,8 @@ def runs_showing(instance: dg.DagsterInstance, ids: list[str]) -> dict[str, list
                     places.setdefault(cell, set()).add(f"{where}: {key}")
         if not places:
             continue
-        hits = con.execute("SELECT c FROM unnest(CAST(? AS VARCHAR[])) t(c) WHERE upper(trim(c)) IN "
-                           "(SELECT unnest(CAST(? AS VARCHAR[])))", [list(places), customers]).fetchall()
+        hits = con.execute("SELECT c FROM unnest(CAST(? AS VARCHAR[])) t(c) WHERE upper(trim(c)) IN (SELECT id FROM ids)",
+                           [list(places)]).fetchall()
         if hits:
             found[run.run_id] = sorted(set().union(*(places[c] for (c,) in hits)))
     return found

@@ -192,3 +192,51 @@ def duplicated_customers(conn: duckdb.DuckDBPyConnection, table: str, where: str
     return int(conn.execute(
         f"SELECT count(*) FROM (SELECT cutoff_date, customer_id FROM {table} {where} GROUP BY ALL HAVING count(*) > 1)",
         params or []).fetchone()[0])
+
+
+def copy_to_fresh_file(conn: duckdb.DuckDBPyConnection, database: str) -> str:
+    """Copy every schema, table, view and macro of the warehouse open on ``conn`` into a new file next to it,
+    ``<database>.rewrite``, and return its path; swap it in with ``os.replace`` once ``conn`` is closed.
+
+    DuckDB does not overwrite what a DELETE or UPDATE removed: the old values stay in the file's free blocks until
+    they are reused, where anyone with the file can read them. A new file holds only what the tables hold now. The
+    row count of every table is compared between the two before the path is returned; a difference is an error and
+    the new file is removed, so nothing is lost.
+    """
+    import os
+
+    if database.startswith("md:") or database == ":memory:":
+        raise ValueError(f"{database} is not a file that can be rewritten")
+    fresh = database + ".rewrite"
+    for leftover in (fresh, fresh + ".wal"):  # of a rewrite that was interrupted
+        if os.path.exists(leftover):
+            os.remove(leftover)
+    name = conn.execute("SELECT current_database()").fetchone()[0]
+    tables = conn.execute("SELECT schema_name, table_name FROM duckdb_tables() "
+                          "WHERE database_name = current_database() ORDER BY ALL").fetchall()
+    conn.execute("CHECKPOINT")
+    conn.execute(f"ATTACH {quote_literal(fresh)} AS _rewrite")
+    try:
+        conn.execute(f"COPY FROM DATABASE {quote_ident(name)} TO _rewrite")
+        for schema, table in tables:
+            ident = f"{quote_ident(schema)}.{quote_ident(table)}"
+            old, new = (conn.execute(f"SELECT count(*) FROM {db}.{ident}").fetchone()[0]
+                        for db in (quote_ident(name), "_rewrite"))
+            if old != new:
+                raise ValueError(f"the rewritten {schema}.{table} has {new:,} rows, not {old:,}; the warehouse was "
+                                 "left as it was")
+        conn.execute("DETACH _rewrite")
+    except BaseException:
+        conn.execute("DETACH DATABASE IF EXISTS _rewrite")
+        for leftover in (fresh, fresh + ".wal"):
+            if os.path.exists(leftover):
+                os.remove(leftover)
+        raise
+    return fresh
+
+
+def quote_literal(text: str) -> str:
+    """``text`` as a SQL string literal."""
+    if "\x00" in text:
+        raise ValueError(f"Invalid text {text!r}")
+    return "'" + text.replace("'", "''") + "'"

@@ -7,12 +7,15 @@ features hold A, B and D. Erasing A leaves 2 and 1 of those rows, and B and D.
 """
 
 import hashlib
+import os
+import re
 from datetime import date
 
 import dagster as dg
 import duckdb
 import pytest
 
+from customer_assets.definitions import ASSETS, CHECKS
 from customer_assets.erasure import delete_runs, erase_customers, normalise, runs_showing
 from customer_assets.features import logic as F
 from customer_assets_tests.conftest import INGEST, materialize, row_counts, source_config
@@ -22,6 +25,10 @@ EARLY = "2019-12-10"
 FEATURES = "features/calibration_transactions features/holdout_transactions features/customer_features"
 A_ROWS = [1, 2, 3, 4, 5, 6, 7, 13, 14]
 VALUES = "customer_id, txn_date, amount, quantity, unit_price, order_id, product_id"
+
+
+def _selection(keys: str) -> dg.AssetSelection:
+    return dg.AssetSelection.assets(*[dg.AssetKey(k.split("/")) for k in keys.split()])
 
 
 def _erased(conn):
@@ -165,17 +172,77 @@ def test_the_command_names_the_runs_that_show_the_customers(ledger_csv, warehous
     assert capsys.readouterr().out.splitlines()[1] == (
         f"1 Dagster run(s) show them in their metadata: {run_id} ({places}). --delete-runs would delete them.")
     assert main(["forget", "--customer", "A", "--db", warehouse]) == 0
-    assert capsys.readouterr().out.splitlines()[1] == (
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[1] == (
         f"1 Dagster run(s) show them in their metadata: {run_id} ({places}). Run again with --delete-runs to delete "
         "them (or delete them in the UI).")
+    assert printed[2].startswith("The old values of the erased rows stay in the warehouse file's free space")
     assert main(["forget", "--customer", "A", "--db", warehouse, "--delete-runs"]) == 0
     assert capsys.readouterr().out.splitlines()[1] == (
         f"Deleted 1 Dagster run(s) whose metadata showed them, with their event and captured logs: {run_id} ({places}).")
     assert main(["forget", "--customer", "A", "--db", warehouse]) == 0
     assert capsys.readouterr().out.splitlines()[1] == "No Dagster run shows them in its metadata."
     monkeypatch.delenv("DAGSTER_HOME")
-    assert main(["forget", "--customer", "A", "--db", warehouse]) == 0
-    assert capsys.readouterr().out.splitlines()[1].startswith("The Dagster run history was not searched: DAGSTER_HOME is not set")
+    assert main(["forget", "--customer", "A", "--db", warehouse, "--compact"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[1].startswith("The Dagster run history was not searched: DAGSTER_HOME is not set")
+    assert re.fullmatch(r"Rewrote the warehouse file \(\d+\.\d MB before, \d+\.\d MB after\): the old values of the "
+                        r"erased rows are not in it\.", printed[2])
+    assert not os.path.exists(warehouse + ".rewrite")
+    with duckdb.connect(warehouse, read_only=True) as conn:  # the rewritten file, as it was
+        assert conn.execute("SELECT count(*) FROM clean.transactions").fetchone()[0] == 4
+
+
+SECRET_LEDGER = """cust,when,qty,price,order
+secret-aaaa-1111,2020-01-05,1,10,O1
+SECRET-AAAA-1111,2020-02-10,2,10,O2
+SECRET-AAAA-1111,2020-04-15,1,10,O3
+SECRET-BBBB-2222,2020-01-20,1,50,O4
+SECRET-BBBB-2222,2020-03-01,1,50,O5
+SECRET-BBBB-2222,2020-05-01,1,50,O6
+"""
+
+
+def test_compacting_rewrites_the_file_without_the_old_values_of_the_erased_rows(tmp_path):
+    """DuckDB leaves what a DELETE removed in the file's free blocks. Stored uncompressed (so that an id is its own
+    bytes in the file), A's id is still in the file after the erasure and a checkpoint; after the rewrite it is not,
+    while B's is, and every table has the rows it had."""
+    from customer_assets.resources import Warehouse
+    from customer_assets.storage import copy_to_fresh_file
+
+    source, warehouse = tmp_path / "secret.csv", str(tmp_path / "w.duckdb")
+    source.write_text(SECRET_LEDGER)
+    uncompressed = {"force_compression": "uncompressed"}
+    resources = {"duckdb": Warehouse(database=warehouse, connection_config=uncompressed)}
+    for selection, partition in ((INGEST, None), (FEATURES, C)):
+        assert dg.materialize([*ASSETS, *CHECKS], selection=_selection(selection), partition_key=partition,
+                              resources=resources, run_config=source_config(source) if partition is None else None,
+                              instance=dg.DagsterInstance.ephemeral()).success
+
+    def in_file(text):
+        with open(warehouse, "rb") as f:
+            return f.read().count(text.encode())
+
+    def tables():
+        with duckdb.connect(warehouse, read_only=True) as conn:
+            return {f"{s}.{t}": conn.execute(f"SELECT count(*) FROM {s}.{t}").fetchone()[0] for s, t in conn.execute(
+                "SELECT schema_name, table_name FROM duckdb_tables() ORDER BY ALL").fetchall()}
+
+    assert in_file("SECRET-AAAA-1111") > 0 and in_file("SECRET-BBBB-2222") > 0
+    with duckdb.connect(warehouse, config=uncompressed) as conn:
+        assert erase_customers(conn, ["secret-aaaa-1111"], 90)["clean.transactions"] == 3
+        conn.execute("CHECKPOINT")
+    assert in_file("SECRET-AAAA-1111") > 0  # deleted, and still readable in the file
+    erased = tables()
+    assert erased["clean.transactions"] == 3 and erased["features.customer_features"] == 1
+    with duckdb.connect(warehouse, config=uncompressed) as conn:
+        fresh = copy_to_fresh_file(conn, warehouse)
+    os.replace(fresh, warehouse)
+    assert in_file("SECRET-AAAA-1111") == 0 and in_file("SECRET-BBBB-2222") > 0
+    assert tables() == erased
+    # the rewritten warehouse serves the next load: A's rows are set aside again, B's cleaned
+    result = materialize(warehouse, INGEST, run_config=source_config(source))
+    assert row_counts(result)["clean/transactions"] == 3 and row_counts(result)["quality/rejected_transactions"] == 3
 
 
 @pytest.mark.parametrize("ids", [[], ["  "]])

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import duckdb
 
-from customer_assets.storage import table_exists
+from customer_assets.storage import quote_literal, table_exists
 
 PUBLISHED = [
     ("scores", "scored_customers"),
@@ -29,10 +29,7 @@ PUBLISHED = [
 
 
 def _sql_path(path: Path) -> str:
-    text = str(path)
-    if "\x00" in text:
-        raise ValueError(f"Invalid serving path {text!r}")
-    return "'" + text.replace("'", "''") + "'"
+    return quote_literal(str(path))
 
 
 def publish(conn: duckdb.DuckDBPyConnection, serving_dir: Path) -> dict[str, int]:
