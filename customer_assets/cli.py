@@ -342,6 +342,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"Dry run, nothing changed. Erasing {counts['customers']} customer(s) would change rows: {changed}; "
                   f"reports to rewrite: {counts['reports']}.")
             print(runs)
+            if args.compact:
+                from customer_assets.resources import warehouse_resource
+
+                db = args.db or warehouse_resource().database
+                print(f"--compact would then rewrite the warehouse file ({os.path.getsize(db) / 1e6:,.1f} MB now), and "
+                      "needs room for a second copy of it.")
             return 0
         print(f"Erased {counts['customers']} customer(s). Rows changed: {changed}; reports rewritten: {counts['reports']}.")
         print(runs)

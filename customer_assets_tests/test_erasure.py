@@ -168,9 +168,12 @@ def test_the_command_names_the_runs_that_show_the_customers(ledger_csv, warehous
         run_id = materialize(warehouse, INGEST, run_config=source_config(ledger_csv), instance=instance).run_id
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     places = ", ".join(A_SHOWN)
-    assert main(["forget", "--customer", "A", "--db", warehouse, "--dry-run"]) == 0
-    assert capsys.readouterr().out.splitlines()[1] == (
+    assert main(["forget", "--customer", "A", "--db", warehouse, "--dry-run", "--compact"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[1] == (
         f"1 Dagster run(s) show them in their metadata: {run_id} ({places}). --delete-runs would delete them.")
+    assert printed[2] == (f"--compact would then rewrite the warehouse file ({os.path.getsize(warehouse) / 1e6:,.1f} MB "
+                          "now), and needs room for a second copy of it.")
     assert main(["forget", "--customer", "A", "--db", warehouse]) == 0
     printed = capsys.readouterr().out.splitlines()
     assert printed[1] == (
