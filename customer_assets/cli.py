@@ -245,7 +245,7 @@ def forget(ids: list[str], database: str | None = None, instance: dg.DagsterInst
     # after the runs above, whose previews no longer hold them
     counts["runs"] = erasure.runs_showing(runner.instance, customers)
     if delete_runs:
-        deleted, left = erasure.delete_runs(runner.instance, list(counts["runs"]))
+        _, left = erasure.delete_runs(runner.instance, list(counts["runs"]))
         counts["runs_left"] = {run_id: counts["runs"].pop(run_id) for run_id in left}
     return counts
 

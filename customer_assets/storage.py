@@ -9,6 +9,7 @@ matched by name, never by position.
 from __future__ import annotations
 
 import math
+import os
 from contextlib import contextmanager
 from datetime import date
 from typing import Any
@@ -203,8 +204,6 @@ def copy_to_fresh_file(conn: duckdb.DuckDBPyConnection, database: str) -> str:
     row count of every table is compared between the two before the path is returned; a difference is an error and
     the new file is removed, so nothing is lost.
     """
-    import os
-
     if database.startswith("md:") or database == ":memory:":
         raise ValueError(f"{database} is not a file that can be rewritten")
     fresh = database + ".rewrite"
