@@ -248,6 +248,32 @@ def test_compacting_rewrites_the_file_without_the_old_values_of_the_erased_rows(
     assert row_counts(result)["clean/transactions"] == 3 and row_counts(result)["quality/rejected_transactions"] == 3
 
 
+def test_the_schedules_count_a_deleted_runs_partition_as_missing(ledger_csv, warehouse, tmp_path):
+    """What the README says of --delete-runs: the schedules read Dagster's history, so a partition whose run was
+    deleted is materialized again, and without the newest ingest they read the one before it, or skip."""
+    from customer_assets.schedules import data_last_date, up_to_date
+
+    features = [dg.AssetKey(["features", "customer_features"])]
+    (tmp_path / "home").mkdir()
+    with dg.instance_for_test(temp_dir=str(tmp_path / "home")) as instance:
+        first = materialize(warehouse, INGEST, run_config=source_config(ledger_csv), instance=instance).run_id
+        scored = materialize(warehouse, FEATURES, partition_key=C, instance=instance).run_id
+        assert up_to_date(instance, features, C) and data_last_date(instance) == date(2020, 7, 15)
+        delete_runs(instance, [scored])
+        assert not up_to_date(instance, features, C)
+        # a second ingest of an export cut at 2020-05-01 (the ledger's rows up to its line 9), then its run deleted
+        short = tmp_path / "short.csv"
+        short.write_text("\n".join(ledger_csv.read_text().splitlines()[:10]) + "\n")
+        cfg = source_config(short)
+        cfg["ops"]["clean_transactions"] = {"config": {"max_history_loss": 1.0}}
+        second = materialize(warehouse, INGEST, run_config=cfg, instance=instance).run_id
+        assert data_last_date(instance) == date(2020, 5, 1)
+        delete_runs(instance, [second])
+        assert data_last_date(instance) == date(2020, 7, 15)
+        delete_runs(instance, [first])
+        assert data_last_date(instance) is None
+
+
 @pytest.mark.parametrize("ids", [[], ["  "]])
 def test_an_empty_request_is_refused(ids):
     with pytest.raises(ValueError, match="customer id"):
