@@ -13,6 +13,7 @@ from datetime import date
 
 import dagster as dg
 import duckdb
+import pandas as pd
 import pytest
 
 from customer_assets.definitions import ASSETS, CHECKS
@@ -272,6 +273,17 @@ def test_the_schedules_count_a_deleted_runs_partition_as_missing(ledger_csv, war
         assert data_last_date(instance) == date(2020, 7, 15)
         delete_runs(instance, [first])
         assert data_last_date(instance) is None
+
+
+def test_a_preview_cell_is_read_as_the_table_shows_it():
+    """markdown_preview escapes a | inside a value; the cells are split on the other ones and unescaped (the
+    padding stays: ids are compared trimmed)."""
+    from customer_assets.erasure import _cells
+    from customer_assets.storage import markdown_preview
+
+    text = markdown_preview(pd.DataFrame({"customer_id": ["A|B", " c "], "n": [1, 2]}))
+    assert _cells(dg.MetadataValue.md(text)) == [" customer_id ", " n ", "---", "---", " A|B ", " 1 ", "  c  ", " 2 "]
+    assert _cells(dg.MetadataValue.text("A|B")) == ["A|B"] and _cells(dg.MetadataValue.json({"id": "A"})) == []
 
 
 @pytest.mark.parametrize("ids", [[], ["  "]])
