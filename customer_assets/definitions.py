@@ -40,6 +40,7 @@ CHECKS = [
     ingest_checks.clean_values_valid,
     ingest_checks.clean_keys_unique,
     ingest_checks.rejected_share_small,
+    ingest_checks.erased_customers_out_of_source,
     ingest_checks.stored_partitions_current,
     ingest_checks.source_advancing,
     feature_checks.one_row_per_customer,

@@ -37,8 +37,14 @@ def _erased(conn):
                         "WHERE reject_reason = 'erased_customer' ORDER BY source_row").fetchall()
 
 
+def _out_of_source(result):
+    return next(e for e in result.get_asset_check_evaluations() if e.asset_check_key.name == "erased_customers_out_of_source")
+
+
 def test_an_erased_customer_leaves_every_table_and_every_later_load(ledger_csv, warehouse):
-    assert materialize(warehouse, INGEST, run_config=source_config(ledger_csv)).success
+    first = materialize(warehouse, INGEST, run_config=source_config(ledger_csv))
+    assert _out_of_source(first).passed and _out_of_source(first).description == (
+        "The source export holds no row of an erased customer")
     for cutoff in (EARLY, C):
         assert materialize(warehouse, FEATURES, partition_key=cutoff).success
     with duckdb.connect(warehouse) as conn:
@@ -79,6 +85,20 @@ def test_an_erased_customer_leaves_every_table_and_every_later_load(ledger_csv, 
     with duckdb.connect(warehouse, read_only=True) as conn:
         assert _erased(conn) == [(r, str(ledger_csv), r) + (None,) * 7 for r in A_ROWS]
         assert conn.execute("SELECT count(*) FROM clean.transactions WHERE customer_id = 'A'").fetchone()[0] == 0
+    # the export still holds A's 9 rows: the check says where, with no id
+    still = _out_of_source(result)
+    assert not still.passed and still.description.startswith("9 row(s) of erased customers are still in the source "
+                                                              "export, in 1 file(s): delete them there")
+    assert still.metadata["erased_customer_rows"].value == 9
+    assert still.metadata["files"].value.splitlines()[2] == f"| {ledger_csv} | 9 | 1 | 14 |"
+    # the retailer deletes them from the export: the next load of it passes the check (it is not a cut-short export:
+    # no clean row is lost), and B, C and D are as they were
+    lines = ledger_csv.read_text().splitlines()
+    ledger_csv.write_text("\n".join(line for i, line in enumerate(lines) if i not in A_ROWS) + "\n")
+    result = materialize(warehouse, INGEST, run_config=source_config(ledger_csv))
+    assert _out_of_source(result).passed
+    assert row_counts(result) == {"raw/transactions": 6, "clean/transactions": 4, "quality/rejected_transactions": 2,
+                                  "quality/history_changes": 0}
 
 
 def test_a_stored_copy_keeps_no_value_of_an_erased_customer(ledger_csv, warehouse):

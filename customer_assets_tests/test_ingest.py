@@ -107,7 +107,8 @@ def test_dagster_config_sets_the_source_and_the_check_reconciles(ledger_csv, war
     checks = {e.asset_check_key.name: e for e in result.get_asset_check_evaluations()}
     assert {k: e.passed for k, e in checks.items()} == {"rows_reconcile": True, "clean_values_valid": True,
                                                           "clean_keys_unique": True, "rejected_share_small": False,
-                                                          "stored_partitions_current": True, "source_advancing": True}
+                                                          "stored_partitions_current": True, "source_advancing": True,
+                                                          "erased_customers_out_of_source": True}
     # the hand-built ledger is dirty on purpose: 4 of 15 rows rejected, one per reason, so the share check warns
     share = checks["rejected_share_small"]
     assert share.severity == dg.AssetCheckSeverity.WARN and share.description == "26.7% of 15 raw rows rejected, most as duplicate (1)"

@@ -93,6 +93,25 @@ def rejected_share_small(duckdb: DuckDBResource) -> dg.AssetCheckResult:
 
 
 @dg.asset_check(asset=dg.AssetKey(["clean", "transactions"]), blocking=False, pool="duckdb",
+                description="The source export no longer holds rows of erased customers (customer-assets forget). "
+                            "Warns, stopping nothing: the cleaning sets those rows aside with no value, but the export "
+                            "is the retailer's copy of them, to delete there. The metadata names each file, with its "
+                            "count and the first and last of those rows in it (file_row), and never a customer id.")
+def erased_customers_out_of_source(duckdb: DuckDBResource) -> dg.AssetCheckResult:
+    with duckdb.get_connection() as conn:
+        files = conn.execute(
+            "SELECT source_file AS file, count(*) AS rows, min(file_row) AS first_file_row, max(file_row) AS last_file_row "
+            "FROM quality.rejected_transactions WHERE reject_reason = ? GROUP BY 1 ORDER BY 1", [ERASED]).df()
+    rows = int(files["rows"].sum()) if len(files) else 0
+    return dg.AssetCheckResult(
+        passed=rows == 0, severity=dg.AssetCheckSeverity.WARN,
+        metadata={"erased_customer_rows": rows, "files": dg.MetadataValue.md(markdown_preview(files, n=50))},
+        description=(f"{rows:,} row(s) of erased customers are still in the source export, in {len(files)} file(s): "
+                     "delete them there (quality.rejected_transactions lists them by source_file and file_row)"
+                     if rows else "The source export holds no row of an erased customer"))
+
+
+@dg.asset_check(asset=dg.AssetKey(["clean", "transactions"]), blocking=False, pool="duckdb",
                 description="Every stored features/customer_features partition matches the transactions as they are now. "
                             "Warns, stopping nothing, when a reload added late rows, corrected or deleted some in the history "
                             "or label window of a stored partition: the metadata lists those cutoffs. Materialize them "
