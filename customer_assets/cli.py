@@ -1,7 +1,6 @@
 """``customer-assets`` command line: materialize everything needed to score a cutoff."""
 
 import argparse
-import html
 import os
 import sys
 import time
@@ -225,10 +224,7 @@ def forget(ids: list[str], database: str | None = None, instance: dg.DagsterInst
         counts = erase_customers(conn, customers, HORIZON_DAYS, dry_run)
         scored = conn.execute("SELECT max(cutoff_date) FROM scores.scored_customers").fetchone()[0] \
             if "scores.scored_customers" in counts else None
-    folder = reports_dir(runner.database)
-    reports = [r for r in (sorted(folder.glob("customer_report_*.html")) if folder.exists() else [])
-               # a customer id is a table cell of the report
-               if any(f">{html.escape(c)}<" in r.read_text(encoding="utf-8") for c in customers)]
+    reports = erasure.reports_showing(reports_dir(runner.database), customers)
     if dry_run:  # what it would rewrite
         return {**counts, "reports": len(reports), "customers": len(customers),
                 "runs": erasure.runs_showing(runner.instance, customers)}
@@ -248,6 +244,30 @@ def forget(ids: list[str], database: str | None = None, instance: dg.DagsterInst
         _, left = erasure.delete_runs(runner.instance, list(counts["runs"]))
         counts["runs_left"] = {run_id: counts["runs"].pop(run_id) for run_id in left}
     return counts
+
+
+def locate(ids: list[str], database: str | None = None, instance: dg.DagsterInstance | None = None) -> dict[str, Any]:
+    """Where the customers still are (``erasure.locate``): the warehouse's tables and views, the serving copy and the
+    reports, by rows or files, the number of ``customers`` asked for, and ``runs``: the Dagster runs whose metadata
+    shows them. Reads only."""
+    import duckdb
+
+    from customer_assets import erasure
+    from customer_assets.settings import reports_dir, serving_dir
+
+    runner = Runner(database, instance)
+    customers = erasure.normalise(ids)
+    if not runner.database.startswith("md:") and not os.path.exists(runner.database):
+        raise ValueError(f"there is no warehouse at {runner.database} (set --db or {ENV_DB})")
+    try:
+        conn = duckdb.connect(runner.database, read_only=True)
+    except duckdb.IOException:  # a run is writing: wait for it, as a writer would
+        conn = runner.resources["duckdb"].connect()
+    try:
+        found = erasure.locate(conn, customers, serving_dir(runner.database), reports_dir(runner.database))
+    finally:
+        conn.close()
+    return {**found, "customers": len(customers), "runs": erasure.runs_showing(runner.instance, customers)}
 
 
 def rewrite_file(runner: Runner) -> tuple[int, int]:
@@ -325,7 +345,33 @@ def main(argv: list[str] | None = None) -> int:
                    help="then rewrite the warehouse file, so that the erased rows' old values do not stay in its free space")
     f.add_argument("--delete-runs", action="store_true",
                    help="also delete the Dagster runs whose metadata previews show them (searched in $DAGSTER_HOME)")
+    loc = sub.add_parser("locate", help="show where customers still are (tables, serving copy, reports, Dagster runs), "
+                                        "for example to check an erasure; changes nothing")
+    loc.add_argument("--customer", action="append", default=[], help="a customer id (repeat for several)")
+    loc.add_argument("--from-file", help="a text file with one customer id per line")
+    loc.add_argument("--db", help=f"warehouse file (default: ${ENV_DB} or data/warehouse.duckdb)")
     args = parser.parse_args(argv)
+    if args.command == "locate":
+        ids = list(args.customer)
+        try:
+            if args.from_file:
+                ids += [line for line in Path(args.from_file).read_text(encoding="utf-8").splitlines() if line.strip()]
+            instance = _instance()
+            found = locate(ids, args.db, instance)
+        except (OSError, ValueError) as exc:
+            raise SystemExit(f"customer-assets locate: {exc}") from None
+        runs, customers = found.pop("runs"), found.pop("customers")
+        erased = found.pop("quality.erased_customers", 0)
+        print(f"{customers} customer(s), {erased} of them erased.")
+        for place, n in found.items():
+            unit = "file(s)" if place == "reports" else "row(s)"
+            export = "  (a view over the source export" + ("; delete the erased customers' rows there)" if erased else ")")
+            print(f"  {place}: {n:,} {unit}" + (export if place == "raw.transactions" else ""))
+        if not found:
+            print("  No table, serving file or report holds them.")
+        print("  " + _runs_line({"runs": runs}, not instance.is_ephemeral, dry_run=True, deleted=False)
+              .replace("--delete-runs would delete them.", "`customer-assets forget --delete-runs` deletes them."))
+        return 0
     if args.command == "forget":
         ids = list(args.customer)
         try:

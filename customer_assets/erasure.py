@@ -18,13 +18,15 @@ New previews leave erased customers out (``not_erased``), even while the source 
 
 from __future__ import annotations
 
+import html
 import re
 from datetime import UTC, datetime
+from pathlib import Path
 
 import dagster as dg
 import duckdb
 
-from customer_assets.storage import object_type, table_exists, transaction
+from customer_assets.storage import object_type, quote_literal, table_exists, transaction
 
 REASON = "erased_customer"
 
@@ -145,6 +147,58 @@ def delete_runs(instance: dg.DagsterInstance, run_ids: list[str]) -> tuple[list[
         instance.compute_log_manager.delete_logs(prefix=[run_id])
         deleted.append(run_id)
     return deleted, left
+
+
+def locate(conn: duckdb.DuckDBPyConnection, ids: list[str], serving: Path | None = None,
+           reports: Path | None = None) -> dict[str, int]:
+    """Where the customers ``ids`` still are: place -> rows (or files). Nothing is changed.
+
+    * every warehouse table with a ``customer_id`` column, by rows whose id, trimmed and upper-cased, is one of
+      theirs, and ``raw.transactions`` when it is a view over the source export (what the export still holds);
+    * ``quality.erased_customers``: how many of them have been erased;
+    * the Parquet files of the serving copy in ``serving``, by rows;
+    * the HTML reports in ``reports`` that show one of them in a table cell, by files.
+
+    Places where none is found are left out. The run history is ``runs_showing``'s.
+    """
+    customers = normalise(ids)
+    conn.execute("CREATE OR REPLACE TEMP TABLE _locate AS SELECT unnest(CAST(? AS VARCHAR[])) AS customer_id", [customers])
+    found: dict[str, int] = {}
+    try:
+        tables = conn.execute(  # tables, and the view over the export (the other views read clean.transactions)
+            "SELECT c.table_schema, c.table_name FROM information_schema.columns c JOIN information_schema.tables t "
+            "USING (table_catalog, table_schema, table_name) WHERE c.column_name = 'customer_id' "
+            "AND c.table_catalog = current_database() AND (t.table_type = 'BASE TABLE' OR "
+            "(c.table_schema, c.table_name) = ('raw', 'transactions')) ORDER BY 1, 2").fetchall()
+        for schema, table in tables:
+            n = conn.execute(f'SELECT count(*) FROM "{schema}"."{table}" WHERE upper(trim(customer_id)) IN '
+                             "(SELECT customer_id FROM _locate)").fetchone()[0]
+            if n:
+                found[f"{schema}.{table}"] = n
+        if table_exists(conn, "quality", "erased_customers"):
+            n = conn.execute(f"SELECT count(DISTINCT customer_id) FROM _locate WHERE {KEY_SQL.format('customer_id')} "
+                             "IN (SELECT customer_key FROM quality.erased_customers)").fetchone()[0]
+            if n:
+                found["quality.erased_customers"] = n
+        for path in sorted(serving.glob("*.parquet")) if serving and serving.is_dir() else []:
+            n = conn.execute(f"SELECT count(*) FROM read_parquet({quote_literal(str(path))}) WHERE "
+                             "upper(trim(customer_id)) IN (SELECT customer_id FROM _locate)").fetchone()[0] \
+                if "customer_id" in [r[0] for r in conn.execute(
+                    f"DESCRIBE SELECT * FROM read_parquet({quote_literal(str(path))})").fetchall()] else 0
+            if n:
+                found[f"serving copy: {path.name}"] = n
+    finally:
+        conn.execute("DROP TABLE IF EXISTS _locate")
+    if shown := reports_showing(reports, customers):
+        found["reports"] = len(shown)
+    return found
+
+
+def reports_showing(folder: Path | None, customers: list[str]) -> list[Path]:
+    """The HTML reports in ``folder`` that show one of the (normalised) ``customers``: a customer id is a table cell
+    of a report."""
+    reports = sorted(folder.glob("customer_report_*.html")) if folder and folder.is_dir() else []
+    return [r for r in reports if any(f">{html.escape(c)}<" in r.read_text(encoding="utf-8") for c in customers)]
 
 
 def erase_customers(conn: duckdb.DuckDBPyConnection, ids: list[str], horizon_days: int,

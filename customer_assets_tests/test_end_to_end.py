@@ -949,7 +949,7 @@ def test_forget_erases_customers_from_the_scores_the_serving_copy_and_the_report
     again and the report that named the first is rewritten without them; the score checks still pass."""
     import shutil
 
-    from customer_assets.cli import Runner, forget, main
+    from customer_assets.cli import Runner, forget, locate, main
 
     copy = str(tmp_path / "w.duckdb")
     shutil.copy(scored, copy)
@@ -966,6 +966,13 @@ def test_forget_erases_customers_from_the_scores_the_serving_copy_and_the_report
     before = _q(copy, "SELECT customer_id, count(*) AS n FROM scores.scored_customers WHERE customer_id IN (?, ?) "
                       "GROUP BY 1", [called, other]).set_index("customer_id").n
     assert before.to_dict() == {called: 2, other: 2}  # scored at 1998-04-01 and 1998-06-30
+    # where the called customer is: every table that holds customers, the serving copy and the report
+    located = locate([called], copy, dg.DagsterInstance.ephemeral())
+    assert {"clean.transactions", "features.customer_features", "segments.customer_segments", "scores.scored_customers",
+            "raw.transactions", "serving copy: scores.scored_customers.parquet",
+            "serving copy: segments.customer_segments.parquet", "reports"} <= set(located)
+    assert located["scores.scored_customers"] == 2 and located["reports"] == 1
+    assert located["raw.transactions"] == located["clean.transactions"] + located.get("quality.rejected_transactions", 0)
     # a dry run counts the same and changes nothing: not the tables, not the report
     scores_before = _q(copy, "SELECT count(*) AS n FROM scores.scored_customers").n[0]
     dry = forget([called], copy, dg.DagsterInstance.ephemeral(), dry_run=True)
@@ -987,6 +994,9 @@ def test_forget_erases_customers_from_the_scores_the_serving_copy_and_the_report
     serving = tmp_path / "serving" / "scores.scored_customers.parquet"
     assert duckdb.sql(f"SELECT count(*) FROM '{serving}' WHERE customer_id IN ('{called}', '{other}')").fetchone()[0] == 0
     assert duckdb.sql(f"SELECT count(*) FROM '{serving}'").fetchone()[0] == 3996
+    # afterwards only the export (its rows as the raw view reads them) and the suppression list hold them
+    assert locate([called], copy, dg.DagsterInstance.ephemeral()) == {
+        "raw.transactions": located["raw.transactions"], "quality.erased_customers": 1, "customers": 1, "runs": {}}
     _columns_as_documented(copy, [("quality.erased_customers", "ERASED_CUSTOMERS")])
     # the scores and the features lost the same customers, at every stored cutoff
     evals = {e.asset_check_key.name: e for e in materialize(copy, SCORE_CHECKS).get_asset_check_evaluations()}

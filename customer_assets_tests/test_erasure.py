@@ -32,6 +32,13 @@ def _selection(keys: str) -> dg.AssetSelection:
     return dg.AssetSelection.assets(*[dg.AssetKey(k.split("/")) for k in keys.split()])
 
 
+def _tables(warehouse):
+    """Every table's row count."""
+    with duckdb.connect(warehouse, read_only=True) as conn:
+        return {f"{s}.{t}": conn.execute(f"SELECT count(*) FROM {s}.{t}").fetchone()[0] for s, t in conn.execute(
+            "SELECT schema_name, table_name FROM duckdb_tables() ORDER BY ALL").fetchall()}
+
+
 def _erased(conn):
     return conn.execute(f"SELECT source_row, source_file, file_row, {VALUES} FROM quality.rejected_transactions "
                         "WHERE reject_reason = 'erased_customer' ORDER BY source_row").fetchall()
@@ -247,23 +254,18 @@ def test_compacting_rewrites_the_file_without_the_old_values_of_the_erased_rows(
         with open(warehouse, "rb") as f:
             return f.read().count(text.encode())
 
-    def tables():
-        with duckdb.connect(warehouse, read_only=True) as conn:
-            return {f"{s}.{t}": conn.execute(f"SELECT count(*) FROM {s}.{t}").fetchone()[0] for s, t in conn.execute(
-                "SELECT schema_name, table_name FROM duckdb_tables() ORDER BY ALL").fetchall()}
-
     assert in_file("SECRET-AAAA-1111") > 0 and in_file("SECRET-BBBB-2222") > 0
     with duckdb.connect(warehouse, config=uncompressed) as conn:
         assert erase_customers(conn, ["secret-aaaa-1111"], 90)["clean.transactions"] == 3
         conn.execute("CHECKPOINT")
     assert in_file("SECRET-AAAA-1111") > 0  # deleted, and still readable in the file
-    erased = tables()
+    erased = _tables(warehouse)
     assert erased["clean.transactions"] == 3 and erased["features.customer_features"] == 1
     with duckdb.connect(warehouse, config=uncompressed) as conn:
         fresh = copy_to_fresh_file(conn, warehouse)
     os.replace(fresh, warehouse)
     assert in_file("SECRET-AAAA-1111") == 0 and in_file("SECRET-BBBB-2222") > 0
-    assert tables() == erased
+    assert _tables(warehouse) == erased
     # the rewritten warehouse serves the next load: A's rows are set aside again, B's cleaned
     result = materialize(warehouse, INGEST, run_config=source_config(source))
     assert row_counts(result)["clean/transactions"] == 3 and row_counts(result)["quality/rejected_transactions"] == 3
@@ -304,6 +306,41 @@ def test_a_preview_cell_is_read_as_the_table_shows_it():
     text = markdown_preview(pd.DataFrame({"customer_id": ["A|B", " c "], "n": [1, 2]}))
     assert _cells(dg.MetadataValue.md(text)) == [" customer_id ", " n ", "---", "---", " A|B ", " 1 ", "  c  ", " 2 "]
     assert _cells(dg.MetadataValue.text("A|B")) == ["A|B"] and _cells(dg.MetadataValue.json({"id": "A"})) == []
+
+
+def test_locate_shows_where_a_customer_is_before_and_after_the_erasure(ledger_csv, warehouse, tmp_path, monkeypatch,
+                                                                       capsys):
+    """A of the ledger: 7 clean rows, 2 rejected (lines 13 and 14), 9 in the export, 1 features row at C; the ingest
+    run previews A (A_SHOWN), and so does the features run (A is the first of A, B, D). After the erasure only the
+    export (raw.transactions, a view over it) and the suppression list hold A."""
+    from customer_assets.cli import locate, main
+
+    (tmp_path / "home").mkdir()
+    with dg.instance_for_test(temp_dir=str(tmp_path / "home")) as instance:
+        ingest = materialize(warehouse, INGEST, run_config=source_config(ledger_csv), instance=instance).run_id
+        features = materialize(warehouse, FEATURES, partition_key=C, instance=instance).run_id
+        assert locate([" a "], warehouse, instance) == {
+            "clean.transactions": 7, "features.customer_features": 1, "quality.rejected_transactions": 2,
+            "raw.transactions": 9, "customers": 1,
+            "runs": {features: ["features/customer_features: preview"], ingest: A_SHOWN}}
+        assert locate(["C"], warehouse, instance) == {"clean.transactions": 1, "raw.transactions": 1, "customers": 1,
+                                                      "runs": {}}  # C buys only after the cutoff
+        before = _tables(warehouse)
+        assert locate(["A"], warehouse, instance)["customers"] == 1 and _tables(warehouse) == before  # reads only
+        with duckdb.connect(warehouse) as conn:
+            erase_customers(conn, ["A"], 90)
+        delete_runs(instance, [ingest, features])
+        assert locate(["A"], warehouse, instance) == {"raw.transactions": 9, "quality.erased_customers": 1,
+                                                      "customers": 1, "runs": {}}
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
+    assert main(["locate", "--customer", "a", "--customer", "B", "--db", warehouse]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "2 customer(s), 1 of them erased.",
+        "  clean.transactions: 1 row(s)",
+        "  features.customer_features: 1 row(s)",
+        "  quality.rejected_transactions: 1 row(s)",
+        "  raw.transactions: 11 row(s)  (a view over the source export; delete the erased customers' rows there)",
+        "  No Dagster run shows them in its metadata."]
 
 
 @pytest.mark.parametrize("ids", [[], ["  "]])
