@@ -318,6 +318,21 @@ def _runs_line(counts: dict[str, Any], instance_kept: bool, dry_run: bool, delet
                "Run again with --delete-runs to delete them (or delete them in the UI)."))
 
 
+def _customer_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments that name customers and the warehouse (``forget``, ``locate``)."""
+    parser.add_argument("--customer", action="append", default=[], help="a customer id (repeat for several)")
+    parser.add_argument("--from-file", help="a text file with one customer id per line")
+    parser.add_argument("--db", help=f"warehouse file (default: ${ENV_DB} or data/warehouse.duckdb)")
+
+
+def _customer_ids(args: argparse.Namespace) -> list[str]:
+    """The ids of ``--customer`` and of the lines of ``--from-file`` (OSError when it cannot be read)."""
+    ids = list(args.customer)
+    if args.from_file:
+        ids += [line for line in Path(args.from_file).read_text(encoding="utf-8").splitlines() if line.strip()]
+    return ids
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="customer-assets", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -337,9 +352,7 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--chunk-customers", type=int, default=50_000, help="customers simulated per chunk (bounds memory)")
     f = sub.add_parser("forget", help="erase customers (a request to be forgotten) from the warehouse, the serving "
                                       "copy and the reports, and from every later load")
-    f.add_argument("--customer", action="append", default=[], help="a customer id (repeat for several)")
-    f.add_argument("--from-file", help="a text file with one customer id per line")
-    f.add_argument("--db", help=f"warehouse file (default: ${ENV_DB} or data/warehouse.duckdb)")
+    _customer_arguments(f)
     f.add_argument("--dry-run", action="store_true", help="count what it would change, and change nothing")
     f.add_argument("--compact", action="store_true",
                    help="then rewrite the warehouse file, so that the erased rows' old values do not stay in its free space")
@@ -347,17 +360,12 @@ def main(argv: list[str] | None = None) -> int:
                    help="also delete the Dagster runs whose metadata previews show them (searched in $DAGSTER_HOME)")
     loc = sub.add_parser("locate", help="show where customers still are (tables, serving copy, reports, Dagster runs), "
                                         "for example to check an erasure; changes nothing")
-    loc.add_argument("--customer", action="append", default=[], help="a customer id (repeat for several)")
-    loc.add_argument("--from-file", help="a text file with one customer id per line")
-    loc.add_argument("--db", help=f"warehouse file (default: ${ENV_DB} or data/warehouse.duckdb)")
+    _customer_arguments(loc)
     args = parser.parse_args(argv)
     if args.command == "locate":
-        ids = list(args.customer)
         try:
-            if args.from_file:
-                ids += [line for line in Path(args.from_file).read_text(encoding="utf-8").splitlines() if line.strip()]
             instance = _instance()
-            found = locate(ids, args.db, instance)
+            found = locate(_customer_ids(args), args.db, instance)
         except (OSError, ValueError) as exc:
             raise SystemExit(f"customer-assets locate: {exc}") from None
         runs, customers = found.pop("runs"), found.pop("customers")
@@ -373,12 +381,9 @@ def main(argv: list[str] | None = None) -> int:
               .replace("--delete-runs would delete them.", "`customer-assets forget --delete-runs` deletes them."))
         return 0
     if args.command == "forget":
-        ids = list(args.customer)
         try:
-            if args.from_file:
-                ids += [line for line in Path(args.from_file).read_text(encoding="utf-8").splitlines() if line.strip()]
             instance = _instance()
-            counts = forget(ids, args.db, instance, dry_run=args.dry_run, delete_runs=args.delete_runs,
+            counts = forget(_customer_ids(args), args.db, instance, dry_run=args.dry_run, delete_runs=args.delete_runs,
                             compact=args.compact)
         except (OSError, ValueError) as exc:
             raise SystemExit(f"customer-assets forget: {exc}") from None
