@@ -211,17 +211,16 @@ def forget(ids: list[str], database: str | None = None, instance: dg.DagsterInst
     rewrites the warehouse file, so that the old values of the erased rows are not left in its free blocks
     (``file_bytes``: its size before and after)."""
     from customer_assets import erasure
-    from customer_assets.erasure import erase_customers, normalise
     from customer_assets.settings import reports_dir
 
     runner = Runner(database, instance)
-    customers = normalise(ids)
+    customers = erasure.normalise(ids)
     if compact and (runner.database.startswith("md:") or runner.database == ":memory:"):
         raise ValueError(f"--compact rewrites a warehouse file, and {runner.database} is not one; nothing was erased")
     if not runner.database.startswith("md:") and not os.path.exists(runner.database):
         raise ValueError(f"there is no warehouse at {runner.database} (set --db or {ENV_DB}); nothing was erased")
     with runner.resources["duckdb"].get_connection() as conn:  # waits while a run holds the file's lock
-        counts = erase_customers(conn, customers, HORIZON_DAYS, dry_run)
+        counts = erasure.erase_customers(conn, customers, HORIZON_DAYS, dry_run)
         scored = conn.execute("SELECT max(cutoff_date) FROM scores.scored_customers").fetchone()[0] \
             if "scores.scored_customers" in counts else None
     reports = erasure.reports_showing(reports_dir(runner.database), customers)
@@ -293,8 +292,10 @@ def rewrite_file(runner: Runner) -> tuple[int, int]:
     return before, os.path.getsize(database)
 
 
-def _runs_line(counts: dict[str, Any], instance_kept: bool, dry_run: bool, deleted: bool) -> str:
-    """What ``forget`` says about the Dagster run history."""
+def _runs_line(counts: dict[str, Any], instance_kept: bool, dry_run: bool, deleted: bool,
+               offer: str = "Run again with --delete-runs to delete them (or delete them in the UI).") -> str:
+    """What ``forget`` (and ``locate``) says about the Dagster run history; ``offer`` follows the runs found when
+    they were not deleted (a dry run says what --delete-runs would do)."""
     runs = counts["runs"]
     if not instance_kept:
         return ("The Dagster run history was not searched: DAGSTER_HOME is not set (`make run` and `make ui` use "
@@ -314,8 +315,7 @@ def _runs_line(counts: dict[str, Any], instance_kept: bool, dry_run: bool, delet
                         "command again with --delete-runs when they have finished.")
         return " ".join(said)
     return (f"{len(runs)} Dagster run(s) show them in their metadata: {listed(runs)}. "
-            + ("--delete-runs would delete them." if dry_run else
-               "Run again with --delete-runs to delete them (or delete them in the UI)."))
+            + ("--delete-runs would delete them." if dry_run else offer))
 
 
 def _customer_arguments(parser: argparse.ArgumentParser) -> None:
@@ -377,8 +377,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {place}: {n:,} {unit}" + (export if place == "raw.transactions" else ""))
         if not found:
             print("  No table, serving file or report holds them.")
-        print("  " + _runs_line({"runs": runs}, not instance.is_ephemeral, dry_run=True, deleted=False)
-              .replace("--delete-runs would delete them.", "`customer-assets forget --delete-runs` deletes them."))
+        print("  " + _runs_line({"runs": runs}, not instance.is_ephemeral, dry_run=False, deleted=False,
+                                offer="`customer-assets forget --delete-runs` deletes them."))
         return 0
     if args.command == "forget":
         try:

@@ -26,7 +26,8 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 
-from customer_assets.storage import object_type, quote_literal, table_exists, transaction
+from customer_assets.settings import quote_ident, sql_literal
+from customer_assets.storage import object_type, table_exists, transaction
 
 REASON = "erased_customer"
 
@@ -156,7 +157,7 @@ def locate(conn: duckdb.DuckDBPyConnection, ids: list[str], serving: Path | None
     * every warehouse table with a ``customer_id`` column, by rows whose id, trimmed and upper-cased, is one of
       theirs, and ``raw.transactions`` when it is a view over the source export (what the export still holds);
     * ``quality.erased_customers``: how many of them have been erased;
-    * the Parquet files of the serving copy in ``serving``, by rows;
+    * the Parquet file of each of those tables in the serving copy in ``serving``, by rows;
     * the HTML reports in ``reports`` that show one of them in a table cell, by files.
 
     Places where none is found are left out. The run history is ``runs_showing``'s.
@@ -170,23 +171,22 @@ def locate(conn: duckdb.DuckDBPyConnection, ids: list[str], serving: Path | None
             "USING (table_catalog, table_schema, table_name) WHERE c.column_name = 'customer_id' "
             "AND c.table_catalog = current_database() AND (t.table_type = 'BASE TABLE' OR "
             "(c.table_schema, c.table_name) = ('raw', 'transactions')) ORDER BY 1, 2").fetchall()
+        relations = []  # (place, the relation to count in); a table's serving copy follows it
         for schema, table in tables:
-            n = conn.execute(f'SELECT count(*) FROM "{schema}"."{table}" WHERE upper(trim(customer_id)) IN '
+            relations.append((f"{schema}.{table}", f"{quote_ident(schema)}.{quote_ident(table)}"))
+            copy = serving / f"{schema}.{table}.parquet" if serving else None
+            if copy is not None and copy.is_file():
+                relations.append((f"serving copy: {copy.name}", f"read_parquet({sql_literal(str(copy))})"))
+        for place, relation in relations:
+            n = conn.execute(f"SELECT count(*) FROM {relation} WHERE upper(trim(customer_id)) IN "
                              "(SELECT customer_id FROM _locate)").fetchone()[0]
             if n:
-                found[f"{schema}.{table}"] = n
+                found[place] = n
         if table_exists(conn, "quality", "erased_customers"):
             n = conn.execute(f"SELECT count(DISTINCT customer_id) FROM _locate WHERE {KEY_SQL.format('customer_id')} "
                              "IN (SELECT customer_key FROM quality.erased_customers)").fetchone()[0]
             if n:
                 found["quality.erased_customers"] = n
-        for path in sorted(serving.glob("*.parquet")) if serving and serving.is_dir() else []:
-            n = conn.execute(f"SELECT count(*) FROM read_parquet({quote_literal(str(path))}) WHERE "
-                             "upper(trim(customer_id)) IN (SELECT customer_id FROM _locate)").fetchone()[0] \
-                if "customer_id" in [r[0] for r in conn.execute(
-                    f"DESCRIBE SELECT * FROM read_parquet({quote_literal(str(path))})").fetchall()] else 0
-            if n:
-                found[f"serving copy: {path.name}"] = n
     finally:
         conn.execute("DROP TABLE IF EXISTS _locate")
     if shown := reports_showing(reports, customers):

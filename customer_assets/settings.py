@@ -295,6 +295,13 @@ class ColumnMapping:
 IDENT_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
+def sql_literal(value: str) -> str:
+    """A SQL string literal. Paths and ids end up in stored view definitions, so no bound parameters."""
+    if "\x00" in value:
+        raise ValueError("A NUL byte cannot appear in a SQL literal")
+    return "'" + value.replace("'", "''") + "'"
+
+
 def quote_ident(name: str) -> str:
     """Quote a column name read from a user's file for DuckDB SQL (doubling embedded quotes)."""
     if "\x00" in name:

@@ -18,7 +18,7 @@ import duckdb
 import pandas as pd
 from dagster import get_dagster_logger
 
-from customer_assets.settings import checked_ident, quote_ident
+from customer_assets.settings import checked_ident, quote_ident, sql_literal
 
 SCHEMAS = ("raw", "clean", "quality", "features", "segments", "models", "scores", "evaluation")
 
@@ -207,14 +207,18 @@ def copy_to_fresh_file(conn: duckdb.DuckDBPyConnection, database: str) -> str:
     if database.startswith("md:") or database == ":memory:":
         raise ValueError(f"{database} is not a file that can be rewritten")
     fresh = database + ".rewrite"
-    for leftover in (fresh, fresh + ".wal"):  # of a rewrite that was interrupted
-        if os.path.exists(leftover):
-            os.remove(leftover)
+
+    def remove_fresh():
+        for leftover in (fresh, fresh + ".wal"):
+            if os.path.exists(leftover):
+                os.remove(leftover)
+
+    remove_fresh()  # of a rewrite that was interrupted
     name = conn.execute("SELECT current_database()").fetchone()[0]
     tables = conn.execute("SELECT schema_name, table_name FROM duckdb_tables() "
                           "WHERE database_name = current_database() ORDER BY ALL").fetchall()
     conn.execute("CHECKPOINT")
-    conn.execute(f"ATTACH {quote_literal(fresh)} AS _rewrite")
+    conn.execute(f"ATTACH {sql_literal(fresh)} AS _rewrite")
     try:
         conn.execute(f"COPY FROM DATABASE {quote_ident(name)} TO _rewrite")
         for schema, table in tables:
@@ -227,15 +231,6 @@ def copy_to_fresh_file(conn: duckdb.DuckDBPyConnection, database: str) -> str:
         conn.execute("DETACH _rewrite")
     except BaseException:
         conn.execute("DETACH DATABASE IF EXISTS _rewrite")
-        for leftover in (fresh, fresh + ".wal"):
-            if os.path.exists(leftover):
-                os.remove(leftover)
+        remove_fresh()
         raise
     return fresh
-
-
-def quote_literal(text: str) -> str:
-    """``text`` as a SQL string literal."""
-    if "\x00" in text:
-        raise ValueError(f"Invalid text {text!r}")
-    return "'" + text.replace("'", "''") + "'"

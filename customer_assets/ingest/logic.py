@@ -18,7 +18,7 @@ from pathlib import Path
 import duckdb
 
 from customer_assets.erasure import erased_ids_in
-from customer_assets.settings import FIELDS, MAPPING_HELP, ColumnMapping, SettingError, quote_ident
+from customer_assets.settings import FIELDS, MAPPING_HELP, ColumnMapping, SettingError, quote_ident, sql_literal
 from customer_assets.storage import object_type, table_exists, transaction
 
 SUPPORTED = (".csv", ".tsv", ".txt", ".dat", ".parquet", ".pq", ".gz", ".zst")
@@ -176,13 +176,6 @@ def _header_hint(spec: SourceSpec) -> str:
                 "it as the header: the rows probably have different numbers of fields. Fix the ragged rows, or set "
                 "`format` and check the delimiter.")
     return ""
-
-
-def sql_literal(value: str) -> str:
-    """A SQL string literal. Paths and ids end up in the stored view definition, so no bound parameters."""
-    if "\x00" in value:
-        raise ValueError("A NUL byte cannot appear in a SQL literal")
-    return "'" + value.replace("'", "''") + "'"
 
 
 def _files_literal(paths: str | list[str], union: bool = False) -> tuple[str, str]:

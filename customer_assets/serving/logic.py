@@ -15,7 +15,8 @@ from pathlib import Path
 
 import duckdb
 
-from customer_assets.storage import quote_literal, table_exists
+from customer_assets.settings import sql_literal
+from customer_assets.storage import table_exists
 
 PUBLISHED = [
     ("scores", "scored_customers"),
@@ -28,10 +29,6 @@ PUBLISHED = [
 ]
 
 
-def _sql_path(path: Path) -> str:
-    return quote_literal(str(path))
-
-
 def publish(conn: duckdb.DuckDBPyConnection, serving_dir: Path) -> dict[str, int]:
     """Export the published tables to Parquet atomically; return rows per table."""
     serving_dir.mkdir(parents=True, exist_ok=True)
@@ -41,7 +38,7 @@ def publish(conn: duckdb.DuckDBPyConnection, serving_dir: Path) -> dict[str, int
             continue
         final = serving_dir / f"{schema}.{table}.parquet"
         tmp = serving_dir / f".{schema}.{table}.parquet.tmp-{os.getpid()}"
-        conn.execute(f"COPY (SELECT * FROM {schema}.{table}) TO {_sql_path(tmp)} (FORMAT parquet)")
+        conn.execute(f"COPY (SELECT * FROM {schema}.{table}) TO {sql_literal(str(tmp))} (FORMAT parquet)")
         os.replace(tmp, final)
         counts[f"{schema}.{table}"] = conn.execute(f"SELECT count(*) FROM {schema}.{table}").fetchone()[0]
     return counts
@@ -59,7 +56,7 @@ def write_views(serving_dir: Path) -> str:
             path = serving_dir / f"{schema}.{table}.parquet"
             if path.exists():
                 conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
-                conn.execute(f"CREATE OR REPLACE VIEW {schema}.{table} AS SELECT * FROM read_parquet({_sql_path(path)})")
+                conn.execute(f"CREATE OR REPLACE VIEW {schema}.{table} AS SELECT * FROM read_parquet({sql_literal(str(path))})")
     finally:
         conn.close()
     return "views written"
