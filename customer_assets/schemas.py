@@ -179,6 +179,7 @@ MODEL_REGISTRY: list[C] = [
     ("training_cutoffs", "VARCHAR", "JSON list of the cutoffs whose rows trained it"),
     ("n_train_rows", "BIGINT", "Training rows"),
     ("notes", "VARCHAR", "JSON list of fallbacks taken while fitting"),
+    ("feature_profile", "VARCHAR", "JSON, per input feature, of the customers it learned from (those at t; for ltv, those it was fitted on): the deciles (`edges`), the share of customers in each bin and with no value (`shares`, the last one), `min`, `max` and `n`. The check `features_like_training` compares the customers scored with it"),
     ("trained_at", "TIMESTAMP", "When it was fitted"),
 ]
 SCORED_CUSTOMERS: list[C] = [

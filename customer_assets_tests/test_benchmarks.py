@@ -133,3 +133,13 @@ def test_peers_summary_counts_a_win_as_significant_only_when_its_interval_is_on_
     assert lines["| aggregate error"].endswith("| 1/1 | 1/1 |")
     # no figure on either side: shown as a dash, counted nowhere
     assert lines["| spend R²"].endswith("| – | 0/0 | 0/0 |")
+
+
+def test_feature_drift_benchmark_finds_no_drift_between_two_samples_of_one_population_and_finds_a_shift(capsys):
+    fd = _benchmark("feature_drift")
+    assert fd.main(["--rows", "4000", "--profile-rows", "2000", "--shift", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "comparisons: 116" in out  # 29 features x 4 models
+    assert "comparisons past the limits: 0" in out
+    fd.main(["--rows", "4000", "--profile-rows", "2000", "--shift", "1"])
+    assert "comparisons past the limits: 116" in capsys.readouterr().out

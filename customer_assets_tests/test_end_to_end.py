@@ -900,6 +900,60 @@ def test_scores_stable_compares_a_night_with_the_one_before_and_warns_on_a_large
                                         "mean_purchase_probability_change -50.0%, ")
 
 
+def _drift_check(result):
+    (check,) = [e for e in result.get_asset_check_evaluations() if e.asset_check_key.name == "features_like_training"]
+    return check
+
+
+def test_features_like_training_warns_on_cdnow_where_every_customer_is_older_than_any_the_models_saw(scored, tmp_path):
+    """CDNOW is one cohort: every first purchase is in 1997-01-01 ... 1997-03-25. So at s = t + 90 days the youngest
+    customer (tenure >= s - 1997-03-25) is older than the oldest at t (tenure <= t - 1997-01-01): all of them are above
+    the largest tenure the models of t learned from. The LTV model, fitted on the histories at s, sees no shift."""
+    import shutil
+
+    copy = str(tmp_path / "w.duckdb")
+    shutil.copy(scored, copy)
+    tenure = "SELECT min(tenure_days) AS lo, max(tenure_days) AS hi, count(*) AS n FROM features.customer_features WHERE cutoff_date = ?"
+    at_t, at_s = (_q(copy, tenure, [c]).iloc[0] for c in ("1998-04-01", "1998-06-30"))
+    assert at_s.lo > at_t.hi
+    # the stored profile is of the customers at t
+    profile = json.loads(_q(copy, "SELECT feature_profile FROM models.next_purchase WHERE cutoff_date = '1998-04-01'")
+                         .feature_profile.iloc[0])["tenure_days"]
+    assert (profile["n"], profile["min"], profile["max"]) == (at_t.n, at_t.lo, at_t.hi)
+    assert sum(profile["shares"]) == pytest.approx(1.0) and profile["shares"][-1] == 0
+    # all the customers at s in the top bin (above the largest decile at t), every other bin empty and floored at 1e-4
+    shares = np.maximum(profile["shares"], 1e-4)
+    now = np.full(len(shares), 1e-4)
+    now[-2] = 1.0
+    psi = float(np.sum((now - shares) * np.log(now / shares)))
+    assert psi > 5
+
+    result = materialize(copy, "scores/scored_customers", partition_key="1998-06-30")
+    check = _drift_check(result)
+    assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
+    table = check.metadata["feature_drift"].value
+    assert f"| next_purchase | 1998-04-01 | tenure_days | {psi:,.4g} | 0 | 1 | 0 | 0 |" in table
+    assert "| ltv | 1998-04-01 | tenure_days | 0 | 0 | 0 | 0 | 0 |" in table
+    assert check.description.startswith("The customers at 1998-06-30 differ from those the models learned from: ")
+    assert f"next_purchase): PSI {psi:.2f}, 100.0% above the largest value at 1998-04-01" in check.description
+    meta = result.asset_materializations_for_node("scores__scored_customers")[0].metadata
+    assert meta["feature_drift_max_psi"].value == check.metadata["max_psi"].value >= psi
+    # the scores are what they were: the check reads them, it does not change them
+    assert_frame = "SELECT * FROM scores.scored_customers WHERE cutoff_date = '1998-06-30' ORDER BY customer_id"
+    pd.testing.assert_frame_equal(_q(copy, assert_frame), _q(scored, assert_frame))
+
+    # a warehouse of an earlier version: models.spend has no feature_profile column. Scoring still works, the check
+    # leaves spend out and names it; retraining the partition stores a profile again
+    with duckdb.connect(copy) as conn:
+        conn.execute("ALTER TABLE models.spend DROP COLUMN feature_profile")
+    check = _drift_check(materialize(copy, "scores/scored_customers", partition_key="1998-06-30"))
+    assert check.metadata["models_without_profile"].value.startswith("spend 1998-04-01 (trained before feature profiles")
+    assert "| spend |" not in check.metadata["feature_drift"].value
+    materialize(copy, "models/spend", partition_key="1998-04-01")
+    check = _drift_check(materialize(copy, "scores/scored_customers", partition_key="1998-06-30"))
+    assert "models_without_profile" not in check.metadata and "| spend | 1998-04-01 |" in check.metadata["feature_drift"].value
+
+
 # each table of the README's "Tables and columns", in its order, with the columns the code documents for it
 DOCUMENTED_TABLES = [
     ("raw.transactions", "RAW_TRANSACTIONS"), ("raw.loads", "RAW_LOADS"), ("clean.transactions", "CLEAN_TRANSACTIONS"),

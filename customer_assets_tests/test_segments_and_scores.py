@@ -512,9 +512,12 @@ def test_a_served_spend_ensemble_predicts_the_geometric_mean_blended_and_explain
     name = "ensemble(xgboost, lightgbm+bgnbd)"
     sel = {"final": C.ensemble(members, "log", name), "stack": (2, 30), "family": name, "rounds": {}, "selection": [],
            "training_cutoffs": [date(2020, 6, 1)], "n_train_rows": len(train)}
-    rec = L._record("spend", sel, {}, {"blend_bgnbd_weight": 0.25}, [], True)
+    rec = L._record("spend", sel, {}, {"blend_bgnbd_weight": 0.25}, [], True, train)
     back = L.ModelRecord.from_row(rec.to_row(date(2020, 6, 1)))
     assert back.artifact_format == "ensemble-json" and json.loads(back.artifact)["link"] == "log"
+    # the profile covers every input of the served prediction, BG/NBD's expected value included (blended in at 0.25)
+    assert back.feature_profile == rec.feature_profile
+    assert set(back.feature_profile) == set(back.features) | {"bg_expected_value"}
     fresh = _labelled_cutoff(date(2020, 9, 1))
     prepared = C.add_bgnbd_features(fresh, 90)
     p = [m.predict(prepared) for m in members]

@@ -30,6 +30,7 @@ from sklearn.linear_model import LogisticRegression
 from customer_assets.evaluation import metrics as M
 from customer_assets.features.logic import FEATURE_COLUMNS
 from customer_assets.models import candidates as C
+from customer_assets.models import drift as D
 from customer_assets.models import probabilistic as P
 from customer_assets.models.candidates import logit
 from customer_assets.settings import SettingError
@@ -54,6 +55,9 @@ class ModelRecord:
     n_train_rows: int
     calibration: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    # the customers it learned from, feature by feature (``drift.feature_profile``); {} for a record stored before
+    # profiles were kept
+    feature_profile: dict[str, Any] = field(default_factory=dict)
 
     @property
     def promoted(self) -> bool:
@@ -76,6 +80,7 @@ class ModelRecord:
             "training_cutoffs": json.dumps([str(c) for c in self.training_cutoffs]),
             "n_train_rows": int(self.n_train_rows),
             "notes": json.dumps(self.notes),
+            "feature_profile": json.dumps(self.feature_profile),
         }
 
     @classmethod
@@ -93,6 +98,8 @@ class ModelRecord:
             training_cutoffs=[date.fromisoformat(c) for c in json.loads(row["training_cutoffs"])],
             n_train_rows=int(row["n_train_rows"]),
             notes=json.loads(row["notes"]),
+            # NULL in a row written before the column existed (the table gained it on a later write)
+            feature_profile=json.loads(row["feature_profile"]) if isinstance(row.get("feature_profile"), str) else {},
         )
 
 
@@ -381,7 +388,9 @@ def select_and_fit(task: str, data: TrainingData, families: tuple[str, ...], log
             "selection": rows, "training_cutoffs": final_cutoffs, "n_train_rows": len(final_frame), "rounds": rounds}
 
 
-def _record(task, sel, metrics, calibration, notes, promoted) -> ModelRecord:
+def _record(task, sel, metrics, calibration, notes, promoted, profile_frame: pd.DataFrame) -> ModelRecord:
+    """The stored record of a supervised model, with the feature profile of ``profile_frame`` (the customers at the
+    partition's own cutoff): its input features, and BG/NBD's expected value where spend blends it in."""
     final = sel["final"]
     n, step = sel["stack"]
     if final is None:  # the BG/NBD value itself won
@@ -394,6 +403,8 @@ def _record(task, sel, metrics, calibration, notes, promoted) -> ModelRecord:
          "selection": sel["selection"], "promoted": promoted, "diagnostics": sel.get("diagnostics", {}),
          "importance": C.importance(fmt, art, feats)},
         metrics, sel["training_cutoffs"], sel["n_train_rows"], calibration, notes,
+        D.feature_profile(profile_frame, feats + [BGNBD_OUTPUT["spend"]] * (
+            bool(calibration.get("blend_bgnbd_weight")) and BGNBD_OUTPUT["spend"] not in feats)),
     )
 
 
@@ -669,7 +680,7 @@ def train_churn(data: TrainingData, log=None) -> ModelRecord:
                        "fitted_on_cutoffs": [season["serve_window"]], "fitted_on_rows": season["fitted_on_rows"],
                        "recent": {k: calibration[k] for k in ("a", "b", "fitted_on_cutoffs", "fitted_on_rows")}}
     calibration["same_season"] = season
-    return _record("churn", sel, metrics, calibration, notes, promoted)
+    return _record("churn", sel, metrics, calibration, notes, promoted, data.load(data.cutoff))
 
 
 def train_spend(data: TrainingData, log=None) -> ModelRecord:
@@ -698,7 +709,7 @@ def train_spend(data: TrainingData, log=None) -> ModelRecord:
                    "blend_weight_source": sel["blend_weight_source"],
                    "fitted_on_cutoff": str(data.cutoff),
                    "season_ratio": season["ratio"], "same_season": season}
-    return _record("spend", sel, metrics, calibration, notes, promoted)
+    return _record("spend", sel, metrics, calibration, notes, promoted, data.load(data.cutoff))
 
 
 def train_next_purchase(data: TrainingData, log=None) -> ModelRecord:
@@ -721,7 +732,7 @@ def train_next_purchase(data: TrainingData, log=None) -> ModelRecord:
     notes = [] if metrics["validation_c_index"] >= metrics["baseline_recency_c_index"] else [
         f"validation C-index {metrics['validation_c_index']:.4f} below recency's {metrics['baseline_recency_c_index']:.4f}; "
         "promoted anyway (no fallback predictor of days)"]
-    return _record("next_purchase", sel, metrics, {"censored_at_days": data.horizon_days}, notes, True)
+    return _record("next_purchase", sel, metrics, {"censored_at_days": data.horizon_days}, notes, True, data.load(data.cutoff))
 
 
 def _nearest_window(days: int) -> int:
@@ -847,10 +858,10 @@ def train_ltv(frame: pd.DataFrame, cutoff: date, horizon_days: int, ltv_horizon_
             "in_window_top10_share": M.top_share(y, pred_h),
             "in_window_purchase_roc_auc": M.roc_auc(frame["label_purchase"].astype(float), P.bgnbd_probability_of_purchase(bg, horizon_days / WEEK, x, t_x, T)),
         })
-    fitted_on, n_rows = cutoff, len(frame)
+    fitted_on, n_rows, fitted_frame = cutoff, len(frame), frame
     if serve_frame is not None:
         check_training_data(serve_frame, "ltv")
-        fitted_on, n_rows = cutoff + timedelta(days=horizon_days), len(serve_frame)
+        fitted_on, n_rows, fitted_frame = cutoff + timedelta(days=horizon_days), len(serve_frame), serve_frame
         bg, gg, serve_notes = _fit_bgnbd_gamma_gamma(serve_frame)
         share = net_spend_share(serve_frame) if net_of_returns else 1.0
         notes += [f"served fit, on the histories at {fitted_on}: {n}" for n in serve_notes]
@@ -861,9 +872,10 @@ def train_ltv(frame: pd.DataFrame, cutoff: date, horizon_days: int, ltv_horizon_
     params = {"family": "bgnbd+gamma-gamma", "bgnbd": bg.to_dict(), "gamma_gamma": gg.to_dict(), "time_unit_days": WEEK,
               "ltv_horizon_days": ltv_horizon_days, "validated_on_histories_at": str(cutoff),
               "fitted_on_histories_at": str(fitted_on), "net_spend_share": share}
+    features = ["frequency", "t_x_days", "tenure_days", "repeat_monetary_mean"]
     return ModelRecord(
         "ltv", "customer_assets.probabilistic (scipy)", "1", "json-params", json.dumps(params),
-        ["frequency", "t_x_days", "tenure_days", "repeat_monetary_mean"], params, metrics, [fitted_on], n_rows, {}, notes,
+        features, params, metrics, [fitted_on], n_rows, {}, notes, D.feature_profile(fitted_frame, features),
     )
 
 

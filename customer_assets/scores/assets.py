@@ -11,6 +11,7 @@ from dagster_duckdb import DuckDBResource
 from customer_assets import schemas
 from customer_assets.features.assets import MISSING_HINT, require_current_features
 from customer_assets.models import candidates as C
+from customer_assets.models import drift as D
 from customer_assets.models import logic as L
 from customer_assets.models.assets import MODEL_NAMES
 from customer_assets.partitions import CUTOFF_PARTITIONS, MODEL_FOR_SCORING
@@ -63,13 +64,8 @@ def served_models(conn, names: list[str], scoring_cutoff: date, warn) -> dict[st
     return loaded
 
 
-def score_frame(feats: pd.DataFrame, segs: pd.DataFrame, models: dict[str, L.ModelRecord], cutoff: date, model_cutoff: date,
-                kept: dict[str, date] | None = None) -> pd.DataFrame:
-    """Apply the four models to the features at ``cutoff``. Pure: no warehouse access.
-
-    ``kept`` names the models that came from an earlier partition than ``model_cutoff`` (that partition's model was
-    not promoted), with the partition they came from; it fills ``models_kept``.
-    """
+def scoring_frame(feats: pd.DataFrame, segs: pd.DataFrame, cutoff: date) -> pd.DataFrame:
+    """The features at ``cutoff`` with each customer's segment and the BG/NBD outputs that any model may read."""
     if len(segs) == len(feats) and np.array_equal(segs["customer_id"].to_numpy(), feats["customer_id"].to_numpy()):
         df = feats.assign(segment=segs["segment"].to_numpy())  # same customers in the same order: no join needed
     else:
@@ -77,6 +73,18 @@ def score_frame(feats: pd.DataFrame, segs: pd.DataFrame, models: dict[str, L.Mod
     df = C.add_bgnbd_features(df, HORIZON_DAYS)  # once, shared by every model that uses BG/NBD outputs
     if df["segment"].isna().any():
         raise ValueError(f"{int(df['segment'].isna().sum())} customers at {cutoff} have no segment")
+    return df
+
+
+def score_frame(feats: pd.DataFrame, segs: pd.DataFrame, models: dict[str, L.ModelRecord], cutoff: date, model_cutoff: date,
+                kept: dict[str, date] | None = None, prepared: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Apply the four models to the features at ``cutoff``. Pure: no warehouse access.
+
+    ``kept`` names the models that came from an earlier partition than ``model_cutoff`` (that partition's model was
+    not promoted), with the partition they came from; it fills ``models_kept``. ``prepared`` is ``scoring_frame`` of
+    the same arguments, when the caller has it already.
+    """
+    df = scoring_frame(feats, segs, cutoff) if prepared is None else prepared
     p = L.predict_purchase(models["churn"], df, HORIZON_DAYS).astype("float64")
     out = pd.DataFrame({
         "cutoff_date": cutoff,
@@ -99,6 +107,40 @@ def score_frame(feats: pd.DataFrame, segs: pd.DataFrame, models: dict[str, L.Mod
     return out[S.SCORED_COLUMNS]
 
 
+DRIFT_CHECK = "features_like_training"
+
+
+def drift_check(cutoff: date, loaded: dict[str, tuple[L.ModelRecord, date, str]], prepared: pd.DataFrame
+                ) -> tuple[dg.AssetCheckResult, float | None]:
+    """``features_like_training``: the customers at ``cutoff`` against the feature profile of each model that scored
+    them (``models.drift``). Returns the check's result and the largest PSI (None when no model has a profile)."""
+    table, unprofiled = D.compare_models({n: (v[0].feature_profile, v[1]) for n, v in loaded.items()}, prepared)
+    past = D.drifted(table)
+    max_psi = float(table["psi"].max()) if len(table) else None
+    metadata = {
+        "cutoff": str(cutoff),
+        "limits": f"PSI above {D.PSI_WARN} or more than {D.OUT_OF_RANGE_WARN:.0%} of the customers outside the range "
+                  "of the customers at the model's partition",
+        "model_features_compared": len(table),
+        "features_past_limits": len(past),
+        "feature_drift": dg.MetadataValue.md(markdown_preview(table.sort_values("psi", ascending=False), n=60)),
+    }
+    if max_psi is not None:
+        metadata["max_psi"] = max_psi
+    if unprofiled:
+        metadata["models_without_profile"] = ", ".join(
+            f"{n} {loaded[n][1]} (trained before feature profiles were kept: materialize models/{n} for {loaded[n][1]} "
+            "again to compare it)" for n in unprofiled)
+    description = None
+    if len(past):
+        description = (f"The customers at {cutoff} differ from those the models learned from: "
+                       + "; ".join(D.summary(past)) + ". Trees score customers beyond the training range as the most "
+                       "extreme ones they saw. Look for what changed (the acquisition of customers, the season, the "
+                       "source or its mapping) before relying on these scores.")
+    return dg.AssetCheckResult(check_name=DRIFT_CHECK, passed=past.empty, severity=dg.AssetCheckSeverity.WARN,
+                               description=description, metadata=metadata), max_psi
+
+
 @dg.asset(
     key=["scores", "scored_customers"],
     deps=[
@@ -116,6 +158,13 @@ def score_frame(feats: pd.DataFrame, segs: pd.DataFrame, models: dict[str, L.Mod
         "whose labels end at s: nothing after s is touched."
     ),
     metadata={"dagster/column_schema": schemas.column_schema(schemas.SCORED_CUSTOMERS)},
+    check_specs=[dg.AssetCheckSpec(
+        DRIFT_CHECK, asset=["scores", "scored_customers"], blocking=False,
+        description=f"The customers scored look like those each model learned from (the customers at its partition's "
+                    f"cutoff): for every input feature, a population stability index of at most {D.PSI_WARN} over the "
+                    f"training deciles, and at most {D.OUT_OF_RANGE_WARN:.0%} of the customers outside the training "
+                    "range. Fails with WARN: nothing downstream is stopped.",
+    )],
 )
 def scored_customers(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.MaterializeResult:
     cutoff = date.fromisoformat(context.partition_key)
@@ -133,8 +182,10 @@ def scored_customers(context: dg.AssetExecutionContext, duckdb: DuckDBResource) 
             raise dg.Failure(f"segments/customer_segments has no rows for {cutoff}: materialize that partition first." + MISSING_HINT)
         context.log.info(f"Scoring {len(feats):,} customers at {cutoff} with the models of {model_cutoff}")
         kept = {n: v[1] for n, v in loaded.items() if v[1] != model_cutoff}
-        out = score_frame(feats, segs, models, cutoff, model_cutoff, kept)
+        prepared = scoring_frame(feats, segs, cutoff)
+        out = score_frame(feats, segs, models, cutoff, model_cutoff, kept, prepared=prepared)
         n = replace_partition_df(conn, "scores", "scored_customers", cutoff, out)
+    drift, max_psi = drift_check(cutoff, loaded, prepared)
     by_segment = S.segment_profile(out, feats)
     from customer_assets import charts as ch
 
@@ -145,8 +196,10 @@ def scored_customers(context: dg.AssetExecutionContext, duckdb: DuckDBResource) 
                .sort_values("value_at_risk", ascending=False)
                [["customer_id", "segment", "churn_probability", "predicted_ltv", "value_at_risk", "recommended_action"]])
     return dg.MaterializeResult(
+        check_results=[drift],
         metadata={
             "dagster/row_count": n,
+            **({"feature_drift_max_psi": max_psi} if max_psi is not None else {}),
             "value_decile_chart": dg.MetadataValue.md(decile_chart),
             "top_customers_at_risk": dg.MetadataValue.md(markdown_preview(at_risk, n=15)),
             "model_cutoff_date": str(model_cutoff),

@@ -1,0 +1,163 @@
+"""Do the customers being scored look like the customers a model learned from?
+
+Training keeps a profile of each model's input features with the model (``models.<name>.feature_profile``): the
+deciles of every feature over the customers at the partition's own cutoff t, the share of those customers in each
+decile bin, the share with no value, and the smallest and largest value. Scoring at s compares the customers at s
+with it, feature by feature (``features_like_training``, a non-blocking check on ``scores/scored_customers``):
+
+* the population stability index (PSI) over the same bins plus one for missing values,
+  ``sum((a - e) * ln(a / e))`` with both shares floored at ``PSI_FLOOR``. Above 0.25 is the usual rule of thumb
+  for a major shift (0.1 to 0.25 moderate);
+* the share of the customers at s below the smallest or above the largest value at t. Trees predict for them as
+  for the most extreme customers they saw: they cannot extrapolate.
+
+Pure functions over arrays and frames; no warehouse access.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+PROFILE_QUANTILES = tuple(round(q, 1) for q in np.arange(0.1, 0.91, 0.1))
+PSI_FLOOR = 1e-4
+PSI_WARN = 0.25
+OUT_OF_RANGE_WARN = 0.10
+
+
+def _values(frame: pd.DataFrame, feature: str) -> np.ndarray:
+    return pd.to_numeric(frame[feature], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+
+
+def bin_shares(values: np.ndarray, edges: list[float]) -> np.ndarray:
+    """Shares of ``values`` in the bins (-inf, e0], (e0, e1], ..., (e_last, inf), then the share that is not finite.
+
+    Returns ``len(edges) + 2`` shares that sum to 1 (all 0 for no values).
+    """
+    values = np.asarray(values, dtype=float)
+    if values.size == 0:
+        return np.zeros(len(edges) + 2)
+    finite = np.isfinite(values)
+    counts = np.bincount(np.searchsorted(np.asarray(edges, dtype=float), values[finite], side="left"),
+                         minlength=len(edges) + 1)
+    return np.append(counts, (~finite).sum()) / values.size
+
+
+def feature_profile(frame: pd.DataFrame, features: list[str]) -> dict[str, dict[str, Any]]:
+    """The reference profile of ``features`` over the rows of ``frame`` (the customers a model learned from).
+
+    Parameters
+    ----------
+    frame : one row per customer, at one cutoff.
+    features : the model's input features; those not in ``frame`` are left out.
+
+    Returns
+    -------
+    dict
+        feature -> ``{"n", "edges", "shares", "min", "max"}``. ``edges`` are the distinct deciles (values that occur in
+        the data, so no bin below the top one is empty); ``shares`` are those of ``bin_shares``, the last one the share
+        with no value; ``min`` and ``max`` are None when no row has a value.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for f in features:
+        if f not in frame.columns:
+            continue
+        v = _values(frame, f)
+        finite = v[np.isfinite(v)]
+        edges = np.unique(np.quantile(finite, PROFILE_QUANTILES, method="inverted_cdf")).tolist() if finite.size else []
+        out[f] = {"n": int(v.size), "edges": edges, "shares": bin_shares(v, edges).tolist(),
+                  "min": float(finite.min()) if finite.size else None, "max": float(finite.max()) if finite.size else None}
+    return out
+
+
+def population_stability(expected: np.ndarray, actual: np.ndarray, floor: float = PSI_FLOOR) -> float:
+    """PSI = sum((a - e) * ln(a / e)) over bins, each share floored at ``floor`` so that an empty bin counts."""
+    e = np.maximum(np.asarray(expected, dtype=float), floor)
+    a = np.maximum(np.asarray(actual, dtype=float), floor)
+    return float(np.sum((a - e) * np.log(a / e)))
+
+
+def compare(profile: dict[str, dict[str, Any]], frame: pd.DataFrame, memo: dict | None = None) -> pd.DataFrame:
+    """Each profiled feature of ``frame`` against its reference.
+
+    Returns one row per feature: ``feature``, ``psi``, ``share_below_min`` and ``share_above_max`` (of all the rows of
+    ``frame``; 0 when the reference had no value), ``missing_share_then`` and ``missing_share_now``. A profiled feature
+    that ``frame`` lacks is left out. ``memo`` keeps the rows across calls on the same ``frame``: models of one
+    partition share the profile of each feature they both read.
+    """
+    rows = []
+    for f, ref in profile.items():
+        if f not in frame.columns:
+            continue
+        key = (f, tuple(ref["edges"]), tuple(ref["shares"]), ref["min"], ref["max"])
+        if memo is not None and key in memo:
+            rows.append(memo[key])
+            continue
+        v = _values(frame, f)
+        now = bin_shares(v, ref["edges"])
+        n = max(v.size, 1)
+        rows.append({
+            "feature": f,
+            "psi": population_stability(ref["shares"], now),
+            "share_below_min": float(np.sum(v < ref["min"]) / n) if ref["min"] is not None else 0.0,
+            "share_above_max": float(np.sum(v > ref["max"]) / n) if ref["max"] is not None else 0.0,
+            "missing_share_then": float(ref["shares"][-1]),
+            "missing_share_now": float(now[-1]),
+        })
+        if memo is not None:
+            memo[key] = rows[-1]
+    return pd.DataFrame(rows, columns=["feature", "psi", "share_below_min", "share_above_max", "missing_share_then",
+                                       "missing_share_now"])
+
+
+def drifted(table: pd.DataFrame, psi_warn: float = PSI_WARN, out_of_range_warn: float = OUT_OF_RANGE_WARN) -> pd.DataFrame:
+    """The rows of a ``compare`` table (or several, with a ``model`` column) past either limit, largest PSI first."""
+    outside = table["share_below_min"] + table["share_above_max"]
+    return table[(table["psi"] > psi_warn) | (outside > out_of_range_warn)].sort_values("psi", ascending=False)
+
+
+def compare_models(profiles: dict[str, tuple[dict[str, Any], str]], frame: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """``compare`` for several models at once.
+
+    Parameters
+    ----------
+    profiles : model name -> (its feature profile, the partition it was trained at).
+    frame : the customers being scored, with every feature the models read.
+
+    Returns
+    -------
+    The ``compare`` rows of every model with ``model`` and ``model_partition`` columns first, and the names of the
+    models whose profile is empty (stored before profiles were kept).
+    """
+    parts, unprofiled, memo = [], [], {}
+    for name, (profile, partition) in profiles.items():
+        if not profile:
+            unprofiled.append(name)
+            continue
+        parts.append(compare(profile, frame, memo).assign(model=name, model_partition=str(partition)))
+    cols = ["model", "model_partition", *compare({}, frame).columns]
+    return (pd.concat(parts, ignore_index=True)[cols] if parts else pd.DataFrame(columns=cols)), unprofiled
+
+
+def _share(x: float) -> str:
+    return "under 0.1%" if x < 0.001 else f"{x:.1%}"
+
+
+def summary(past: pd.DataFrame, n: int = 3) -> list[str]:
+    """One phrase per feature and training partition past a limit, largest PSI first: the models that read it, its
+    PSI and the shares outside the training range, e.g. ``tenure_days (churn, spend): PSI 8.28, 100.0% above the
+    largest value at 1998-04-01``."""
+    out = []
+    for (feature, partition), g in past.groupby(["feature", "model_partition"], sort=False):
+        worst = g.loc[g["psi"].idxmax()]
+        outside = [f"{_share(worst[col])} {side} value at {partition}" for col, side in
+                   (("share_above_max", "above the largest"), ("share_below_min", "below the smallest")) if worst[col] > 0]
+        out.append((worst["psi"], f"{feature} ({', '.join(g['model'])}): PSI {worst['psi']:.2f}"
+                    + "".join(f", {o}" for o in outside)))
+    out.sort(key=lambda t: -t[0])
+    phrases = [p for _, p in out[:n]]
+    if len(out) > n:
+        phrases.append(f"and {len(out) - n} more")
+    return phrases

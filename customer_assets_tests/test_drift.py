@@ -1,0 +1,103 @@
+"""The feature profile kept with each model and the comparison behind the check features_like_training, on columns
+small enough to work out by hand."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from customer_assets.models import drift as D
+
+
+def test_profile_of_ten_distinct_values_has_their_deciles_and_a_tenth_in_each_bin():
+    profile = D.feature_profile(pd.DataFrame({"x": range(1, 11), "other": 0}), ["x", "not_there"])
+    assert list(profile) == ["x"]  # a feature the frame lacks is left out
+    # the q-th decile of 1..10 (a value that occurs) is 10q: bins (-inf, 1], (1, 2], ..., (8, 9], (9, inf), missing
+    assert profile["x"] == {"n": 10, "edges": [1, 2, 3, 4, 5, 6, 7, 8, 9], "shares": [0.1] * 10 + [0.0],
+                            "min": 1.0, "max": 10.0}
+
+
+def test_profile_of_tied_and_missing_values():
+    # six zeros, then 1, 2, 3, 4, and two missing: the deciles of the ten values are 0 (six times), 1, 2 and 3
+    x = [0] * 6 + [1, 2, 3, 4] + [None, None]
+    profile = D.feature_profile(pd.DataFrame({"x": x}), ["x"])["x"]
+    assert profile["edges"] == [0, 1, 2, 3]
+    assert profile["shares"] == pytest.approx([6 / 12, 1 / 12, 1 / 12, 1 / 12, 1 / 12, 2 / 12])
+    assert (profile["n"], profile["min"], profile["max"]) == (12, 0.0, 4.0)
+    assert D.feature_profile(pd.DataFrame({"x": [None, None]}), ["x"])["x"] == {
+        "n": 2, "edges": [], "shares": [0.0, 1.0], "min": None, "max": None}
+
+
+def test_the_same_customers_have_a_psi_of_0_and_pass():
+    frame = pd.DataFrame({"x": range(1, 11), "y": [0] * 6 + [1, 2, 3, 4]})
+    table = D.compare(D.feature_profile(frame, ["x", "y"]), frame)
+    assert table["psi"].tolist() == [0.0, 0.0]
+    assert (table[["share_below_min", "share_above_max"]] == 0).all().all()
+    assert D.drifted(table).empty
+
+
+def test_psi_and_the_range_worked_out_by_hand():
+    profile = D.feature_profile(pd.DataFrame({"x": range(1, 11)}), ["x"])
+    # 2..11: the bin (-inf, 1] empties (0.1 -> floored at 1e-4) and (9, inf) holds 10 and 11 (0.1 -> 0.2)
+    shifted = D.compare(profile, pd.DataFrame({"x": range(2, 12)})).iloc[0]
+    assert shifted["psi"] == pytest.approx((1e-4 - 0.1) * math.log(1e-4 / 0.1) + (0.2 - 0.1) * math.log(2))
+    assert shifted["psi"] == pytest.approx(0.7593994, abs=1e-7)
+    assert (shifted["share_below_min"], shifted["share_above_max"]) == (0.0, 0.1)  # 11 is above 10
+    # everyone above the largest value: all of them in the top bin, the other nine bins floored
+    older = D.compare(profile, pd.DataFrame({"x": [11] * 5})).iloc[0]
+    assert older["psi"] == pytest.approx(0.9 * math.log(10) + 9 * (1e-4 - 0.1) * math.log(1e-4 / 0.1))
+    assert older["psi"] == pytest.approx(8.2830893, abs=1e-7)
+    assert older["share_above_max"] == 1.0
+    # a value now missing for a fifth of the customers counts in the missing bin: 0 -> 0.2
+    gaps = D.compare(profile, pd.DataFrame({"x": [1, 2, 3, 4, 5, 6, 7, 8, None, None]})).iloc[0]
+    expected = 2 * (1e-4 - 0.1) * math.log(1e-4 / 0.1) + (0.2 - 1e-4) * math.log(0.2 / 1e-4)
+    assert gaps["psi"] == pytest.approx(expected)
+    assert (gaps["missing_share_then"], gaps["missing_share_now"]) == (0.0, 0.2)
+
+
+def test_drifted_keeps_the_rows_past_either_limit_largest_psi_first():
+    table = pd.DataFrame({
+        "model": ["churn", "churn", "spend", "spend"],
+        "model_partition": "2020-01-01",
+        "feature": ["a", "b", "c", "d"],
+        "psi": [0.30, 0.10, 0.20, 0.26],
+        "share_below_min": [0.0, 0.07, 0.0, 0.0],
+        "share_above_max": [0.0, 0.04, 0.05, 0.0],  # b: 11% outside the range; c: 5%
+        "missing_share_then": 0.0, "missing_share_now": 0.0,
+    })
+    assert D.drifted(table)["feature"].tolist() == ["a", "d", "b"]
+    assert D.drifted(table, psi_warn=0.5, out_of_range_warn=0.2).empty
+
+
+def test_compare_models_lists_the_models_without_a_profile_and_the_summary_names_each_feature_once():
+    then = pd.DataFrame({"tenure": range(1, 11), "spend": [10.0] * 10})
+    now = pd.DataFrame({"tenure": [11] * 5 + [12] * 5, "spend": [10.0] * 10})
+    profile = D.feature_profile(then, ["tenure", "spend"])
+    table, unprofiled = D.compare_models({"churn": (profile, "2020-01-01"), "next_purchase": (profile, "2020-01-01"),
+                                          "spend": ({}, "2019-12-01")}, now)
+    assert unprofiled == ["spend"]
+    assert table[["model", "feature"]].values.tolist() == [["churn", "tenure"], ["churn", "spend"],
+                                                           ["next_purchase", "tenure"], ["next_purchase", "spend"]]
+    past = D.drifted(table)
+    assert past["feature"].tolist() == ["tenure", "tenure"]
+    assert D.summary(past) == ["tenure (churn, next_purchase): PSI 8.28, 100.0% above the largest value at 2020-01-01"]
+    # no profile at all: an empty table with the columns, nothing past the limits
+    empty, unprofiled = D.compare_models({"churn": ({}, "2020-01-01")}, now)
+    assert empty.empty and list(empty.columns)[:3] == ["model", "model_partition", "feature"] and unprofiled == ["churn"]
+    assert D.drifted(empty).empty
+
+
+def test_summary_names_the_three_largest_and_counts_the_rest():
+    past = pd.DataFrame({"model": "churn", "model_partition": "2020-01-01", "feature": list("abcde"),
+                         "psi": [0.3, 0.9, 0.5, 0.4, 0.6], "share_below_min": [0.0, 0.0005, 0.0, 0.0, 0.0],
+                         "share_above_max": [0.0, 0.25, 0.0, 0.0, 0.0]})
+    assert D.summary(past) == ["b (churn): PSI 0.90, 25.0% above the largest value at 2020-01-01, under 0.1% below the "
+                               "smallest value at 2020-01-01", "e (churn): PSI 0.60", "c (churn): PSI 0.50", "and 2 more"]
+
+
+def test_bin_shares_put_each_value_in_the_bin_whose_upper_edge_holds_it():
+    shares = D.bin_shares(np.array([0.5, 1.0, 1.5, 2.0, 2.5, np.nan, np.inf, -np.inf]), [1.0, 2.0])
+    # (-inf, 1]: 0.5, 1.0; (1, 2]: 1.5, 2.0; (2, inf): 2.5; not finite: nan, inf, -inf
+    assert shares.tolist() == [2 / 8, 2 / 8, 1 / 8, 3 / 8]
+    assert D.bin_shares(np.array([]), [1.0]).tolist() == [0.0, 0.0, 0.0]
