@@ -90,9 +90,10 @@ def test_compare_models_lists_the_models_without_a_profile_and_the_summary_names
 
 def test_summary_names_the_three_largest_and_counts_the_rest():
     past = pd.DataFrame({"model": "churn", "model_partition": "2020-01-01", "feature": list("abcde"),
-                         "psi": [0.3, 0.9, 0.5, 0.4, 0.6], "share_below_min": [0.0, 0.0005, 0.0, 0.0, 0.0],
+                         "psi": [0.3, 0.9, 0.5, 0.4, 0.6], "share_below_min": [0.0, 0.002, 0.0, 0.0, 0.0009],
                          "share_above_max": [0.0, 0.25, 0.0, 0.0, 0.0]})
-    assert D.summary(past) == ["b (churn): PSI 0.90, 25.0% above the largest value at 2020-01-01, under 0.1% below the "
+    # shares outside the range are named from 0.1% (e's 0.09% is only in the metadata's table)
+    assert D.summary(past) == ["b (churn): PSI 0.90, 25.0% above the largest value at 2020-01-01, 0.2% below the "
                                "smallest value at 2020-01-01", "e (churn): PSI 0.60", "c (churn): PSI 0.50", "and 2 more"]
 
 

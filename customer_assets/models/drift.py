@@ -141,19 +141,16 @@ def compare_models(profiles: dict[str, tuple[dict[str, Any], str]], frame: pd.Da
     return (pd.concat(parts, ignore_index=True)[cols] if parts else pd.DataFrame(columns=cols)), unprofiled
 
 
-def _share(x: float) -> str:
-    return "under 0.1%" if x < 0.001 else f"{x:.1%}"
-
-
 def summary(past: pd.DataFrame, n: int = 3) -> list[str]:
     """One phrase per feature and training partition past a limit, largest PSI first: the models that read it, its
-    PSI and the shares outside the training range, e.g. ``tenure_days (churn, spend): PSI 8.28, 100.0% above the
+    PSI and the shares outside the training range (from 0.1%), e.g. ``tenure_days (churn, spend): PSI 8.28, 100.0% above the
     largest value at 1998-04-01``."""
     out = []
     for (feature, partition), g in past.groupby(["feature", "model_partition"], sort=False):
         worst = g.loc[g["psi"].idxmax()]
-        outside = [f"{_share(worst[col])} {side} value at {partition}" for col, side in
-                   (("share_above_max", "above the largest"), ("share_below_min", "below the smallest")) if worst[col] > 0]
+        outside = [f"{worst[col]:.1%} {side} value at {partition}" for col, side in
+                   (("share_above_max", "above the largest"), ("share_below_min", "below the smallest"))
+                   if worst[col] >= 0.001]  # fewer is in the metadata's table, not worth the words
         out.append((worst["psi"], f"{feature} ({', '.join(g['model'])}): PSI {worst['psi']:.2f}"
                     + "".join(f", {o}" for o in outside)))
     out.sort(key=lambda t: -t[0])
