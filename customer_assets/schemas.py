@@ -182,6 +182,18 @@ MODEL_REGISTRY: list[C] = [
     ("feature_profile", "VARCHAR", "JSON, per input feature, of the customers it learned from (those at t; for ltv, those it was fitted on): the deciles (`edges`), the share of customers in each bin and with no value (`shares`, the last one), `min`, `max` and `n`. The check `features_like_training` compares the customers scored with it"),
     ("trained_at", "TIMESTAMP", "When it was fitted"),
 ]
+FEATURE_DRIFT: list[C] = [
+    ("cutoff_date", "DATE", "Partition: the scoring cutoff s"),
+    ("model", "VARCHAR", "churn, spend, ltv or next_purchase: a model that scored s"),
+    ("model_partition", "DATE", "The partition of that model (s - H, or an earlier one kept because s - H's was not promoted)"),
+    ("feature", "VARCHAR", "An input feature of the model"),
+    ("psi", "DOUBLE", "Population stability index of the customers at s against those the model learned from, over the training deciles plus a bin for missing values (each share floored at 0.0001)"),
+    ("share_below_min", "DOUBLE", "Share of the customers at s below the smallest training value"),
+    ("share_above_max", "DOUBLE", "Share of the customers at s above the largest training value"),
+    ("missing_share_then", "DOUBLE", "Share of the training customers with no value"),
+    ("missing_share_now", "DOUBLE", "Share of the customers at s with no value"),
+    ("past_limits", "BOOLEAN", "psi > 0.25 or more than 10% of the customers outside the training range: the check features_like_training warns"),
+]
 SCORED_CUSTOMERS: list[C] = [
     ("cutoff_date", "DATE", "Partition: the scoring cutoff s (history up to s)"),
     ("customer_id", "VARCHAR", "Customer id"),

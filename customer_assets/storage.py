@@ -151,14 +151,23 @@ def transaction(conn: duckdb.DuckDBPyConnection, temp_tables: tuple[str, ...] = 
 
 
 def replace_partition_df(
-    conn: duckdb.DuckDBPyConnection, schema: str, table: str, cutoff: date, frame: pd.DataFrame
+    conn: duckdb.DuckDBPyConnection, schema: str, table: str, cutoff: date, frame: pd.DataFrame,
+    columns: list[tuple[str, str, str]] | None = None,
 ) -> int:
-    """Replace a partition with the rows of a pandas frame (matched by column name)."""
+    """Replace a partition with the rows of a pandas frame (matched by column name).
+
+    ``columns`` (name, DuckDB type, description), where given, create the table on first write with those types,
+    so that a first write of no rows does not guess them from an empty frame.
+    """
     if "cutoff_date" not in frame.columns:
         raise ValueError(f"{schema}.{table}: the frame to write has no cutoff_date column")
+    ddl = None
+    if columns:
+        ddl = (f"CREATE TABLE {checked_ident(schema)}.{checked_ident(table)} ("
+               + ", ".join(f"{quote_ident(name)} {type_}" for name, type_, *_ in columns) + ")")
     conn.register("_partition_frame", frame)
     try:
-        return replace_partition(conn, schema, table, cutoff, "SELECT * FROM _partition_frame")
+        return replace_partition(conn, schema, table, cutoff, "SELECT * FROM _partition_frame", ddl=ddl)
     finally:
         conn.unregister("_partition_frame")
 

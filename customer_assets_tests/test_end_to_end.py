@@ -938,6 +938,19 @@ def test_features_like_training_warns_on_cdnow_where_every_customer_is_older_tha
     assert f"next_purchase): PSI {psi:.2f}, 100.0% above the largest value at 1998-04-01" in check.description
     meta = result.asset_materializations_for_node("scores__scored_customers")[0].metadata
     assert meta["feature_drift_max_psi"].value == check.metadata["max_psi"].value >= psi
+    # the same comparisons, queryable: scores.feature_drift at the cutoff
+    stored = _q(copy, "SELECT * FROM scores.feature_drift WHERE cutoff_date = '1998-06-30'")
+    assert len(stored) == check.metadata["model_features_compared"].value
+    assert stored.past_limits.sum() == check.metadata["features_past_limits"].value > 0
+    tenure_np = stored[(stored.model == "next_purchase") & (stored.feature == "tenure_days")].iloc[0]
+    assert tenure_np.psi == pytest.approx(psi) and tenure_np.share_above_max == 1.0 and tenure_np.past_limits
+    assert tenure_np.model_partition.date() == date(1998, 4, 1)
+    assert not stored[stored.model == "ltv"].past_limits.any()
+    # and the marketers' report says so under the models it was scored with
+    materialize(copy, "reports/customer_report", partition_key="1998-06-30")
+    page = (tmp_path / "reports" / "customer_report_1998-06-30.html").read_text()
+    assert "Caution: these customers differ from the customers the models learned from." in page
+    assert f"next_purchase): PSI {psi:.2f}, 100.0% above the largest value at 1998-04-01" in page
     # the scores are what they were: the check reads them, it does not change them
     assert_frame = "SELECT * FROM scores.scored_customers WHERE cutoff_date = '1998-06-30' ORDER BY customer_id"
     pd.testing.assert_frame_equal(_q(copy, assert_frame), _q(scored, assert_frame))
@@ -963,7 +976,7 @@ DOCUMENTED_TABLES = [
     ("features.holdout_transactions", "HOLDOUT_TRANSACTIONS"), ("features.customer_features", "CUSTOMER_FEATURES"),
     ("features.partition_inputs", "PARTITION_INPUTS"), ("segments.customer_segments", "CUSTOMER_SEGMENTS"),
     ("segments.segment_centroids", "SEGMENT_CENTROIDS"), ("models.churn", "MODEL_REGISTRY"),
-    ("scores.scored_customers", "SCORED_CUSTOMERS"), ("evaluation.backtest_metrics", "BACKTEST_METRICS"),
+    ("scores.scored_customers", "SCORED_CUSTOMERS"), ("scores.feature_drift", "FEATURE_DRIFT"), ("evaluation.backtest_metrics", "BACKTEST_METRICS"),
     ("evaluation.reliability", "RELIABILITY"), ("evaluation.ltv_metrics", "LTV_METRICS"),
 ]
 

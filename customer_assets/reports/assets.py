@@ -10,6 +10,7 @@ from dagster_duckdb import DuckDBResource
 from customer_assets.partitions import CUTOFF_PARTITIONS
 from customer_assets.reports import logic
 from customer_assets.settings import HORIZON_DAYS, LTV_HORIZON_DAYS, reports_dir
+from customer_assets.storage import table_exists
 
 
 @dg.asset(
@@ -37,7 +38,12 @@ def customer_report(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -
         prev_cutoff = conn.execute("SELECT max(cutoff_date) FROM scores.scored_customers WHERE cutoff_date < ?", [cutoff]).fetchone()[0]
         previous = (conn.execute("SELECT * FROM scores.scored_customers WHERE cutoff_date = ?", [prev_cutoff]).df()
                     if prev_cutoff else None)
-    page, headline = logic.build_report(cutoff, current, previous, prev_cutoff, HORIZON_DAYS, LTV_HORIZON_DAYS)
+        # what the check features_like_training found when these scores were written (none before the table existed)
+        drift = (conn.execute("SELECT model, model_partition::VARCHAR AS model_partition, feature, psi, share_below_min, "
+                              "share_above_max FROM scores.feature_drift WHERE cutoff_date = ? AND past_limits "
+                              "ORDER BY psi DESC, model, feature", [cutoff]).df()
+                 if table_exists(conn, "scores", "feature_drift") else None)
+    page, headline = logic.build_report(cutoff, current, previous, prev_cutoff, HORIZON_DAYS, LTV_HORIZON_DAYS, drift)
     folder = reports_dir(duckdb.database)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"customer_report_{cutoff}.html"

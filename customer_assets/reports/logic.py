@@ -6,6 +6,7 @@ from datetime import date
 import pandas as pd
 
 from customer_assets.charts import bar_chart
+from customer_assets.models import drift as D
 
 REASONING = {
     "Champions": "Recent, frequent, high spenders. Discounts would give away margin they would spend anyway: reward them "
@@ -49,8 +50,12 @@ def _table(frame: pd.DataFrame, money: tuple = (), pct: tuple = (), digits: dict
 
 
 def build_report(cutoff: date, current: pd.DataFrame, previous: pd.DataFrame | None, previous_cutoff: date | None,
-                 horizon_days: int, ltv_horizon_days: int) -> tuple[str, dict]:
-    """The HTML report and its headline numbers, from the scored rows of ``cutoff`` (and of the previous cutoff)."""
+                 horizon_days: int, ltv_horizon_days: int, drift: pd.DataFrame | None = None) -> tuple[str, dict]:
+    """The HTML report and its headline numbers, from the scored rows of ``cutoff`` (and of the previous cutoff).
+
+    ``drift``: the rows of ``scores.feature_drift`` at ``cutoff`` past the check's limits, if any; the report then
+    says, under the models it was scored with, how the customers differ from those the models learned from.
+    """
     cur = current.copy()
     cur["value_at_risk"] = cur["predicted_ltv"] * cur["churn_probability"]
     n = len(cur)
@@ -134,7 +139,7 @@ def build_report(cutoff: date, current: pd.DataFrame, previous: pd.DataFrame | N
             f"<body><h1>Customer report, cutoff {cutoff}</h1>"
             f"<p>{n:,} customers. Expected spend in the next {horizon_days} days: <b>${headline['expected_spend_next_h']:,.0f}</b>. "
             f"Expected {ltv_horizon_days}-day value: <b>${headline['expected_ltv']:,.0f}</b>. Mean churn risk "
-            f"{headline['mean_churn_probability']:.1%}.</p>" + _models_line(cur) + "".join(sections) + "</body></html>")
+            f"{headline['mean_churn_probability']:.1%}.</p>" + _models_line(cur) + _drift_line(drift) + "".join(sections) + "</body></html>")
     return page, headline
 
 
@@ -149,3 +154,13 @@ def _models_line(scored: pd.DataFrame) -> str:
     return (f"<p><b>Scored with the models trained at {partition}, except: {_esc('; '.join(kept))}.</b> The models of "
             f"{partition} named here did not beat their naive baseline on validation, so the last ones that did were "
             "kept.</p>")
+
+
+def _drift_line(drift: pd.DataFrame | None) -> str:
+    """A caution when the customers scored differ from those the models learned from (``features_like_training``)."""
+    if drift is None or drift.empty:
+        return ""
+    return ("<p><b>Caution: these customers differ from the customers the models learned from.</b> "
+            + _esc("; ".join(D.summary(drift))) + ". A model is least reliable for customers unlike any it saw, so weigh "
+            "these scores with that in mind (the data team's check <code>features_like_training</code> has every "
+            "feature).</p>")

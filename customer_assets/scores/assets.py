@@ -110,12 +110,25 @@ def score_frame(feats: pd.DataFrame, segs: pd.DataFrame, models: dict[str, L.Mod
 DRIFT_CHECK = "features_like_training"
 
 
+DRIFT_COLUMNS = [c for c, _, _ in schemas.FEATURE_DRIFT]
+
+
 def drift_check(cutoff: date, loaded: dict[str, tuple[L.ModelRecord, date, str]], prepared: pd.DataFrame
-                ) -> tuple[dg.AssetCheckResult, float | None]:
+                ) -> tuple[dg.AssetCheckResult, float | None, pd.DataFrame]:
     """``features_like_training``: the customers at ``cutoff`` against the feature profile of each model that scored
-    them (``models.drift``). Returns the check's result and the largest PSI (None when no model has a profile)."""
+    them (``models.drift``). Returns the check's result, the largest PSI (None when no model has a profile) and the
+    rows of ``scores.feature_drift`` for ``cutoff``."""
     table, unprofiled = D.compare_models({n: (v[0].feature_profile, v[1]) for n, v in loaded.items()}, prepared)
     past = D.drifted(table)
+    rows = pd.DataFrame({
+        "cutoff_date": pd.Series([cutoff] * len(table), dtype="object"),
+        "model": table["model"].astype("string"),
+        "model_partition": pd.to_datetime(table["model_partition"]).dt.date.astype("object"),
+        "feature": table["feature"].astype("string"),
+        **{c: table[c].astype("float64") for c in ("psi", "share_below_min", "share_above_max", "missing_share_then",
+                                                     "missing_share_now")},
+        "past_limits": pd.Series(table.index.isin(past.index), index=table.index, dtype="bool"),
+    })[DRIFT_COLUMNS]
     max_psi = float(table["psi"].max()) if len(table) else None
     metadata = {
         "cutoff": str(cutoff),
@@ -138,7 +151,7 @@ def drift_check(cutoff: date, loaded: dict[str, tuple[L.ModelRecord, date, str]]
                        "extreme ones they saw. Look for what changed (the acquisition of customers, the season, the "
                        "source or its mapping) before relying on these scores.")
     return dg.AssetCheckResult(check_name=DRIFT_CHECK, passed=past.empty, severity=dg.AssetCheckSeverity.WARN,
-                               description=description, metadata=metadata), max_psi
+                               description=description, metadata=metadata), max_psi, rows
 
 
 @dg.asset(
@@ -185,7 +198,8 @@ def scored_customers(context: dg.AssetExecutionContext, duckdb: DuckDBResource) 
         prepared = scoring_frame(feats, segs, cutoff)
         out = score_frame(feats, segs, models, cutoff, model_cutoff, kept, prepared=prepared)
         n = replace_partition_df(conn, "scores", "scored_customers", cutoff, out)
-    drift, max_psi = drift_check(cutoff, loaded, prepared)
+        drift, max_psi, drift_rows = drift_check(cutoff, loaded, prepared)
+        replace_partition_df(conn, "scores", "feature_drift", cutoff, drift_rows, columns=schemas.FEATURE_DRIFT)
     by_segment = S.segment_profile(out, feats)
     from customer_assets import charts as ch
 
