@@ -9,6 +9,14 @@ many ties, a tenth of some columns missing), profiles it as training does (``dri
 one partition share each feature's profile (all are profiled on the customers at t), and a shared one is compared
 once; ``--distinct-profiles`` gives each model its own, the cost of four partitions' models (kept models, say).
 It prints the seconds of each step, the peak memory and the largest PSI found.
+
+    python benchmarks/feature_drift.py --chance
+
+prints instead how far two samples of one population (lognormal values) differ by chance, at several pairs of
+sizes (profiled, scored): the simulated 99th and 99.9th percentiles of their PSI over 2,000 draws, the share of
+draws above 0.25, the limit the check uses (``drift.psi_limit``) with the share of draws above it, the share of
+draws with more than 10% of the scored values outside the profiled range, and the share the check would flag
+(``drift.drifted``: either limit, the range's being ``drift.outside_limit``).
 """
 
 import argparse
@@ -40,13 +48,47 @@ def synthetic_features(rows: int, seed: int, shift: float = 0.0) -> pd.DataFrame
     return pd.DataFrame(frame)
 
 
+CHANCE_SIZES = ((50, 50), (50, 200), (50, 5000), (200, 200), (200, 2000), (1000, 1000))
+
+
+def chance(draws: int = 2000, seed: int = 0) -> list[dict]:
+    """PSI between two samples of one lognormal population, ``draws`` times per pair of sizes."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for n_then, n_now in CHANCE_SIZES:
+        psi, limit, outside, flagged = np.empty(draws), np.empty(draws), np.empty(draws), np.empty(draws)
+        for i in range(draws):
+            profile = D.feature_profile(pd.DataFrame({"x": rng.lognormal(0, 1, n_then)}), ["x"])
+            table = D.compare(profile, pd.DataFrame({"x": rng.lognormal(0, 1, n_now)}))
+            row = table.iloc[0]
+            psi[i], limit[i] = row["psi"], row["psi_limit"]
+            outside[i] = row["share_below_min"] + row["share_above_max"]
+            flagged[i] = len(D.drifted(table))
+        out.append({"n_then": n_then, "n_now": n_now, "q99": float(np.quantile(psi, 0.99)),
+                    "q999": float(np.quantile(psi, 0.999)), "above_025": float(np.mean(psi > D.PSI_WARN)),
+                    "limit": float(np.median(limit)), "above_limit": float(np.mean(psi > limit)),
+                    "outside_above_10": float(np.mean(outside > D.OUT_OF_RANGE_WARN)), "flagged": float(np.mean(flagged))})
+    return out
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=1_000_000, help="customers scored")
     parser.add_argument("--profile-rows", type=int, default=50_000, help="customers profiled at training")
     parser.add_argument("--shift", type=float, default=0.1, help="how far the scored customers moved")
     parser.add_argument("--distinct-profiles", action="store_true", help="a profile of its own for each model")
+    parser.add_argument("--chance", action="store_true", help="how far samples of one population differ by chance")
+    parser.add_argument("--draws", type=int, default=2000, help="draws per pair of sizes, with --chance")
     args = parser.parse_args(argv)
+    if args.chance:
+        print(f"PSI between two samples of one lognormal population, {args.draws:,} draws per pair of sizes")
+        print("| profiled | scored | PSI: 99th percentile | 99.9th percentile | share above 0.25 | psi_limit | share "
+              "above it | share with more than 10% outside the range | share the check flags |")
+        print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+        for r in chance(args.draws):
+            print(f"| {r['n_then']:,} | {r['n_now']:,} | {r['q99']:.3f} | {r['q999']:.3f} | {r['above_025']:.1%} | "
+                  f"{r['limit']:.3f} | {r['above_limit']:.2%} | {r['outside_above_10']:.2%} | {r['flagged']:.2%} |")
+        return 0
 
     models = ("churn", "spend", "next_purchase", "ltv")
     trains = [synthetic_features(args.profile_rows, seed=1 + (i if args.distinct_profiles else 0)) for i in range(len(models))]

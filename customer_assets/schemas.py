@@ -188,11 +188,13 @@ FEATURE_DRIFT: list[C] = [
     ("model_partition", "DATE", "The partition of that model (s - H, or an earlier one kept because s - H's was not promoted)"),
     ("feature", "VARCHAR", "An input feature of the model"),
     ("psi", "DOUBLE", "Population stability index of the customers at s against those the model learned from, over the training deciles plus a bin for missing values (each share floored at 0.0001)"),
+    ("psi_limit", "DOUBLE", "The PSI above which the check warns: 0.25, or what chance gives two samples of these sizes one time in 1,000 when that is more (few customers)"),
     ("share_below_min", "DOUBLE", "Share of the customers at s below the smallest training value"),
     ("share_above_max", "DOUBLE", "Share of the customers at s above the largest training value"),
+    ("outside_limit", "DOUBLE", "The share outside the training range above which the check warns: 10%, or what chance gives one time in 1,000 when fewer customers were profiled"),
     ("missing_share_then", "DOUBLE", "Share of the training customers with no value"),
     ("missing_share_now", "DOUBLE", "Share of the customers at s with no value"),
-    ("past_limits", "BOOLEAN", "psi > 0.25 or more than 10% of the customers outside the training range: the check features_like_training warns"),
+    ("past_limits", "BOOLEAN", "psi > psi_limit, or share_below_min + share_above_max > outside_limit: the check features_like_training warns"),
 ]
 SCORED_CUSTOMERS: list[C] = [
     ("cutoff_date", "DATE", "Partition: the scoring cutoff s (history up to s)"),

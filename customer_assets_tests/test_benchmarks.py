@@ -143,3 +143,12 @@ def test_feature_drift_benchmark_finds_no_drift_between_two_samples_of_one_popul
     assert "comparisons past the limits: 0" in out
     fd.main(["--rows", "4000", "--profile-rows", "2000", "--shift", "1"])
     assert "comparisons past the limits: 116" in capsys.readouterr().out
+
+
+def test_feature_drift_benchmark_prints_what_chance_gives_at_each_pair_of_sizes(capsys):
+    fd = _benchmark("feature_drift")
+    assert fd.main(["--chance", "--draws", "100"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and line[2].isdigit()]
+    assert [tuple(r.split(" | ")[:2]) for r in rows] == [(f"| {a:,}", f"{b:,}") for a, b in fd.CHANCE_SIZES]
+    # 1,000 against 1,000 from one population: no draw above 0.25, and the limit is the rule of thumb itself
+    assert rows[-1].rstrip(" |").split(" | ")[4:9] == ["0.0%", "0.250", "0.00%", "0.00%", "0.00%"]

@@ -58,16 +58,54 @@ def test_psi_and_the_range_worked_out_by_hand():
 
 def test_drifted_keeps_the_rows_past_either_limit_largest_psi_first():
     table = pd.DataFrame({
-        "model": ["churn", "churn", "spend", "spend"],
+        "model": ["churn", "churn", "spend", "spend", "spend"],
         "model_partition": "2020-01-01",
-        "feature": ["a", "b", "c", "d"],
-        "psi": [0.30, 0.10, 0.20, 0.26],
-        "share_below_min": [0.0, 0.07, 0.0, 0.0],
-        "share_above_max": [0.0, 0.04, 0.05, 0.0],  # b: 11% outside the range; c: 5%
+        "feature": ["a", "b", "c", "d", "e"],
+        "psi": [0.30, 0.10, 0.20, 0.26, 0.50],
+        "psi_limit": [0.25, 0.25, 0.25, 0.25, 0.60],  # e: few customers, so chance alone gives up to 0.60
+        "share_below_min": [0.0, 0.07, 0.0, 0.0, 0.0],
+        "share_above_max": [0.0, 0.04, 0.05, 0.0, 0.0],  # b: 11% outside the range; c: 5%
+        "outside_limit": 0.10,
         "missing_share_then": 0.0, "missing_share_now": 0.0,
     })
     assert D.drifted(table)["feature"].tolist() == ["a", "d", "b"]
-    assert D.drifted(table, psi_warn=0.5, out_of_range_warn=0.2).empty
+    assert D.drifted(table.assign(psi_limit=0.5, outside_limit=0.2)).empty
+
+
+def test_the_outside_limit_is_what_chance_gives_a_range_of_so_many_values():
+    # the share of a same-population sample outside the range of n values is Beta(2, n - 1): P(share > x) =
+    # (1 - x)^(n - 1) * (1 + (n - 1) x). At n = 50 and x = 0.1702: 0.8298^49 * (1 + 49 * 0.1702) = 0.001
+    assert D.outside_limit(50) == pytest.approx(0.1702, abs=1e-4)
+    assert (1 - 0.1702) ** 49 * (1 + 49 * 0.1702) == pytest.approx(0.001, abs=2e-5)
+    assert D.outside_limit(20_000) == 0.10  # 0.05%: the 10% rule is larger
+    assert D.outside_limit(1) == 1.0
+
+
+def test_the_psi_limit_is_what_chance_gives_samples_of_these_sizes_and_at_least_the_rule_of_thumb():
+    tenths = [0.1] * 10 + [0.0]  # ten bins with customers, none missing: 9 degrees of freedom
+    # the chi-square table's 99.9th percentile with 9 degrees of freedom is 27.877; n_eff = 50 x 5000 / 5050
+    assert D.psi_limit(tenths, tenths, 50, 5000) == pytest.approx(27.877 / (50 * 5000 / 5050), rel=1e-4)
+    assert D.psi_limit(tenths, tenths, 50, 5000) == pytest.approx(0.5631, abs=1e-4)
+    assert D.psi_limit(tenths, tenths, 1000, 1000) == 0.25  # 27.877 / 500 = 0.056: the rule of thumb is larger
+    # a bin empty on both sides does not count: 5 bins, 4 degrees of freedom, 99.9th percentile 18.467
+    fifths = [0.2] * 5 + [0.0] * 6
+    assert D.psi_limit(fifths, fifths, 20, 20) == pytest.approx(18.467 / 10, rel=1e-4)
+    assert D.psi_limit([1.0, 0.0], [1.0, 0.0], 20, 20) == 0.25  # one bin: nothing to compare
+
+
+def test_samples_of_one_population_pass_with_few_customers_where_the_plain_rule_of_thumb_warns():
+    rng = np.random.default_rng(7)
+    plain = flagged = 0
+    for _ in range(300):
+        profile = D.feature_profile(pd.DataFrame({"x": rng.lognormal(0, 1, 50)}), ["x"])
+        table = D.compare(profile, pd.DataFrame({"x": rng.lognormal(0, 1, 5000)}))
+        plain += int(table["psi"].iloc[0] > D.PSI_WARN)
+        flagged += len(D.drifted(table))
+    # 50 customers profiled, 5,000 scored: chance alone takes the PSI above 0.25 often, above the limit never here
+    assert plain > 30 and flagged == 0
+    # while a real shift of the same sizes is flagged: every scored customer above the profiled range
+    profile = D.feature_profile(pd.DataFrame({"x": rng.lognormal(0, 1, 50)}), ["x"])
+    assert len(D.drifted(D.compare(profile, pd.DataFrame({"x": 100 + rng.lognormal(0, 1, 5000)})))) == 1
 
 
 def test_compare_models_lists_the_models_without_a_profile_and_the_summary_names_each_feature_once():

@@ -125,15 +125,17 @@ def drift_check(cutoff: date, loaded: dict[str, tuple[L.ModelRecord, date, str]]
         "model": table["model"].astype("string"),
         "model_partition": pd.to_datetime(table["model_partition"]).dt.date.astype("object"),
         "feature": table["feature"].astype("string"),
-        **{c: table[c].astype("float64") for c in ("psi", "share_below_min", "share_above_max", "missing_share_then",
-                                                     "missing_share_now")},
+        **{c: table[c].astype("float64") for c in ("psi", "psi_limit", "share_below_min", "share_above_max",
+                                                     "outside_limit", "missing_share_then", "missing_share_now")},
         "past_limits": pd.Series(table.index.isin(past.index), index=table.index, dtype="bool"),
     })[DRIFT_COLUMNS]
     max_psi = float(table["psi"].max()) if len(table) else None
     metadata = {
         "cutoff": str(cutoff),
-        "limits": f"PSI above {D.PSI_WARN} or more than {D.OUT_OF_RANGE_WARN:.0%} of the customers outside the range "
-                  "of the customers at the model's partition",
+        "limits": f"PSI above {D.PSI_WARN} (or above what chance gives two samples of these sizes one time in "
+                  f"{1 / (1 - D.PSI_CHANCE_QUANTILE):,.0f}, when that is more: psi_limit), or more than "
+                  f"{D.OUT_OF_RANGE_WARN:.0%} of the customers outside the range of the customers at the model's partition "
+                  "(or what chance gives when fewer were profiled: outside_limit)",
         "model_features_compared": len(table),
         "features_past_limits": len(past),
         "feature_drift": dg.MetadataValue.md(markdown_preview(table.sort_values("psi", ascending=False), n=60)),
@@ -176,7 +178,8 @@ def drift_check(cutoff: date, loaded: dict[str, tuple[L.ModelRecord, date, str]]
         description=f"The customers scored look like those each model learned from (the customers at its partition's "
                     f"cutoff): for every input feature, a population stability index of at most {D.PSI_WARN} over the "
                     f"training deciles, and at most {D.OUT_OF_RANGE_WARN:.0%} of the customers outside the training "
-                    "range. Fails with WARN: nothing downstream is stopped.",
+                    "range (both limits higher where so few customers were compared that chance alone would pass "
+                    "them). Fails with WARN: nothing downstream is stopped.",
     )],
 )
 def scored_customers(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.MaterializeResult:
