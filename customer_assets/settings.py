@@ -32,6 +32,8 @@ ENV_SPEND_BLEND_WEIGHT = "CUSTOMER_ASSETS_SPEND_BLEND_WEIGHT"
 ENV_DATE_ORDER = "CUSTOMER_ASSETS_DATE_ORDER"
 ENV_MAX_HISTORY_LOSS = "CUSTOMER_ASSETS_MAX_HISTORY_LOSS"
 ENV_MAX_STALL_DAYS = "CUSTOMER_ASSETS_MAX_STALL_DAYS"
+ENV_DRIFT_PSI = "CUSTOMER_ASSETS_DRIFT_PSI"
+ENV_DRIFT_OUTSIDE = "CUSTOMER_ASSETS_DRIFT_OUTSIDE"
 ENV_TIMEZONE = "CUSTOMER_ASSETS_TIMEZONE"
 # settings that both Dagster config and an environment variable can set: config field -> variable
 SETTING_ENVS = {"same_season": ENV_SAME_SEASON, "spend_blend_weight": ENV_SPEND_BLEND_WEIGHT, "date_order": ENV_DATE_ORDER,
@@ -148,6 +150,25 @@ def max_stall_days() -> float:
     if not value >= 0:
         raise ValueError(f"{ENV_MAX_STALL_DAYS} must be 0 or more days, got {raw!r}")
     return value
+
+
+def drift_limits() -> tuple[float, float]:
+    """The limits of the check ``features_like_training``, before chance raises them for few customers: the PSI
+    (``CUSTOMER_ASSETS_DRIFT_PSI``, default 0.25, above 0) and the share of customers outside a training range
+    (``CUSTOMER_ASSETS_DRIFT_OUTSIDE``, default 0.10, above 0 and at most 1; 1 never warns on the range). Read at
+    run time, so the nightly runs follow them."""
+    out = []
+    for env, default, top, what in ((ENV_DRIFT_PSI, 0.25, float("inf"), "a PSI above 0, e.g. 0.25"),
+                                    (ENV_DRIFT_OUTSIDE, 0.10, 1.0, "a share above 0 and at most 1, e.g. 0.10")):
+        raw = os.environ.get(env, "").strip()
+        try:
+            value = float(raw) if raw else default
+        except ValueError:
+            raise ValueError(f"{env}={raw!r} is not a number: set {what}, or unset it for {default}") from None
+        if not 0 < value <= top:
+            raise ValueError(f"{env}={raw!r} is out of range: set {what}, or unset it for {default}")
+        out.append(value)
+    return out[0], out[1]
 
 
 def spend_blend_weight(value: float | None = None) -> float | None:

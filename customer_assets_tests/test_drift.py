@@ -140,3 +140,38 @@ def test_bin_shares_put_each_value_in_the_bin_whose_upper_edge_holds_it():
     # (-inf, 1]: 0.5, 1.0; (1, 2]: 1.5, 2.0; (2, inf): 2.5; not finite: nan, inf, -inf
     assert shares.tolist() == [2 / 8, 2 / 8, 1 / 8, 3 / 8]
     assert D.bin_shares(np.array([]), [1.0]).tolist() == [0.0, 0.0, 0.0]
+
+
+def test_drift_limits_come_from_the_environment_and_a_bad_value_says_what_to_set(monkeypatch):
+    from customer_assets.settings import drift_limits
+
+    monkeypatch.delenv("CUSTOMER_ASSETS_DRIFT_PSI", raising=False)
+    monkeypatch.delenv("CUSTOMER_ASSETS_DRIFT_OUTSIDE", raising=False)
+    assert drift_limits() == (0.25, 0.10)
+    monkeypatch.setenv("CUSTOMER_ASSETS_DRIFT_PSI", "0.5")
+    monkeypatch.setenv("CUSTOMER_ASSETS_DRIFT_OUTSIDE", "1")
+    assert drift_limits() == (0.5, 1.0)
+    for env, raw, says in (("CUSTOMER_ASSETS_DRIFT_PSI", "high", "is not a number: set a PSI above 0"),
+                           ("CUSTOMER_ASSETS_DRIFT_PSI", "0", "is out of range: set a PSI above 0"),
+                           ("CUSTOMER_ASSETS_DRIFT_OUTSIDE", "1.5", "is out of range: set a share above 0 and at most 1")):
+        monkeypatch.setenv(env, raw)
+        with pytest.raises(ValueError, match=f"{env}='{raw}' {says}"):
+            drift_limits()
+        monkeypatch.setenv(env, "0.5")
+
+
+def test_the_limits_given_are_the_ones_compared_with():
+    # 0..9999 profiled, 1000..10999 scored: the first decile bin empties and the top one doubles, as for 1..10
+    # against 2..11 above (PSI 0.7594), and 10% are above the largest value. With 10,000 on each side chance's limits
+    # are far lower (27.877 / 5000 = 0.0056 for the PSI; about 0.1% for the range), so the limits given decide
+    profile = D.feature_profile(pd.DataFrame({"x": np.arange(10_000)}), ["x"])
+    now = pd.DataFrame({"x": np.arange(1_000, 11_000)})
+    row = D.compare(profile, now).iloc[0]
+    assert (row["psi"], row["share_above_max"]) == (pytest.approx(0.7593994, abs=1e-6), 0.1)
+
+    def flagged(psi_warn, out_of_range_warn):
+        table, _ = D.compare_models({"churn": (profile, "2020-01-01")}, now, psi_warn, out_of_range_warn)
+        assert (table["psi_limit"].iloc[0], table["outside_limit"].iloc[0]) == (psi_warn, out_of_range_warn)
+        return not D.drifted(table).empty
+
+    assert flagged(0.7, 0.2) and not flagged(0.8, 0.2) and flagged(0.8, 0.05)

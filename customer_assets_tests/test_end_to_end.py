@@ -905,7 +905,8 @@ def _drift_check(result):
     return check
 
 
-def test_features_like_training_warns_on_cdnow_where_every_customer_is_older_than_any_the_models_saw(scored, tmp_path):
+def test_features_like_training_warns_on_cdnow_where_every_customer_is_older_than_any_the_models_saw(scored, tmp_path,
+                                                                                                     monkeypatch):
     """CDNOW is one cohort: every first purchase is in 1997-01-01 ... 1997-03-25. So at s = t + 90 days the youngest
     customer (tenure >= s - 1997-03-25) is older than the oldest at t (tenure <= t - 1997-01-01): all of them are above
     the largest tenure the models of t learned from. The LTV model, fitted on the histories at s, sees no shift."""
@@ -967,6 +968,25 @@ def test_features_like_training_warns_on_cdnow_where_every_customer_is_older_tha
     materialize(copy, "models/spend", partition_key="1998-04-01")
     check = _drift_check(materialize(copy, "scores/scored_customers", partition_key="1998-06-30"))
     assert "models_without_profile" not in check.metadata and "| spend | 1998-04-01 |" in check.metadata["feature_drift"].value
+
+    # a user who knows the data are one cohort can raise the limits: no PSI here reaches 100 (the largest is
+    # max_psi), and 100% outside is not more than 1
+    assert check.metadata["max_psi"].value < 100
+    monkeypatch.setenv("CUSTOMER_ASSETS_DRIFT_PSI", "100")
+    monkeypatch.setenv("CUSTOMER_ASSETS_DRIFT_OUTSIDE", "1")
+    check = _drift_check(materialize(copy, "scores/scored_customers", partition_key="1998-06-30"))
+    assert check.passed and check.metadata["features_past_limits"].value == 0
+    assert check.metadata["limits"].value.startswith("PSI above 100 (")
+    # a limit that is not a number fails the scoring before anything is written, saying what to set
+    with duckdb.connect(copy) as conn:
+        conn.execute("DELETE FROM scores.feature_drift")
+    monkeypatch.setenv("CUSTOMER_ASSETS_DRIFT_PSI", "high")
+    failed = materialize(copy, "scores/scored_customers", partition_key="1998-06-30", raise_on_error=False)
+    assert not failed.success
+    message = " ".join(e.event_specific_data.error.message for e in failed.all_events if e.is_step_failure)
+    assert "CUSTOMER_ASSETS_DRIFT_PSI='high' is not a number: set a PSI above 0, e.g. 0.25, or unset it for 0.25" in message
+    assert _q(copy, "SELECT count(*) AS n FROM scores.feature_drift").n.iloc[0] == 0
+    pd.testing.assert_frame_equal(_q(copy, assert_frame), _q(scored, assert_frame))
 
 
 # each table of the README's "Tables and columns", in its order, with the columns the code documents for it

@@ -116,13 +116,15 @@ def outside_limit(n_then: int, out_of_range_warn: float = OUT_OF_RANGE_WARN, qua
     return float(max(out_of_range_warn, beta.ppf(quantile, 2, n_then - 1)))
 
 
-def compare(profile: dict[str, dict[str, Any]], frame: pd.DataFrame, memo: dict | None = None) -> pd.DataFrame:
+def compare(profile: dict[str, dict[str, Any]], frame: pd.DataFrame, memo: dict | None = None,
+            psi_warn: float = PSI_WARN, out_of_range_warn: float = OUT_OF_RANGE_WARN) -> pd.DataFrame:
     """Each profiled feature of ``frame`` against its reference.
 
     Returns one row per feature: ``feature``, ``psi``, ``psi_limit`` (``psi_limit`` of the two samples' sizes),
     ``share_below_min`` and ``share_above_max`` (of all the rows of ``frame``; 0 when the reference had no value),
     ``outside_limit`` (``outside_limit`` of the profiled values), ``missing_share_then`` and ``missing_share_now``.
-    A profiled feature that ``frame`` lacks is left out. ``memo`` keeps the rows across calls on the same ``frame``: models of one
+    A profiled feature that ``frame`` lacks is left out. ``psi_warn`` and ``out_of_range_warn`` are the limits
+    before chance raises them. ``memo`` keeps the rows across calls on the same ``frame``: models of one
     partition share the profile of each feature they both read.
     """
     rows = []
@@ -139,10 +141,10 @@ def compare(profile: dict[str, dict[str, Any]], frame: pd.DataFrame, memo: dict 
         rows.append({
             "feature": f,
             "psi": population_stability(ref["shares"], now),
-            "psi_limit": psi_limit(ref["shares"], now, ref["n"], v.size),
+            "psi_limit": psi_limit(ref["shares"], now, ref["n"], v.size, psi_warn),
             "share_below_min": float(np.sum(v < ref["min"]) / n) if ref["min"] is not None else 0.0,
             "share_above_max": float(np.sum(v > ref["max"]) / n) if ref["max"] is not None else 0.0,
-            "outside_limit": outside_limit(round(ref["n"] * (1 - ref["shares"][-1]))),
+            "outside_limit": outside_limit(round(ref["n"] * (1 - ref["shares"][-1])), out_of_range_warn),
             "missing_share_then": float(ref["shares"][-1]),
             "missing_share_now": float(now[-1]),
         })
@@ -159,13 +161,15 @@ def drifted(table: pd.DataFrame) -> pd.DataFrame:
     return table[(table["psi"] > table["psi_limit"]) | (outside > table["outside_limit"])].sort_values("psi", ascending=False)
 
 
-def compare_models(profiles: dict[str, tuple[dict[str, Any], str]], frame: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+def compare_models(profiles: dict[str, tuple[dict[str, Any], str]], frame: pd.DataFrame, psi_warn: float = PSI_WARN,
+                   out_of_range_warn: float = OUT_OF_RANGE_WARN) -> tuple[pd.DataFrame, list[str]]:
     """``compare`` for several models at once.
 
     Parameters
     ----------
     profiles : model name -> (its feature profile, the partition it was trained at).
     frame : the customers being scored, with every feature the models read.
+    psi_warn, out_of_range_warn : the limits, before chance raises them (``compare``).
 
     Returns
     -------
@@ -177,7 +181,8 @@ def compare_models(profiles: dict[str, tuple[dict[str, Any], str]], frame: pd.Da
         if not profile:
             unprofiled.append(name)
             continue
-        parts.append(compare(profile, frame, memo).assign(model=name, model_partition=str(partition)))
+        parts.append(compare(profile, frame, memo, psi_warn, out_of_range_warn)
+                     .assign(model=name, model_partition=str(partition)))
     cols = ["model", "model_partition", *compare({}, frame).columns]
     return (pd.concat(parts, ignore_index=True)[cols] if parts else pd.DataFrame(columns=cols)), unprofiled
 

@@ -16,7 +16,7 @@ from customer_assets.models import logic as L
 from customer_assets.models.assets import MODEL_NAMES
 from customer_assets.partitions import CUTOFF_PARTITIONS, MODEL_FOR_SCORING
 from customer_assets.scores import logic as S
-from customer_assets.settings import HORIZON_DAYS, LTV_HORIZON_DAYS
+from customer_assets.settings import HORIZON_DAYS, LTV_HORIZON_DAYS, drift_limits
 from customer_assets.storage import markdown_preview, replace_partition_df, table_exists
 
 
@@ -113,12 +113,16 @@ DRIFT_CHECK = "features_like_training"
 DRIFT_COLUMNS = [c for c, _, _ in schemas.FEATURE_DRIFT]
 
 
-def drift_check(cutoff: date, loaded: dict[str, tuple[L.ModelRecord, date, str]], prepared: pd.DataFrame
+def drift_check(cutoff: date, loaded: dict[str, tuple[L.ModelRecord, date, str]], prepared: pd.DataFrame,
+                limits: tuple[float, float] = (D.PSI_WARN, D.OUT_OF_RANGE_WARN)
                 ) -> tuple[dg.AssetCheckResult, float | None, pd.DataFrame]:
     """``features_like_training``: the customers at ``cutoff`` against the feature profile of each model that scored
-    them (``models.drift``). Returns the check's result, the largest PSI (None when no model has a profile) and the
-    rows of ``scores.feature_drift`` for ``cutoff``."""
-    table, unprofiled = D.compare_models({n: (v[0].feature_profile, v[1]) for n, v in loaded.items()}, prepared)
+    them (``models.drift``), with ``limits`` (PSI, share outside a range) before chance raises them. Returns the
+    check's result, the largest PSI (None when no model has a profile) and the rows of ``scores.feature_drift`` for
+    ``cutoff``."""
+    psi_warn, out_of_range_warn = limits
+    table, unprofiled = D.compare_models({n: (v[0].feature_profile, v[1]) for n, v in loaded.items()}, prepared,
+                                         psi_warn, out_of_range_warn)
     past = D.drifted(table)
     rows = pd.DataFrame({
         "cutoff_date": pd.Series([cutoff] * len(table), dtype="object"),
@@ -132,10 +136,11 @@ def drift_check(cutoff: date, loaded: dict[str, tuple[L.ModelRecord, date, str]]
     max_psi = float(table["psi"].max()) if len(table) else None
     metadata = {
         "cutoff": str(cutoff),
-        "limits": f"PSI above {D.PSI_WARN} (or above what chance gives two samples of these sizes one time in "
+        "limits": f"PSI above {psi_warn:g} (or above what chance gives two samples of these sizes one time in "
                   f"{1 / (1 - D.PSI_CHANCE_QUANTILE):,.0f}, when that is more: psi_limit), or more than "
-                  f"{D.OUT_OF_RANGE_WARN:.0%} of the customers outside the range of the customers at the model's partition "
-                  "(or what chance gives when fewer were profiled: outside_limit)",
+                  f"{out_of_range_warn:.0%} of the customers outside the range of the customers at the model's partition "
+                  "(or what chance gives when fewer were profiled: outside_limit); set with CUSTOMER_ASSETS_DRIFT_PSI "
+                  "and CUSTOMER_ASSETS_DRIFT_OUTSIDE",
         "model_features_compared": len(table),
         "features_past_limits": len(past),
         "feature_drift": dg.MetadataValue.md(markdown_preview(table.sort_values("psi", ascending=False), n=60)),
@@ -179,12 +184,17 @@ def drift_check(cutoff: date, loaded: dict[str, tuple[L.ModelRecord, date, str]]
                     f"cutoff): for every input feature, a population stability index of at most {D.PSI_WARN} over the "
                     f"training deciles, and at most {D.OUT_OF_RANGE_WARN:.0%} of the customers outside the training "
                     "range (both limits higher where so few customers were compared that chance alone would pass "
-                    "them). Fails with WARN: nothing downstream is stopped.",
+                    "them; CUSTOMER_ASSETS_DRIFT_PSI and CUSTOMER_ASSETS_DRIFT_OUTSIDE set the two). Fails with WARN: "
+                    "nothing downstream is stopped.",
     )],
 )
 def scored_customers(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.MaterializeResult:
     cutoff = date.fromisoformat(context.partition_key)
     model_cutoff = cutoff - timedelta(days=HORIZON_DAYS)
+    try:  # before anything is written: a bad limit fails the run with what to set, and the scores stay as they were
+        limits = drift_limits()
+    except ValueError as exc:
+        raise dg.Failure(str(exc)) from exc
     with duckdb.get_connection() as conn:
         loaded = served_models(conn, MODEL_NAMES, cutoff, context.log.warning)
         models = {n: v[0] for n, v in loaded.items()}
@@ -201,7 +211,7 @@ def scored_customers(context: dg.AssetExecutionContext, duckdb: DuckDBResource) 
         prepared = scoring_frame(feats, segs, cutoff)
         out = score_frame(feats, segs, models, cutoff, model_cutoff, kept, prepared=prepared)
         n = replace_partition_df(conn, "scores", "scored_customers", cutoff, out)
-        drift, max_psi, drift_rows = drift_check(cutoff, loaded, prepared)
+        drift, max_psi, drift_rows = drift_check(cutoff, loaded, prepared, limits)
         replace_partition_df(conn, "scores", "feature_drift", cutoff, drift_rows, columns=schemas.FEATURE_DRIFT)
     by_segment = S.segment_profile(out, feats)
     from customer_assets import charts as ch
