@@ -5,7 +5,8 @@
 It builds a synthetic feature frame with every column the four models may read (heavy-tailed spend, counts with
 many ties, a tenth of some columns missing), profiles it as training does (``drift.feature_profile``, on the
 ``--profile-rows`` customers a model of a large warehouse trains on per cutoff), shifts it, and times
-``drift.compare_models`` for four models that read every feature, as ``scores/scored_customers`` runs it. Models of
+``drift.compare_models`` for four models that read every feature, as ``scores/scored_customers`` runs it, and
+``drift.outside_features``, which names each scored customer's inputs outside the training ranges. Models of
 one partition share each feature's profile (all are profiled on the customers at t), and a shared one is compared
 once; ``--distinct-profiles`` gives each model its own, the cost of four partitions' models (kept models, say).
 It prints the seconds of each step, the peak memory and the largest PSI found.
@@ -101,12 +102,17 @@ def main(argv=None) -> int:
     table, _ = D.compare_models({m: (p, "2024-01-01") for m, p in zip(models, profiles, strict=True)}, scored)
     past = D.drifted(table)
     t_compare = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    outside = D.outside_features(profiles, scored)
+    t_outside = time.perf_counter() - t0
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"features: {len(features)}; models compared: 4; comparisons: {len(table)}")
     print(f"profile of {args.profile_rows:,} customers: {t_profile:.3f} s")
     print(f"compare {args.rows:,} scored customers with them, 4 models, "
           f"{'distinct profiles' if args.distinct_profiles else 'one shared profile'}: {t_compare:.2f} s")
     print(f"largest PSI {table['psi'].max():.3f}; comparisons past the limits: {len(past)}")
+    print(f"name each scored customer's inputs outside the training ranges: {t_outside:.2f} s "
+          f"({outside.notna().mean():.1%} of the customers outside at least one)")
     print(f"peak RSS of the process: {peak_mb:,.0f} MB")
     return 0
 

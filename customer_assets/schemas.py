@@ -216,6 +216,10 @@ SCORED_CUSTOMERS: list[C] = [
     ("models_kept", "VARCHAR", "NULL when all four models are of model_cutoff_date. Otherwise the models that scoring "
                                "kept from an earlier partition because that of model_cutoff_date was not promoted, "
                                "e.g. 'churn 1997-12-01'"),
+    ("outside_training_range", "VARCHAR", "The model inputs on which this customer lies outside the range of the "
+                                          "customers the models learned from, e.g. 'tenure_days, recency_days': "
+                                          "their scores extrapolate, and trees score them as the most extreme "
+                                          "customers they saw. NULL: inside every range"),
 ]
 
 

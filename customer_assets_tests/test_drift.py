@@ -175,3 +175,28 @@ def test_the_limits_given_are_the_ones_compared_with():
         return not D.drifted(table).empty
 
     assert flagged(0.7, 0.2) and not flagged(0.8, 0.2) and flagged(0.8, 0.05)
+
+
+def test_outside_features_names_per_customer_the_inputs_outside_the_narrowest_range():
+    a = D.feature_profile(pd.DataFrame({"x": [1, 2, 3, 4], "y": [10, 20, 30, 40]}), ["x", "y"])
+    b = D.feature_profile(pd.DataFrame({"x": [0, 5]}), ["x"])  # a wider range of x: a's [1, 4] is the one that counts
+    frame = pd.DataFrame({"x": [2, 0, 5, None, 6], "y": [50, 20, 5, 20, 30], "z": 1})
+    # 50 > 40; 0 < 1; 5 > 4 and 5 < 10; no x and y inside; 6 > 4
+    assert D.outside_features([a, b], frame).tolist() == ["y", "x", "x, y", pd.NA, "x"]
+    assert D.outside_features([{}], frame).isna().all()  # no profile: nothing to say
+
+
+def test_outside_features_gives_the_same_names_with_more_features_than_one_integer_holds():
+    # 70 features (patterns past 62 features take the slower path): row i is above the range of feature i and of
+    # feature 0; row 70 is inside every range
+    n = 70
+    profile = D.feature_profile(pd.DataFrame({f"f{j}": [0.0, 1.0] for j in range(n)}), [f"f{j}" for j in range(n)])
+    values = np.full((n + 1, n), 0.5)
+    for i in range(n):
+        values[i, i] = values[i, 0] = 2.0
+    frame = pd.DataFrame(values, columns=[f"f{j}" for j in range(n)])
+    names = D.outside_features([profile], frame).tolist()
+    assert names == ["f0"] + [f"f0, f{i}" for i in range(1, n)] + [pd.NA]
+    # the same rows against the first 40 features only (the fast path) name the same features there
+    small = D.outside_features([{k: profile[k] for k in list(profile)[:40]}], frame[[f"f{j}" for j in range(40)]])
+    assert small.tolist() == ["f0"] + [f"f0, f{i}" for i in range(1, 40)] + ["f0"] * (n - 40) + [pd.NA]

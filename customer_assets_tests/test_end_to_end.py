@@ -954,6 +954,12 @@ def test_features_like_training_warns_on_cdnow_where_every_customer_is_older_tha
     page = (tmp_path / "reports" / "customer_report_1998-06-30.html").read_text()
     assert "Caution: these customers differ from the customers the models learned from." in page
     assert f"next_purchase): PSI {psi:.2f}, 100.0% above the largest value at 1998-04-01" in page
+    # per customer: every one is outside the tenure range; those whose recency is above the largest at t are named too
+    scores = _q(copy, "SELECT customer_id, outside_training_range FROM scores.scored_customers WHERE cutoff_date = '1998-06-30'")
+    assert scores.outside_training_range.str.contains("tenure_days").all()
+    older = _q(copy, """SELECT count(*) AS n FROM features.customer_features WHERE cutoff_date = '1998-06-30' AND recency_days >
+                        (SELECT max(recency_days) FROM features.customer_features WHERE cutoff_date = '1998-04-01')""").n.iloc[0]
+    assert scores.outside_training_range.str.contains("recency_days").sum() == older > 0
     # the scores are what they were: the check reads them, it does not change them
     assert_frame = "SELECT * FROM scores.scored_customers WHERE cutoff_date = '1998-06-30' ORDER BY customer_id"
     pd.testing.assert_frame_equal(_q(copy, assert_frame), _q(scored, assert_frame))

@@ -204,3 +204,38 @@ def summary(past: pd.DataFrame, n: int = 3) -> list[str]:
     if len(out) > n:
         phrases.append(f"and {len(out) - n} more")
     return phrases
+
+
+def outside_features(profiles: list[dict[str, dict[str, Any]]], frame: pd.DataFrame) -> pd.Series:
+    """Per row of ``frame``, the profiled features whose value lies outside the range of the customers a model
+    learned from: below the smallest or above the largest value of any of ``profiles`` (so the narrowest range
+    counts). Returns a string Series, ``"a, b"`` in the order the profiles name the features, and NA for a row
+    inside every range (or without a value)."""
+    ranges: dict[str, tuple[float, float]] = {}
+    for profile in profiles:
+        for f, ref in profile.items():
+            if f in frame.columns and ref["min"] is not None:
+                lo, hi = ranges.get(f, (-np.inf, np.inf))
+                ranges[f] = (max(lo, ref["min"]), min(hi, ref["max"]))
+    out = pd.Series(pd.NA, index=frame.index, dtype="string")
+    if not ranges:
+        return out
+    names = np.array(list(ranges), dtype=object)
+    flags = np.column_stack([(v < lo) | (v > hi) for v, (lo, hi) in
+                             ((_values(frame, f), r) for f, r in ranges.items())])  # NaN compares False: not outside
+    rows = np.flatnonzero(flags.any(axis=1))
+    if rows.size:
+        # one string per distinct pattern of flags, not per row: at a million rows the patterns are few. A pattern
+        # of up to 62 features is one integer (sorting integers is much faster than sorting rows of booleans)
+        flagged = flags[rows]
+        if flagged.shape[1] <= 62:
+            codes, inverse = np.unique(flagged @ (np.int64(1) << np.arange(flagged.shape[1], dtype=np.int64)),
+                                       return_inverse=True)
+            patterns = (codes[:, None] >> np.arange(flagged.shape[1], dtype=np.int64)) & 1 == 1
+        else:
+            patterns, inverse = np.unique(flagged, axis=0, return_inverse=True)
+        text = np.array([", ".join(names[p]) for p in patterns], dtype=object)
+        values = out.to_numpy(dtype=object, na_value=None)
+        values[rows] = text[inverse.ravel()]
+        out = pd.Series(values, index=frame.index, dtype="string")
+    return out

@@ -97,6 +97,7 @@ def score_frame(feats: pd.DataFrame, segs: pd.DataFrame, models: dict[str, L.Mod
         "predicted_days_to_next_purchase": L.predict_next_purchase(models["next_purchase"], df, HORIZON_DAYS).astype("float64"),
     })
     out["top_drivers"] = L.top_drivers(models["churn"], models["spend"], df, HORIZON_DAYS)
+    out["outside_training_range"] = D.outside_features([m.feature_profile for m in models.values()], df).to_numpy()
     out["value_decile"] = S.value_deciles(out["predicted_ltv"].to_numpy()).astype("int32")
     out["recommended_action"] = S.recommended_actions(out)
     out["horizon_days"] = HORIZON_DAYS

@@ -24,6 +24,7 @@ SCORED_COLUMNS = [
     "model_cutoff_date",
     "top_drivers",
     "models_kept",
+    "outside_training_range",
 ]
 
 
