@@ -42,6 +42,8 @@ PSI_FLOOR = 1e-4
 PSI_WARN = 0.25
 PSI_CHANCE_QUANTILE = 0.999
 OUT_OF_RANGE_WARN = 0.10
+COMPARE_COLUMNS = ["feature", "psi", "psi_limit", "share_below_min", "share_above_max", "outside_limit",
+                   "missing_share_then", "missing_share_now"]
 
 
 def _values(frame: pd.DataFrame, feature: str) -> np.ndarray:
@@ -150,8 +152,7 @@ def compare(profile: dict[str, dict[str, Any]], frame: pd.DataFrame, memo: dict 
         })
         if memo is not None:
             memo[key] = rows[-1]
-    return pd.DataFrame(rows, columns=["feature", "psi", "psi_limit", "share_below_min", "share_above_max",
-                                       "outside_limit", "missing_share_then", "missing_share_now"])
+    return pd.DataFrame(rows, columns=COMPARE_COLUMNS)
 
 
 def drifted(table: pd.DataFrame) -> pd.DataFrame:
@@ -183,7 +184,7 @@ def compare_models(profiles: dict[str, tuple[dict[str, Any], str]], frame: pd.Da
             continue
         parts.append(compare(profile, frame, memo, psi_warn, out_of_range_warn)
                      .assign(model=name, model_partition=str(partition)))
-    cols = ["model", "model_partition", *compare({}, frame).columns]
+    cols = ["model", "model_partition", *COMPARE_COLUMNS]
     return (pd.concat(parts, ignore_index=True)[cols] if parts else pd.DataFrame(columns=cols)), unprofiled
 
 

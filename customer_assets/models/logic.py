@@ -397,14 +397,16 @@ def _record(task, sel, metrics, calibration, notes, promoted, profile_frame: pd.
         fmt, art, lib, ver, feats = "bgnbd-features", "{}", "customer_assets.probabilistic", "1", [BGNBD_OUTPUT[task]]
     else:
         fmt, art, lib, ver, feats = final.artifact_format, final.artifact, final.library, final.library_version, final.features
+    # spend's blend reads BG/NBD's expected value whatever the champion's own features
+    blended = ([BGNBD_OUTPUT["spend"]] if calibration.get("blend_bgnbd_weight") and BGNBD_OUTPUT["spend"] not in feats
+               else [])
     return ModelRecord(
         task, lib, ver, fmt, art, feats,
         {"family": sel["family"], "stacked_cutoffs": n, "stack_step_days": step, "rounds": sel["rounds"],
          "selection": sel["selection"], "promoted": promoted, "diagnostics": sel.get("diagnostics", {}),
          "importance": C.importance(fmt, art, feats)},
         metrics, sel["training_cutoffs"], sel["n_train_rows"], calibration, notes,
-        D.feature_profile(profile_frame, feats + [BGNBD_OUTPUT["spend"]] * (
-            bool(calibration.get("blend_bgnbd_weight")) and BGNBD_OUTPUT["spend"] not in feats)),
+        D.feature_profile(profile_frame, feats + blended),
     )
 
 

@@ -111,9 +111,6 @@ def score_frame(feats: pd.DataFrame, segs: pd.DataFrame, models: dict[str, L.Mod
 DRIFT_CHECK = "features_like_training"
 
 
-DRIFT_COLUMNS = [c for c, _, _ in schemas.FEATURE_DRIFT]
-
-
 def drift_check(cutoff: date, loaded: dict[str, tuple[L.ModelRecord, date, str]], prepared: pd.DataFrame,
                 limits: tuple[float, float] = (D.PSI_WARN, D.OUT_OF_RANGE_WARN)
                 ) -> tuple[dg.AssetCheckResult, float | None, pd.DataFrame]:
@@ -125,15 +122,8 @@ def drift_check(cutoff: date, loaded: dict[str, tuple[L.ModelRecord, date, str]]
     table, unprofiled = D.compare_models({n: (v[0].feature_profile, v[1]) for n, v in loaded.items()}, prepared,
                                          psi_warn, out_of_range_warn)
     past = D.drifted(table)
-    rows = pd.DataFrame({
-        "cutoff_date": pd.Series([cutoff] * len(table), dtype="object"),
-        "model": table["model"].astype("string"),
-        "model_partition": pd.to_datetime(table["model_partition"]).dt.date.astype("object"),
-        "feature": table["feature"].astype("string"),
-        **{c: table[c].astype("float64") for c in ("psi", "psi_limit", "share_below_min", "share_above_max",
-                                                     "outside_limit", "missing_share_then", "missing_share_now")},
-        "past_limits": pd.Series(table.index.isin(past.index), index=table.index, dtype="bool"),
-    })[DRIFT_COLUMNS]
+    # the table is created with the types of schemas.FEATURE_DRIFT, and the insert casts to them
+    rows = table.assign(cutoff_date=cutoff, past_limits=table.index.isin(past.index))
     max_psi = float(table["psi"].max()) if len(table) else None
     metadata = {
         "cutoff": str(cutoff),
