@@ -18,13 +18,22 @@ sizes (profiled, scored): the simulated 99th and 99.9th percentiles of their PSI
 draws above 0.25, the limit the check uses (``drift.psi_limit``) with the share of draws above it, the share of
 draws with more than 10% of the scored values outside the profiled range, and the share the check would flag
 (``drift.drifted``: either limit, the range's being ``drift.outside_limit``).
+
+    python benchmarks/feature_drift.py --ranges data/warehouse.duckdb 1998-06-30
+
+reads a warehouse instead, scored at the given cutoff s, and prints per model input how many of the customers at s
+lie outside the narrowest range of the models that scored them: the range of the customers at their partition t
+alone (the stored features at t), and the range the check uses, of every row the models were fitted on (their
+stacked cutoffs; ``min`` and ``max`` of the stored ``feature_profile``).
 """
 
 import argparse
+import json
 import resource
 import sys
 import time
 
+import duckdb
 import numpy as np
 import pandas as pd
 
@@ -72,6 +81,30 @@ def chance(draws: int = 2000, seed: int = 0) -> list[dict]:
     return out
 
 
+def range_effect(warehouse: str, cutoff: str) -> pd.DataFrame:
+    """Per model input, the customers at ``cutoff`` outside the narrowest range of the supervised models that scored
+    them: ``at_t`` (the ranges of the features stored at their partition t) and ``fitted`` (the profiles' ranges, of
+    every row the models were fitted on). Only inputs with a customer outside either range."""
+    with duckdb.connect(warehouse, read_only=True) as conn:
+        (t,) = conn.execute("SELECT DISTINCT model_cutoff_date FROM scores.scored_customers WHERE cutoff_date = ?",
+                            [cutoff]).fetchone()
+        profiles = [json.loads(conn.execute(f"SELECT feature_profile FROM models.{m} WHERE cutoff_date = ?", [t]).fetchone()[0])
+                    for m in ("churn", "spend", "next_purchase")]
+        at_t = conn.execute("SELECT * FROM features.customer_features WHERE cutoff_date = ?", [t]).df()
+        now = conn.execute("SELECT * FROM features.customer_features WHERE cutoff_date = ?", [cutoff]).df()
+    rows = []
+    for f in dict.fromkeys(f for p in profiles for f in p):
+        if f not in now.columns:
+            continue  # BG/NBD's outputs are not stored with the features
+        v = now[f].astype(float)
+        fitted = (max(p[f]["min"] for p in profiles if f in p), min(p[f]["max"] for p in profiles if f in p))
+        counts = {"feature": f, "at_t": int(((v < at_t[f].min()) | (v > at_t[f].max())).sum()),
+                  "fitted": int(((v < fitted[0]) | (v > fitted[1])).sum())}
+        if counts["at_t"] or counts["fitted"]:
+            rows.append(counts)
+    return pd.DataFrame(rows, columns=["feature", "at_t", "fitted"]).assign(n=len(now), model_partition=str(t))
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=1_000_000, help="customers scored")
@@ -80,7 +113,18 @@ def main(argv=None) -> int:
     parser.add_argument("--distinct-profiles", action="store_true", help="a profile of its own for each model")
     parser.add_argument("--chance", action="store_true", help="how far samples of one population differ by chance")
     parser.add_argument("--draws", type=int, default=2000, help="draws per pair of sizes, with --chance")
+    parser.add_argument("--ranges", nargs=2, metavar=("WAREHOUSE", "CUTOFF"),
+                        help="customers outside the training ranges at t alone and over every fitted row, in a warehouse")
     args = parser.parse_args(argv)
+    if args.ranges:
+        table = range_effect(*args.ranges)
+        n, t = (table[c].iloc[0] for c in ("n", "model_partition")) if len(table) else (0, "-")
+        print(f"{args.ranges[1]}, scored with the models of {t}: customers outside the narrowest range of the models, of {n:,}")
+        print("| input | the range at t alone | the range of every row fitted on (the check's) |")
+        print("| --- | --- | --- |")
+        for r in table.itertuples():
+            print(f"| {r.feature} | {r.at_t:,} ({r.at_t / r.n:.1%}) | {r.fitted:,} ({r.fitted / r.n:.1%}) |")
+        return 0
     if args.chance:
         print(f"PSI between two samples of one lognormal population, {args.draws:,} draws per pair of sizes")
         print("| profiled | scored | PSI: 99th percentile | 99.9th percentile | share above 0.25 | psi_limit | share "

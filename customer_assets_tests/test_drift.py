@@ -29,6 +29,27 @@ def test_profile_of_tied_and_missing_values():
         "n": 2, "edges": [], "shares": [0.0, 1.0], "min": None, "max": None}
 
 
+def test_the_range_spans_every_row_the_model_was_fitted_on_and_the_bins_stay_those_at_t():
+    # fitted on two stacked cutoffs: x at t is 1..10, at the earlier cutoff 0 and 15 occur too (a 30-day window's spend)
+    at_t = pd.DataFrame({"x": range(1, 11), "flag": True})
+    fitted_on = pd.concat([at_t, pd.DataFrame({"x": [0.0, 15.0, None], "flag": False})], ignore_index=True)
+    ranges = D.value_ranges(fitted_on)
+    assert ranges == {"x": (0.0, 15.0, 12)}  # booleans are not ranged; the missing value is not counted
+    profile = D.feature_profile(at_t, ["x"], ranges)
+    assert profile["x"] == {"n": 10, "edges": [1, 2, 3, 4, 5, 6, 7, 8, 9], "shares": [0.1] * 10 + [0.0],
+                       "min": 0.0, "max": 15.0, "range_n": 12}
+    # 11..14 were seen by the model at the earlier cutoff: inside the range; the PSI is that of the bins at t
+    now = pd.DataFrame({"x": [11, 12, 13, 14, 16]})
+    row = D.compare(profile, now).iloc[0]
+    assert (row["share_below_min"], row["share_above_max"]) == (0.0, 0.2)  # 16 only
+    assert row["psi"] == pytest.approx(9 * (1e-4 - 0.1) * math.log(1e-4 / 0.1) + 0.9 * math.log(10))
+    assert D.outside_features([profile], now).tolist() == [pd.NA] * 4 + ["x"]
+    # against the customers at t alone, every one of them would be named
+    assert D.outside_features([D.feature_profile(at_t, ["x"])], now).tolist() == ["x"] * 5
+    # a feature the fitted rows lack keeps the range at t; counted over the values at t
+    assert D.feature_profile(at_t, ["x"], {})["x"]["range_n"] == 10
+
+
 def test_the_same_customers_have_a_psi_of_0_and_pass():
     frame = pd.DataFrame({"x": range(1, 11), "y": [0] * 6 + [1, 2, 3, 4]})
     table = D.compare(D.feature_profile(frame, ["x", "y"]), frame)
@@ -119,7 +140,7 @@ def test_compare_models_lists_the_models_without_a_profile_and_the_summary_names
                                                            ["next_purchase", "tenure"], ["next_purchase", "spend"]]
     past = D.drifted(table)
     assert past["feature"].tolist() == ["tenure", "tenure"]
-    assert D.summary(past) == ["tenure (churn, next_purchase): PSI 8.28, 100.0% above the largest value at 2020-01-01"]
+    assert D.summary(past) == ["tenure (churn, next_purchase): PSI 8.28, 100.0% above the training range (cutoffs to 2020-01-01)"]
     # no profile at all: an empty table with the columns, nothing past the limits
     empty, unprofiled = D.compare_models({"churn": ({}, "2020-01-01")}, now)
     assert empty.empty and list(empty.columns)[:3] == ["model", "model_partition", "feature"] and unprofiled == ["churn"]
@@ -131,8 +152,8 @@ def test_summary_names_the_three_largest_and_counts_the_rest():
                          "psi": [0.3, 0.9, 0.5, 0.4, 0.6], "share_below_min": [0.0, 0.002, 0.0, 0.0, 0.0009],
                          "share_above_max": [0.0, 0.25, 0.0, 0.0, 0.0]})
     # shares outside the range are named from 0.1% (e's 0.09% is only in the metadata's table)
-    assert D.summary(past) == ["b (churn): PSI 0.90, 25.0% above the largest value at 2020-01-01, 0.2% below the "
-                               "smallest value at 2020-01-01", "e (churn): PSI 0.60", "c (churn): PSI 0.50", "and 2 more"]
+    assert D.summary(past) == ["b (churn): PSI 0.90, 25.0% above and 0.2% below the training range (cutoffs to "
+                               "2020-01-01)", "e (churn): PSI 0.60", "c (churn): PSI 0.50", "and 2 more"]
 
 
 def test_bin_shares_put_each_value_in_the_bin_whose_upper_edge_holds_it():

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from customer_assets.cli import materialize_cutoff
+from customer_assets.features import logic as F
 from customer_assets.scores.logic import SCORED_COLUMNS
 from customer_assets_tests.conftest import CDNOW_CSV_COLUMNS, materialize
 
@@ -917,10 +918,22 @@ def test_features_like_training_warns_on_cdnow_where_every_customer_is_older_tha
     tenure = "SELECT min(tenure_days) AS lo, max(tenure_days) AS hi, count(*) AS n FROM features.customer_features WHERE cutoff_date = ?"
     at_t, at_s = (_q(copy, tenure, [c]).iloc[0] for c in ("1998-04-01", "1998-06-30"))
     assert at_s.lo > at_t.hi
-    # the stored profile is of the customers at t
-    profile = json.loads(_q(copy, "SELECT feature_profile FROM models.next_purchase WHERE cutoff_date = '1998-04-01'")
-                         .feature_profile.iloc[0])["tenure_days"]
-    assert (profile["n"], profile["min"], profile["max"]) == (at_t.n, at_t.lo, at_t.hi)
+    # the stored profile: deciles and shares of the customers at t, the range of every row the model was fitted on
+    # (the features at each of its stacked training cutoffs, recomputed here by the same SQL)
+    stored_model = _q(copy, "SELECT feature_profile, training_cutoffs FROM models.next_purchase WHERE cutoff_date = '1998-04-01'")
+    profiles = json.loads(stored_model.feature_profile.iloc[0])
+    profile = profiles["tenure_days"]
+    cutoffs = [date.fromisoformat(c) for c in json.loads(stored_model.training_cutoffs.iloc[0])]
+    assert len(cutoffs) > 1 and max(cutoffs) == date(1998, 4, 1)
+    with duckdb.connect(copy, read_only=True) as conn:
+        end = F.data_bounds(conn)[1]
+        fitted_on = pd.concat([F.compute_features(conn, c, 90, end) for c in cutoffs], ignore_index=True)
+    assert (profile["n"], profile["max"], profile["range_n"]) == (at_t.n, at_t.hi, len(fitted_on))
+    # the oldest customers are the oldest at t, but the youngest were at an earlier cutoff: a wider range than at t
+    assert profile["min"] == fitted_on.tenure_days.min() < at_t.lo
+    # a windowed feature: the most spent in the last 30 days at any of the cutoffs, not only at t
+    spend_30d_at_t = _q(copy, "SELECT max(spend_30d) AS hi FROM features.customer_features WHERE cutoff_date = '1998-04-01'").hi[0]
+    assert profiles["spend_30d"]["max"] == fitted_on.spend_30d.max() > spend_30d_at_t
     assert sum(profile["shares"]) == pytest.approx(1.0) and profile["shares"][-1] == 0
     # all the customers at s in the top bin (above the largest decile at t), every other bin empty and floored at 1e-4
     shares = np.maximum(profile["shares"], 1e-4)
@@ -938,7 +951,7 @@ def test_features_like_training_warns_on_cdnow_where_every_customer_is_older_tha
     assert f"| next_purchase | 1998-04-01 | tenure_days | {psi:,.4g} | 0.25 | 0 | 1 | 0.1 | 0 | 0 |" in table
     assert "| ltv | 1998-04-01 | tenure_days | 0 | 0.25 | 0 | 0 | 0.1 | 0 | 0 |" in table
     assert check.description.startswith("The customers at 1998-06-30 differ from those the models learned from: ")
-    assert f"next_purchase): PSI {psi:.2f}, 100.0% above the largest value at 1998-04-01" in check.description
+    assert f"next_purchase): PSI {psi:.2f}, 100.0% above the training range (cutoffs to 1998-04-01)" in check.description
     meta = result.asset_materializations_for_node("scores__scored_customers")[0].metadata
     assert meta["feature_drift_max_psi"].value == check.metadata["max_psi"].value >= psi
     # the same comparisons, queryable: scores.feature_drift at the cutoff
@@ -949,17 +962,32 @@ def test_features_like_training_warns_on_cdnow_where_every_customer_is_older_tha
     assert tenure_np.psi == pytest.approx(psi) and tenure_np.share_above_max == 1.0 and tenure_np.past_limits
     assert tenure_np.model_partition.date() == date(1998, 4, 1)
     assert not stored[stored.model == "ltv"].past_limits.any()
+    # the serving copy that analysts open (make sql) holds them too
+    materialize(copy, "serving/snapshot", partition_key="1998-06-30")
+    served = _q(str(tmp_path / "serving" / "serving.duckdb"),
+                "SELECT * FROM scores.feature_drift WHERE cutoff_date = '1998-06-30' ORDER BY model, feature")
+    pd.testing.assert_frame_equal(served, stored.sort_values(["model", "feature"], ignore_index=True))
     # and the marketers' report says so under the models it was scored with
     materialize(copy, "reports/customer_report", partition_key="1998-06-30")
     page = (tmp_path / "reports" / "customer_report_1998-06-30.html").read_text()
     assert "Caution: these customers differ from the customers the models learned from." in page
-    assert f"next_purchase): PSI {psi:.2f}, 100.0% above the largest value at 1998-04-01" in page
+    assert f"next_purchase): PSI {psi:.2f}, 100.0% above the training range (cutoffs to 1998-04-01)" in page
     # per customer: every one is outside the tenure range; those whose recency is above the largest at t are named too
     scores = _q(copy, "SELECT customer_id, outside_training_range FROM scores.scored_customers WHERE cutoff_date = '1998-06-30'")
     assert scores.outside_training_range.str.contains("tenure_days").all()
-    older = _q(copy, """SELECT count(*) AS n FROM features.customer_features WHERE cutoff_date = '1998-06-30' AND recency_days >
-                        (SELECT max(recency_days) FROM features.customer_features WHERE cutoff_date = '1998-04-01')""").n.iloc[0]
+    recency = _q(copy, "SELECT recency_days FROM features.customer_features WHERE cutoff_date = '1998-06-30'").recency_days
+    older = int((recency > fitted_on.recency_days.max()).sum())
     assert scores.outside_training_range.str.contains("recency_days").sum() == older > 0
+    # benchmarks/feature_drift.py --ranges counts the same, and at t alone the range of spend_30d would be narrower
+    from customer_assets_tests.test_benchmarks import _benchmark
+
+    effect = _benchmark("feature_drift").range_effect(copy, "1998-06-30").set_index("feature")
+    assert effect.loc["recency_days", "fitted"] == older and effect.loc["tenure_days", "fitted"] == 2000
+    spend_30d = _q(copy, "SELECT spend_30d FROM features.customer_features WHERE cutoff_date = '1998-06-30'").spend_30d
+    # one customer spent more in the last 30 days than any customer at t, but not more than one at an earlier cutoff
+    assert effect.loc["spend_30d"].to_dict() == {"at_t": 1, "fitted": 0, "n": 2000, "model_partition": "1998-04-01"}
+    assert (spend_30d > spend_30d_at_t).sum() == 1 and (spend_30d > fitted_on.spend_30d.max()).sum() == 0
+    assert not scores.outside_training_range.str.contains("spend_30d").any()
     # the scores are what they were: the check reads them, it does not change them
     assert_frame = "SELECT * FROM scores.scored_customers WHERE cutoff_date = '1998-06-30' ORDER BY customer_id"
     pd.testing.assert_frame_equal(_q(copy, assert_frame), _q(scored, assert_frame))

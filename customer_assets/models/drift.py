@@ -2,7 +2,9 @@
 
 Training keeps a profile of each model's input features with the model (``models.<name>.feature_profile``): the
 deciles of every feature over the customers at the partition's own cutoff t, the share of those customers in each
-decile bin, the share with no value, and the smallest and largest value. Scoring at s compares the customers at s
+decile bin, the share with no value, and the smallest and largest value of every row the model was fitted on (the
+customers at t and at each earlier cutoff it stacked: a model of spend in the last 30 days has seen the largest
+value of any of them, not only of the customers at t). Scoring at s compares the customers at s
 with it, feature by feature (``features_like_training``, a non-blocking check on ``scores/scored_customers``):
 
 * the population stability index (PSI) over the same bins plus one for missing values,
@@ -16,11 +18,13 @@ with it, feature by feature (``features_like_training``, a non-blocking check on
   200 (the chi-square quantile 0.279, the simulated one 0.300); at 1,000 and 1,000 the two are 0.056 and 0.055. With
   fewer customers the approximation is too low (1.115 against 2.103 at 50 and 50; 6.2% of the draws passed it), so
   very small data can still warn by chance;
-* the share of the customers at s below the smallest or above the largest value at t. Trees predict for them as
-  for the most extreme customers they saw: they cannot extrapolate. It warns above 10%, or above what chance gives
-  when few customers were profiled (``outside_limit``): for a sample of the same population, the share outside
-  the range of n values is Beta(2, n - 1) distributed (the range covers Beta(n - 1, 2) of the population), and its
-  99.9th percentile is 17% at n = 50, 4.5% at n = 200 and 0.46% at n = 2,000.
+* the share of the customers at s below the smallest or above the largest value the model was fitted on. Trees
+  predict for them as for the most extreme customers they saw: they cannot extrapolate. It warns above 10%, or above
+  what chance gives when few customers were profiled (``outside_limit``): for a sample of the same population, the
+  share outside the range of n values is Beta(2, n - 1) distributed (the range covers Beta(n - 1, 2) of the
+  population), and its 99.9th percentile is 17% at n = 50, 4.5% at n = 200 and 0.46% at n = 2,000. n counts the
+  customers at t only: the stacked cutoffs repeat the same customers, and their wider range is less often left by
+  chance, so this errs towards not warning.
 
 With both limits the check flagged 0.10% of the simulated draws of 50 customers against 5,000 (where 18.2% had a PSI
 above 0.25 and 3.4% more than 10% outside the range), 0.45% of 50 against 200, 0.20% of 200 against 200, none from
@@ -64,20 +68,41 @@ def bin_shares(values: np.ndarray, edges: list[float]) -> np.ndarray:
     return np.append(counts, (~finite).sum()) / values.size
 
 
-def feature_profile(frame: pd.DataFrame, features: list[str]) -> dict[str, dict[str, Any]]:
+def value_ranges(frame: pd.DataFrame) -> dict[str, tuple[float, float, int]]:
+    """The smallest and largest finite value of each numeric column of ``frame``, and how many rows have one.
+
+    Columns without a finite value are left out. For the rows a model was fitted on (``feature_profile``'s
+    ``ranges``).
+    """
+    out = {}
+    for f in frame.columns:
+        if not (pd.api.types.is_numeric_dtype(frame[f]) and not pd.api.types.is_bool_dtype(frame[f])):
+            continue
+        v = _values(frame, f)
+        finite = v[np.isfinite(v)]
+        if finite.size:
+            out[f] = (float(finite.min()), float(finite.max()), int(finite.size))
+    return out
+
+
+def feature_profile(frame: pd.DataFrame, features: list[str],
+                    ranges: dict[str, tuple[float, float, int]] | None = None) -> dict[str, dict[str, Any]]:
     """The reference profile of ``features`` over the rows of ``frame`` (the customers a model learned from).
 
     Parameters
     ----------
     frame : one row per customer, at one cutoff.
     features : the model's input features; those not in ``frame`` are left out.
+    ranges : ``value_ranges`` of every row the model was fitted on (several stacked cutoffs), or None. The profile's
+        ``min`` and ``max`` then span those rows as well as ``frame``'s, and ``range_n`` counts the values they span.
+        The deciles and shares stay those of ``frame``: the latest customers, one row each.
 
     Returns
     -------
     dict
         feature -> ``{"n", "edges", "shares", "min", "max"}``. ``edges`` are the distinct deciles (values that occur in
         the data, so no bin below the top one is empty); ``shares`` are those of ``bin_shares``, the last one the share
-        with no value; ``min`` and ``max`` are None when no row has a value.
+        with no value; ``min`` and ``max`` are None when no row has a value. With ``ranges``, also ``range_n``.
     """
     out: dict[str, dict[str, Any]] = {}
     for f in features:
@@ -86,8 +111,14 @@ def feature_profile(frame: pd.DataFrame, features: list[str]) -> dict[str, dict[
         v = _values(frame, f)
         finite = v[np.isfinite(v)]
         edges = np.unique(np.quantile(finite, PROFILE_QUANTILES, method="inverted_cdf")).tolist() if finite.size else []
-        out[f] = {"n": int(v.size), "edges": edges, "shares": bin_shares(v, edges).tolist(),
-                  "min": float(finite.min()) if finite.size else None, "max": float(finite.max()) if finite.size else None}
+        lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (None, None)
+        out[f] = {"n": int(v.size), "edges": edges, "shares": bin_shares(v, edges).tolist(), "min": lo, "max": hi}
+        if ranges is not None:
+            seen = ranges.get(f)
+            if seen is not None:
+                lo = seen[0] if lo is None else min(lo, seen[0])
+                hi = seen[1] if hi is None else max(hi, seen[1])
+            out[f].update({"min": lo, "max": hi, "range_n": seen[2] if seen is not None else int(finite.size)})
     return out
 
 
@@ -126,32 +157,36 @@ def compare(profile: dict[str, dict[str, Any]], frame: pd.DataFrame, memo: dict 
     ``share_below_min`` and ``share_above_max`` (of all the rows of ``frame``; 0 when the reference had no value),
     ``outside_limit`` (``outside_limit`` of the profiled values), ``missing_share_then`` and ``missing_share_now``.
     A profiled feature that ``frame`` lacks is left out. ``psi_warn`` and ``out_of_range_warn`` are the limits
-    before chance raises them. ``memo`` keeps the rows across calls on the same ``frame``: models of one
-    partition share the profile of each feature they both read.
+    before chance raises them. ``memo`` keeps the bin shares and range counts across calls on the same
+    ``frame``: models of one partition share the bins of each feature they both read, and often its range.
     """
+    memo = {} if memo is None else memo
+
+    def once(key, compute):  # computed once per frame, whichever model asks
+        if key not in memo:
+            memo[key] = compute()
+        return memo[key]
+
     rows = []
     for f, ref in profile.items():
         if f not in frame.columns:
             continue
-        key = (f, tuple(ref["edges"]), tuple(ref["shares"]), ref["min"], ref["max"])
-        if memo is not None and key in memo:
-            rows.append(memo[key])
-            continue
-        v = _values(frame, f)
-        now = bin_shares(v, ref["edges"])
+        v = _values(frame, f)  # not kept: a million customers' values of every feature would stay in memory
+        now = once(("bins", f, tuple(ref["edges"])), lambda v=v, ref=ref: bin_shares(v, ref["edges"]))
         n = max(v.size, 1)
+        below, above = once(("range", f, ref["min"], ref["max"]), lambda v=v, ref=ref, n=n: (
+            float(np.sum(v < ref["min"]) / n) if ref["min"] is not None else 0.0,
+            float(np.sum(v > ref["max"]) / n) if ref["max"] is not None else 0.0))
         rows.append({
             "feature": f,
             "psi": population_stability(ref["shares"], now),
             "psi_limit": psi_limit(ref["shares"], now, ref["n"], v.size, psi_warn),
-            "share_below_min": float(np.sum(v < ref["min"]) / n) if ref["min"] is not None else 0.0,
-            "share_above_max": float(np.sum(v > ref["max"]) / n) if ref["max"] is not None else 0.0,
+            "share_below_min": below,
+            "share_above_max": above,
             "outside_limit": outside_limit(round(ref["n"] * (1 - ref["shares"][-1])), out_of_range_warn),
             "missing_share_then": float(ref["shares"][-1]),
             "missing_share_now": float(now[-1]),
         })
-        if memo is not None:
-            memo[key] = rows[-1]
     return pd.DataFrame(rows, columns=COMPARE_COLUMNS)
 
 
@@ -191,15 +226,14 @@ def compare_models(profiles: dict[str, tuple[dict[str, Any], str]], frame: pd.Da
 def summary(past: pd.DataFrame, n: int = 3) -> list[str]:
     """One phrase per feature and training partition past a limit, largest PSI first: the models that read it, its
     PSI and the shares outside the training range (from 0.1%), e.g. ``tenure_days (churn, spend): PSI 8.28, 100.0% above the
-    largest value at 1998-04-01``."""
+    training range (cutoffs to 1998-04-01)``: the range of every row the models were fitted on."""
     out = []
     for (feature, partition), g in past.groupby(["feature", "model_partition"], sort=False):
         worst = g.loc[g["psi"].idxmax()]
-        outside = [f"{worst[col]:.1%} {side} value at {partition}" for col, side in
-                   (("share_above_max", "above the largest"), ("share_below_min", "below the smallest"))
+        outside = [f"{worst[col]:.1%} {side}" for col, side in (("share_above_max", "above"), ("share_below_min", "below"))
                    if worst[col] >= 0.001]  # fewer is in the metadata's table, not worth the words
         out.append((worst["psi"], f"{feature} ({', '.join(g['model'])}): PSI {worst['psi']:.2f}"
-                    + "".join(f", {o}" for o in outside)))
+                    + (f", {' and '.join(outside)} the training range (cutoffs to {partition})" if outside else "")))
     out.sort(key=lambda t: -t[0])
     phrases = [p for _, p in out[:n]]
     if len(out) > n:

@@ -385,12 +385,14 @@ def select_and_fit(task: str, data: TrainingData, families: tuple[str, ...], log
     log(f"{task}: champion {best_family}, {best_opt[0]} cutoffs every {best_opt[1]} days, trained on {len(final_frame):,} rows")
     return {"family": best_family, "stack": best_opt, "blend_bgnbd_weight": blend_weight, "blend_weight_source": blend_source,
             "final": final, "valid": valid, "val_pred": val_pred,
-            "selection": rows, "training_cutoffs": final_cutoffs, "n_train_rows": len(final_frame), "rounds": rounds}
+            "selection": rows, "training_cutoffs": final_cutoffs, "n_train_rows": len(final_frame), "rounds": rounds,
+            "train_ranges": D.value_ranges(final_frame)}
 
 
 def _record(task, sel, metrics, calibration, notes, promoted, profile_frame: pd.DataFrame) -> ModelRecord:
     """The stored record of a supervised model, with the feature profile of ``profile_frame`` (the customers at the
-    partition's own cutoff): its input features, and BG/NBD's expected value where spend blends it in."""
+    partition's own cutoff): its input features, and BG/NBD's expected value where spend blends it in. The profile's
+    ranges span every row the final model was fitted on (``sel["train_ranges"]``: all its stacked cutoffs)."""
     final = sel["final"]
     n, step = sel["stack"]
     if final is None:  # the BG/NBD value itself won
@@ -406,7 +408,7 @@ def _record(task, sel, metrics, calibration, notes, promoted, profile_frame: pd.
          "selection": sel["selection"], "promoted": promoted, "diagnostics": sel.get("diagnostics", {}),
          "importance": C.importance(fmt, art, feats)},
         metrics, sel["training_cutoffs"], sel["n_train_rows"], calibration, notes,
-        D.feature_profile(profile_frame, feats + blended),
+        D.feature_profile(profile_frame, feats + blended, sel.get("train_ranges")),
     )
 
 

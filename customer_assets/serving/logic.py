@@ -20,6 +20,7 @@ from customer_assets.storage import table_exists
 
 PUBLISHED = [
     ("scores", "scored_customers"),
+    ("scores", "feature_drift"),  # how the customers scored differ from those the models learned from (no customer ids)
     ("quality", "rejected_transactions"),  # what the cleaning set aside, and why (README query 6)
     ("segments", "customer_segments"),
     ("segments", "segment_centroids"),
