@@ -133,6 +133,26 @@ def main(argv=None) -> int:
         for system, label in (("champion", "customer-assets"), ("bgnbd", "BG/NBD"), ("seed_xgboost", "seed XGBoost")):
             print(f"| {label} | " + " | ".join(f"{ov.get((system, k), float('nan')):.4f}"
                                              for k in ("mean_predicted", "observed_rate", "brier", "ece", "roc_auc")) + " |")
+    by_range = cur[cur.task.str.endswith("_training_range")]
+    if len(by_range):
+        rv = by_range.set_index(["task", "system", "metric"])["value"]
+        print(f"\nInside and outside the training ranges at {args.cutoff} (scores.scored_customers.outside_training_range: "
+              "outside the range of some input of the customers the models learned from)\n")
+        print("| customers | system | mean P | observed rate | Brier | ROC-AUC | spend: mean predicted | mean actual | "
+              "aggregate error | R² |")
+        print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+        for group in ("inside", "outside"):
+            task = f"purchase_{group}_training_range"
+            if task not in set(by_range.task):
+                print(f"| {group}: none | – | – | – | – | – | – | – | – | – |")
+                continue
+            count = int(by_range[by_range.task == task].n_customers.iloc[0])
+            for system, spend_system, label in (("champion", "champion", "customer-assets"), ("bgnbd", "bgnbd_gamma_gamma", "BG/NBD + GG")):
+                p = [rv.get((task, system, k), float("nan")) for k in ("mean_predicted", "observed_rate", "brier", "roc_auc")]
+                sp = [rv.get((f"spend_{group}_training_range", spend_system, k), float("nan"))
+                      for k in ("mean_predicted", "mean_actual", "aggregate_error", "r2")]
+                print(f"| {group}: {count:,} | {label} | " + " | ".join(f"{x:.4f}" for x in p)
+                      + f" | {sp[0]:.2f} | {sp[1]:.2f} | {sp[2]:+.1%} | {sp[3]:.4f} |")
     ts = [pd.Timestamp(date.fromisoformat(s) - timedelta(days=HORIZON_DAYS)) for s in scoring]
     if len(scoring) > 1:
         roll = m[m.cutoff_date.isin(ts)]

@@ -179,7 +179,7 @@ MODEL_REGISTRY: list[C] = [
     ("training_cutoffs", "VARCHAR", "JSON list of the cutoffs whose rows trained it"),
     ("n_train_rows", "BIGINT", "Training rows"),
     ("notes", "VARCHAR", "JSON list of fallbacks taken while fitting"),
-    ("feature_profile", "VARCHAR", "JSON, per input feature, of the customers it learned from (those at t; for ltv, those it was fitted on): the deciles (`edges`), the share of customers in each bin and with no value (`shares`, the last one), `min`, `max` and `n`. The check `features_like_training` compares the customers scored with it"),
+    ("feature_profile", "VARCHAR", "JSON, per input feature, of the customers it learned from (those at t; for ltv, those it was fitted on): the deciles (`edges`), the share of customers in each bin and with no value (`shares`, the last one) and `n`; `min` and `max` over every row the model was fitted on (all its stacked cutoffs; `range_n` values). The check `features_like_training` compares the customers scored with it"),
     ("trained_at", "TIMESTAMP", "When it was fitted"),
 ]
 FEATURE_DRIFT: list[C] = [
@@ -229,14 +229,14 @@ def column_schema(columns: list[C]) -> dg.TableSchema:
 BACKTEST_METRICS: list[C] = [
     ("cutoff_date", "DATE", "Partition t: the model partition under test"),
     ("eval_cutoff_date", "DATE", "Scoring cutoff s = t + H; actual purchases of (s, s + H] are the truth"),
-    ("task", "VARCHAR", "purchase, spend, next_purchase, or purchase_one_time_buyers (the purchase scores of customers with a single purchase day by s)"),
+    ("task", "VARCHAR", "purchase, spend, next_purchase; purchase_one_time_buyers (the purchase scores of customers with a single purchase day by s); purchase_inside_training_range, purchase_outside_training_range, spend_inside_training_range and spend_outside_training_range (the customers inside every range of the inputs the models learned from, and those outside one, as scores.scored_customers.outside_training_range names them at s)"),
     ("system", "VARCHAR", "champion, or a baseline: bgnbd, bgnbd_gamma_gamma, neg_recency, frequency, last_h_spend, seed_xgboost, recency"),
-    ("metric", "VARCHAR", "roc_auc, pr_auc, brier, log_loss, ece, r2, rmse, aggregate_error, normalized_gini, top10_share, mae, c_index, mae_days_buyers; for purchase_one_time_buyers also mean_predicted and observed_rate"),
+    ("metric", "VARCHAR", "roc_auc, pr_auc, brier, log_loss, ece, r2, rmse, aggregate_error, normalized_gini, top10_share, mae, c_index, mae_days_buyers; for purchase_one_time_buyers and purchase_*_training_range also mean_predicted and observed_rate; for spend_*_training_range mean_predicted and mean_actual"),
     ("value", "DOUBLE", "The metric"),
     ("diff_champion_minus_system", "DOUBLE", "Champion minus this baseline (headline metrics only)"),
     ("diff_ci_low", "DOUBLE", "Paired bootstrap 2.5% quantile of that difference (customers resampled; above 50,000 customers, 50,000 per resample, rescaled by sqrt(50,000 / n))"),
     ("diff_ci_high", "DOUBLE", "Paired bootstrap 97.5% quantile"),
-    ("n_customers", "BIGINT", "Customers scored (for task purchase_one_time_buyers: the one-time buyers)"),
+    ("n_customers", "BIGINT", "Customers scored (for task purchase_one_time_buyers: the one-time buyers; for the *_training_range tasks: the customers of that group)"),
 ]
 RELIABILITY: list[C] = [
     ("cutoff_date", "DATE", "Model partition t"),

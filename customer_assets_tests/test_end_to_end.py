@@ -211,6 +211,15 @@ def test_backtest_table_matches_the_scored_table(scored):
     rows = m[(m.task == "purchase_one_time_buyers") & (m.system == "champion")].set_index("metric")
     assert 0 < one.n[0] < 2000 and set(rows.n_customers) == {one.n[0]}
     assert rows.loc["mean_predicted", "value"] == pytest.approx(one.p[0])
+    # the customers outside a training range at s, as the scored table names them, on their own: at 1998-04-01 every
+    # customer is older than any at 1998-01-01 (one cohort), so there is no group inside
+    outside = _q(scored, "SELECT count(*) AS n, avg(purchase_probability) AS p, sum(predicted_spend) AS spend "
+                         "FROM scores.scored_customers WHERE cutoff_date = '1998-04-01' AND outside_training_range IS NOT NULL")
+    assert outside.n[0] == 2000 and not m.task.str.contains("inside_training_range").any()
+    rows = m[m.task.str.endswith("outside_training_range") & (m.system == "champion")].set_index(["task", "metric"])["value"]
+    assert set(m[m.task.str.endswith("outside_training_range")].n_customers) == {2000}
+    assert rows[("purchase_outside_training_range", "mean_predicted")] == pytest.approx(outside.p[0])
+    assert rows[("spend_outside_training_range", "aggregate_error")] == pytest.approx(v[("spend", "champion", "aggregate_error")])
     # so does next purchase's recency baseline, on the concordance index
     r = m[(m.task == "next_purchase") & (m.system == "recency")].iloc[0]
     assert r.diff_champion_minus_system == pytest.approx(v[("next_purchase", "champion", "c_index")] - r.value)

@@ -147,6 +147,45 @@ def test_backtest_rows_describe_one_time_buyers_on_their_own():
     assert one.diff_ci_low.isna().all()
 
 
+def test_backtest_rows_describe_the_customers_inside_and_outside_the_training_ranges_apart():
+    import pandas as pd
+
+    from customer_assets.evaluation.logic import metric_rows
+
+    nan = np.nan
+    pred = pd.DataFrame({
+        "one_time_buyer": False, "outside_training_range": [False, False, True, True, True],
+        "label_purchase": [1.0, 0.0, 1.0, 0.0, 0.0], "label_spend": [20.0, 0.0, 40.0, 0.0, 0.0],
+        "label_days": [5.0, nan, 9.0, nan, nan],
+        "purchase:champion": [0.6, 0.2, 0.5, 0.5, 0.2], "purchase:bgnbd": [0.5, 0.1, 0.4, 0.3, 0.1],
+        "spend:champion": [10.0, 2.0, 60.0, 5.0, 5.0], "spend:bgnbd_gamma_gamma": [15.0, 1.0, 30.0, 4.0, 2.0],
+    })
+    rows = pd.DataFrame(metric_rows(pred, 90, n_boot=5)).set_index(["task", "system", "metric"])
+    inside, outside = rows.xs("purchase_inside_training_range"), rows.xs("purchase_outside_training_range")
+    assert set(inside.n_customers) == {2} and set(outside.n_customers) == {3}
+    # outside: labels 1, 0, 0; the champion's 0.5, 0.5, 0.2; BG/NBD's 0.4, 0.3, 0.1
+    assert outside.loc[("champion", "mean_predicted"), "value"] == pytest.approx(0.4)
+    assert outside.loc[("champion", "observed_rate"), "value"] == pytest.approx(1 / 3)
+    assert outside.loc[("champion", "brier"), "value"] == pytest.approx((0.25 + 0.25 + 0.04) / 3)
+    assert outside.loc[("champion", "roc_auc"), "value"] == 0.75  # the buyer ties one non-buyer and beats the other
+    assert outside.loc[("bgnbd", "roc_auc"), "value"] == 1.0
+    assert inside.loc[("bgnbd", "brier"), "value"] == pytest.approx((0.25 + 0.01) / 2)
+    # spend outside: actual 40, 0, 0 (total 40); the champion 70 in all (+75%), BG/NBD 36 (-10%)
+    spend_out = rows.xs("spend_outside_training_range")
+    assert spend_out.loc[("champion", "aggregate_error"), "value"] == pytest.approx(0.75)
+    assert spend_out.loc[("bgnbd_gamma_gamma", "aggregate_error"), "value"] == pytest.approx(-0.1)
+    assert spend_out.loc[("champion", "mean_actual"), "value"] == pytest.approx(40 / 3)
+    # R² of the champion inside: actual 20, 0 (mean 10, total sum of squares 200), predicted 10, 2: 1 - (100 + 4) / 200
+    assert rows.xs("spend_inside_training_range").loc[("champion", "r2"), "value"] == pytest.approx(0.48)
+    # no interval, so the backtest's check never flags them; a group without customers has no rows
+    assert rows.loc[rows.index.get_level_values(0).str.endswith("_training_range"), "diff_ci_low"].isna().all()
+    everyone_inside = pd.DataFrame(metric_rows(pred.assign(outside_training_range=False), 90, n_boot=5))
+    assert set(everyone_inside.task) >= {"purchase_inside_training_range"}
+    assert not everyone_inside.task.str.contains("outside").any()
+    assert not pd.DataFrame(metric_rows(pred.drop(columns="outside_training_range"), 90, n_boot=5)).task.str.contains(
+        "training_range").any()
+
+
 def test_bootstrap_of_many_rows_resamples_fewer_and_rescales_to_the_full_interval():
     """Above max_rows each resample draws max_rows rows; the sqrt(m / n) rescaling gives the full bootstrap's interval
     (without it, this one would be sqrt(10) = 3.2 times wider)."""

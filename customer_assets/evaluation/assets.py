@@ -92,6 +92,7 @@ def backtest(context: dg.AssetExecutionContext, config: BacktestConfig, duckdb: 
         replace_partition_df(conn, "evaluation", "reliability", t, rel)
     table = rows[rows.metric.isin(["roc_auc", "pr_auc", "brier", "r2", "aggregate_error", "top10_share", "c_index"])]
     worse = E.significantly_worse(rows)
+    by_range = rows[rows.task.str.endswith("_training_range")]
     found = None
     if len(worse):
         found = ("the champion is significantly worse than a baseline on "
@@ -110,6 +111,9 @@ def backtest(context: dg.AssetExecutionContext, config: BacktestConfig, duckdb: 
             **_headline(rows),
             "metrics": dg.MetadataValue.md(markdown_preview(table[["task", "system", "metric", "value", "diff_ci_low", "diff_ci_high"]], n=80)),
             "reliability": dg.MetadataValue.md(markdown_preview(rel, n=10)),
+            # do the scores that extrapolate (outside a range of the inputs the models learned from) miss more?
+            "by_training_range": dg.MetadataValue.md(markdown_preview(
+                by_range[["task", "system", "metric", "value", "n_customers"]], n=40)) if len(by_range) else "no rows",
         }
     )
 

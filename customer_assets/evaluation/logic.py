@@ -9,6 +9,7 @@ import xgboost as xgb
 
 from customer_assets.evaluation import metrics as M
 from customer_assets.models import candidates as C
+from customer_assets.models import drift as D
 from customer_assets.models import logic as L
 
 SEED_FEATURES = ["recency_days", "frequency", "monetary_total", "monetary_mean"]
@@ -59,6 +60,9 @@ def predictions(test: pd.DataFrame, train: pd.DataFrame, models: dict[str, L.Mod
     out["next:" + CHAMPION] = L.predict_next_purchase(models["next_purchase"], test, horizon_days)
     out["next:recency"] = test["recency_days"].to_numpy(dtype=float)
     out["one_time_buyer"] = test["frequency"].to_numpy() == 0  # a single purchase day by s
+    # outside the range of some input of the customers the models learned from: the scores that extrapolate, as
+    # scores.scored_customers.outside_training_range names them
+    out["outside_training_range"] = D.outside_features([m.feature_profile for m in models.values()], test).notna().to_numpy()
     out["label_purchase"] = test["label_purchase"].astype(float).to_numpy()
     out["label_spend"] = test["label_spend"].astype(float).to_numpy()
     out["label_days"] = test["label_days_to_next_purchase"].astype(float).to_numpy()
@@ -80,12 +84,32 @@ ONE_TIME_METRICS = {"mean_predicted": lambda y, p: float(np.mean(p)), "observed_
                     "brier": M.brier, "ece": M.expected_calibration_error, "roc_auc": M.roc_auc}
 
 
+# The champion and BG/NBD (which extrapolates by its formula, where trees cannot) on the customers inside every
+# training range and on those outside one (scores.scored_customers.outside_training_range): do the scores that
+# extrapolate miss more, or lean one way? Tasks purchase_inside_training_range, purchase_outside_training_range,
+# spend_inside_training_range and spend_outside_training_range; a group without customers has no rows.
+RANGE_GROUPS = {"inside": False, "outside": True}
+RANGE_SYSTEMS = {"purchase": (CHAMPION, "bgnbd"), "spend": (CHAMPION, "bgnbd_gamma_gamma")}
+RANGE_METRICS = {
+    "purchase": {"mean_predicted": lambda y, p: float(np.mean(p)), "observed_rate": lambda y, p: float(np.mean(y)),
+                 "brier": M.brier, "roc_auc": M.roc_auc},
+    "spend": {"mean_predicted": lambda y, p: float(np.mean(p)), "mean_actual": lambda y, p: float(np.mean(y)),
+              "aggregate_error": M.aggregate_error, "r2": M.r2},
+}
+
+
+def range_task(task: str, group: str) -> str:
+    return f"{task}_{group}_training_range"
+
+
 def metric_rows(pred: pd.DataFrame, horizon_days: int, n_boot: int = 200, max_rows: int = M.BOOTSTRAP_MAX_ROWS) -> list[dict]:
     """One row per (task, system, metric); baselines carry the champion-minus-baseline difference and its 95% interval.
 
     The rows of task ``purchase_one_time_buyers`` describe the probabilistic systems on the one-time buyers alone;
-    their ``n_customers`` is the number of one-time buyers, and they carry no interval. ``max_rows`` bounds the rows
-    of each bootstrap resample (``metrics.paired_bootstrap``).
+    their ``n_customers`` is the number of one-time buyers, and they carry no interval. Likewise the tasks of
+    ``RANGE_GROUPS`` (``range_task``): the customers inside every training range and those outside one, when
+    ``pred`` has ``outside_training_range``. ``max_rows`` bounds the rows of each bootstrap resample
+    (``metrics.paired_bootstrap``).
     """
     rows = []
     y, ys = pred["label_purchase"].to_numpy(), pred["label_spend"].to_numpy()
@@ -109,6 +133,17 @@ def metric_rows(pred: pd.DataFrame, horizon_days: int, n_boot: int = 200, max_ro
             p = pred[f"purchase:{system}"].to_numpy()[one]
             rows += [{"task": ONE_TIME_TASK, "system": system, "metric": name, "value": fn(y[one], p),
                       "n_customers": int(one.sum())} for name, fn in ONE_TIME_METRICS.items()]
+    if "outside_training_range" in pred:
+        outside = pred["outside_training_range"].to_numpy(dtype=bool)
+        for group, flag in RANGE_GROUPS.items():
+            members = outside == flag
+            if not members.any():
+                continue
+            for task, systems in RANGE_SYSTEMS.items():
+                truth = (y if task == "purchase" else ys)[members]
+                rows += [{"task": range_task(task, group), "system": system, "metric": name,
+                          "value": fn(truth, pred[f"{task}:{system}"].to_numpy()[members]), "n_customers": int(members.sum())}
+                         for system in systems for name, fn in RANGE_METRICS[task].items()]
     days = pred["label_days"].to_numpy()
     bought = ~np.isnan(days)
     horizon_time = np.where(bought, days, float(horizon_days))  # censored at the horizon
