@@ -16,7 +16,8 @@ It prints the seconds of each step, the peak memory and the largest PSI found.
 prints instead how far two samples of one population (lognormal values) differ by chance, at several pairs of
 sizes (profiled, scored): the simulated 99th and 99.9th percentiles of their PSI over 2,000 draws, the share of
 draws above 0.25, the limit the check uses (``drift.psi_limit``) with the share of draws above it, the share of
-draws with more than 10% of the scored values outside the profiled range, and the share the check would flag
+draws with more than 10% of the scored values outside the profiled range, the limit the check uses for that share
+(``drift.outside_limit``) with the share of draws above it, and the share the check would flag
 (``drift.drifted``: either limit, the range's being ``drift.outside_limit``).
 
     python benchmarks/feature_drift.py --ranges data/warehouse.duckdb 1998-06-30
@@ -67,17 +68,20 @@ def chance(draws: int = 2000, seed: int = 0) -> list[dict]:
     out = []
     for n_then, n_now in CHANCE_SIZES:
         psi, limit, outside, flagged = np.empty(draws), np.empty(draws), np.empty(draws), np.empty(draws)
+        out_limit = np.empty(draws)
         for i in range(draws):
             profile = D.feature_profile(pd.DataFrame({"x": rng.lognormal(0, 1, n_then)}), ["x"])
             table = D.compare(profile, pd.DataFrame({"x": rng.lognormal(0, 1, n_now)}))
             row = table.iloc[0]
             psi[i], limit[i] = row["psi"], row["psi_limit"]
-            outside[i] = row["share_below_min"] + row["share_above_max"]
+            outside[i], out_limit[i] = row["share_below_min"] + row["share_above_max"], row["outside_limit"]
             flagged[i] = len(D.drifted(table))
         out.append({"n_then": n_then, "n_now": n_now, "q99": float(np.quantile(psi, 0.99)),
                     "q999": float(np.quantile(psi, 0.999)), "above_025": float(np.mean(psi > D.PSI_WARN)),
                     "limit": float(np.median(limit)), "above_limit": float(np.mean(psi > limit)),
-                    "outside_above_10": float(np.mean(outside > D.OUT_OF_RANGE_WARN)), "flagged": float(np.mean(flagged))})
+                    "outside_above_10": float(np.mean(outside > D.OUT_OF_RANGE_WARN)),
+                    "outside_limit": float(np.median(out_limit)), "above_outside_limit": float(np.mean(outside > out_limit)),
+                    "flagged": float(np.mean(flagged))})
     return out
 
 
@@ -128,11 +132,12 @@ def main(argv=None) -> int:
     if args.chance:
         print(f"PSI between two samples of one lognormal population, {args.draws:,} draws per pair of sizes")
         print("| profiled | scored | PSI: 99th percentile | 99.9th percentile | share above 0.25 | psi_limit | share "
-              "above it | share with more than 10% outside the range | share the check flags |")
-        print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+              "above it | share with more than 10% outside the range | outside_limit | share above it | share the check flags |")
+        print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
         for r in chance(args.draws):
             print(f"| {r['n_then']:,} | {r['n_now']:,} | {r['q99']:.3f} | {r['q999']:.3f} | {r['above_025']:.1%} | "
-                  f"{r['limit']:.3f} | {r['above_limit']:.2%} | {r['outside_above_10']:.2%} | {r['flagged']:.2%} |")
+                  f"{r['limit']:.3f} | {r['above_limit']:.2%} | {r['outside_above_10']:.2%} | {r['outside_limit']:.3f} | "
+                  f"{r['above_outside_limit']:.2%} | {r['flagged']:.2%} |")
         return 0
 
     models = ("churn", "spend", "next_purchase", "ltv")

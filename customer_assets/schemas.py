@@ -191,7 +191,7 @@ FEATURE_DRIFT: list[C] = [
     ("psi_limit", "DOUBLE", "The PSI above which the check warns: 0.25 (CUSTOMER_ASSETS_DRIFT_PSI), or what chance gives two samples of these sizes one time in 1,000 when that is more (few customers)"),
     ("share_below_min", "DOUBLE", "Share of the customers at s below the smallest training value"),
     ("share_above_max", "DOUBLE", "Share of the customers at s above the largest training value"),
-    ("outside_limit", "DOUBLE", "The share outside the training range above which the check warns: 10% (CUSTOMER_ASSETS_DRIFT_OUTSIDE), or what chance gives one time in 1,000 when fewer customers were profiled"),
+    ("outside_limit", "DOUBLE", "The share outside the training range above which the check warns: 10% (CUSTOMER_ASSETS_DRIFT_OUTSIDE), or what chance gives one time in 1,000 when so few customers were compared that it is more"),
     ("missing_share_then", "DOUBLE", "Share of the training customers with no value"),
     ("missing_share_now", "DOUBLE", "Share of the customers at s with no value"),
     ("past_limits", "BOOLEAN", "psi > psi_limit, or share_below_min + share_above_max > outside_limit: the check features_like_training warns"),

@@ -150,5 +150,8 @@ def test_feature_drift_benchmark_prints_what_chance_gives_at_each_pair_of_sizes(
     assert fd.main(["--chance", "--draws", "100"]) == 0
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and line[2].isdigit()]
     assert [tuple(r.split(" | ")[:2]) for r in rows] == [(f"| {a:,}", f"{b:,}") for a, b in fd.CHANCE_SIZES]
-    # 1,000 against 1,000 from one population: no draw above 0.25, and the limit is the rule of thumb itself
-    assert rows[-1].rstrip(" |").split(" | ")[4:9] == ["0.0%", "0.250", "0.00%", "0.00%", "0.00%"]
+    # 1,000 against 1,000 from one population: no draw above 0.25, and the limits are the rules of thumb themselves
+    assert rows[-1].rstrip(" |").split(" | ")[4:11] == ["0.0%", "0.250", "0.00%", "0.00%", "0.100", "0.00%", "0.00%"]
+    # 50 against 50: the simulated PSI limit and the beta-binomial range limit (11 of 50)
+    first = rows[0].rstrip(" |").split(" | ")
+    assert float(first[5]) > 2 and first[8] == "0.220"

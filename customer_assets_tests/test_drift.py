@@ -94,24 +94,52 @@ def test_drifted_keeps_the_rows_past_either_limit_largest_psi_first():
 
 
 def test_the_outside_limit_is_what_chance_gives_a_range_of_so_many_values():
-    # the share of a same-population sample outside the range of n values is Beta(2, n - 1): P(share > x) =
+    # the population's mass outside the range of n values is Beta(2, n - 1): P(mass > x) =
     # (1 - x)^(n - 1) * (1 + (n - 1) x). At n = 50 and x = 0.1702: 0.8298^49 * (1 + 49 * 0.1702) = 0.001
     assert D.outside_limit(50) == pytest.approx(0.1702, abs=1e-4)
     assert (1 - 0.1702) ** 49 * (1 + 49 * 0.1702) == pytest.approx(0.001, abs=2e-5)
     assert D.outside_limit(20_000) == 0.10  # 0.05%: the 10% rule is larger
     assert D.outside_limit(1) == 1.0
+    # of 50 values scored, the count outside is beta-binomial: wider than the Beta. Its 99.9th percentile is 11 of 50
+    # (more than 11 outside: 0.09%; more than 10: 0.19%; checked by brute force below)
+    assert D.outside_limit(50, n_now=50) == 11 / 50
+    assert D.outside_limit(50, n_now=50, n_rows=55) == 11 / 55  # the share is of every scored row, missing included
+    assert D.outside_limit(50, n_now=100_000) == pytest.approx(D.outside_limit(50), abs=1e-3)  # many scored: the Beta
+
+
+def test_the_limits_are_right_for_two_samples_of_50():
+    """100,000 pairs of 50 uniform values profiled and 50 scored, by brute force: the deciles of the first (its 5th,
+    10th, ..., 45th values) and the PSI of the second in those bins; the share of the second outside the first's range.
+    The simulated PSI limit is within 5% of their 99.9th percentile, and each limit is passed about one time in 1,000,
+    where the chi-square limit (1.115) and the Beta limit (0.1702) are passed far more often."""
+    rng = np.random.default_rng(3)
+    then = np.sort(rng.random((100_000, 50)), axis=1)
+    now = rng.random((100_000, 50))
+    bins = (now[:, :, None] > then[:, 4:45:5][:, None, :]).sum(axis=2)
+    shares = np.maximum(np.stack([(bins == k).mean(axis=1) for k in range(10)], axis=1), 1e-4)
+    psi = ((shares - 0.1) * np.log(shares / 0.1)).sum(axis=1)
+    tenths = [0.1] * 10 + [0.0]
+    limit = D.psi_limit(tenths, tenths, 50, 50)
+    assert limit == pytest.approx(np.quantile(psi, 0.999), rel=0.05)
+    assert np.mean(psi > limit) < 0.002 and np.mean(psi > 27.877 / 25) > 0.05
+    outside = ((now < then[:, :1]) | (now > then[:, -1:])).mean(axis=1)
+    assert np.mean(outside > D.outside_limit(50, n_now=50)) < 0.002 and np.mean(outside > D.outside_limit(50)) > 0.005
 
 
 def test_the_psi_limit_is_what_chance_gives_samples_of_these_sizes_and_at_least_the_rule_of_thumb():
     tenths = [0.1] * 10 + [0.0]  # ten bins with customers, none missing: 9 degrees of freedom
-    # the chi-square table's 99.9th percentile with 9 degrees of freedom is 27.877; n_eff = 50 x 5000 / 5050
-    assert D.psi_limit(tenths, tenths, 50, 5000) == pytest.approx(27.877 / (50 * 5000 / 5050), rel=1e-4)
-    assert D.psi_limit(tenths, tenths, 50, 5000) == pytest.approx(0.5631, abs=1e-4)
-    assert D.psi_limit(tenths, tenths, 1000, 1000) == 0.25  # 27.877 / 500 = 0.056: the rule of thumb is larger
+    # many customers: the chi-square table's 99.9th percentile with 9 degrees of freedom is 27.877, n_eff = 1,000
+    # (2,000 on each side), so 0.028, below the rule of thumb unless a lower limit is set
+    assert D.psi_limit(tenths, tenths, 2000, 2000) == 0.25
+    assert D.psi_limit(tenths, tenths, 2000, 2000, psi_warn=0.01) == pytest.approx(27.877 / 1000, rel=1e-4)
     # a bin empty on both sides does not count: 5 bins, 4 degrees of freedom, 99.9th percentile 18.467
     fifths = [0.2] * 5 + [0.0] * 6
-    assert D.psi_limit(fifths, fifths, 20, 20) == pytest.approx(18.467 / 10, rel=1e-4)
+    assert D.psi_limit(fifths, fifths, 5000, 5000, psi_warn=0.001) == pytest.approx(18.467 / 2500, rel=1e-4)
     assert D.psi_limit([1.0, 0.0], [1.0, 0.0], 20, 20) == 0.25  # one bin: nothing to compare
+    # fewer: simulated, above the chi-square's (which is too low there), the same every time for the same sizes
+    assert D.psi_limit(tenths, tenths, 50, 5000) > 0.25
+    assert D.psi_limit(tenths, tenths, 50, 50) > 27.877 / 25
+    assert D.simulated_psi_quantile(tenths, 50, 50) == D.simulated_psi_quantile(tenths, 50, 50)
 
 
 def test_samples_of_one_population_pass_with_few_customers_where_the_plain_rule_of_thumb_warns():

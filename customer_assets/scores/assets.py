@@ -129,8 +129,8 @@ def drift_check(cutoff: date, loaded: dict[str, tuple[L.ModelRecord, date, str]]
         "cutoff": str(cutoff),
         "limits": f"PSI above {psi_warn:g} (or above what chance gives two samples of these sizes one time in "
                   f"{1 / (1 - D.PSI_CHANCE_QUANTILE):,.0f}, when that is more: psi_limit), or more than "
-                  f"{out_of_range_warn:.0%} of the customers outside the range of the customers at the model's partition "
-                  "(or what chance gives when fewer were profiled: outside_limit); set with CUSTOMER_ASSETS_DRIFT_PSI "
+                  f"{out_of_range_warn:.0%} of the customers outside the range of the rows the model was fitted on "
+                  "(or what chance gives when so few customers were compared: outside_limit); set with CUSTOMER_ASSETS_DRIFT_PSI "
                   "and CUSTOMER_ASSETS_DRIFT_OUTSIDE",
         "model_features_compared": len(table),
         "features_past_limits": len(past),
