@@ -980,6 +980,8 @@ def test_features_like_training_warns_on_cdnow_where_every_customer_is_older_tha
     materialize(copy, "reports/customer_report", partition_key="1998-06-30")
     page = (tmp_path / "reports" / "customer_report_1998-06-30.html").read_text()
     assert "Caution: these customers differ from the customers the models learned from." in page
+    # with how many of them extrapolate: every one, on tenure
+    assert "For 2,000 of the 2,000 customers (100.0%) at least one input lies outside the range the models" in page
     assert f"next_purchase): PSI {psi:.2f}, 100.0% above the training range (cutoffs to 1998-04-01)" in page
     # per customer: every one is outside the tenure range; those whose recency is above the largest at t are named too
     scores = _q(copy, "SELECT customer_id, outside_training_range FROM scores.scored_customers WHERE cutoff_date = '1998-06-30'")

@@ -139,7 +139,7 @@ def build_report(cutoff: date, current: pd.DataFrame, previous: pd.DataFrame | N
             f"<body><h1>Customer report, cutoff {cutoff}</h1>"
             f"<p>{n:,} customers. Expected spend in the next {horizon_days} days: <b>${headline['expected_spend_next_h']:,.0f}</b>. "
             f"Expected {ltv_horizon_days}-day value: <b>${headline['expected_ltv']:,.0f}</b>. Mean churn risk "
-            f"{headline['mean_churn_probability']:.1%}.</p>" + _models_line(cur) + _drift_line(drift) + "".join(sections) + "</body></html>")
+            f"{headline['mean_churn_probability']:.1%}.</p>" + _models_line(cur) + _drift_line(drift, cur) + "".join(sections) + "</body></html>")
     return page, headline
 
 
@@ -156,11 +156,17 @@ def _models_line(scored: pd.DataFrame) -> str:
             "kept.</p>")
 
 
-def _drift_line(drift: pd.DataFrame | None) -> str:
-    """A caution when the customers scored differ from those the models learned from (``features_like_training``)."""
+def _drift_line(drift: pd.DataFrame | None, scored: pd.DataFrame) -> str:
+    """A caution when the customers scored differ from those the models learned from (``features_like_training``),
+    with how many customers lie outside a training range (``outside_training_range``)."""
     if drift is None or drift.empty:
         return ""
+    outside = ""
+    if "outside_training_range" in scored and len(scored):
+        k = int(scored["outside_training_range"].notna().sum())
+        outside = (f" For {k:,} of the {len(scored):,} customers ({k / len(scored):.1%}) at least one input lies outside "
+                   "the range the models learned from; the column <code>outside_training_range</code> names it.")
     return ("<p><b>Caution: these customers differ from the customers the models learned from.</b> "
-            + _esc("; ".join(D.summary(drift))) + ". A model is least reliable for customers unlike any it saw, so weigh "
-            "these scores with that in mind (the data team's check <code>features_like_training</code> has every "
-            "feature).</p>")
+            + _esc("; ".join(D.summary(drift))) + "." + outside + " A model is least reliable for customers unlike any "
+            "it saw, so weigh these scores with that in mind (the data team's check <code>features_like_training</code> "
+            "has every feature).</p>")
