@@ -14,7 +14,8 @@ It prints the seconds of each step, the peak memory and the largest PSI found.
     python benchmarks/feature_drift.py --chance
 
 prints instead how far two samples of one population (lognormal values) differ by chance, at several pairs of
-sizes (profiled, scored): the simulated 99th and 99.9th percentiles of their PSI over 2,000 draws, the share of
+sizes (profiled, scored): the simulated 99th and 99.9th percentiles of their PSI over ``--draws`` draws (2,000 by
+default), the share of
 draws above 0.25, the limit the check uses (``drift.psi_limit``) with the share of draws above it, the share of
 draws with more than 10% of the scored values outside the profiled range, the limit the check uses for that share
 (``drift.outside_limit``) with the share of draws above it, and the share the check would flag
@@ -96,12 +97,16 @@ def range_effect(warehouse: str, cutoff: str) -> pd.DataFrame:
                     for m in ("churn", "spend", "next_purchase")]
         at_t = conn.execute("SELECT * FROM features.customer_features WHERE cutoff_date = ?", [t]).df()
         now = conn.execute("SELECT * FROM features.customer_features WHERE cutoff_date = ?", [cutoff]).df()
+    if at_t.empty or now.empty:
+        raise SystemExit(f"features.customer_features has no rows at {t if at_t.empty else cutoff}: materialize that "
+                         "partition of features/customer_features first")
     rows = []
     for f in dict.fromkeys(f for p in profiles for f in p):
-        if f not in now.columns:
+        ranged = [p[f] for p in profiles if f in p and p[f]["min"] is not None]
+        if f not in now.columns or not ranged:
             continue  # BG/NBD's outputs are not stored with the features
         v = now[f].astype(float)
-        fitted = (max(p[f]["min"] for p in profiles if f in p), min(p[f]["max"] for p in profiles if f in p))
+        fitted = (max(r["min"] for r in ranged), min(r["max"] for r in ranged))
         counts = {"feature": f, "at_t": int(((v < at_t[f].min()) | (v > at_t[f].max())).sum()),
                   "fitted": int(((v < fitted[0]) | (v > fitted[1])).sum())}
         if counts["at_t"] or counts["fitted"]:

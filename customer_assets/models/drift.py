@@ -10,7 +10,7 @@ with it, feature by feature (``features_like_training``, a non-blocking check on
 * the population stability index (PSI) over the same bins plus one for missing values,
   ``sum((a - e) * ln(a / e))`` with both shares floored at ``PSI_FLOOR``. Above 0.25 is the usual rule of thumb
   for a major shift (0.1 to 0.25 moderate). But two samples of one population differ by chance, and with few
-  customers by more than that: 50 profiled customers against 5,000 scored gave a PSI above 0.25 in 18.2% of 2,000
+  customers by more than that: 50 profiled customers against 5,000 scored gave a PSI above 0.25 in 19.9% of 10,000
   simulated draws (``benchmarks/feature_drift.py --chance``, lognormal values). So the limit (``psi_limit``) is the
   larger of 0.25 and the PSI that chance alone exceeds one time in a thousand. With many customers that is the
   chi-square approximation: n_eff x PSI is asymptotically chi-square with (bins - 1) degrees of freedom, n_eff =
@@ -208,7 +208,8 @@ def compare(profile: dict[str, dict[str, Any]], frame: pd.DataFrame, memo: dict 
 
     Returns one row per feature: ``feature``, ``psi``, ``psi_limit`` (``psi_limit`` of the two samples' sizes),
     ``share_below_min`` and ``share_above_max`` (of all the rows of ``frame``; 0 when the reference had no value),
-    ``outside_limit`` (``outside_limit`` of the profiled values), ``missing_share_then`` and ``missing_share_now``.
+    ``outside_limit`` (``outside_limit`` of the profiled and the scored values), ``missing_share_then`` and
+    ``missing_share_now``.
     A profiled feature that ``frame`` lacks is left out. ``psi_warn`` and ``out_of_range_warn`` are the limits
     before chance raises them. ``memo`` keeps the bin shares and range counts across calls on the same
     ``frame``: models of one partition share the bins of each feature they both read, and often its range.
