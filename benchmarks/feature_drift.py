@@ -91,8 +91,11 @@ def range_effect(warehouse: str, cutoff: str) -> pd.DataFrame:
     them: ``at_t`` (the ranges of the features stored at their partition t) and ``fitted`` (the profiles' ranges, of
     every row the models were fitted on). Only inputs with a customer outside either range."""
     with duckdb.connect(warehouse, read_only=True) as conn:
-        (t,) = conn.execute("SELECT DISTINCT model_cutoff_date FROM scores.scored_customers WHERE cutoff_date = ?",
-                            [cutoff]).fetchone()
+        scored = conn.execute("SELECT DISTINCT model_cutoff_date FROM scores.scored_customers WHERE cutoff_date = ?",
+                              [cutoff]).fetchone()
+        if scored is None:
+            raise SystemExit(f"scores.scored_customers has no rows at {cutoff}: give a cutoff that was scored")
+        (t,) = scored
         profiles = [json.loads(conn.execute(f"SELECT feature_profile FROM models.{m} WHERE cutoff_date = ?", [t]).fetchone()[0])
                     for m in ("churn", "spend", "next_purchase")]
         at_t = conn.execute("SELECT * FROM features.customer_features WHERE cutoff_date = ?", [t]).df()
