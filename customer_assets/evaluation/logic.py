@@ -80,7 +80,15 @@ BOOTSTRAP = {"purchase": ("roc_auc", "pr_auc", "brier"), "spend": ("r2", "aggreg
 # The purchase probabilities of one-time buyers (a single purchase day by s), on their own: half of CDNOW's
 # customers, and where a model of repeat purchases can go wrong (P(alive) is 1 for them under BG/NBD).
 ONE_TIME_TASK = "purchase_one_time_buyers"
-ONE_TIME_METRICS = {"mean_predicted": lambda y, p: float(np.mean(p)), "observed_rate": lambda y, p: float(np.mean(y)),
+def mean_predicted(y, p) -> float:
+    return float(np.mean(p))
+
+
+def mean_actual(y, p) -> float:
+    return float(np.mean(y))
+
+
+ONE_TIME_METRICS = {"mean_predicted": mean_predicted, "observed_rate": mean_actual,
                     "brier": M.brier, "ece": M.expected_calibration_error, "roc_auc": M.roc_auc}
 
 
@@ -91,10 +99,8 @@ ONE_TIME_METRICS = {"mean_predicted": lambda y, p: float(np.mean(p)), "observed_
 RANGE_GROUPS = {"inside": False, "outside": True}
 RANGE_SYSTEMS = {"purchase": (CHAMPION, "bgnbd"), "spend": (CHAMPION, "bgnbd_gamma_gamma")}
 RANGE_METRICS = {
-    "purchase": {"mean_predicted": lambda y, p: float(np.mean(p)), "observed_rate": lambda y, p: float(np.mean(y)),
-                 "brier": M.brier, "roc_auc": M.roc_auc},
-    "spend": {"mean_predicted": lambda y, p: float(np.mean(p)), "mean_actual": lambda y, p: float(np.mean(y)),
-              "aggregate_error": M.aggregate_error, "r2": M.r2},
+    "purchase": {"mean_predicted": mean_predicted, "observed_rate": mean_actual, "brier": M.brier, "roc_auc": M.roc_auc},
+    "spend": {"mean_predicted": mean_predicted, "mean_actual": mean_actual, "aggregate_error": M.aggregate_error, "r2": M.r2},
 }
 
 
