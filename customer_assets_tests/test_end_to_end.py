@@ -650,10 +650,15 @@ def test_materialize_with_backtests_adds_the_newest_backtests(scored, tmp_path):
     for table in ("evaluation.backtest_metrics", "evaluation.ltv_metrics"):
         rows = duckdb.sql(f"SELECT count(*) FROM '{serving / (table + '.parquet')}'").fetchone()[0]
         assert rows == len(_q(copy, f"SELECT * FROM {table}")) > 0, table
-    # so README queries 1-7 give in `make sql` (the serving copy) what they give on the warehouse
-    for number in range(1, 8):
+    # so README queries 1-7, 9 and 10 give in `make sql` (the serving copy) what they give on the warehouse
+    for number in (*range(1, 8), 9, 10):
         sql = _readme_query(number)
         pd.testing.assert_frame_equal(_q(str(serving / "serving.duckdb"), sql), _q(copy, sql), obj=f"README query {number}")
+    # 9: every customer of the slice once, and all of them outside on tenure (one cohort); 10: what the check warned of
+    extrapolating = _q(str(serving / "serving.duckdb"), _readme_query(9))
+    assert extrapolating.customers.sum() == 2000 and extrapolating.outside_on.str.contains("tenure_days").all()
+    warned = _q(str(serving / "serving.duckdb"), _readme_query(10))
+    assert len(warned) == _q(copy, "SELECT count(*) AS n FROM scores.feature_drift WHERE past_limits").n[0] > 0
     pd.testing.assert_frame_equal(before, _q(copy, trained))
     _columns_as_documented(copy, [t for t in DOCUMENTED_TABLES if t[0].startswith("evaluation.")])
     assert list(_q(copy, "SELECT DISTINCT cutoff_date FROM evaluation.backtest_metrics").cutoff_date.dt.date) == [date(1998, 1, 1)]
