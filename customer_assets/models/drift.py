@@ -184,6 +184,11 @@ def psi_limit(expected: np.ndarray, actual: np.ndarray, n_then: int, n_now: int,
     return float(max(psi_warn, chi2.ppf(quantile, bins - 1) / n_eff))
 
 
+# From this many scored values on, the beta-binomial's quantile is the Beta's (0.1705 against 0.1702 at 10,000 scored
+# and 50 profiled), and scipy's beta-binomial quantile grows slow (0.05 to 0.18 s at a million scored values)
+BETA_FROM_N_NOW = 10_000
+
+
 def outside_limit(n_then: int, out_of_range_warn: float = OUT_OF_RANGE_WARN, quantile: float = PSI_CHANCE_QUANTILE,
                   n_now: int | None = None, n_rows: int | None = None) -> float:
     """The larger of ``out_of_range_warn`` and the share of a same-population sample that falls outside the range of
@@ -191,11 +196,11 @@ def outside_limit(n_then: int, out_of_range_warn: float = OUT_OF_RANGE_WARN, qua
 
     The population's mass outside that range is Beta(2, n_then - 1). Of ``n_now`` values drawn from it, the number
     outside is then beta-binomial (n_now, 2, n_then - 1), which is wider than the Beta when n_now is small too; the
-    share is of ``n_rows`` (the scored rows, the missing values included; default n_now). Without ``n_now``, the Beta
-    (many scored values)."""
+    share is of ``n_rows`` (the scored rows, the missing values included; default n_now). Without ``n_now``, or from
+    ``BETA_FROM_N_NOW`` scored values on, the Beta."""
     if n_then < 2:
         return 1.0  # no range to speak of: never warn on it
-    if n_now is None:
+    if n_now is None or n_now >= BETA_FROM_N_NOW:
         return float(max(out_of_range_warn, beta.ppf(quantile, 2, n_then - 1)))
     if n_now < 1:
         return out_of_range_warn
