@@ -104,12 +104,10 @@ def range_effect(warehouse: str, cutoff: str) -> pd.DataFrame:
         raise SystemExit(f"features.customer_features has no rows at {t if at_t.empty else cutoff}: materialize that "
                          "partition of features/customer_features first")
     rows = []
-    for f in dict.fromkeys(f for p in profiles for f in p):
-        ranged = [p[f] for p in profiles if f in p and p[f]["min"] is not None]
-        if f not in now.columns or not ranged:
+    for f, fitted in D.narrowest_ranges(profiles).items():
+        if f not in now.columns:
             continue  # BG/NBD's outputs are not stored with the features
         v = now[f].astype(float)
-        fitted = (max(r["min"] for r in ranged), min(r["max"] for r in ranged))
         counts = {"feature": f, "at_t": int(((v < at_t[f].min()) | (v > at_t[f].max())).sum()),
                   "fitted": int(((v < fitted[0]) | (v > fitted[1])).sum())}
         if counts["at_t"] or counts["fitted"]:

@@ -301,17 +301,24 @@ def summary(past: pd.DataFrame, n: int = 3) -> list[str]:
     return phrases
 
 
-def outside_features(profiles: list[dict[str, dict[str, Any]]], frame: pd.DataFrame) -> pd.Series:
-    """Per row of ``frame``, the profiled features whose value lies outside the range of the customers a model
-    learned from: below the smallest or above the largest value of any of ``profiles`` (so the narrowest range
-    counts). Returns a string Series, ``"a, b"`` in the order the profiles name the features, and NA for a row
-    inside every range (or without a value)."""
+def narrowest_ranges(profiles: list[dict[str, dict[str, Any]]]) -> dict[str, tuple[float, float]]:
+    """Per profiled feature, the range inside every one of ``profiles``: the largest ``min`` and the smallest
+    ``max``, in the order the profiles name the features. Features without a value are left out."""
     ranges: dict[str, tuple[float, float]] = {}
     for profile in profiles:
         for f, ref in profile.items():
-            if f in frame.columns and ref["min"] is not None:
+            if ref["min"] is not None:
                 lo, hi = ranges.get(f, (-np.inf, np.inf))
                 ranges[f] = (max(lo, ref["min"]), min(hi, ref["max"]))
+    return ranges
+
+
+def outside_features(profiles: list[dict[str, dict[str, Any]]], frame: pd.DataFrame) -> pd.Series:
+    """Per row of ``frame``, the profiled features whose value lies outside the range of the customers a model
+    learned from: below the smallest or above the largest value of any of ``profiles`` (so the narrowest range
+    counts: ``narrowest_ranges``). Returns a string Series, ``"a, b"`` in the order the profiles name the features,
+    and NA for a row inside every range (or without a value)."""
+    ranges = {f: r for f, r in narrowest_ranges(profiles).items() if f in frame.columns}
     out = pd.Series(pd.NA, index=frame.index, dtype="string")
     if not ranges:
         return out

@@ -171,10 +171,10 @@ def drift_check(cutoff: date, loaded: dict[str, tuple[L.ModelRecord, date, str]]
     metadata={"dagster/column_schema": schemas.column_schema(schemas.SCORED_CUSTOMERS)},
     check_specs=[dg.AssetCheckSpec(
         DRIFT_CHECK, asset=["scores", "scored_customers"], blocking=False,
-        description=f"The customers scored look like those each model learned from (the customers at its partition's "
-                    f"cutoff): for every input feature, a population stability index of at most {D.PSI_WARN} over the "
-                    f"training deciles, and at most {D.OUT_OF_RANGE_WARN:.0%} of the customers outside the training "
-                    "range (both limits higher where so few customers were compared that chance alone would pass "
+        description=f"The customers scored look like those each model learned from: for every input feature, a "
+                    f"population stability index of at most {D.PSI_WARN} over the deciles of the customers at the "
+                    f"model's partition, and at most {D.OUT_OF_RANGE_WARN:.0%} of the customers outside the range of "
+                    "every row the model was fitted on (both limits higher where so few customers were compared that chance alone would pass "
                     "them; CUSTOMER_ASSETS_DRIFT_PSI and CUSTOMER_ASSETS_DRIFT_OUTSIDE set the two). Fails with WARN: "
                     "nothing downstream is stopped.",
     )],
