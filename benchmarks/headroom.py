@@ -45,6 +45,7 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pandas as pd
+import xgboost as xgb
 from scipy import special
 from sklearn.linear_model import LinearRegression
 from sklearn.model_selection import KFold
@@ -78,6 +79,7 @@ class Candidate:
     cap: float | None = None  # spend label capped at this quantile of each frame's positive labels
     extra: bool = False  # add EXTRA_FEATURES (CD counts and gap regularity; computed here, not in the pipeline)
     bins: bool = False  # add BIN_FEATURES (purchase days and spend in each 30-day bin; computed here, not in the pipeline)
+    margin: bool = False  # XGBoost boosted from BG/NBD's own prediction (bgnbd_margin) instead of from a constant
 
 
 # Ratios that trees cannot form from the pipeline's features on their own
@@ -131,6 +133,36 @@ BIN_FEATURES = [f"bin_days_{i}" for i in range(HISTORY_BINS)] + [f"bin_spend_{i}
 BIN_NAME = "30-day history bins"
 
 
+# Where a `margin` candidate's boosting starts: BG/NBD's own prediction on the booster's link scale (XGBoost's
+# base_margin), so the trees learn a correction to a model that extrapolates by formula, past the training cutoffs'
+# tenures where trees stay flat. The BG/NBD features are an input of the trees as well, but only as values to split on.
+MARGIN_FLOOR = 1.0  # dollars: expected spend below it starts from log(1)
+
+
+def bgnbd_margin(frame: pd.DataFrame, objective: str) -> np.ndarray:
+    """BG/NBD's P(purchase in H) on the logit scale (``binary``), or log of its expected spend (``tweedie``)."""
+    if objective == "binary":
+        return special.logit(np.clip(frame["bg_p_purchase"].to_numpy(float), 1e-4, 1 - 1e-4))
+    return np.log(np.clip(frame["bg_expected_value"].to_numpy(float), MARGIN_FLOOR, None))
+
+
+def boosted_from_bgnbd(objective, feats, label_fn, train, stop, full, test, overrides=None) -> tuple[np.ndarray, np.ndarray]:
+    """XGBoost started at ``bgnbd_margin``, early-stopped on ``stop`` after fitting ``train``, refit on ``full`` for
+    those rounds: (its predictions at ``stop``, the refit's at ``test``), the margin added back at both."""
+    params = C.with_overrides(C.xgb_params(objective), overrides)
+
+    def matrix(frame):
+        d = C.xgb_dmatrix(frame, feats, **label_fn(frame))
+        d.set_base_margin(bgnbd_margin(frame, objective))
+        return d
+
+    stopped = xgb.train(params, matrix(train), C.MAX_XGB_ROUNDS, evals=[(matrix(stop), "valid")],
+                        early_stopping_rounds=40, verbose_eval=False)
+    rounds = int(stopped.best_iteration) + 1
+    final = xgb.train(params, matrix(full), rounds)
+    return stopped.predict(matrix(stop), iteration_range=(0, rounds)), final.predict(matrix(test))
+
+
 MONOTONE = {"recency_days": -1, "frequency": 1, "purchases_90d": 1, "purchases_365d": 1}
 LINEAR_TREES = {"linear_tree": True, "linear_lambda": 1.0}
 
@@ -161,6 +193,7 @@ PURCHASE = [
     Candidate(f"logistic regression + BG/NBD + {BIN_NAME}", "logistic", bg_features=True, bins=True),
     # linear models in the leaves: unlike constant leaves they extrapolate, e.g. past the training cutoffs' tenures
     Candidate("lightgbm + BG/NBD features, linear trees", "lightgbm", bg_features=True, overrides=LINEAR_TREES),
+    Candidate("xgboost + BG/NBD features, boosted from BG/NBD's P(purchase)", "xgboost", bg_features=True, margin=True),
 ]
 NOT_TWEEDIE = {"tweedie_variance_power": None, "eval_metric": "rmse"}
 ENSEMBLES = [("xgboost, 8 cutoffs every 30 d", "lightgbm", "logistic regression"),
@@ -189,6 +222,8 @@ SPEND = [
               seeds=5, overrides={"subsample": 0.7, "colsample_bytree": 0.7}),
     Candidate(f"xgboost Tweedie 1.5, 8 cutoffs, + {EXTRA_NAME}", "xgboost", bg_features=True, extra=True),
     Candidate(f"xgboost Tweedie 1.5, 8 cutoffs, + {BIN_NAME}", "xgboost", bg_features=True, bins=True),
+    Candidate("xgboost Tweedie 1.5, 8 cutoffs, boosted from BG/NBD + Gamma-Gamma's expected spend", "xgboost",
+              bg_features=True, margin=True),
     # two-part (hurdle) models: P(purchase) of the pipeline's ensemble x E[spend | purchase] fitted on buyers only
     Candidate("two-part: P(purchase) x xgboost gamma on buyers' spend, 8 cutoffs", "xgboost", bg_features=True,
               target="two_part", overrides={"objective": "reg:gamma", **NOT_TWEEDIE, "eval_metric": "gamma-nloglik"}),
@@ -254,6 +289,8 @@ def fit_predict(cand: Candidate, objective: str, frames: Frames, t: date, valid,
         return (C.fit_logistic(tr_val, feats, label_fn).predict(valid),
                 C.fit_logistic(tr_final, feats, label_fn).predict(test))
     label_fn = with_options(cand, label_fn)
+    if cand.margin:
+        return boosted_from_bgnbd(objective, feats, label_fn, tr_val, stop, tr_final, test, cand.overrides)
     out = []
     for seed in range(cand.seeds):
         overrides = {**cand.overrides, "seed": seed} if cand.seeds > 1 else cand.overrides
@@ -423,6 +460,9 @@ LTV_IN_PERIOD_MODELS = [  # (family, objective overrides, feature set) of the in
     ("lightgbm Tweedie 1.5", "lightgbm", None, "every"),
     ("xgboost squared error", "xgboost", {"objective": "reg:squarederror", **NOT_TWEEDIE}, "bg"),
     ("xgboost squared error", "xgboost", {"objective": "reg:squarederror", **NOT_TWEEDIE}, "every"),
+    # boosted from the published model's expected spend (bgnbd_margin of the window's own BG/NBD + Gamma-Gamma)
+    ("xgboost Tweedie 1.5 boosted from BG/NBD + Gamma-Gamma", "xgboost from bgnbd", None, "plain"),
+    ("xgboost Tweedie 1.5 boosted from BG/NBD + Gamma-Gamma", "xgboost from bgnbd", None, "bg"),
 ]
 LTV_FEATURE_SETS = {"plain": ("the pipeline's features", F.FEATURE_COLUMNS),
                     "bg": ("+ BG/NBD features", F.FEATURE_COLUMNS + C.BG_FEATURES),
@@ -444,8 +484,12 @@ def ltv_in_period(test: pd.DataFrame, published: np.ndarray, horizon: int) -> li
         for fold, (tr, te) in enumerate(KFold(IN_PERIOD_FOLDS, shuffle=True, random_state=0).split(test), start=1):
             own = test.iloc[tr]
             stop = own.sample(frac=0.25, random_state=fold)
-            _, final = stopped_then_refit(family, "tweedie", feats, spend_fn, own.drop(stop.index), stop, own, overrides)
-            oof[te] = np.clip(final.predict(test.iloc[te]), 0, None)
+            if family == "xgboost from bgnbd":
+                _, pred = boosted_from_bgnbd("tweedie", feats, spend_fn, own.drop(stop.index), stop, own, test.iloc[te], overrides)
+            else:
+                _, final = stopped_then_refit(family, "tweedie", feats, spend_fn, own.drop(stop.index), stop, own, overrides)
+                pred = final.predict(test.iloc[te])
+            oof[te] = np.clip(pred, 0, None)
         out.append((f"{name}, {label}", oof))
     return out
 

@@ -104,6 +104,43 @@ def test_ltv_in_period_bound_predicts_each_customer_without_its_own_label(monkey
     assert (after != before).sum() > 0  # the other folds' boosters did see it
 
 
+def test_a_booster_boosted_from_bgnbd_keeps_its_prediction_where_it_is_right_and_corrects_it_where_it_is_not():
+    """headroom.py's ``margin`` candidates start boosting from BG/NBD's own prediction (XGBoost's base_margin).
+
+    Where the label is BG/NBD + Gamma-Gamma's expected spend itself (floored at MARGIN_FLOOR, as the margin is),
+    Tweedie's gradient is zero at the start, so no tree moves a prediction: every one equals the expected spend. Where
+    the label is twice the expected spend for the customers with frequency 20 (the others have 1), the trees learn that factor for them
+    and leave the others where they were. A booster that ignored the margin at prediction would start from its own
+    constant instead and fail both.
+    """
+    import numpy as np
+    import pandas as pd
+
+    hd = _benchmark("headroom")
+    features = hd.F.FEATURE_COLUMNS
+    rng = np.random.default_rng(1)
+    frame = pd.DataFrame(rng.gamma(2.0, 10.0, (2000, len(features))), columns=features)
+    frame["frequency"] = rng.choice([1.0, 20.0], len(frame))  # a clean split for the trees to find
+    frame["bg_expected_value"] = rng.uniform(0.2, 200.0, len(frame))
+    expected = np.maximum(frame["bg_expected_value"].to_numpy(), hd.MARGIN_FLOOR)
+    spend_fn = hd.L.task_spec("spend", 90)[0]
+
+    frame["label_spend"] = expected
+    train, stop, test = frame.iloc[:1000], frame.iloc[1000:1500], frame.iloc[1500:]
+    at_stop, at_test = hd.boosted_from_bgnbd("tweedie", features, spend_fn, train, stop, frame.iloc[:1500], test)
+    assert np.allclose(at_stop, expected[1000:1500], rtol=1e-5)
+    assert np.allclose(at_test, expected[1500:], rtol=1e-5)
+
+    doubled = (frame["frequency"] > 10).to_numpy()
+    frame["label_spend"] = np.where(doubled, 2 * expected, expected)
+    train, stop, test = frame.iloc[:1000], frame.iloc[1000:1500], frame.iloc[1500:]
+    _, at_test = hd.boosted_from_bgnbd("tweedie", features, spend_fn, train, stop, frame.iloc[:1500], test)
+    factor = at_test / expected[1500:]
+    # the other inputs are noise, and rows and columns are subsampled, so single trees wander a little
+    assert np.allclose(factor[doubled[1500:]], 2.0, rtol=0.1) and abs(np.median(factor[doubled[1500:]]) - 2.0) < 0.02
+    assert np.allclose(factor[~doubled[1500:]], 1.0, rtol=0.1) and abs(np.median(factor[~doubled[1500:]]) - 1.0) < 0.01
+
+
 def test_peers_summary_counts_a_win_as_significant_only_when_its_interval_is_on_the_champions_side(capsys):
     """Ten customers, five buyers. The champion ranks them perfectly and predicts the total spend exactly; the library
     ranks them backwards on P(purchase) (ROC-AUC 0) and doubles every spend (aggregate error +100%), but its expected
