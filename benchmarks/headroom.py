@@ -415,7 +415,7 @@ def in_period_table(frames: Frames, t: date, s: date) -> dict[str, float]:
     every = with_bg + EXTRA_FEATURES
     every_name = f"xgboost + BG/NBD + {EXTRA_NAME}"
     oof = {k: np.zeros(len(test)) for k in ("xgboost", "xgboost + BG/NBD features", every_name,
-                                            "logistic regression + BG/NBD features", "spend")}
+                                            "logistic regression + BG/NBD features", "spend", "spend from BG/NBD")}
     for fold, (tr, te) in enumerate(KFold(IN_PERIOD_FOLDS, shuffle=True, random_state=0).split(test), start=1):
         own, held = test.iloc[tr], test.iloc[te]
         stop = own.sample(frac=0.25, random_state=fold)
@@ -426,7 +426,9 @@ def in_period_table(frames: Frames, t: date, s: date) -> dict[str, float]:
         oof[every_name][te] = _boosted("binary", every, churn_fn, *sets)
         oof["logistic regression + BG/NBD features"][te] = C.fit_logistic(full, with_bg, churn_fn).predict(held)
         oof["spend"][te] = np.clip(_boosted("tweedie", with_bg, spend_fn, *sets), 0, None)
-    spend = oof.pop("spend")
+        oof["spend from BG/NBD"][te] = np.clip(boosted_from_bgnbd("tweedie", with_bg, spend_fn, *sets)[1], 0, None)
+    spend = {"xgboost Tweedie 1.5 + BG/NBD features": oof.pop("spend"),
+             "xgboost Tweedie 1.5 + BG/NBD features, boosted from BG/NBD + Gamma-Gamma's expected spend": oof.pop("spend from BG/NBD")}
     oof["mean logit of xgboost and logistic regression + BG/NBD features (the pipeline's ensemble)"] = C.combine(
         [oof["xgboost"], oof["logistic regression + BG/NBD features"]], "logit")
     print(f"\n## In-period bound at {s}: stacked cutoffs up to {t} plus 4/5 of the test labels, out-of-fold "
@@ -438,15 +440,16 @@ def in_period_table(frames: Frames, t: date, s: date) -> dict[str, float]:
         a, b = L.fit_platt(p, y)
         rows.append((M.roc_auc(y, p), M.pr_auc(y, p), M.brier(y, L.apply_platt(p, a, b))))
         print(f"| {name} | {rows[-1][0]:.4f} | {rows[-1][1]:.4f} | {rows[-1][2]:.4f} |", flush=True)
-    print("\n| spend model: xgboost Tweedie 1.5 + BG/NBD features, blended with BG/NBD + Gamma-Gamma | test R² | "
-          "test aggregate error | test top-10% share |")
-    print("| --- | --- | --- | --- |")
     bg = test["bg_expected_value"].to_numpy()
     blends = []
-    for w in BLEND_WEIGHTS:
-        p = (1 - w) * spend + w * bg
-        blends.append((M.r2(ys, p), M.aggregate_error(ys, p), M.top_share(ys, p)))
-        print(f"| BG/NBD weight {w} | {blends[-1][0]:.4f} | {blends[-1][1]:+.1%} | {blends[-1][2]:.1%} |")
+    for name, own in spend.items():
+        print(f"\n| spend model: {name}, blended with BG/NBD + Gamma-Gamma | test R² | test aggregate error | "
+              "test top-10% share |")
+        print("| --- | --- | --- | --- |")
+        for w in BLEND_WEIGHTS:
+            p = (1 - w) * own + w * bg
+            blends.append((M.r2(ys, p), M.aggregate_error(ys, p), M.top_share(ys, p)))
+            print(f"| BG/NBD weight {w} | {blends[-1][0]:.4f} | {blends[-1][1]:+.1%} | {blends[-1][2]:.1%} |")
     return {"auc": max(r[0] for r in rows), "pr": max(r[1] for r in rows), "brier": min(r[2] for r in rows),
             "r2": max(b[0] for b in blends), "agg": min(abs(b[1]) for b in blends), "top10": max(b[2] for b in blends)}
 
