@@ -141,6 +141,20 @@ def test_a_booster_boosted_from_bgnbd_keeps_its_prediction_where_it_is_right_and
     assert np.allclose(factor[~doubled[1500:]], 1.0, rtol=0.1) and abs(np.median(factor[~doubled[1500:]]) - 1.0) < 0.01
 
 
+def test_boosted_table_blends_at_the_pipelines_weight_that_validation_prefers():
+    """Validation: the model predicts 0 for everyone and BG/NBD is exactly right, so the largest of the pipeline's
+    weights on BG/NBD wins: 0.75 (1.0, BG/NBD alone, is a family of its own, not a blend weight). At test the model's
+    -5 is clipped to 0 first: 0.25 * [0, 4, 8] + 0.75 * [4, 4, 4] = [3, 4, 5]."""
+    import numpy as np
+
+    hd = _benchmark("headroom")
+    yv, bv = np.array([10.0, 0.0, 20.0]), np.array([10.0, 0.0, 20.0])
+    w, at_valid, at_test = hd.blended_on_validation(yv, (np.zeros(3), np.array([-5.0, 4.0, 8.0])), bv, np.full(3, 4.0))
+    assert w == 0.75
+    assert np.allclose(at_valid, [7.5, 0.0, 15.0])
+    assert np.allclose(at_test, [3.0, 4.0, 5.0])
+
+
 def test_peers_summary_counts_a_win_as_significant_only_when_its_interval_is_on_the_champions_side(capsys):
     """Ten customers, five buyers. The champion ranks them perfectly and predicts the total spend exactly; the library
     ranks them backwards on P(purchase) (ROC-AUC 0) and doubles every spend (aggregate error +100%), but its expected
