@@ -381,12 +381,11 @@ def spend_table(frames: Frames, t: date, s: date) -> dict[str, float]:
             pv, pt = two_part(cand, frames, t, valid, test, label_fn)
         else:
             pv, pt = fit_predict(cand, "tweedie", frames, t, valid, test, label_fn)
-        pv, pt = np.clip(pv, 0, None), np.clip(pt, 0, None)
-        w = max(BLEND_WEIGHTS, key=lambda w: M.r2(yv, (1 - w) * pv + w * bv))
-        p, level = (1 - w) * pt + w * bt, yv.sum() / ((1 - w) * pv + w * bv).sum()
-        best.append((M.r2(yt, p), abs(M.aggregate_error(yt, p)), M.top_share(yt, p), M.r2(yv, (1 - w) * pv + w * bv),
+        w, at_valid, p = blended_on_validation(yv, (pv, pt), bv, bt, BLEND_WEIGHTS)
+        level = yv.sum() / at_valid.sum()
+        best.append((M.r2(yt, p), abs(M.aggregate_error(yt, p)), M.top_share(yt, p), M.r2(yv, at_valid),
                      M.aggregate_error(yt, p)))
-        print(f"| {cand.name} | {w} | {M.r2(yv, (1 - w) * pv + w * bv):.4f} | {best[-1][0]:.4f} | "
+        print(f"| {cand.name} | {w} | {M.r2(yv, at_valid):.4f} | {best[-1][0]:.4f} | "
               f"{M.aggregate_error(yt, p):+.1%} | {M.aggregate_error(yt, level * p):+.1%} | {best[-1][2]:.1%} |", flush=True)
     print(f"| BG/NBD + Gamma-Gamma alone | 1 | {M.r2(yv, bv):.4f} | {M.r2(yt, bt):.4f} | {M.aggregate_error(yt, bt):+.1%} | "
           f"{M.aggregate_error(yt, bt * yv.sum() / bv.sum()):+.1%} | {M.top_share(yt, bt):.1%} |")
@@ -648,10 +647,11 @@ def blend_table(frames: Frames, scoring: list[date]) -> None:
               + " | ".join(cells) + " |", flush=True)
 
 
-def blended_on_validation(yv, pair, bv, bt) -> tuple[float, np.ndarray, np.ndarray]:
-    """(BG/NBD weight with the best validation R², the blended validation and test predictions) of (pv, pt)."""
+def blended_on_validation(yv, pair, bv, bt, weights=L.BLEND_WEIGHTS) -> tuple[float, np.ndarray, np.ndarray]:
+    """(the BG/NBD weight of ``weights`` with the best validation R², the blended validation and test predictions) of
+    (pv, pt), each clipped at 0 first. The default weights are the pipeline's."""
     pv, pt = (np.clip(p, 0, None) for p in pair)
-    w = max(BLEND_WEIGHTS[:-1], key=lambda w: M.r2(yv, (1 - w) * pv + w * bv))  # the pipeline's weights
+    w = max(weights, key=lambda w: M.r2(yv, (1 - w) * pv + w * bv))
     return w, (1 - w) * pv + w * bv, (1 - w) * pt + w * bt
 
 
@@ -677,14 +677,16 @@ def boosted_table(frames: Frames, scoring: list[date]) -> None:
         own = sel["final"].predict(test) if sel["final"] is not None else bt
         champion = (M.r2(yv, sel["val_pred"]), L.blend_with_bgnbd(own, test, sel["blend_bgnbd_weight"]))
         n, step = sel["stack"]
-        boosted = fit_predict(Candidate("", "xgboost", n, step, bg_features=True, margin=True), "tweedie", frames, t, valid, test, fn)
-        plain = fit_predict(Candidate("", "xgboost", n, step), "tweedie", frames, t, valid, test, fn)
+        # (cutoffs, days apart, BG/NBD features, boosted) of the four fits below; a set, so that the champion's stacking
+        # being the spend tables' 8 x 30 d fits the boosted model once
+        specs = {(n, step, True, True), (n, step, False, False), (8, 30, True, False), (8, 30, True, True)}
+        fits = {k: fit_predict(Candidate("", "xgboost", k[0], k[1], bg_features=k[2], margin=k[3]), "tweedie", frames, t,
+                               valid, test, fn) for k in specs}
+        boosted, plain = fits[(n, step, True, True)], fits[(n, step, False, False)]
         ensemble = tuple(C.combine([np.clip(plain[i], 0, None), np.clip(boosted[i], 0, None)], "log") for i in (0, 1))
         rows = [champion] + [(M.r2(yv, b[1]), b[2]) for b in (blended_on_validation(yv, p, bv, bt) for p in (boosted, ensemble))]
         picks.append((s, f"{sel['family']}, {n} x {step} d", rows, yt))
-        from_constant, from_bgnbd = (blended_on_validation(yv, fit_predict(Candidate("", "xgboost", bg_features=True, margin=m),
-                                                                            "tweedie", frames, t, valid, test, fn), bv, bt)[2]
-                                     for m in (False, True))
+        from_constant, from_bgnbd = (blended_on_validation(yv, fits[(8, 30, True, m)], bv, bt)[2] for m in (False, True))
         gains.append((s, yt, from_constant, from_bgnbd))
     print("\n## Spend boosted from BG/NBD's own prediction: would validation choose it?\n")
     print("At the stacking of the pipeline's champion. Validation R² at t / test R² at s; aggregate error and top-10% "
