@@ -131,10 +131,10 @@ def materialize_backtests(runner: Runner, last: date, publish: date | None = Non
 
     ``evaluation/backtest`` of t = last - 2H (its scores at t + H have a complete window) and
     ``evaluation/ltv_backtest`` of c = last - LTV horizon (served by the LTV model of c - H). With ``publish`` (the
-    scored cutoff), ``serving/snapshot`` of that partition is materialized again afterwards, so that the serving copy
-    holds the backtests. Returns what was skipped, and why.
+    scored cutoff), ``serving/snapshot`` and ``reports/customer_report`` of that partition are materialized again afterwards,
+    so that the serving copy holds the backtests and the report's track record includes them. Returns what was skipped, and why.
     """
-    from customer_assets.jobs import BACKTEST, LTV_BACKTEST, SERVING, TRAIN_SELECTION
+    from customer_assets.jobs import BACKTEST, LTV_BACKTEST, REPORT, SERVING, TRAIN_SELECTION
     from customer_assets.models.assets import MODEL_NAMES
     from customer_assets.settings import LTV_HORIZON_DAYS, PARTITIONS_START
 
@@ -157,7 +157,8 @@ def materialize_backtests(runner: Runner, last: date, publish: date | None = Non
     else:
         skipped.append(f"evaluation/ltv_backtest: the data span less than {LTV_HORIZON_DAYS} + {HORIZON_DAYS} days after {first}")
     if steps and publish is not None:
-        steps.append((dg.AssetSelection.assets(SERVING), publish, "published the serving copy with the backtests"))
+        steps.append((dg.AssetSelection.assets(SERVING, REPORT), publish,
+                      "published the serving copy and the report with the backtests"))
     runner.progress.total = runner.progress.done + len(steps)
     for selection, partition, label in steps:
         runner.run(selection, partition_key=partition.isoformat(), label=label)

@@ -21,8 +21,9 @@ LTV_BACKTEST = dg.AssetKey(["evaluation", "ltv_backtest"])
 INGEST_SELECTION = dg.AssetSelection.assets(RAW, CLEAN, REJECTED, HISTORY_CHANGES)
 TRAIN_SELECTION = dg.AssetSelection.assets(*SPLITS, FEATURES, *MODELS)
 SCORE_SELECTION = dg.AssetSelection.assets(*SPLITS, FEATURES, SEGMENTS, SCORES, SERVING, REPORT)
-# the serving copy too: the schedule republishes it after the night's backtests (runs with an asset selection)
-BACKTEST_SELECTION = dg.AssetSelection.assets(BACKTEST, LTV_BACKTEST, SERVING)
+# the serving copy and the report too: the schedule republishes them after the night's backtests (runs with an asset
+# selection), so that analysts see the backtests and the report's track record holds them
+BACKTEST_SELECTION = dg.AssetSelection.assets(BACKTEST, LTV_BACKTEST, SERVING, REPORT)
 
 ingest_job = dg.define_asset_job(
     "ingest_transactions", selection=INGEST_SELECTION, description="Read the source file, clean it and reconcile."
@@ -41,5 +42,5 @@ backtest_job = dg.define_asset_job(
     "backtest_models",
     selection=BACKTEST_SELECTION,
     description="Out-of-time backtests: the models of partition t against (t + H, t + 2H], the LTV model against its "
-                "horizon; the schedule then republishes the serving copy with them.",
+                "horizon; the schedule then republishes the serving copy and the report with them.",
 )

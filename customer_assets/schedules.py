@@ -14,7 +14,7 @@ again, and one that brought late rows or corrections reruns what they touch.
 * 03:00 ``nightly_backtest``: backtest the models of partition (latest cutoff - 2H), whose scores
   (made at latest cutoff - H) now have a complete window of actual purchases, and the LTV served at
   cutoff (latest cutoff - LTV horizon), whose LTV window has just completed; then, when either ran,
-  republish the serving copy (partition: the latest cutoff) so that it holds them.
+  republish the serving copy and the report (partition: the latest cutoff) so that they hold them.
 
 A partition before the first partition (``CUSTOMER_ASSETS_START_DATE``) is skipped with a reason, and so is every
 run before anything has been cleaned.
@@ -26,7 +26,7 @@ from datetime import date, timedelta
 import dagster as dg
 
 from customer_assets.ingest.assets import clean_materializations
-from customer_assets.jobs import BACKTEST, LTV_BACKTEST, SERVING, backtest_job, ingest_job, rescore_job, train_job
+from customer_assets.jobs import BACKTEST, LTV_BACKTEST, REPORT, SERVING, backtest_job, ingest_job, rescore_job, train_job
 from customer_assets.models.assets import MODEL_NAMES
 from customer_assets.settings import HORIZON_DAYS, LTV_HORIZON_DAYS, PARTITIONS_START
 
@@ -137,9 +137,10 @@ def nightly_backtest(context: dg.ScheduleEvaluationContext):
     runs = [r for r in requests if isinstance(r, dg.RunRequest)]
     if not runs:
         return dg.SkipReason("; ".join(r.skip_message for r in requests))
-    # then the serving copy, so that analysts see tonight's backtests (it was published at 02:00, before them); runs
-    # are queued one at a time in the order requested
-    return [*runs, dg.RunRequest(run_key=f"publish-{latest}", partition_key=latest.isoformat(), asset_selection=[SERVING])]
+    # then the serving copy and the report, so that analysts see tonight's backtests (both were written at 02:00,
+    # before them); runs are queued one at a time in the order requested
+    return [*runs, dg.RunRequest(run_key=f"publish-{latest}", partition_key=latest.isoformat(),
+                                 asset_selection=[SERVING, REPORT])]
 
 
 SCHEDULES = [nightly_ingest, nightly_retrain, nightly_rescore, nightly_backtest]

@@ -131,8 +131,9 @@ def test_schedules_evaluate_to_the_right_partition(when, data_last, rescore, ret
     assert evaluate(nightly_ingest)[0] is None
     runs = {tuple(k.to_user_string() for k in r.asset_selection): r.partition_key
             for r in _tick(nightly_backtest, when, data_last).run_requests}
-    # then the serving copy of the latest cutoff, republished with the night's backtests
-    assert runs == {("evaluation/backtest",): backtest, ("evaluation/ltv_backtest",): ltv_backtest, ("serving/snapshot",): rescore}
+    # then the serving copy and the report of the latest cutoff, republished with the night's backtests
+    assert runs == {("evaluation/backtest",): backtest, ("evaluation/ltv_backtest",): ltv_backtest,
+                    ("serving/snapshot", "reports/customer_report"): rescore}
 
 
 def test_a_partition_materialized_since_the_data_last_changed_is_not_run_again():
@@ -198,7 +199,8 @@ def test_schedules_skip_partitions_before_the_first():
     # 1997-09-01: the 90-day backtest (1997-08-31 - 180 d = 1997-03-04) runs, the LTV one (1996-08-31) does not
     runs = _tick(nightly_backtest, datetime(1997, 9, 1, 3, 0, tzinfo=UTC)).run_requests
     assert [(r.partition_key, r.asset_selection) for r in runs] == [("1997-03-04", [dg.AssetKey(["evaluation", "backtest"])]),
-                                                                    ("1997-08-31", [dg.AssetKey(["serving", "snapshot"])])]
+                                                                    ("1997-08-31", [dg.AssetKey(["serving", "snapshot"]),
+                                                                                        dg.AssetKey(["reports", "customer_report"])])]
     # 1998-03-31: the LTV check of 1997-03-30 is after the start, but the model that serves it (1996-12-30) is not
     runs = _tick(nightly_backtest, datetime(1998, 3, 31, 3, 0, tzinfo=UTC)).run_requests
     assert [r.partition_key for r in runs] == ["1997-10-01", "1998-03-30"]

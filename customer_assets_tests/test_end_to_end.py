@@ -570,18 +570,23 @@ def test_the_nightly_schedules_in_order_on_a_growing_file(export, cdnow_slice, t
         # 1998-04-01 - 180 d and - 365 d: partitions no night trained models for
         ("1998-04-04", "evaluation/backtest", "1997-10-03"): False,
         ("1998-04-04", "evaluation/ltv_backtest", "1997-04-01"): False,
-        ("1998-04-04", "serving/snapshot", "1998-04-01"): True,  # after the backtests, whatever they did
+        ("1998-04-04", "serving/snapshot/reports/customer_report", "1998-04-01"): True,  # after the backtests, whatever they did
         ("1998-07-01", "ingest_transactions", None): True,
         ("1998-07-01", "train_models", "1998-04-01"): True,
         ("1998-07-01", "rescore_customers", "1998-06-30"): True,
         ("1998-07-01", "evaluation/backtest", "1998-01-01"): True,
         ("1998-07-01", "evaluation/ltv_backtest", "1997-06-30"): False,
-        ("1998-07-01", "serving/snapshot", "1998-06-30"): True,
+        ("1998-07-01", "serving/snapshot/reports/customer_report", "1998-06-30"): True,
     }
     # so the serving copy analysts open holds the backtest of that night, not only the warehouse
     served = duckdb.sql(f"SELECT count(*) FROM '{tmp_path / 'serving' / 'evaluation.backtest_metrics.parquet'}' "
                         "WHERE cutoff_date = '1998-01-01'").fetchone()[0]
     assert served == len(_q(warehouse, "SELECT * FROM evaluation.backtest_metrics WHERE cutoff_date = '1998-01-01'")) > 0
+    # and the report of 1998-06-30, rewritten after them, says how far that backtest's total was off
+    error = _q(warehouse, "SELECT value FROM evaluation.backtest_metrics WHERE cutoff_date = '1998-01-01' AND task = 'spend' "
+                          "AND system = 'champion' AND metric = 'aggregate_error'").value[0]
+    page = (tmp_path / "reports" / "customer_report_1998-06-30.html").read_text()
+    assert f"The one backtest (the scores made at 1998-04-01) missed its total by {error:+.1%}." in page
     # the backtests that fail do so because no night trained the models they check, and say so
     for key, expected in (((("1998-04-04", "evaluation/backtest", "1997-10-03")), "No models/churn for partition 1997-10-03"),
                           # the LTV served at c comes from the models/ltv of c - 90 d
@@ -644,7 +649,20 @@ def test_materialize_with_backtests_adds_the_newest_backtests(scored, tmp_path):
     before = _q(copy, trained)
     runner = Runner(copy, dg.DagsterInstance.ephemeral())
     assert materialize_backtests(runner, date(1998, 6, 30), publish=date(1998, 6, 30)) == []
-    assert runner.progress.done == runner.progress.total == 4  # backtest, LTV model, LTV check, serving copy
+    assert runner.progress.done == runner.progress.total == 4  # backtest, LTV model, LTV check, serving copy and report
+    # the report of the scored cutoff, written again after them, holds both in its track record, with the totals'
+    # errors of the evaluation tables and the range they give the forecast totals
+    page = (tmp_path / "reports" / "customer_report_1998-06-30.html").read_text()
+    spend_error = _q(copy, "SELECT value FROM evaluation.backtest_metrics WHERE task = 'spend' AND system = 'champion' "
+                           "AND metric = 'aggregate_error'").value[0]
+    ltv_error = _q(copy, "SELECT value FROM evaluation.ltv_metrics WHERE system = 'champion' AND metric = 'aggregate_error'").value[0]
+    totals = _q(copy, "SELECT sum(predicted_spend) AS spend, sum(predicted_ltv) AS ltv FROM scores.scored_customers "
+                      "WHERE cutoff_date = '1998-06-30'").iloc[0]
+    assert f"The one backtest (the scores made at 1998-04-01) missed its total by {spend_error:+.1%}." in page
+    assert f"The one LTV check (the value served at 1997-06-30) missed its total by {ltv_error:+.1%}." in page
+    for total, error in ((totals.spend, spend_error), (totals.ltv, ltv_error)):
+        low, high = sorted((total, total / (1 + error)))
+        assert f"the actual total will be <b>${low:,.0f} to ${high:,.0f}</b>" in page
     # the serving copy (what `make sql` opens) holds both backtests, not only the warehouse
     serving = tmp_path / "serving"
     for table in ("evaluation.backtest_metrics", "evaluation.ltv_metrics"):

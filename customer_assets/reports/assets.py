@@ -22,8 +22,9 @@ from customer_assets.storage import table_exists
     pool="duckdb",
     description=(
         "A self-contained HTML report per cutoff, written under data/reports/: what changed since the previous scored "
-        "cutoff, segment sizes and movement, revenue at risk, the customers to call first and the recommended action "
-        "per segment with its reasoning."
+        "cutoff, segment sizes and movement, revenue at risk, the customers to call first, the recommended action "
+        "per segment with its reasoning, and how right the forecasts have been: the backtests that had ended by the "
+        "cutoff, and the totals they imply if this forecast is off as those were."
     ),
     metadata={"dagster/column_schema": dg.TableSchema(columns=[
         dg.TableColumn("file", "VARCHAR", description="customer_report_<cutoff>.html"),
@@ -43,7 +44,16 @@ def customer_report(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -
                               "share_above_max FROM scores.feature_drift WHERE cutoff_date = ? AND past_limits "
                               "ORDER BY psi DESC, model, feature", [cutoff]).df()
                  if table_exists(conn, "scores", "feature_drift") else None)
-    page, headline = logic.build_report(cutoff, current, previous, prev_cutoff, HORIZON_DAYS, LTV_HORIZON_DAYS, drift)
+        # the backtests: track_record keeps those whose windows had ended by the cutoff
+        backtests = (conn.execute("SELECT eval_cutoff_date, task, system, metric, value FROM evaluation.backtest_metrics "
+                                  "WHERE system = 'champion' AND task IN ('purchase', 'spend')").df()
+                     if table_exists(conn, "evaluation", "backtest_metrics") else None)
+        ltv = (conn.execute("SELECT cutoff_date, window_end, system, metric, value FROM evaluation.ltv_metrics "
+                            "WHERE system = 'champion'").df()
+               if table_exists(conn, "evaluation", "ltv_metrics") else None)
+    record = logic.track_record(backtests, ltv, cutoff, HORIZON_DAYS)
+    page, headline = logic.build_report(cutoff, current, previous, prev_cutoff, HORIZON_DAYS, LTV_HORIZON_DAYS, drift,
+                                        record)
     folder = reports_dir(duckdb.database)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"customer_report_{cutoff}.html"

@@ -1,7 +1,8 @@
 """The per-cutoff customer report: a self-contained HTML page (inline SVG charts, no extra dependency)."""
 
 import html
-from datetime import date
+import math
+from datetime import date, timedelta
 
 import pandas as pd
 
@@ -27,15 +28,20 @@ def _esc(v) -> str:
     return html.escape(str(v))
 
 
-def _table(frame: pd.DataFrame, money: tuple = (), pct: tuple = (), digits: dict | None = None) -> str:
+def _table(frame: pd.DataFrame, money: tuple = (), pct: tuple = (), digits: dict | None = None,
+           signed: tuple = ()) -> str:
     digits = digits or {}
     head = "".join(f"<th>{_esc(c)}</th>" for c in frame.columns)
     rows = []
     for rec in frame.itertuples(index=False):
         cells = []
         for col, v in zip(frame.columns, rec, strict=True):
-            if col in money:
+            if isinstance(v, float) and math.isnan(v):
+                text = "–"
+            elif col in money:
                 text = f"${v:,.0f}"
+            elif col in signed:
+                text = _signed(v)
             elif col in pct:
                 text = f"{v:.1%}"
             elif isinstance(v, float):
@@ -49,12 +55,186 @@ def _table(frame: pd.DataFrame, money: tuple = (), pct: tuple = (), digits: dict
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
 
 
+# How far back the report's track record reaches (by the end of each backtest's window), and how far apart the rows
+# of its table are: the nightly schedule adds one backtest a night, whose windows overlap all but a day.
+TRACK_RECORD_DAYS = 365
+TRACK_RECORD_SPACING_DAYS = 30
+TRACK_RECORD_ROWS = 12
+BACKTEST_METRICS = {("purchase", "roc_auc"): "roc_auc", ("purchase", "brier"): "brier", ("spend", "r2"): "r2",
+                    ("spend", "aggregate_error"): "aggregate_error", ("spend", "top10_share"): "top10_share"}
+LTV_METRICS = ("r2", "aggregate_error", "top10_share")
+
+
+def track_record(backtests: pd.DataFrame | None, ltv: pd.DataFrame | None, cutoff: date, horizon_days: int,
+                 lookback_days: int = TRACK_RECORD_DAYS) -> dict[str, pd.DataFrame]:
+    """The champion's backtests that a reader at ``cutoff`` can know: those whose window had ended by ``cutoff``.
+
+    Parameters
+    ----------
+    backtests : rows of ``evaluation.backtest_metrics`` (``eval_cutoff_date``, ``task``, ``system``, ``metric``,
+        ``value``), or None when the table does not exist yet.
+    ltv : rows of ``evaluation.ltv_metrics`` (``cutoff_date``, ``window_end``, ``system``, ``metric``, ``value``), or
+        None.
+    cutoff : the report's cutoff. A backtest of the scores made at s counts when s + ``horizon_days`` <= ``cutoff``;
+        an LTV check when its ``window_end`` <= ``cutoff``. So a report rewritten later says what was known at its
+        cutoff, not what was learnt after.
+    horizon_days : H, the window of the 90-day forecasts.
+    lookback_days : only the backtests whose windows ended in the ``lookback_days`` up to ``cutoff``.
+
+    Returns
+    -------
+    dict with ``spend``: one row per backtest, newest first (``scored_at``, ``window_end``, ``roc_auc``, ``brier``,
+    ``r2``, ``aggregate_error``, ``top10_share``), and ``ltv``: one row per LTV check, newest first (``served_at``,
+    ``window_end``, ``r2``, ``aggregate_error``, ``top10_share``). Either may be empty.
+    """
+    start = cutoff - timedelta(days=lookback_days)
+    spend = pd.DataFrame(columns=["scored_at", "window_end", *BACKTEST_METRICS.values()])
+    if backtests is not None and len(backtests):
+        rows = backtests[backtests["system"] == "champion"].copy()
+        rows["key"] = list(zip(rows["task"], rows["metric"], strict=True))
+        rows = rows[rows["key"].isin(BACKTEST_METRICS.keys())]
+        rows["scored_at"] = pd.to_datetime(rows["eval_cutoff_date"]).dt.date
+        rows["window_end"] = rows["scored_at"] + timedelta(days=horizon_days)
+        rows = rows[(rows["window_end"] <= cutoff) & (rows["window_end"] > start)]
+        if len(rows):
+            rows["column"] = rows["key"].map(BACKTEST_METRICS)
+            spend = (rows.pivot_table(index=["scored_at", "window_end"], columns="column", values="value", aggfunc="first")
+                     .reindex(columns=list(BACKTEST_METRICS.values())).reset_index()
+                     .sort_values("scored_at", ascending=False, ignore_index=True))
+            spend.columns.name = None
+    checks = pd.DataFrame(columns=["served_at", "window_end", *LTV_METRICS])
+    if ltv is not None and len(ltv):
+        rows = ltv[(ltv["system"] == "champion") & ltv["metric"].isin(LTV_METRICS)].copy()
+        rows["served_at"] = pd.to_datetime(rows["cutoff_date"]).dt.date
+        rows["window_end"] = pd.to_datetime(rows["window_end"]).dt.date
+        rows = rows[(rows["window_end"] <= cutoff) & (rows["window_end"] > start)]
+        if len(rows):
+            checks = (rows.pivot_table(index=["served_at", "window_end"], columns="metric", values="value", aggfunc="first")
+                      .reindex(columns=list(LTV_METRICS)).reset_index()
+                      .sort_values("served_at", ascending=False, ignore_index=True))
+            checks.columns.name = None
+    return {"spend": spend, "ltv": checks}
+
+
+def forecast_range(total: float, errors) -> tuple[float, float | None] | None:
+    """The totals between ``total`` itself and what it would have turned out to be, had it been off as the past
+    forecasts were.
+
+    A past aggregate error e = (predicted - actual) / actual means the actual total was predicted / (1 + e). So the
+    range is ``total`` / (1 + max(the largest e, 0)) to ``total`` / (1 + min(the smallest e, 0)): it always holds
+    ``total`` itself, since the past misses say how far the actual may lie from it, not that it must. The upper end
+    is None when a past forecast was 100% or more below its actual (1 + e <= 0: no multiple of it recovers the
+    actual). Returns None when there is no finite past error.
+    """
+    errs = [float(e) for e in errors if e is not None and math.isfinite(float(e))]
+    if not errs:
+        return None
+    low = total / (1 + max(max(errs), 0.0))
+    high = total / (1 + min(min(errs), 0.0)) if min(errs) > -1 else None
+    return low, high
+
+
+def spaced(frame: pd.DataFrame, column: str, days: int = TRACK_RECORD_SPACING_DAYS,
+           limit: int = TRACK_RECORD_ROWS) -> pd.DataFrame:
+    """The newest row of ``frame`` (sorted newest first by ``column``), then each next one at least ``days`` older
+    than the last kept, up to ``limit`` rows."""
+    keep, last = [], None
+    for i, when in enumerate(frame[column]):
+        if last is None or (last - when).days >= days:
+            keep.append(i)
+            last = when
+        if len(keep) == limit:
+            break
+    return frame.iloc[keep]
+
+
+def _signed(x: float) -> str:
+    return f"{x:+.1%}"
+
+
+def _span(low: float, high: float | None) -> str:
+    """$low to $high, or "$low or more" without an upper end."""
+    return f"${low:,.0f} to ${high:,.0f}" if high is not None else f"${low:,.0f} or more"
+
+
+def _track_record_section(record: dict[str, pd.DataFrame], cutoff: date, headline: dict, horizon_days: int,
+                          ltv_horizon_days: int) -> str:
+    """The report's "How right the forecasts have been": past backtests, and the range they give the totals above.
+    Adds to ``headline`` what it shows (the number of backtests, the range of their misses and of the totals)."""
+    spend, ltv = record["spend"], record["ltv"]
+    out = [f"<h2 id='track-record'>How right the forecasts have been</h2><p>Every figure above is a forecast. Below are the backtests "
+           f"that had ended by {cutoff} (in the {TRACK_RECORD_DAYS} days up to it): the scores made at an earlier cutoff "
+           "against what the customers then bought.</p>"]
+    if spend.empty and ltv.empty:
+        return out[0] + (f"<p>No backtest had ended by {cutoff}, so there is no track record yet. The scores made at a "
+                         f"cutoff s are checked once the {horizon_days} days after s have passed (the schedule "
+                         "<code>nightly_backtest</code>, or <code>customer-assets materialize --backtests</code>).</p>")
+    for frame, total_key, label in ((spend, "expected_spend_next_h", "spend"), (ltv, "expected_ltv", "ltv")):
+        if frame.empty:
+            continue
+        errors = frame["aggregate_error"].astype(float)
+        errors = errors[errors.map(math.isfinite)]
+        band = forecast_range(headline[total_key], errors)
+        n = len(frame)
+        if band is None:
+            continue
+        low, high = band
+        headline[f"{label}_backtests"] = n
+        headline[f"{label}_past_error_min"] = float(errors.min())
+        headline[f"{label}_past_error_max"] = float(errors.max())
+        headline[f"{label}_total_if_off_as_before_low"] = float(low)
+        if high is not None:
+            headline[f"{label}_total_if_off_as_before_high"] = float(high)
+        first = frame.iloc[0]["scored_at" if label == "spend" else "served_at"]
+        if label == "spend":
+            what = (f"The one backtest (the scores made at {first})" if n == 1
+                    else f"The {n} backtests (the scores made from {frame.iloc[-1]['scored_at']} to {first})")
+        else:
+            what = (f"The one LTV check (the value served at {first})" if n == 1
+                    else f"The {n} LTV checks (the values served from {frame.iloc[-1]['served_at']} to {first})")
+        missed = (f"missed its total by {_signed(errors.iloc[0])}" if len(errors) == 1
+                  else f"missed their totals by {_signed(errors.min())} to {_signed(errors.max())}")
+        forecast = (f"the expected spend in the next {horizon_days} days" if label == "spend"
+                    else f"the expected {ltv_horizon_days}-day value")
+        out.append(f"<p>{what} {missed}. If {forecast} (${headline[total_key]:,.0f}) is off by no more than {'it was' if n == 1 else 'they were'}, "
+                   f"the actual total will be <b>{_span(low, high)}</b>. "
+                   + ("That is one past miss, not a confidence interval: a new period can miss by more, or the other way."
+                      if n == 1 else "That is the range of past misses, not a confidence interval: their windows "
+                      "overlap, and a new period can miss by more.") + "</p>")
+    if not spend.empty:
+        shown = spaced(spend, "scored_at")
+        note = (f" The table shows one backtest every {TRACK_RECORD_SPACING_DAYS} days or more; the range above is of "
+                f"all {len(spend)}." if len(shown) < len(spend) else "")
+        table = shown.rename(columns={"scored_at": "scored at", "window_end": "window ended", "roc_auc": "ROC-AUC (purchase)",
+                                      "brier": "Brier", "r2": "spend R²", "aggregate_error": "total off by",
+                                      "top10_share": "top 10% share"})
+        table["scored at"], table["window ended"] = table["scored at"].astype(str), table["window ended"].astype(str)
+        out.append(f"<h3>Purchase and spend in {horizon_days} days</h3><p>ROC-AUC: how well the purchase probability "
+                   "ranks buyers above non-buyers (0.5 is chance). Total off by: (predicted − actual) / actual. Top 10% "
+                   f"share: the share of the actual spend made by the 10% of customers forecast to spend most.{note}</p>"
+                   + _table(table, pct=("top 10% share",), signed=("total off by",),
+                            digits={"ROC-AUC (purchase)": 3, "Brier": 4, "spend R²": 3}))
+    if not ltv.empty:
+        shown = spaced(ltv, "served_at")
+        note = (f"<p>The table shows one check every {TRACK_RECORD_SPACING_DAYS} days or more; the range above is of "
+                f"all {len(ltv)}.</p>" if len(shown) < len(ltv) else "")
+        table = shown.rename(columns={"served_at": "served at", "window_end": "window ended", "r2": "LTV R²",
+                                    "aggregate_error": "total off by", "top10_share": "top 10% share"})
+        table["served at"], table["window ended"] = table["served at"].astype(str), table["window ended"].astype(str)
+        out.append(f"<h3>Value over {ltv_horizon_days} days</h3>" + note
+                   + _table(table, pct=("top 10% share",), signed=("total off by",), digits={"LTV R²": 3}))
+    return "".join(out)
+
+
 def build_report(cutoff: date, current: pd.DataFrame, previous: pd.DataFrame | None, previous_cutoff: date | None,
-                 horizon_days: int, ltv_horizon_days: int, drift: pd.DataFrame | None = None) -> tuple[str, dict]:
+                 horizon_days: int, ltv_horizon_days: int, drift: pd.DataFrame | None = None,
+                 record: dict[str, pd.DataFrame] | None = None) -> tuple[str, dict]:
     """The HTML report and its headline numbers, from the scored rows of ``cutoff`` (and of the previous cutoff).
 
     ``drift``: the rows of ``scores.feature_drift`` at ``cutoff`` past the check's limits, if any; the report then
     says, under the models it was scored with, how the customers differ from those the models learned from.
+    ``record``: the backtests known at ``cutoff`` (``track_record``); the report then says how far off the forecasts
+    have been, and what range of totals that gives the forecasts above.
     """
     cur = current.copy()
     cur["value_at_risk"] = cur["predicted_ltv"] * cur["churn_probability"]
@@ -132,6 +312,10 @@ def build_report(cutoff: date, current: pd.DataFrame, previous: pd.DataFrame | N
         items.append(f"<h3>{_esc(segment)}</h3><p>{_esc(REASONING.get(segment, ''))}</p><ul>{lines}</ul>")
     sections.append("<h2>Recommended actions per segment</h2>" + "".join(items))
 
+    # 6. track record
+    if record is not None:
+        sections.append(_track_record_section(record, cutoff, headline, horizon_days, ltv_horizon_days))
+
     style = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}"
              "table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px;text-align:right}"
              "th{background:#f3f3f3}td:first-child{text-align:left}")
@@ -139,8 +323,22 @@ def build_report(cutoff: date, current: pd.DataFrame, previous: pd.DataFrame | N
             f"<body><h1>Customer report, cutoff {cutoff}</h1>"
             f"<p>{n:,} customers. Expected spend in the next {horizon_days} days: <b>${headline['expected_spend_next_h']:,.0f}</b>. "
             f"Expected {ltv_horizon_days}-day value: <b>${headline['expected_ltv']:,.0f}</b>. Mean churn risk "
-            f"{headline['mean_churn_probability']:.1%}.</p>" + _models_line(cur) + _drift_line(drift, cur) + "".join(sections) + "</body></html>")
+            f"{headline['mean_churn_probability']:.1%}.</p>" + _range_line(headline, horizon_days) + _models_line(cur) + _drift_line(drift, cur) + "".join(sections) + "</body></html>")
     return page, headline
+
+
+def _range_line(headline: dict, horizon_days: int) -> str:
+    """Under the totals: where the spend forecast's actual would lie if it is off as the past ones were
+    (``track_record``)."""
+    low = headline.get("spend_total_if_off_as_before_low")
+    if low is None:
+        return ""
+    lo, hi = headline["spend_past_error_min"], headline["spend_past_error_max"]
+    past = f"the last backtest ({_signed(lo)})" if headline["spend_backtests"] == 1 else (
+        f"the backtests of the last year ({_signed(lo)} to {_signed(hi)})")
+    return (f"<p>If the {horizon_days}-day spend is off by no more than {past}, it will be "
+            f"{_span(low, headline.get('spend_total_if_off_as_before_high'))} "
+            "(<a href='#track-record'>how right the forecasts have been</a>).</p>")
 
 
 def _models_line(scored: pd.DataFrame) -> str:

@@ -1,0 +1,126 @@
+"""The customer report's track record: which backtests a report at a cutoff may show, and the range of totals they
+give its forecasts. Hand-built backtest rows, values worked out by hand."""
+
+from datetime import date
+
+import pandas as pd
+import pytest
+
+from customer_assets.reports import logic as R
+
+
+def _backtest(scored_at: str, roc_auc: float, brier: float, r2: float, error: float, top10: float,
+              system: str = "champion") -> list[dict]:
+    values = {("purchase", "roc_auc"): roc_auc, ("purchase", "brier"): brier, ("spend", "r2"): r2,
+              ("spend", "aggregate_error"): error, ("spend", "top10_share"): top10,
+              ("spend", "rmse"): 99.0}  # a metric the track record does not show
+    return [{"eval_cutoff_date": pd.Timestamp(scored_at), "task": task, "system": system, "metric": metric, "value": v}
+            for (task, metric), v in values.items()]
+
+
+BACKTESTS = pd.DataFrame([
+    *_backtest("2024-01-01", 0.80, 0.100, 0.40, +0.10, 0.50),
+    *_backtest("2024-02-01", 0.82, 0.090, 0.45, -0.20, 0.55),
+    # its window (2024-03-15, 2024-06-13] had not ended by the cutoff 2024-06-01: not known there
+    *_backtest("2024-03-15", 0.99, 0.010, 0.99, +0.50, 0.90),
+    # its window ended 2023-04-01, more than 365 days before the cutoff
+    *_backtest("2023-01-01", 0.70, 0.200, 0.10, +0.90, 0.30),
+    # a baseline's row
+    *_backtest("2024-01-01", 0.60, 0.300, 0.05, +0.70, 0.20, system="bgnbd_gamma_gamma"),
+])
+LTV = pd.DataFrame([
+    {"cutoff_date": pd.Timestamp("2023-01-01"), "window_end": pd.Timestamp("2024-01-01"), "system": "champion",
+     "metric": m, "value": v} for m, v in (("r2", 0.4), ("aggregate_error", -0.2), ("top10_share", 0.45), ("mae", 7.0))
+] + [
+    # its window ends after the cutoff
+    {"cutoff_date": pd.Timestamp("2023-07-01"), "window_end": pd.Timestamp("2024-07-01"), "system": "champion",
+     "metric": "aggregate_error", "value": +0.4},
+])
+CUTOFF = date(2024, 6, 1)
+
+
+def test_the_track_record_holds_only_the_champions_backtests_whose_windows_had_ended_by_the_cutoff():
+    record = R.track_record(BACKTESTS, LTV, CUTOFF, 90)
+    spend = record["spend"]
+    assert spend["scored_at"].tolist() == [date(2024, 2, 1), date(2024, 1, 1)]  # newest first
+    assert spend["window_end"].tolist() == [date(2024, 5, 1), date(2024, 3, 31)]
+    assert spend[["roc_auc", "brier", "r2", "aggregate_error", "top10_share"]].values.tolist() == [
+        [0.82, 0.09, 0.45, -0.20, 0.55], [0.80, 0.10, 0.40, 0.10, 0.50]]
+    ltv = record["ltv"]
+    assert ltv.to_dict("records") == [{"served_at": date(2023, 1, 1), "window_end": date(2024, 1, 1), "r2": 0.4,
+                                       "aggregate_error": -0.2, "top10_share": 0.45}]
+    # a day before the second window ends, it is not known yet; the day it ends, it is
+    assert R.track_record(BACKTESTS, LTV, date(2024, 4, 30), 90)["spend"]["scored_at"].tolist() == [date(2024, 1, 1)]
+    assert R.track_record(BACKTESTS, LTV, date(2024, 5, 1), 90)["spend"]["scored_at"].tolist() == [
+        date(2024, 2, 1), date(2024, 1, 1)]
+    # with a longer horizon, neither 2024 window had ended by 2024-04-20 (2024-01-01 + 120 d = 2024-04-30), and the
+    # one of 2023 ended on 2023-05-01, inside the 365 days up to 2024-04-20
+    assert R.track_record(BACKTESTS, None, date(2024, 4, 20), 120)["spend"]["scored_at"].tolist() == [date(2023, 1, 1)]
+    assert R.track_record(BACKTESTS, None, date(2024, 4, 20), 120, lookback_days=300)["spend"].empty
+    # no evaluation tables yet
+    none = R.track_record(None, None, CUTOFF, 90)
+    assert none["spend"].empty and none["ltv"].empty
+
+
+@pytest.mark.parametrize("errors, expected", [
+    # over by 10% at most: the actual would be 1000 / 1.1; under by 20% at most: 1000 / 0.8; the forecast is inside
+    ([0.10, -0.20], (1000 / 1.1, 1250.0)),
+    ([0.10], (1000 / 1.1, 1000.0)),
+    ([-0.20, -0.10], (1000.0, 1250.0)),
+    ([0.25, float("nan")], (800.0, 1000.0)),
+    # a past forecast of 0 against a positive actual (-100%): no upper end
+    ([-1.0, 0.10], (1000 / 1.1, None)),
+    ([float("nan")], None),
+    ([], None),
+])
+def test_forecast_range(errors, expected):
+    got = R.forecast_range(1000.0, errors)
+    if expected is None:
+        assert got is None
+    else:
+        assert got[0] == pytest.approx(expected[0])
+        assert got[1] == (None if expected[1] is None else pytest.approx(expected[1]))
+
+
+def test_spaced_keeps_the_newest_then_one_at_least_the_spacing_older():
+    days = pd.DataFrame({"d": [date(2024, 6, 30), date(2024, 6, 29), date(2024, 6, 15), date(2024, 5, 31),
+                               date(2024, 5, 2), date(2024, 5, 1), date(2024, 4, 1)]})
+    assert R.spaced(days, "d", 30)["d"].tolist() == [date(2024, 6, 30), date(2024, 5, 31), date(2024, 5, 1),
+                                                     date(2024, 4, 1)]
+    assert R.spaced(days, "d", 30, limit=2)["d"].tolist() == [date(2024, 6, 30), date(2024, 5, 31)]
+    assert len(R.spaced(days, "d", 1)) == 7
+
+
+def _scored(spend: list[float], ltv: list[float]) -> pd.DataFrame:
+    n = len(spend)
+    return pd.DataFrame({"customer_id": [f"c{i}" for i in range(n)], "segment": ["Loyal"] * n, "predicted_spend": spend,
+                         "predicted_ltv": ltv, "churn_probability": [0.5] * n, "value_decile": list(range(1, n + 1)),
+                         "recommended_action": ["email"] * n})
+
+
+def test_the_report_says_how_far_off_the_forecasts_have_been_and_what_that_makes_of_its_totals():
+    current = _scored([600.0, 400.0], [300.0, 200.0])  # 1,000 expected in 90 days, 500 over 365
+    page, headline = R.build_report(CUTOFF, current, None, None, 90, 365, record=R.track_record(BACKTESTS, LTV, CUTOFF, 90))
+    assert ("The 2 backtests (the scores made from 2024-01-01 to 2024-02-01) missed their totals by -20.0% to +10.0%. "
+            "If the expected spend in the next 90 days ($1,000) is off by no more than they were, the actual total will "
+            "be <b>$909 to $1,250</b>.") in page
+    assert ("The one LTV check (the value served at 2023-01-01) missed its total by -20.0%. If the expected 365-day value "
+            "($500) is off by no more than it was, the actual total will be <b>$500 to $625</b>.") in page
+    # under the totals at the top
+    assert ("If the 90-day spend is off by no more than the backtests of the last year (-20.0% to +10.0%), it will be "
+            "$909 to $1,250") in page
+    # the table: one row per backtest, signed errors
+    assert "<td>2024-02-01</td><td>2024-05-01</td><td>0.820</td><td>0.0900</td><td>0.450</td><td>-20.0%</td><td>55.0%</td>" in page
+    # the backtest not yet known at the cutoff is nowhere
+    assert "2024-03-15" not in page and "+50.0%" not in page
+    assert headline["spend_backtests"] == 2 and headline["ltv_backtests"] == 1
+    assert headline["spend_total_if_off_as_before_low"] == pytest.approx(1000 / 1.1)
+    assert headline["spend_total_if_off_as_before_high"] == pytest.approx(1250.0)
+    assert headline["ltv_total_if_off_as_before_high"] == pytest.approx(625.0)
+
+
+def test_a_report_before_any_backtest_says_there_is_no_track_record_yet():
+    page, headline = R.build_report(date(2023, 3, 1), _scored([10.0], [20.0]), None, None, 90, 365,
+                                    record=R.track_record(BACKTESTS, LTV, date(2023, 3, 1), 90))
+    assert "No backtest had ended by 2023-03-01, so there is no track record yet." in page
+    assert "spend_backtests" not in headline and "how right the forecasts have been</a>" not in page
