@@ -663,13 +663,20 @@ def test_materialize_with_backtests_adds_the_newest_backtests(scored, tmp_path):
     for total, error in ((totals.spend, spend_error), (totals.ltv, ltv_error)):
         low, high = sorted((total, total / (1 + error)))
         assert f"the actual total will be <b>${low:,.0f} to ${high:,.0f}</b>" in page
+    # README query 11 gives the range the report shows under its totals
+    (row,) = _q(str(tmp_path / "serving" / "serving.duckdb"), _readme_query(11)).to_dict("records")
+    low, high = sorted((totals.spend, totals.spend / (1 + spend_error)))
+    assert row == {"expected_revenue_90d": round(totals.spend), "backtests": 1, "smallest_miss": round(spend_error, 3),
+                   "largest_miss": round(spend_error, 3), "if_off_as_before_low": round(low),
+                   "if_off_as_before_high": round(high)}
+    assert f"it will be ${row['if_off_as_before_low']:,.0f} to ${row['if_off_as_before_high']:,.0f}" in page
     # the serving copy (what `make sql` opens) holds both backtests, not only the warehouse
     serving = tmp_path / "serving"
     for table in ("evaluation.backtest_metrics", "evaluation.ltv_metrics"):
         rows = duckdb.sql(f"SELECT count(*) FROM '{serving / (table + '.parquet')}'").fetchone()[0]
         assert rows == len(_q(copy, f"SELECT * FROM {table}")) > 0, table
-    # so README queries 1-7, 9 and 10 give in `make sql` (the serving copy) what they give on the warehouse
-    for number in (*range(1, 8), 9, 10):
+    # so README queries 1-7, 9, 10 and 11 give in `make sql` (the serving copy) what they give on the warehouse
+    for number in (*range(1, 8), 9, 10, 11):
         sql = _readme_query(number)
         pd.testing.assert_frame_equal(_q(str(serving / "serving.duckdb"), sql), _q(copy, sql), obj=f"README query {number}")
     # 9: every customer of the slice once, and all of them outside on tenure (one cohort); 10: what the check warned of
