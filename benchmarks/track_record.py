@@ -6,8 +6,9 @@
 The customer report at a cutoff c says what its {H}-day spend forecast comes to if it is off by no more than the
 backtests whose windows had ended by c (in the 365 days up to c): the forecast divided by (1 + each past error), with
 the forecast itself included (``reports.logic.forecast_range``). The actual total lies in that range exactly when the
-error of the scores made at c lies between the smallest past error (or 0) and the largest (or 0). This benchmark
-materializes the backtests of the scores made every ``--every`` days back from ``--last`` to ``--first`` (the models of
+error of the scores made at c lies between the smallest past error (or 0) and the largest (or 0)
+(``reports.logic.coverage``, which the report also uses to say how often its range held before its cutoff). This
+benchmark materializes the backtests of the scores made every ``--every`` days back from ``--last`` to ``--first`` (the models of
 s - H, then ``evaluation/backtest``; partitions already in the warehouse are kept, and a partition that cannot be
 trained, for want of earlier data, is skipped with the reason), then for each scoring cutoff c with an earlier
 backtest known at c, prints that range and the error at c, and how often the range held it.
@@ -22,35 +23,14 @@ from datetime import date, timedelta
 from pathlib import Path
 
 import duckdb
-import pandas as pd
 
 from customer_assets.cli import Runner
 from customer_assets.jobs import INGEST_SELECTION
-from customer_assets.reports.logic import TRACK_RECORD_DAYS, track_record
+from customer_assets.reports.logic import TRACK_RECORD_DAYS, coverage
 from customer_assets.settings import DATA_DIR, HORIZON_DAYS
 
 TRAIN = ("features/calibration_transactions features/holdout_transactions features/customer_features models/churn "
          "models/spend models/ltv models/next_purchase")
-
-
-def coverage(errors: pd.DataFrame, horizon_days: int = HORIZON_DAYS, lookback_days: int = TRACK_RECORD_DAYS) -> pd.DataFrame:
-    """For each scoring cutoff c of ``errors`` (``eval_cutoff_date``, ``value``: the champion's spend aggregate error
-    of the scores made at c), the range the report at c would show, from the errors known at c, and whether it held
-    the error at c.
-
-    Returns one row per c with at least one earlier backtest known at c: ``cutoff``, ``known`` (how many),
-    ``low``, ``high`` (the range of errors, 0 included), ``error`` (at c) and ``held`` (low <= error <= high).
-    """
-    rows = errors.assign(task="spend", system="champion", metric="aggregate_error")
-    out = []
-    for c, error in zip(pd.to_datetime(errors["eval_cutoff_date"]).dt.date, errors["value"], strict=True):
-        past = track_record(rows, None, c, horizon_days, lookback_days)["spend"]["aggregate_error"].dropna()
-        if past.empty:
-            continue
-        low, high = min(past.min(), 0.0), max(past.max(), 0.0)
-        out.append({"cutoff": c, "known": len(past), "low": low, "high": high, "error": error,
-                    "held": bool(low <= error <= high)})
-    return pd.DataFrame(out, columns=["cutoff", "known", "low", "high", "error", "held"])
 
 
 def main(argv=None) -> int:
@@ -94,7 +74,7 @@ def main(argv=None) -> int:
             "AND metric = 'aggregate_error' AND eval_cutoff_date BETWEEN ? AND ? ORDER BY 1", [first, last]).df()
     for line in skipped:
         print(f"skipped: {line}")
-    table = coverage(errors)
+    table = coverage(errors, HORIZON_DAYS)
     print(f"\nThe report's range of {HORIZON_DAYS}-day totals, checked out of time ({args.db}): at each scoring cutoff c, "
           f"the errors of the backtests known at c (windows ended by c, in the {TRACK_RECORD_DAYS} days up to it), "
           "0 included, and the error of the scores made at c\n")

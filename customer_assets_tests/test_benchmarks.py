@@ -207,24 +207,3 @@ def test_feature_drift_benchmark_prints_what_chance_gives_at_each_pair_of_sizes(
     first = rows[0].rstrip(" |").split(" | ")
     assert float(first[5]) > 2 and first[8] == "0.220"
 
-
-def test_track_record_coverage_checks_each_cutoff_against_the_backtests_known_there():
-    """Scores made at 01-01, 02-01, 03-02, 04-01 and 05-01 (errors +10%, +5%, -3%, +10%, +20%). With H = 90 days the
-    report at c knows the backtests scored at c - 90 days or earlier: 01-01 to 03-02 know none (the first window
-    ends 03-31); 04-01 knows 01-01: range 0 to +10%, which holds +10%; 05-01 knows 01-01 and 02-01 (whose window
-    ends that day): 0 to +10%, which does not hold +20%."""
-    tr = _benchmark("track_record")
-    import pandas as pd
-
-    errors = pd.DataFrame({"eval_cutoff_date": pd.to_datetime(["2024-01-01", "2024-02-01", "2024-03-02", "2024-04-01",
-                                                               "2024-05-01"]),
-                           "value": [0.10, 0.05, -0.03, 0.10, 0.20]})
-    got = tr.coverage(errors, horizon_days=90)
-    assert [str(c) for c in got["cutoff"]] == ["2024-04-01", "2024-05-01"]
-    assert got["known"].tolist() == [1, 2] and got["held"].tolist() == [True, False]
-    assert got[["low", "high"]].values.tolist() == [[0.0, 0.10], [0.0, 0.10]]
-    # with a 30-day horizon, each cutoff knows every backtest scored 30 days or more before it
-    got = tr.coverage(errors, horizon_days=30)
-    assert got["known"].tolist() == [1, 2, 3, 4]
-    assert got["held"].tolist() == [True, False, True, False]
-    assert got[["low", "high"]].values.tolist() == [[0.0, 0.10], [0.0, 0.10], [-0.03, 0.10], [-0.03, 0.10]]

@@ -113,6 +113,8 @@ def test_the_report_says_how_far_off_the_forecasts_have_been_and_what_that_makes
     assert "<td>2024-02-01</td><td>2024-05-01</td><td>0.820</td><td>0.0900</td><td>0.450</td><td>-20.0%</td><td>55.0%</td>" in page
     # the backtest not yet known at the cutoff is nowhere
     assert "2024-03-15" not in page and "+50.0%" not in page
+    # neither backtest had ended when the other's scores were made, so there is no check of the range yet
+    assert "Checked on" not in page and "spend_range_checked" not in headline
     assert headline["spend_backtests"] == 2 and headline["ltv_backtests"] == 1
     assert headline["spend_total_if_off_as_before_low"] == pytest.approx(1000 / 1.1)
     assert headline["spend_total_if_off_as_before_high"] == pytest.approx(1250.0)
@@ -124,3 +126,37 @@ def test_a_report_before_any_backtest_says_there_is_no_track_record_yet():
                                     record=R.track_record(BACKTESTS, LTV, date(2023, 3, 1), 90))
     assert "No backtest had ended by 2023-03-01, so there is no track record yet." in page
     assert "spend_backtests" not in headline and "how right the forecasts have been</a>" not in page
+
+
+def test_coverage_checks_each_cutoff_against_the_backtests_known_there():
+    """Scores made at 01-01, 02-01, 03-02, 04-01 and 05-01 (errors +10%, +5%, -3%, +10%, +20%). With H = 90 days the
+    report at c knows the backtests scored at c - 90 days or earlier: 01-01 to 03-02 know none (the first window
+    ends 03-31); 04-01 knows 01-01: range 0 to +10%, which holds +10%; 05-01 knows 01-01 and 02-01 (whose window
+    ends that day): 0 to +10%, which does not hold +20%."""
+    errors = pd.DataFrame({"eval_cutoff_date": pd.to_datetime(["2024-01-01", "2024-02-01", "2024-03-02", "2024-04-01",
+                                                               "2024-05-01"]),
+                           "value": [0.10, 0.05, -0.03, 0.10, 0.20]})
+    got = R.coverage(errors, horizon_days=90)
+    assert [str(c) for c in got["cutoff"]] == ["2024-04-01", "2024-05-01"]
+    assert got["known"].tolist() == [1, 2] and got["held"].tolist() == [True, False]
+    assert got[["low", "high"]].values.tolist() == [[0.0, 0.10], [0.0, 0.10]]
+    # with a 30-day horizon, each cutoff knows every backtest scored 30 days or more before it
+    got = R.coverage(errors, horizon_days=30)
+    assert got["known"].tolist() == [1, 2, 3, 4]
+    assert got["held"].tolist() == [True, False, True, False]
+    assert got[["low", "high"]].values.tolist() == [[0.0, 0.10], [0.0, 0.10], [-0.03, 0.10], [-0.03, 0.10]]
+
+
+def test_the_report_says_how_often_a_range_made_this_way_held_among_its_backtests():
+    """Backtests scored at 01-01 (+10%), 04-01 (+5%) and 07-01 (+20%), report at 10-01, H = 90: all three are known.
+    Among them, 04-01 knew 01-01 (range 0 to +10%, holds +5%) and 07-01 knew 01-01 and 04-01 (0 to +10%, misses
+    +20%); 01-01 knew none. So 1 of 2."""
+    rows = pd.DataFrame([*_backtest("2024-01-01", 0.8, 0.1, 0.4, 0.10, 0.5), *_backtest("2024-04-01", 0.8, 0.1, 0.4, 0.05, 0.5),
+                         *_backtest("2024-07-01", 0.8, 0.1, 0.4, 0.20, 0.5)])
+    page, headline = R.build_report(date(2024, 10, 1), _scored([600.0, 400.0], [300.0, 200.0]), None, None, 90, 365,
+                                    record=R.track_record(rows, None, date(2024, 10, 1), 90))
+    assert ("Checked on these 3 backtests, each against those of them that had ended when its scores were made, a range "
+            "made this way held the actual total 1 of 2 times.") in page
+    assert (headline["spend_range_checked"], headline["spend_range_held"]) == (2, 1)
+    # the range itself: 1,000 / 1.2 to 1,000
+    assert "the actual total will be <b>$833 to $1,000</b>" in page

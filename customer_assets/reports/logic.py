@@ -134,6 +134,29 @@ def forecast_range(total: float, errors) -> tuple[float, float | None] | None:
     return low, high
 
 
+def coverage(errors: pd.DataFrame, horizon_days: int, lookback_days: int = TRACK_RECORD_DAYS) -> pd.DataFrame:
+    """How the report's range would have done at each scoring cutoff of ``errors``.
+
+    ``errors`` holds the champion's spend aggregate errors, one row per scoring cutoff s (``eval_cutoff_date``,
+    ``value``). For each s, the range is taken from the errors known at s (``track_record``), with 0 included, and
+    checked against the error at s.
+
+    Returns one row per s that had at least one earlier backtest known: ``cutoff``, ``known`` (how many), ``low``,
+    ``high`` (the range of errors) and ``error`` (at s), and ``held`` (low <= error <= high). The actual total lies
+    in the range of totals (``forecast_range``) exactly when ``held``.
+    """
+    rows = errors.assign(task="spend", system="champion", metric="aggregate_error")
+    out = []
+    for c, error in zip(pd.to_datetime(errors["eval_cutoff_date"]).dt.date, errors["value"], strict=True):
+        past = track_record(rows, None, c, horizon_days, lookback_days)["spend"]["aggregate_error"].dropna()
+        if past.empty or not math.isfinite(error):
+            continue
+        low, high = min(past.min(), 0.0), max(past.max(), 0.0)
+        out.append({"cutoff": c, "known": len(past), "low": low, "high": high, "error": error,
+                    "held": bool(low <= error <= high)})
+    return pd.DataFrame(out, columns=["cutoff", "known", "low", "high", "error", "held"])
+
+
 def spaced(frame: pd.DataFrame, column: str, days: int = TRACK_RECORD_SPACING_DAYS,
            limit: int = TRACK_RECORD_ROWS) -> pd.DataFrame:
     """The newest row of ``frame`` (sorted newest first by ``column``), then each next one at least ``days`` older
@@ -196,11 +219,20 @@ def _track_record_section(record: dict[str, pd.DataFrame], cutoff: date, headlin
                   else f"missed their totals by {_signed(errors.min())} to {_signed(errors.max())}")
         forecast = (f"the expected spend in the next {horizon_days} days" if label == "spend"
                     else f"the expected {ltv_horizon_days}-day value")
+        held = ""
+        if label == "spend":  # an LTV check in the table cannot know another: their windows all end within a year
+            checked = coverage(frame.rename(columns={"scored_at": "eval_cutoff_date", "aggregate_error": "value"}),
+                               horizon_days)
+            if len(checked):
+                k = int(checked["held"].sum())
+                headline["spend_range_checked"], headline["spend_range_held"] = len(checked), k
+                held = (f" Checked on these {n} backtests, each against those of them that had ended when its scores "
+                        f"were made, a range made this way held the actual total {k} of {len(checked)} times.")
         out.append(f"<p>{what} {missed}. If {forecast} (${headline[total_key]:,.0f}) is off by no more than {'it was' if n == 1 else 'they were'}, "
                    f"the actual total will be <b>{_span(low, high)}</b>. "
                    + ("That is one past miss, not a confidence interval: a new period can miss by more, or the other way."
                       if n == 1 else "That is the range of past misses, not a confidence interval: their windows "
-                      "overlap, and a new period can miss by more.") + "</p>")
+                      "overlap, and a new period can miss by more.") + held + "</p>")
     if not spend.empty:
         shown = spaced(spend, "scored_at")
         note = (f" The table shows one backtest every {TRACK_RECORD_SPACING_DAYS} days or more; the range above is of "
