@@ -445,6 +445,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  SELECT segment, count(*) AS customers, round(avg(churn_probability), 3) AS mean_churn, "
               f"round(sum(predicted_ltv)) AS expected_ltv FROM scores.scored_customers WHERE cutoff_date = '{cutoff}' "
               "GROUP BY segment ORDER BY expected_ltv DESC;")
+        from customer_assets.settings import reports_dir
+
+        report = reports_dir(db) / f"customer_report_{cutoff}.html"
+        if report.exists():
+            print(f"The report for marketers (segments, customers to call first, how right the forecasts have been): "
+                  f"{report}")
     return 0
 
 

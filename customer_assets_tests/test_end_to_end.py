@@ -1166,3 +1166,23 @@ def test_forget_erases_customers_from_the_scores_the_serving_copy_and_the_report
     evals = {e.asset_check_key.name: e for e in materialize(copy, SCORE_CHECKS).get_asset_check_evaluations()}
     assert {k: e.passed for k, e in evals.items()} == {"every_customer_scored_once": True, "scores_valid": True}
     assert evals["scores_valid"].metadata["rows_checked"].value == 3996
+
+
+def test_the_command_line_ends_with_the_warehouse_a_query_and_the_report(scored, tmp_path, capsys):
+    """`customer-assets materialize` (what `make run` calls) tells the user where everything is: the warehouse, a query
+    to paste, and the report it wrote."""
+    import shutil
+
+    from customer_assets.cli import main
+
+    copy = tmp_path / "w.duckdb"
+    shutil.copy(scored, copy)
+    assert main(["materialize", "--skip-ingest", "--cutoff", "1998-06-30", "--db", str(copy)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert f"Warehouse: {copy}" in out
+    query = out[out.index("Try this query in `make sql` (DuckDB CLI, read-only) or any DuckDB client:") + 1]
+    assert len(_q(str(copy), query)) > 0  # the query printed runs, and finds the segments
+    report = tmp_path / "reports" / "customer_report_1998-06-30.html"
+    assert report.exists()
+    assert out[-1] == ("The report for marketers (segments, customers to call first, how right the forecasts have been): "
+                       f"{report}")
