@@ -1168,12 +1168,14 @@ def test_forget_erases_customers_from_the_scores_the_serving_copy_and_the_report
     assert evals["scores_valid"].metadata["rows_checked"].value == 3996
 
 
-def test_the_command_line_ends_with_the_warehouse_a_query_and_the_report(scored, tmp_path, capsys):
+def test_the_command_line_ends_with_the_warehouse_a_query_and_the_report(scored, tmp_path, capsys, monkeypatch):
     """`customer-assets materialize` (what `make run` calls) tells the user where everything is: the warehouse, a query
     to paste, and the report it wrote."""
     import shutil
 
     from customer_assets.cli import main
+
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)  # a throwaway instance, not the one `make test` may point at
 
     copy = tmp_path / "w.duckdb"
     shutil.copy(scored, copy)
