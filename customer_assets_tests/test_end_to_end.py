@@ -226,8 +226,7 @@ def test_backtest_table_matches_the_scored_table(scored):
     assert r.diff_ci_low < r.diff_champion_minus_system < r.diff_ci_high
     rel = _q(scored, "SELECT * FROM evaluation.reliability WHERE cutoff_date = '1998-01-01'")
     assert len(rel) == 10 and rel["count"].sum() == 2000
-    (check,) = result.get_asset_check_evaluations()
-    assert check.check_name == "champion_not_worse_than_baselines"
+    check = next(e for e in result.get_asset_check_evaluations() if e.asset_check_key.name == "champion_not_worse_than_baselines")
     assert check.passed, check.metadata["significantly_worse"].value
     assert check.metadata["comparisons"].value == m.diff_ci_low.notna().sum() > 0
 
@@ -272,7 +271,7 @@ def test_backtest_check_warns_when_the_champion_is_worse_than_a_baseline(scored,
     result = materialize(copy, "evaluation/backtest", partition_key="1998-01-01",
                          run_config={"ops": {"evaluation__backtest": {"config": {"bootstrap_samples": 20}}}})
     assert result.success
-    (check,) = result.get_asset_check_evaluations()
+    check = next(e for e in result.get_asset_check_evaluations() if e.asset_check_key.name == "champion_not_worse_than_baselines")
     assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
     worse = check.metadata["significantly_worse"].value
     # what the CLI prints under the step (the check's description)
@@ -283,6 +282,46 @@ def test_backtest_check_warns_when_the_champion_is_worse_than_a_baseline(scored,
     auc = _q(copy, "SELECT value FROM evaluation.backtest_metrics WHERE cutoff_date = '1998-01-01' AND task = 'purchase' "
                    "AND system = 'champion' AND metric = 'roc_auc'").value[0]
     assert auc < 0.5
+
+
+def test_backtest_check_warns_when_the_total_missed_by_more_than_the_backtests_known_then(scored, tmp_path):
+    """total_within_past_misses: the backtest of 1998-01-01 (scored at 1998-04-01) against the backtests known at
+    1998-04-01. A made-up earlier one, scored at 1998-01-01 (its window ended 1998-04-01), missed by half as much: the
+    check warns. One scored at 1998-02-01 (window open at 1998-04-01) whose miss would cover it is not used. With the
+    earlier miss 1.5 times as large, it passes."""
+    import shutil
+
+    copy = str(tmp_path / "w.duckdb")
+    shutil.copy(scored, copy)
+    sql = ("INSERT INTO evaluation.backtest_metrics (cutoff_date, eval_cutoff_date, task, system, metric, value) "
+           "VALUES (?, ?, 'spend', 'champion', 'aggregate_error', ?)")
+    run = {"ops": {"evaluation__backtest": {"config": {"bootstrap_samples": 20}}}}
+
+    def check_with(earlier: float):
+        with duckdb.connect(copy) as conn:
+            conn.execute("DELETE FROM evaluation.backtest_metrics WHERE cutoff_date IN ('1997-10-03', '1997-11-03')")
+            conn.execute(sql, [date(1997, 10, 3), date(1998, 1, 1), earlier])
+            conn.execute(sql, [date(1997, 11, 3), date(1998, 2, 1), 50.0 if earlier > 0 else -0.99])
+        result = materialize(copy, "evaluation/backtest", partition_key="1998-01-01", run_config=run)
+        return next(e for e in result.get_asset_check_evaluations() if e.asset_check_key.name == "total_within_past_misses")
+
+    materialize(copy, "evaluation/backtest", partition_key="1998-01-01", run_config=run)
+    error = _q(copy, "SELECT value FROM evaluation.backtest_metrics WHERE cutoff_date = '1998-01-01' AND task = 'spend' "
+                     "AND system = 'champion' AND metric = 'aggregate_error'").value[0]
+    assert abs(error) > 0.01
+    check = check_with(error / 2)
+    assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
+    low, high = sorted((0.0, error / 2))
+    assert check.description == (f"the spend total scored at 1998-04-01 missed by {error:+.1%}, outside the {low:+.1%} "
+                                  f"to {high:+.1%} of the 1 backtests known then")
+    assert check.metadata["backtests_known"].value == 1
+    assert check_with(error * 1.5).passed
+    # with no earlier backtest known at 1998-04-01 there is nothing to compare with: it passes and says so
+    with duckdb.connect(copy) as conn:
+        conn.execute("DELETE FROM evaluation.backtest_metrics WHERE cutoff_date IN ('1997-10-03', '1997-11-03')")
+    result = materialize(copy, "evaluation/backtest", partition_key="1998-01-01", run_config=run)
+    check = next(e for e in result.get_asset_check_evaluations() if e.asset_check_key.name == "total_within_past_misses")
+    assert check.passed and check.description == "no earlier backtest had ended by 1998-04-01: nothing to compare the total with"
 
 
 def test_backtest_refuses_an_incomplete_window(scored):

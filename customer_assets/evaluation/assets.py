@@ -13,12 +13,14 @@ from customer_assets.features import logic as F
 from customer_assets.models import logic as L
 from customer_assets.models.assets import MODEL_NAMES
 from customer_assets.partitions import CUTOFF_PARTITIONS, MODEL_FOR_SCORING
+from customer_assets.reports import logic as R
 from customer_assets.scores.assets import served_models
 from customer_assets.settings import HORIZON_DAYS, LTV_HORIZON_DAYS
 from customer_assets.storage import markdown_preview, replace_partition_df
 
 FEATURES = dg.AssetKey(["features", "customer_features"])
 NOT_WORSE = "champion_not_worse_than_baselines"
+WITHIN_PAST_MISSES = "total_within_past_misses"
 EVAL_FEATURES = dg.TimeWindowPartitionMapping(start_offset=HORIZON_DAYS, end_offset=HORIZON_DAYS)
 
 
@@ -44,6 +46,27 @@ def _headline(rows: pd.DataFrame) -> dict:
     return out
 
 
+def _within_past_misses(known: pd.DataFrame, rows: pd.DataFrame, s: date) -> dg.AssetCheckResult:
+    """The check ``total_within_past_misses``: the spend total's error at ``s`` against the range of the errors of
+    the backtests known at ``s`` (``reports.logic.track_record`` and ``past_miss_range``), the range the report at
+    ``s`` showed."""
+    past = R.track_record(known, None, s, HORIZON_DAYS)["spend"]["aggregate_error"]
+    misses = R.past_miss_range(past)
+    pick = rows[(rows.task == "spend") & (rows.system == E.CHAMPION) & (rows.metric == "aggregate_error")]["value"]
+    error = float(pick.iloc[0]) if len(pick) else float("nan")
+    meta = {"scored_at": s.isoformat(), "error": error, "backtests_known": int(past.notna().sum())}
+    if misses is None or error != error:
+        return dg.AssetCheckResult(check_name=WITHIN_PAST_MISSES, passed=True, severity=dg.AssetCheckSeverity.WARN,
+                                   description=f"no earlier backtest had ended by {s}: nothing to compare the total with",
+                                   metadata=meta)
+    low, high = misses
+    held = low <= error <= high
+    found = None if held else (f"the spend total scored at {s} missed by {error:+.1%}, outside the {low:+.1%} to "
+                               f"{high:+.1%} of the {meta['backtests_known']} backtests known then")
+    return dg.AssetCheckResult(check_name=WITHIN_PAST_MISSES, passed=held, severity=dg.AssetCheckSeverity.WARN,
+                               description=found, metadata={**meta, "past_low": low, "past_high": high})
+
+
 @dg.asset(
     key=["evaluation", "backtest"],
     deps=[*[dg.AssetKey(["models", n]) for n in MODEL_NAMES], dg.AssetDep(FEATURES, partition_mapping=EVAL_FEATURES)],
@@ -64,6 +87,12 @@ def _headline(rows: pd.DataFrame) -> dict:
         description="The champion is not worse than any baseline with 95% confidence (paired bootstrap) on ROC-AUC, PR-AUC, "
                     "Brier, spend R², top-10% share or next purchase's concordance index, out of time. Fails with WARN: a signal to look at the models, "
                     "nothing downstream is stopped.",
+    ), dg.AssetCheckSpec(
+        WITHIN_PAST_MISSES, asset=["evaluation", "backtest"], blocking=False,
+        description="The champion's spend total over (s, s + H] missed by no more than the backtests known at s did "
+                    "(those whose windows had ended by s, in the 365 days up to it; 0 included): the range of totals "
+                    "that the report at s showed held. Fails with WARN: the level of the forecasts was off by more "
+                    "than in any backtest of the last year. Passes, saying so, when no earlier backtest was known at s.",
     )],
 )
 def backtest(context: dg.AssetExecutionContext, config: BacktestConfig, duckdb: DuckDBResource) -> dg.MaterializeResult:
@@ -90,6 +119,10 @@ def backtest(context: dg.AssetExecutionContext, config: BacktestConfig, duckdb: 
         rel.insert(1, "system", E.CHAMPION)
         n = replace_partition_df(conn, "evaluation", "backtest_metrics", t, rows)
         replace_partition_df(conn, "evaluation", "reliability", t, rel)
+        # the other backtests' spend totals, for the check total_within_past_misses (it keeps those known at s)
+        known = conn.execute("SELECT eval_cutoff_date, task, system, metric, value FROM evaluation.backtest_metrics "
+                             "WHERE system = 'champion' AND task = 'spend' AND metric = 'aggregate_error' "
+                             "AND cutoff_date <> ?", [t]).df()
     table = rows[rows.metric.isin(["roc_auc", "pr_auc", "brier", "r2", "aggregate_error", "top10_share", "c_index"])]
     worse = E.significantly_worse(rows)
     by_range = rows[rows.task.str.endswith("_training_range")]
@@ -103,7 +136,7 @@ def backtest(context: dg.AssetExecutionContext, config: BacktestConfig, duckdb: 
             check_name=NOT_WORSE, passed=worse.empty, severity=dg.AssetCheckSeverity.WARN, description=found,
             metadata={"partition": t.isoformat(), "comparisons": int(rows["diff_ci_low"].notna().sum()),
                       "significantly_worse": dg.MetadataValue.md(markdown_preview(worse, n=20)) if len(worse) else "none"},
-        )],
+        ), _within_past_misses(known, rows, s)],
         metadata={
             "dagster/row_count": n,
             "eval_cutoff_date": str(s),

@@ -116,22 +116,30 @@ def track_record(backtests: pd.DataFrame | None, ltv: pd.DataFrame | None, cutof
     return {"spend": spend, "ltv": checks}
 
 
+def past_miss_range(errors) -> tuple[float, float] | None:
+    """The smallest and the largest of the finite past aggregate errors ``errors``, with 0 included: (min(errors, 0),
+    max(errors, 0)). None when there is no finite error."""
+    errs = [float(e) for e in errors if e is not None and math.isfinite(float(e))]
+    if not errs:
+        return None
+    return min(min(errs), 0.0), max(max(errs), 0.0)
+
+
 def forecast_range(total: float, errors) -> tuple[float, float | None] | None:
     """The totals between ``total`` itself and what it would have turned out to be, had it been off as the past
     forecasts were.
 
     A past aggregate error e = (predicted - actual) / actual means the actual total was predicted / (1 + e). So the
-    range is ``total`` / (1 + max(the largest e, 0)) to ``total`` / (1 + min(the smallest e, 0)): it always holds
-    ``total`` itself, since the past misses say how far the actual may lie from it, not that it must. The upper end
-    is None when a past forecast was 100% or more below its actual (1 + e <= 0: no multiple of it recovers the
-    actual). Returns None when there is no finite past error.
+    range is ``total`` / (1 + max(the largest e, 0)) to ``total`` / (1 + min(the smallest e, 0)) (``past_miss_range``):
+    it always holds ``total`` itself, since the past misses say how far the actual may lie from it, not that it must.
+    The upper end is None when a past forecast was 100% or more below its actual (1 + e <= 0: no multiple of it
+    recovers the actual). Returns None when there is no finite past error.
     """
-    errs = [float(e) for e in errors if e is not None and math.isfinite(float(e))]
-    if not errs:
+    misses = past_miss_range(errors)
+    if misses is None:
         return None
-    low = total / (1 + max(max(errs), 0.0))
-    high = total / (1 + min(min(errs), 0.0)) if min(errs) > -1 else None
-    return low, high
+    smallest, largest = misses
+    return total / (1 + largest), (total / (1 + smallest) if smallest > -1 else None)
 
 
 def coverage(errors: pd.DataFrame, horizon_days: int, lookback_days: int = TRACK_RECORD_DAYS) -> pd.DataFrame:
@@ -148,11 +156,12 @@ def coverage(errors: pd.DataFrame, horizon_days: int, lookback_days: int = TRACK
     rows = errors.assign(task="spend", system="champion", metric="aggregate_error")
     out = []
     for c, error in zip(pd.to_datetime(errors["eval_cutoff_date"]).dt.date, errors["value"], strict=True):
-        past = track_record(rows, None, c, horizon_days, lookback_days)["spend"]["aggregate_error"].dropna()
-        if past.empty or not math.isfinite(error):
+        past = track_record(rows, None, c, horizon_days, lookback_days)["spend"]["aggregate_error"]
+        misses = past_miss_range(past)
+        if misses is None or not math.isfinite(error):
             continue
-        low, high = min(past.min(), 0.0), max(past.max(), 0.0)
-        out.append({"cutoff": c, "known": len(past), "low": low, "high": high, "error": error,
+        low, high = misses
+        out.append({"cutoff": c, "known": int(past.notna().sum()), "low": low, "high": high, "error": error,
                     "held": bool(low <= error <= high)})
     return pd.DataFrame(out, columns=["cutoff", "known", "low", "high", "error", "held"])
 
