@@ -313,7 +313,7 @@ def test_backtest_check_warns_when_the_total_missed_by_more_than_the_backtests_k
     assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
     low, high = sorted((0.0, error / 2))
     assert check.description == (f"the spend total scored at 1998-04-01 missed by {error:+.1%}, outside the {low:+.1%} "
-                                  f"to {high:+.1%} of the 1 backtests known then")
+                                  f"to {high:+.1%} of the one backtest known then")
     assert check.metadata["backtests_known"].value == 1
     assert check_with(error * 1.5).passed
     # with no earlier backtest known at 1998-04-01 there is nothing to compare with: it passes and says so

@@ -61,8 +61,10 @@ def _within_past_misses(known: pd.DataFrame, rows: pd.DataFrame, s: date) -> dg.
                                    metadata=meta)
     low, high = misses
     held = low <= error <= high
+    k = meta["backtests_known"]
     found = None if held else (f"the spend total scored at {s} missed by {error:+.1%}, outside the {low:+.1%} to "
-                               f"{high:+.1%} of the {meta['backtests_known']} backtests known then")
+                               f"{high:+.1%} of " + ("the one backtest" if k == 1 else f"the {k} backtests")
+                               + " known then")
     return dg.AssetCheckResult(check_name=WITHIN_PAST_MISSES, passed=held, severity=dg.AssetCheckSeverity.WARN,
                                description=found, metadata={**meta, "past_low": low, "past_high": high})
 
