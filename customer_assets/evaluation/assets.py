@@ -48,20 +48,17 @@ def _headline(rows: pd.DataFrame) -> dict:
 
 def _within_past_misses(known: pd.DataFrame, rows: pd.DataFrame, s: date) -> dg.AssetCheckResult:
     """The check ``total_within_past_misses``: the spend total's error at ``s`` against the range of the errors of
-    the backtests known at ``s`` (``reports.logic.track_record`` and ``past_miss_range``), the range the report at
-    ``s`` showed."""
-    past = R.track_record(known, None, s, HORIZON_DAYS)["spend"]["aggregate_error"]
-    misses = R.past_miss_range(past)
+    the backtests known at ``s`` (``reports.logic.range_at``), the range the report at ``s`` showed."""
+    misses = R.range_at(known, s, HORIZON_DAYS)
     pick = rows[(rows.task == "spend") & (rows.system == E.CHAMPION) & (rows.metric == "aggregate_error")]["value"]
     error = float(pick.iloc[0]) if len(pick) else float("nan")
-    meta = {"scored_at": s.isoformat(), "error": error, "backtests_known": int(past.notna().sum())}
+    meta = {"scored_at": s.isoformat(), "error": error, "backtests_known": 0 if misses is None else misses[0]}
     if misses is None or error != error:
         return dg.AssetCheckResult(check_name=WITHIN_PAST_MISSES, passed=True, severity=dg.AssetCheckSeverity.WARN,
                                    description=f"no earlier backtest had ended by {s}: nothing to compare the total with",
                                    metadata=meta)
-    low, high = misses
+    k, low, high = misses
     held = low <= error <= high
-    k = meta["backtests_known"]
     found = None if held else (f"the spend total scored at {s} missed by {error:+.1%}, outside the {low:+.1%} to "
                                f"{high:+.1%} of " + ("the one backtest" if k == 1 else f"the {k} backtests")
                                + " known then")
@@ -122,7 +119,7 @@ def backtest(context: dg.AssetExecutionContext, config: BacktestConfig, duckdb: 
         n = replace_partition_df(conn, "evaluation", "backtest_metrics", t, rows)
         replace_partition_df(conn, "evaluation", "reliability", t, rel)
         # the other backtests' spend totals, for the check total_within_past_misses (it keeps those known at s)
-        known = conn.execute("SELECT eval_cutoff_date, task, system, metric, value FROM evaluation.backtest_metrics "
+        known = conn.execute("SELECT eval_cutoff_date, value FROM evaluation.backtest_metrics "
                              "WHERE system = 'champion' AND task = 'spend' AND metric = 'aggregate_error' "
                              "AND cutoff_date <> ?", [t]).df()
     table = rows[rows.metric.isin(["roc_auc", "pr_auc", "brier", "r2", "aggregate_error", "top10_share", "c_index"])]

@@ -142,27 +142,38 @@ def forecast_range(total: float, errors) -> tuple[float, float | None] | None:
     return total / (1 + largest), (total / (1 + smallest) if smallest > -1 else None)
 
 
+def range_at(errors: pd.DataFrame, cutoff: date, horizon_days: int,
+             lookback_days: int = TRACK_RECORD_DAYS) -> tuple[int, float, float] | None:
+    """The range of past misses known at ``cutoff``: how many backtests, and (``past_miss_range``) the smallest and
+    largest of their errors with 0 included.
+
+    ``errors`` holds the champion's spend aggregate errors, one row per scoring cutoff s (``eval_cutoff_date``,
+    ``value``); those known at ``cutoff`` are kept as ``track_record`` keeps them. None when none is known.
+    """
+    rows = errors.assign(task="spend", system="champion", metric="aggregate_error")
+    past = track_record(rows, None, cutoff, horizon_days, lookback_days)["spend"]["aggregate_error"]
+    misses = past_miss_range(past)
+    return None if misses is None else (int(past.notna().sum()), *misses)
+
+
 def coverage(errors: pd.DataFrame, horizon_days: int, lookback_days: int = TRACK_RECORD_DAYS) -> pd.DataFrame:
     """How the report's range would have done at each scoring cutoff of ``errors``.
 
     ``errors`` holds the champion's spend aggregate errors, one row per scoring cutoff s (``eval_cutoff_date``,
-    ``value``). For each s, the range is taken from the errors known at s (``track_record``), with 0 included, and
-    checked against the error at s.
+    ``value``). For each s, the range is taken from the errors known at s (``range_at``) and checked against the
+    error at s.
 
     Returns one row per s that had at least one earlier backtest known: ``cutoff``, ``known`` (how many), ``low``,
     ``high`` (the range of errors) and ``error`` (at s), and ``held`` (low <= error <= high). The actual total lies
     in the range of totals (``forecast_range``) exactly when ``held``.
     """
-    rows = errors.assign(task="spend", system="champion", metric="aggregate_error")
     out = []
     for c, error in zip(pd.to_datetime(errors["eval_cutoff_date"]).dt.date, errors["value"], strict=True):
-        past = track_record(rows, None, c, horizon_days, lookback_days)["spend"]["aggregate_error"]
-        misses = past_miss_range(past)
-        if misses is None or not math.isfinite(error):
+        known = range_at(errors, c, horizon_days, lookback_days)
+        if known is None or not math.isfinite(error):
             continue
-        low, high = misses
-        out.append({"cutoff": c, "known": int(past.notna().sum()), "low": low, "high": high, "error": error,
-                    "held": bool(low <= error <= high)})
+        n, low, high = known
+        out.append({"cutoff": c, "known": n, "low": low, "high": high, "error": error, "held": bool(low <= error <= high)})
     return pd.DataFrame(out, columns=["cutoff", "known", "low", "high", "error", "held"])
 
 
@@ -243,28 +254,29 @@ def _track_record_section(record: dict[str, pd.DataFrame], cutoff: date, headlin
                       if n == 1 else "That is the range of past misses, not a confidence interval: their windows "
                       "overlap, and a new period can miss by more.") + held + "</p>")
     if not spend.empty:
-        shown = spaced(spend, "scored_at")
-        note = (f" The table shows one backtest every {TRACK_RECORD_SPACING_DAYS} days or more; the range above is of "
-                f"all {len(spend)}." if len(shown) < len(spend) else "")
-        table = shown.rename(columns={"scored_at": "scored at", "window_end": "window ended", "roc_auc": "ROC-AUC (purchase)",
-                                      "brier": "Brier", "r2": "spend R²", "aggregate_error": "total off by",
-                                      "top10_share": "top 10% share"})
-        table["scored at"], table["window ended"] = table["scored at"].astype(str), table["window ended"].astype(str)
         out.append(f"<h3>Purchase and spend in {horizon_days} days</h3><p>ROC-AUC: how well the purchase probability "
                    "ranks buyers above non-buyers (0.5 is chance). Total off by: (predicted − actual) / actual. Top 10% "
-                   f"share: the share of the actual spend made by the 10% of customers forecast to spend most.{note}</p>"
-                   + _table(table, pct=("top 10% share",), signed=("total off by",),
-                            digits={"ROC-AUC (purchase)": 3, "Brier": 4, "spend R²": 3}))
+                   "share: the share of the actual spend made by the 10% of customers forecast to spend most.</p>"
+                   + _history_table(spend, "scored_at", "backtest",
+                                    {"scored_at": "scored at", "roc_auc": "ROC-AUC (purchase)", "brier": "Brier",
+                                     "r2": "spend R²"}, {"ROC-AUC (purchase)": 3, "Brier": 4, "spend R²": 3}))
     if not ltv.empty:
-        shown = spaced(ltv, "served_at")
-        note = (f"<p>The table shows one check every {TRACK_RECORD_SPACING_DAYS} days or more; the range above is of "
-                f"all {len(ltv)}.</p>" if len(shown) < len(ltv) else "")
-        table = shown.rename(columns={"served_at": "served at", "window_end": "window ended", "r2": "LTV R²",
-                                    "aggregate_error": "total off by", "top10_share": "top 10% share"})
-        table["served at"], table["window ended"] = table["served at"].astype(str), table["window ended"].astype(str)
-        out.append(f"<h3>Value over {ltv_horizon_days} days</h3>" + note
-                   + _table(table, pct=("top 10% share",), signed=("total off by",), digits={"LTV R²": 3}))
+        out.append(f"<h3>Value over {ltv_horizon_days} days</h3>"
+                   + _history_table(ltv, "served_at", "check", {"served_at": "served at", "r2": "LTV R²"}, {"LTV R²": 3}))
     return "".join(out)
+
+
+def _history_table(frame: pd.DataFrame, when: str, what: str, names: dict, digits: dict) -> str:
+    """A track-record table: one row every ``TRACK_RECORD_SPACING_DAYS`` or more (``spaced``), newest first, saying
+    so when rows were left out; the window's end, the total's signed error and the top-10% share in every table."""
+    shown = spaced(frame, when)
+    note = (f"<p>The table shows one {what} every {TRACK_RECORD_SPACING_DAYS} days or more; the range above is of all "
+            f"{len(frame)}.</p>" if len(shown) < len(frame) else "")
+    table = shown.rename(columns={**names, "window_end": "window ended", "aggregate_error": "total off by",
+                                  "top10_share": "top 10% share"})
+    for col in (names[when], "window ended"):
+        table[col] = table[col].astype(str)
+    return note + _table(table, pct=("top 10% share",), signed=("total off by",), digits=digits)
 
 
 def build_report(cutoff: date, current: pd.DataFrame, previous: pd.DataFrame | None, previous_cutoff: date | None,
