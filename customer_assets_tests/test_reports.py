@@ -113,8 +113,10 @@ def test_the_report_says_how_far_off_the_forecasts_have_been_and_what_that_makes
     assert "<td>2024-02-01</td><td>2024-05-01</td><td>0.820</td><td>0.0900</td><td>0.450</td><td>-20.0%</td><td>55.0%</td>" in page
     # the backtest not yet known at the cutoff is nowhere
     assert "2024-03-15" not in page and "+50.0%" not in page
-    # neither backtest had ended when the other's scores were made, so there is no check of the range yet
-    assert "Checked on" not in page and "spend_range_checked" not in headline
+    # neither backtest in the table had ended when the other's scores were made, but the one scored at 2023-01-01
+    # (+90%, too old for the table) had, for both: the range 0 to +90% holds +10% and misses -20%
+    assert "held the actual total 1 of 2 times." in page
+    assert (headline["spend_range_checked"], headline["spend_range_held"]) == (2, 1)
     assert headline["spend_backtests"] == 2 and headline["ltv_backtests"] == 1
     assert headline["spend_total_if_off_as_before_low"] == pytest.approx(1000 / 1.1)
     assert headline["spend_total_if_off_as_before_high"] == pytest.approx(1250.0)
@@ -155,8 +157,33 @@ def test_the_report_says_how_often_a_range_made_this_way_held_among_its_backtest
                          *_backtest("2024-07-01", 0.8, 0.1, 0.4, 0.20, 0.5)])
     page, headline = R.build_report(date(2024, 10, 1), _scored([600.0, 400.0], [300.0, 200.0]), None, None, 90, 365,
                                     record=R.track_record(rows, None, date(2024, 10, 1), 90))
-    assert ("Checked on these 3 backtests, each against those of them that had ended when its scores were made, a range "
-            "made this way held the actual total 1 of 2 times.") in page
+    assert ("Checked on these 3 backtests, each against the range a report showed when its scores were made (the "
+            "backtests of the 365 days before that had ended by then), a range made this way held the actual total 1 of "
+            "2 times.") in page
     assert (headline["spend_range_checked"], headline["spend_range_held"]) == (2, 1)
     # the range itself: 1,000 / 1.2 to 1,000
     assert "the actual total will be <b>$833 to $1,000</b>" in page
+
+
+def test_the_reports_check_of_its_range_uses_backtests_older_than_its_table():
+    """Report at 2024-10-01, H = 90. The table holds the backtests whose windows ended in the 365 days up to it: those
+    scored at 01-01 (+10%), 04-01 (-20%) and 07-01 (+5%). The one scored at 2023-06-01 (-30%; window ended 2023-08-30)
+    is too old for the table, but it was known, and within the year, when each of the three was scored, so the range
+    a report showed then included it:
+    01-01 knew 2023-06-01: -30% to 0, which misses +10%;
+    04-01 knew it and 01-01: -30% to +10%, which holds -20% (without it, 0 to +10% would not);
+    07-01 knew all three: -30% to +10%, which holds +5%.
+    So 2 of 3 (without the old backtest it would be 1 of 2)."""
+    rows = pd.DataFrame([*_backtest("2023-06-01", 0.8, 0.1, 0.4, -0.30, 0.5), *_backtest("2024-01-01", 0.8, 0.1, 0.4, 0.10, 0.5),
+                         *_backtest("2024-04-01", 0.8, 0.1, 0.4, -0.20, 0.5), *_backtest("2024-07-01", 0.8, 0.1, 0.4, 0.05, 0.5)])
+    record = R.track_record(rows, None, date(2024, 10, 1), 90)
+    assert record["spend"]["scored_at"].tolist() == [date(2024, 7, 1), date(2024, 4, 1), date(2024, 1, 1)]
+    assert record["known"]["eval_cutoff_date"].tolist() == [date(2023, 6, 1), date(2024, 1, 1), date(2024, 4, 1),
+                                                            date(2024, 7, 1)]
+    page, headline = R.build_report(date(2024, 10, 1), _scored([600.0, 400.0], [300.0, 200.0]), None, None, 90, 365,
+                                    record=record)
+    assert (headline["spend_range_checked"], headline["spend_range_held"]) == (3, 2)
+    assert "held the actual total 2 of 3 times." in page
+    # the range of this report's totals comes from its table alone: -20% to +10%
+    assert "the actual total will be <b>$909 to $1,250</b>" in page
+    assert headline["spend_past_error_min"] == pytest.approx(-0.20)

@@ -85,17 +85,24 @@ def track_record(backtests: pd.DataFrame | None, ltv: pd.DataFrame | None, cutof
     -------
     dict with ``spend``: one row per backtest, newest first (``scored_at``, ``window_end``, ``roc_auc``, ``brier``,
     ``r2``, ``aggregate_error``, ``top10_share``), and ``ltv``: one row per LTV check, newest first (``served_at``,
-    ``window_end``, ``r2``, ``aggregate_error``, ``top10_share``). Either may be empty.
+    ``window_end``, ``r2``, ``aggregate_error``, ``top10_share``). Either may be empty. Also ``known``: the spend
+    total's error of every backtest known at ``cutoff``, older than ``lookback_days`` too (``eval_cutoff_date``,
+    ``value``, oldest first), from which ``coverage`` checks the rows of ``spend`` as a report at each of them saw it.
     """
     start = cutoff - timedelta(days=lookback_days)
     spend = pd.DataFrame(columns=["scored_at", "window_end", *BACKTEST_METRICS.values()])
+    known = pd.DataFrame(columns=["eval_cutoff_date", "value"])
     if backtests is not None and len(backtests):
         rows = backtests[backtests["system"] == "champion"].copy()
         rows["key"] = list(zip(rows["task"], rows["metric"], strict=True))
         rows = rows[rows["key"].isin(BACKTEST_METRICS.keys())]
         rows["scored_at"] = pd.to_datetime(rows["eval_cutoff_date"]).dt.date
         rows["window_end"] = rows["scored_at"] + timedelta(days=horizon_days)
-        rows = rows[(rows["window_end"] <= cutoff) & (rows["window_end"] > start)]
+        rows = rows[rows["window_end"] <= cutoff]
+        errors = rows[rows["key"] == ("spend", "aggregate_error")]
+        known = (pd.DataFrame({"eval_cutoff_date": errors["scored_at"], "value": errors["value"].astype(float)})
+                 .sort_values("eval_cutoff_date", ignore_index=True))
+        rows = rows[rows["window_end"] > start]
         if len(rows):
             rows["column"] = rows["key"].map(BACKTEST_METRICS)
             spend = (rows.pivot_table(index=["scored_at", "window_end"], columns="column", values="value", aggfunc="first")
@@ -113,7 +120,7 @@ def track_record(backtests: pd.DataFrame | None, ltv: pd.DataFrame | None, cutof
                       .reindex(columns=list(LTV_METRICS)).reset_index()
                       .sort_values("served_at", ascending=False, ignore_index=True))
             checks.columns.name = None
-    return {"spend": spend, "ltv": checks}
+    return {"spend": spend, "ltv": checks, "known": known}
 
 
 def past_miss_range(errors) -> tuple[float, float] | None:
@@ -241,13 +248,16 @@ def _track_record_section(record: dict[str, pd.DataFrame], cutoff: date, headlin
                     else f"the expected {ltv_horizon_days}-day value")
         held = ""
         if label == "spend":  # an LTV check in the table cannot know another: their windows all end within a year
-            checked = coverage(frame.rename(columns={"scored_at": "eval_cutoff_date", "aggregate_error": "value"}),
-                               horizon_days)
+            # each backtest in the table against the range a report at its scoring cutoff showed: the backtests of
+            # the year before it that had ended by then, older ones than the table's year included
+            checked = coverage(record["known"], horizon_days)
+            checked = checked[checked["cutoff"].isin(set(frame["scored_at"]))]
             if len(checked):
                 k = int(checked["held"].sum())
                 headline["spend_range_checked"], headline["spend_range_held"] = len(checked), k
-                held = (f" Checked on these {n} backtests, each against those of them that had ended when its scores "
-                        f"were made, a range made this way held the actual total {k} of {len(checked)} times.")
+                held = (f" Checked on these {n} backtests, each against the range a report showed when its scores "
+                        f"were made (the backtests of the {TRACK_RECORD_DAYS} days before that had ended by then), "
+                        f"a range made this way held the actual total {k} of {len(checked)} times.")
         out.append(f"<p>{what} {missed}. If {forecast} (${headline[total_key]:,.0f}) is off by no more than {'it was' if n == 1 else 'they were'}, "
                    f"the actual total will be <b>{_span(low, high)}</b>. "
                    + ("That is one past miss, not a confidence interval: a new period can miss by more, or the other way."
