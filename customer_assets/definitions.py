@@ -20,6 +20,7 @@ from customer_assets.schedules import SCHEDULES
 from customer_assets.scores.assets import scored_customers
 from customer_assets.scores.checks import SCORE_CHECKS
 from customer_assets.segments.assets import customer_segments
+from customer_assets.sensors import SENSORS
 from customer_assets.serving.assets import serving_snapshot
 
 ASSETS = [
@@ -80,6 +81,7 @@ def build_definitions(database: str | None = None) -> dg.Definitions:
         asset_checks=CHECKS,
         jobs=[ingest_job, train_job, rescore_job, backtest_job],
         schedules=SCHEDULES,
+        sensors=SENSORS,
         resources={"duckdb": warehouse_resource(database)},
         executor=executor_from_env(),
     )

@@ -1,4 +1,4 @@
-"""The definitions load with the expected asset keys, partitions, jobs and schedules."""
+"""The definitions load with the expected asset keys, partitions, jobs, schedules and sensors."""
 
 from datetime import UTC, datetime
 
@@ -89,6 +89,15 @@ def test_jobs_and_schedules():
     for name in ("train_models", "rescore_customers", "backtest_models"):
         assert defs.resolve_job_def(name).partitions_def == CUTOFF_PARTITIONS, name
     assert defs.resolve_job_def("ingest_transactions").partitions_def is None
+
+
+def test_alert_sensors_watch_failed_and_warned_runs_and_start_stopped():
+    sensors = {s.name: s for s in defs.sensors}
+    assert set(sensors) == {"alert_on_failure", "alert_on_warnings"}
+    # run-status sensors (which status each reacts to is tested on real runs in test_sensors.py)
+    assert all(isinstance(s, dg.RunStatusSensorDefinition) for s in sensors.values())
+    # like the schedules, off until turned on
+    assert {s.default_status for s in sensors.values()} == {dg.DefaultSensorStatus.STOPPED}
 
 
 def _tick(schedule, when, data_last: str | None = "yesterday"):

@@ -111,12 +111,28 @@ def test_a_customer_whose_repeat_days_netted_negative_gets_a_positive_ltv(scored
     assert ltv[0] == ltv[1] and 0 < ltv[1] < ltv[2]
 
 
-def test_missing_model_partition_fails_naming_it(scored):
-    result = materialize(scored, SCORE_SEL, partition_key="1998-05-01", raise_on_error=False)
+def test_missing_model_partition_fails_naming_it(scored, monkeypatch):
+    from customer_assets import sensors
+    from customer_assets_tests.test_sensors import Webhook
+
+    instance = dg.DagsterInstance.ephemeral()
+    result = materialize(scored, SCORE_SEL, partition_key="1998-05-01", raise_on_error=False, instance=instance)
     assert not result.success
     msgs = " ".join(e.event_specific_data.error.message for e in result.all_events if e.is_step_failure)
     assert "No models/churn for partition 1998-01-31" in msgs
     assert _q(scored, "SELECT count(*) AS n FROM scores.scored_customers WHERE cutoff_date = '1998-05-01'").n[0] == 0
+    # the alert names the partition, the step and the Failure's own message, without Dagster's wrapping
+    hook = Webhook()
+    try:
+        monkeypatch.setenv(sensors.ENV_ALERT_WEBHOOK, hook.url)
+        sensors.alert_on_failure(dg.build_run_status_sensor_context(
+            sensor_name="alert_on_failure", dagster_event=result.get_run_failure_event(), dagster_instance=instance,
+            dagster_run=result.dagster_run).for_run_failure())
+    finally:
+        hook.close()
+    lines = hook.posts[0]["json"]["text"].splitlines()
+    assert lines[0] == f"customer-assets: a run failed: job {result.dagster_run.job_name}, partition 1998-05-01"
+    assert lines[2].startswith("• step scores__scored_customers failed: No models/churn for partition 1998-01-31")
 
 
 def test_training_on_an_incomplete_window_fails_naming_it(scored):

@@ -1,0 +1,197 @@
+"""Alerts: a chat message when a run of the project's jobs fails, or succeeds with a check that warned.
+
+The nightly schedules run unattended, so a failure (a cut-short export refused, a model that did not beat its
+baseline, a scoring cutoff with no models) or a warning (the source stalled, the customers scored unlike those the
+models learned from, a spend total that missed by more than every earlier backtest) would otherwise wait until
+someone opens the UI. Two run-status sensors post a message to a webhook instead: ``alert_on_failure`` for a failed
+run (the job, the partition, each failed step with the first lines of its error, the checks that failed, a link to
+the run) and ``alert_on_warnings`` for a successful run with a failed non-blocking check (each check and what it
+said). The body is ``{"text": "..."}``, which Slack, Mattermost, Rocket.Chat and Discord-compatible (``/slack``)
+incoming webhooks accept.
+
+The webhook URL comes from ``CUSTOMER_ASSETS_ALERT_WEBHOOK`` when the sensor runs. It carries a secret token, so it
+is never logged: messages name only its host. Without it, each tick skips and says how to set it. A post that fails
+is tried three times (1 s and 2 s apart); then the sensor's evaluation fails with the host and the reason, and Dagster
+records that failure in the tick and in the monitored run's log, so a lost alert is visible too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import urllib.error
+import urllib.request
+from urllib.parse import urlsplit
+
+import dagster as dg
+
+ENV_ALERT_WEBHOOK = "CUSTOMER_ASSETS_ALERT_WEBHOOK"
+ENV_UI_URL = "CUSTOMER_ASSETS_UI_URL"
+DEFAULT_UI_URL = "http://127.0.0.1:3000"
+POST_ATTEMPTS = 3
+POST_TIMEOUT_SECONDS = 10
+ERROR_LINES = 3  # of each failed step's error message
+
+
+class AlertError(RuntimeError):
+    """The webhook was not set right, or did not accept the message. Never contains the URL's path or query."""
+
+
+def webhook_url() -> str | None:
+    """``CUSTOMER_ASSETS_ALERT_WEBHOOK``, or None when it is unset or blank. Raises ``AlertError`` when it is not an
+    http(s) URL with a host, without repeating the value (it may be a secret)."""
+    raw = os.environ.get(ENV_ALERT_WEBHOOK, "").strip()
+    if not raw:
+        return None
+    parts = urlsplit(raw)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise AlertError(f"{ENV_ALERT_WEBHOOK} must be an https:// (or http://) URL with a host, such as the incoming "
+                         "webhook URL your chat tool gives you; the value set is not (not shown: it may hold a token)")
+    return raw
+
+
+def _host(url: str) -> str:
+    return urlsplit(url).hostname or "?"
+
+
+def post(url: str, text: str, attempts: int = POST_ATTEMPTS, pause: float = 1.0) -> None:
+    """POST ``{"text": text}`` as JSON to ``url``; retries, waiting ``pause``, then twice that, between attempts.
+
+    Raises ``AlertError`` naming the host and the last reason (an HTTP status or a connection error) when no attempt
+    got a 2xx answer.
+    """
+    body = json.dumps({"text": text}).encode("utf-8")
+    reason = ""
+    for attempt in range(attempts):
+        if attempt:
+            time.sleep(pause * 2 ** (attempt - 1))
+        request = urllib.request.Request(url, data=body, method="POST",
+                                         headers={"Content-Type": "application/json; charset=utf-8"})
+        try:
+            with urllib.request.urlopen(request, timeout=POST_TIMEOUT_SECONDS) as answer:  # noqa: S310 (http(s) only)
+                if 200 <= answer.status < 300:
+                    return
+                reason = f"HTTP {answer.status}"
+        except urllib.error.HTTPError as exc:
+            reason = f"HTTP {exc.code}"
+        except (urllib.error.URLError, OSError) as exc:
+            reason = str(getattr(exc, "reason", exc))
+    raise AlertError(f"the alert webhook at {_host(url)} did not take the message after {attempts} attempts: {reason}")
+
+
+def root_error(error) -> str:
+    """The message of the innermost cause of a Dagster ``SerializableErrorInfo`` (Dagster wraps an op's exception in
+    "Error occurred while executing op ..."), as ``Class: message``; a ``dagster.Failure``'s message alone."""
+    while error.cause is not None:
+        error = error.cause
+    message, name = (error.message or "").strip(), error.cls_name or ""
+    head, sep, rest = message.partition(": ")  # "module.Class: message": keep the class's own name
+    if sep and head.split(".")[-1] == name:
+        message = rest
+    return message if name in ("Failure", "") else f"{name}: {message}"
+
+
+def _first_lines(message: str, lines: int = ERROR_LINES) -> str:
+    kept = [line for line in (message or "").strip().splitlines() if line.strip()]
+    return "\n".join(kept[:lines]) + (" …" if len(kept) > lines else "")
+
+
+def _run_line(run: dg.DagsterRun, ui_url: str) -> str:
+    partition = run.tags.get("dagster/partition")
+    schedule = run.tags.get("dagster/schedule_name")
+    return (f"job {run.job_name}" + (f", partition {partition}" if partition else "")
+            + (f", started by the schedule {schedule}" if schedule else "")
+            + f"\n{ui_url.rstrip('/')}/runs/{run.run_id}")
+
+
+def failed_checks(instance: dg.DagsterInstance, run_id: str) -> list[dict]:
+    """The checks that failed in the run: asset, check, severity and what the check said (its description)."""
+    records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION).records
+    out = []
+    for record in records:
+        evaluation = record.event_log_entry.dagster_event.event_specific_data
+        if not evaluation.passed:
+            out.append({"asset": evaluation.asset_key.to_user_string(), "check": evaluation.check_name,
+                        "severity": evaluation.severity.value, "description": evaluation.description or ""})
+    return out
+
+
+def _checks_lines(checks: list[dict]) -> list[str]:
+    return [f"• {c['asset']} check {c['check']} ({c['severity']}): {_first_lines(c['description'])}" for c in checks]
+
+
+def failure_message(run: dg.DagsterRun, step_errors: list[tuple[str, str]], run_error: str, checks: list[dict],
+                    ui_url: str = DEFAULT_UI_URL) -> str:
+    """The text of a failure alert.
+
+    Parameters
+    ----------
+    run : the failed run.
+    step_errors : (step key, error message) of each failed step.
+    run_error : the run's own failure message, used when no step failed (a run that could not start, say).
+    checks : the run's failed checks (``failed_checks``).
+    ui_url : the Dagster UI's address, for the link to the run.
+    """
+    lines = [f"customer-assets: a run failed: {_run_line(run, ui_url)}"]
+    lines += [f"• step {step} failed: {_first_lines(error)}" for step, error in step_errors]
+    if not step_errors and run_error:
+        lines.append(f"• {_first_lines(run_error)}")
+    lines += _checks_lines(checks)
+    return "\n".join(lines)
+
+
+def warning_message(run: dg.DagsterRun, checks: list[dict], ui_url: str = DEFAULT_UI_URL) -> str:
+    """The text of an alert for a successful run whose non-blocking checks warned."""
+    n = len(checks)
+    return "\n".join([f"customer-assets: a run succeeded with {n} check{'s' if n != 1 else ''} warning: "
+                      f"{_run_line(run, ui_url)}", *_checks_lines(checks)])
+
+
+def _ui_url() -> str:
+    return os.environ.get(ENV_UI_URL, "").strip() or DEFAULT_UI_URL
+
+
+def _send(context, text: str, what: str):
+    url = webhook_url()
+    if url is None:
+        return dg.SkipReason(f"{ENV_ALERT_WEBHOOK} is not set, so no alert was sent for run {context.dagster_run.run_id} "
+                             f"({what}). Set it to a chat tool's incoming webhook URL where the daemon runs.")
+    post(url, text)
+    context.log.info(f"Sent an alert to the webhook at {_host(url)} for run {context.dagster_run.run_id} ({what})")
+    return None
+
+
+@dg.run_failure_sensor(
+    name="alert_on_failure",
+    minimum_interval_seconds=60,
+    description=(f"Posts a message to the webhook in {ENV_ALERT_WEBHOOK} when a run of the project's jobs fails: the "
+                 "job, the partition, each failed step's error, the failed checks and a link to the run."),
+)
+def alert_on_failure(context: dg.RunFailureSensorContext):
+    run = context.dagster_run
+    steps = [(event.step_key or "?", root_error(event.event_specific_data.error) if event.event_specific_data
+              and event.event_specific_data.error else event.message or "")
+             for event in context.get_step_failure_events()]
+    text = failure_message(run, steps, context.failure_event.message or "",
+                           failed_checks(context.instance, run.run_id), _ui_url())
+    return _send(context, text, "failed")
+
+
+@dg.run_status_sensor(
+    run_status=dg.DagsterRunStatus.SUCCESS,
+    name="alert_on_warnings",
+    minimum_interval_seconds=60,
+    description=(f"Posts a message to the webhook in {ENV_ALERT_WEBHOOK} when a run of the project's jobs succeeds "
+                 "but a non-blocking check warned (the source stalled, the customers scored unlike those the models "
+                 "learned from, a spend total outside the range of earlier misses, and the rest): each check and what "
+                 "it said."),
+)
+def alert_on_warnings(context: dg.RunStatusSensorContext):
+    checks = failed_checks(context.instance, context.dagster_run.run_id)
+    if not checks:
+        return None  # nothing to say; the next run's event is looked at in the same tick
+    return _send(context, warning_message(context.dagster_run, checks, _ui_url()), "checks warned")
+
+
+SENSORS = [alert_on_failure, alert_on_warnings]

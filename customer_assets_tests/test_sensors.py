@@ -1,0 +1,146 @@
+"""The alert sensors: real runs on a temporary warehouse, and a real HTTP server on the loopback that takes the
+webhook's posts."""
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import dagster as dg
+import pytest
+
+from customer_assets import sensors as S
+from customer_assets_tests.conftest import INGEST, LEDGER_COLUMNS, materialize, source_config
+
+TOKEN = "T000/B000/secret-token"
+
+
+class Webhook:
+    """A local incoming webhook: records each post's JSON body and answers with ``status``."""
+
+    def __init__(self, status: int = 200):
+        self.posts: list[dict] = []
+        self.status = status
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 (http.server's name)
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                outer.posts.append({"path": self.path, "type": self.headers["Content-Type"], "json": json.loads(body)})
+                self.send_response(outer.status)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/services/{TOKEN}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def webhook(monkeypatch):
+    hook = Webhook()
+    monkeypatch.setenv(S.ENV_ALERT_WEBHOOK, hook.url)
+    monkeypatch.setenv(S.ENV_UI_URL, "http://dagster.example:3000/")
+    yield hook
+    hook.close()
+
+
+def _context(result, instance, failed: bool):
+    event = result.get_run_failure_event() if failed else result.get_run_success_event()
+    ctx = dg.build_run_status_sensor_context(sensor_name="alert", dagster_event=event, dagster_instance=instance,
+                                             dagster_run=result.dagster_run)
+    return ctx.for_run_failure() if failed else ctx
+
+
+def test_a_failed_run_posts_the_job_the_failed_step_its_error_and_a_link(ledger_csv, warehouse, webhook):
+    instance = dg.DagsterInstance.ephemeral()
+    # a mapping that names a column the file does not have: the load fails before anything is written
+    result = materialize(warehouse, INGEST, run_config=source_config(ledger_csv, "customer_id=customer,date=when,amount=qty"),
+                         raise_on_error=False, instance=instance)
+    assert not result.success
+    assert S.alert_on_failure(_context(result, instance, failed=True)) is None
+    assert len(webhook.posts) == 1
+    post = webhook.posts[0]
+    assert post["path"] == f"/services/{TOKEN}" and post["type"].startswith("application/json")
+    text = post["json"]["text"]
+    lines = text.splitlines()
+    assert lines[0] == f"customer-assets: a run failed: job {result.dagster_run.job_name}"
+    assert lines[1] == f"http://dagster.example:3000/runs/{result.dagster_run.run_id}"
+    # the failed step and the first lines of its error: the missing field and how to set the mapping
+    assert lines[2].startswith("• step raw__transactions failed: ValueError: The source file ")
+    assert "has no column for customer_id -> 'customer'" in text
+
+
+def test_a_run_whose_checks_warned_posts_each_check_and_what_it_said(ledger_csv, warehouse, webhook):
+    """The hand-built ledger has 4 rejected rows of 15 (26.7%), above the 5% at which rejected_share_small warns."""
+    instance = dg.DagsterInstance.ephemeral()
+    result = materialize(warehouse, INGEST, run_config=source_config(ledger_csv, LEDGER_COLUMNS), instance=instance)
+    assert result.success
+    warned = S.failed_checks(instance, result.dagster_run.run_id)
+    assert [(c["asset"], c["check"], c["severity"]) for c in warned] == [("clean/transactions", "rejected_share_small", "WARN")]
+    assert S.alert_on_warnings(_context(result, instance, failed=False)) is None
+    assert len(webhook.posts) == 1
+    text = webhook.posts[0]["json"]["text"]
+    assert text.splitlines()[0] == f"customer-assets: a run succeeded with 1 check warning: job {result.dagster_run.job_name}"
+    assert "• clean/transactions check rejected_share_small (WARN): 26.7% of 15 raw rows rejected" in text
+
+
+def test_a_run_with_no_warning_posts_nothing(tmp_path, warehouse, webhook):
+    clean = tmp_path / "clean.csv"
+    clean.write_text("cust,when,qty,price,order\nA,2020-01-05,1,10,O1\nB,2020-02-05,2,5,O2\n")
+    instance = dg.DagsterInstance.ephemeral()
+    result = materialize(warehouse, INGEST, run_config=source_config(clean, LEDGER_COLUMNS), instance=instance)
+    assert result.success and S.failed_checks(instance, result.dagster_run.run_id) == []
+    assert S.alert_on_warnings(_context(result, instance, failed=False)) is None
+    assert webhook.posts == []
+
+
+def test_without_a_webhook_the_sensor_skips_and_says_how_to_set_it(ledger_csv, warehouse, monkeypatch):
+    monkeypatch.delenv(S.ENV_ALERT_WEBHOOK, raising=False)
+    instance = dg.DagsterInstance.ephemeral()
+    result = materialize(warehouse, INGEST, run_config=source_config(ledger_csv, LEDGER_COLUMNS), instance=instance)
+    skip = S.alert_on_warnings(_context(result, instance, failed=False))
+    assert isinstance(skip, dg.SkipReason)
+    assert skip.skip_message.startswith("CUSTOMER_ASSETS_ALERT_WEBHOOK is not set, so no alert was sent for run ")
+
+
+def test_a_webhook_that_refuses_fails_the_sensor_naming_the_host_and_never_the_token():
+    hook = Webhook(status=500)
+    try:
+        with pytest.raises(S.AlertError) as err:
+            S.post(hook.url, "hello", attempts=3, pause=0.01)
+        assert str(err.value) == "the alert webhook at 127.0.0.1 did not take the message after 3 attempts: HTTP 500"
+        assert len(hook.posts) == 3  # tried three times
+        hook.status = 204
+        S.post(hook.url, "hello again", pause=0.01)
+        assert hook.posts[-1]["json"] == {"text": "hello again"}
+    finally:
+        hook.close()
+    # nothing listens there any more: a connection error, again without the token
+    with pytest.raises(S.AlertError) as err:
+        S.post(hook.url, "hello", attempts=2, pause=0.01)
+    assert "127.0.0.1" in str(err.value) and TOKEN not in str(err.value) and "services" not in str(err.value)
+
+
+@pytest.mark.parametrize("value", ["hooks.slack.com/services/T0/B0/x", "ftp://example.com/x", "https:///no-host"])
+def test_a_webhook_that_is_not_an_http_url_is_refused_without_repeating_it(monkeypatch, value):
+    monkeypatch.setenv(S.ENV_ALERT_WEBHOOK, value)
+    with pytest.raises(S.AlertError, match="CUSTOMER_ASSETS_ALERT_WEBHOOK must be an https://") as err:
+        S.webhook_url()
+    assert value not in str(err.value)
+
+
+def test_failure_message_without_failed_steps_uses_the_runs_own_error_and_lists_failed_checks():
+    run = dg.DagsterRun(job_name="rescore_customers", run_id="abc",
+                        tags={"dagster/partition": "1998-06-30", "dagster/schedule_name": "nightly_rescore"})
+    checks = [{"asset": "scores/scored_customers", "check": "scores_valid", "severity": "ERROR",
+               "description": "line one\n\nline two\nline three\nline four"}]
+    text = S.failure_message(run, [], "Run could not start:\nno space left", checks, "http://ui")
+    assert text == ("customer-assets: a run failed: job rescore_customers, partition 1998-06-30, started by the schedule "
+                    "nightly_rescore\nhttp://ui/runs/abc\n• Run could not start:\nno space left\n"
+                    "• scores/scored_customers check scores_valid (ERROR): line one\nline two\nline three …")
