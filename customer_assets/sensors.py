@@ -189,8 +189,8 @@ def alert_on_failure(context: dg.RunFailureSensorContext):
 )
 def alert_on_warnings(context: dg.RunStatusSensorContext):
     checks = failed_checks(context.instance, context.dagster_run.run_id)
-    if not checks:
-        return None  # nothing to say; the next run's event is looked at in the same tick
+    if not checks:  # a skip, not None: None would log in the run that the sensor acted on it
+        return dg.SkipReason(f"No check warned in run {context.dagster_run.run_id}: no alert sent.")
     return _send(context, warning_message(context.dagster_run, checks, _ui_url()), "checks warned")
 
 

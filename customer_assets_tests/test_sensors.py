@@ -96,7 +96,8 @@ def test_a_run_with_no_warning_posts_nothing(tmp_path, warehouse, webhook):
     instance = dg.DagsterInstance.ephemeral()
     result = materialize(warehouse, INGEST, run_config=source_config(clean, LEDGER_COLUMNS), instance=instance)
     assert result.success and S.failed_checks(instance, result.dagster_run.run_id) == []
-    assert S.alert_on_warnings(_context(result, instance, failed=False)) is None
+    skip = S.alert_on_warnings(_context(result, instance, failed=False))
+    assert skip.skip_message == f"No check warned in run {result.dagster_run.run_id}: no alert sent."
     assert webhook.posts == []
 
 
