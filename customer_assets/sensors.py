@@ -17,6 +17,7 @@ records that failure in the tick and in the monitored run's log, so a lost alert
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import time
@@ -75,9 +76,11 @@ def post(url: str, text: str, attempts: int = POST_ATTEMPTS, pause: float = 1.0)
                 reason = f"HTTP {answer.status}"
         except urllib.error.HTTPError as exc:
             reason = f"HTTP {exc.code}"
-        except (urllib.error.URLError, OSError) as exc:
-            reason = str(getattr(exc, "reason", exc))
-    raise AlertError(f"the alert webhook at {_host(url)} did not take the message after {attempts} attempts: {reason}")
+        except urllib.error.URLError as exc:  # a socket's reason (refused, timed out, no such host): no URL in it
+            reason = str(exc.reason)
+        except (OSError, ValueError, http.client.HTTPException) as exc:  # these may quote the URL: their kind only
+            reason = type(exc).__name__
+    raise AlertError(f"the alert webhook at {_host(url)} did not take the message after {attempts} attempt{'s' if attempts != 1 else ''}: {reason}")
 
 
 def root_error(error) -> str:
@@ -99,6 +102,9 @@ def _first_lines(message: str, lines: int = ERROR_LINES) -> str:
 
 def _run_line(run: dg.DagsterRun, ui_url: str) -> str:
     partition = run.tags.get("dagster/partition")
+    first, last = run.tags.get("dagster/asset_partition_range_start"), run.tags.get("dagster/asset_partition_range_end")
+    if not partition and first and last:  # a backfill of a range in one run
+        partition = first if first == last else f"{first} to {last}"
     schedule = run.tags.get("dagster/schedule_name")
     return (f"job {run.job_name}" + (f", partition {partition}" if partition else "")
             + (f", started by the schedule {schedule}" if schedule else "")

@@ -126,6 +126,10 @@ def test_a_webhook_that_refuses_fails_the_sensor_naming_the_host_and_never_the_t
     with pytest.raises(S.AlertError) as err:
         S.post(hook.url, "hello", attempts=2, pause=0.01)
     assert "127.0.0.1" in str(err.value) and TOKEN not in str(err.value) and "services" not in str(err.value)
+    # a URL that http.client refuses (a space in its path): its error would quote the path; the kind only is said
+    with pytest.raises(S.AlertError) as err:
+        S.post("http://127.0.0.1:9/services/T0 secret", "hello", attempts=1)
+    assert str(err.value) == "the alert webhook at 127.0.0.1 did not take the message after 1 attempt: InvalidURL"
 
 
 @pytest.mark.parametrize("value", ["hooks.slack.com/services/T0/B0/x", "ftp://example.com/x", "https:///no-host"])
@@ -142,6 +146,10 @@ def test_failure_message_without_failed_steps_uses_the_runs_own_error_and_lists_
     checks = [{"asset": "scores/scored_customers", "check": "scores_valid", "severity": "ERROR",
                "description": "line one\n\nline two\nline three\nline four"}]
     text = S.failure_message(run, [], "Run could not start:\nno space left", checks, "http://ui")
+    backfill = dg.DagsterRun(job_name="train_models", run_id="def", tags={
+        "dagster/asset_partition_range_start": "1998-01-01", "dagster/asset_partition_range_end": "1998-03-01"})
+    assert S.failure_message(backfill, [("x", "boom")], "", [], "http://ui").splitlines()[0] == (
+        "customer-assets: a run failed: job train_models, partition 1998-01-01 to 1998-03-01")
     assert text == ("customer-assets: a run failed: job rescore_customers, partition 1998-06-30, started by the schedule "
                     "nightly_rescore\nhttp://ui/runs/abc\n• Run could not start:\nno space left\n"
                     "• scores/scored_customers check scores_valid (ERROR): line one\nline two\nline three …")
