@@ -11,8 +11,8 @@ incoming webhooks accept.
 
 The webhook URL comes from ``CUSTOMER_ASSETS_ALERT_WEBHOOK`` when the sensor runs. It carries a secret token, so it
 is never logged: messages name only its host. Without it, each tick skips and says how to set it. A post that fails
-is tried three times (1 s and 2 s apart); then the sensor's evaluation fails with the host and the reason, and Dagster
-records that failure in the tick and in the monitored run's log, so a lost alert is visible too.
+is tried three times (1 s and 2 s apart); then the sensor's tick fails with the host and the reason, which the UI
+shows with the sensor and the daemon logs, so a lost alert is visible too. Dagster does not retry it at a later tick.
 """
 
 from __future__ import annotations
