@@ -2,15 +2,17 @@
 
 import argparse
 import os
+import socket
 import sys
 import time
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import dagster as dg
 
-from customer_assets.settings import ENV_DB, HORIZON_DAYS
+from customer_assets.settings import ENV_ALERT_WEBHOOK, ENV_DB, HORIZON_DAYS
 
 
 def _instance() -> dg.DagsterInstance:
@@ -362,7 +364,22 @@ def main(argv: list[str] | None = None) -> int:
     loc = sub.add_parser("locate", help="show where customers still are (tables, serving copy, reports, Dagster runs), "
                                         "for example to check an erasure; changes nothing")
     _customer_arguments(loc)
+    sub.add_parser("test-alert", help=f"post a test message to the alert webhook (${'{'}ENV_ALERT_WEBHOOK{'}'}), to check it "
+                                      "before the nightly runs need it")
     args = parser.parse_args(argv)
+    if args.command == "test-alert":
+        from customer_assets.sensors import AlertError, post, webhook_url
+
+        try:
+            url = webhook_url()
+            if url is None:
+                raise AlertError(f"{ENV_ALERT_WEBHOOK} is not set: set it to your chat tool's incoming webhook URL")
+            post(url, f"customer-assets: a test alert from {socket.gethostname()}. Failed runs, and runs whose checks "
+                      "warned, will be reported here once the sensors alert_on_failure and alert_on_warnings are on.")
+        except AlertError as exc:
+            raise SystemExit(f"customer-assets test-alert: {exc}") from None
+        print(f"Posted a test alert to the webhook at {urlsplit(url).hostname}.")
+        return 0
     if args.command == "locate":
         try:
             instance = _instance()

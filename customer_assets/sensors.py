@@ -27,8 +27,8 @@ from urllib.parse import urlsplit
 
 import dagster as dg
 
-ENV_ALERT_WEBHOOK = "CUSTOMER_ASSETS_ALERT_WEBHOOK"
-ENV_UI_URL = "CUSTOMER_ASSETS_UI_URL"
+from customer_assets.settings import ENV_ALERT_WEBHOOK, ENV_UI_URL
+
 DEFAULT_UI_URL = "http://127.0.0.1:3000"
 POST_ATTEMPTS = 3
 POST_TIMEOUT_SECONDS = 10

@@ -153,3 +153,21 @@ def test_failure_message_without_failed_steps_uses_the_runs_own_error_and_lists_
     assert text == ("customer-assets: a run failed: job rescore_customers, partition 1998-06-30, started by the schedule "
                     "nightly_rescore\nhttp://ui/runs/abc\n• Run could not start:\nno space left\n"
                     "• scores/scored_customers check scores_valid (ERROR): line one\nline two\nline three …")
+
+
+def test_the_command_line_posts_a_test_alert_and_says_where(webhook, capsys, monkeypatch):
+    from customer_assets.cli import main
+
+    assert main(["test-alert"]) == 0
+    assert capsys.readouterr().out == "Posted a test alert to the webhook at 127.0.0.1.\n"
+    assert webhook.posts[0]["json"]["text"].startswith("customer-assets: a test alert from ")
+    monkeypatch.delenv(S.ENV_ALERT_WEBHOOK)
+    with pytest.raises(SystemExit, match="customer-assets test-alert: CUSTOMER_ASSETS_ALERT_WEBHOOK is not set"):
+        main(["test-alert"])
+    webhook.status = 404
+    monkeypatch.setenv(S.ENV_ALERT_WEBHOOK, webhook.url)
+    with pytest.raises(SystemExit) as err:
+        main(["test-alert"])
+    assert str(err.value) == ("customer-assets test-alert: the alert webhook at 127.0.0.1 did not take the message after "
+                              "3 attempts: HTTP 404")
+    assert TOKEN not in capsys.readouterr().out
