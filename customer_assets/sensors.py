@@ -33,6 +33,7 @@ DEFAULT_UI_URL = "http://127.0.0.1:3000"
 POST_ATTEMPTS = 3
 POST_TIMEOUT_SECONDS = 10
 ERROR_LINES = 3  # of each failed step's error message
+BACKFILL_TAG = "dagster/backfill"
 
 
 class AlertError(RuntimeError):
@@ -144,14 +145,42 @@ def failure_message(run: dg.DagsterRun, step_errors: list[tuple[str, str]], run_
     if not step_errors and run_error:
         lines.append(f"• {_first_lines(run_error)}")
     lines += _checks_lines(checks)
-    return "\n".join(lines)
+    return "\n".join(lines + _backfill_line(run, ui_url, "failures"))
 
 
 def warning_message(run: dg.DagsterRun, checks: list[dict], ui_url: str = DEFAULT_UI_URL) -> str:
     """The text of an alert for a successful run whose non-blocking checks warned."""
     n = len(checks)
     return "\n".join([f"customer-assets: a run succeeded with {n} check{'s' if n != 1 else ''} warning: "
-                      f"{_run_line(run, ui_url)}", *_checks_lines(checks)])
+                      f"{_run_line(run, ui_url)}", *_checks_lines(checks), *_backfill_line(run, ui_url, "warnings")])
+
+
+def earlier_alert_in_backfill(instance: dg.DagsterInstance, run: dg.DagsterRun, status: dg.DagsterRunStatus,
+                              warned: bool = False) -> str | None:
+    """The id of a run of ``run``'s backfill that reached ``status`` before it (and, with ``warned``, had a check that
+    warned), so that its alert was sent already; None when there is none or ``run`` is not part of a backfill.
+
+    A backfill of a hundred partitions that fail the same way would otherwise post a hundred alerts. Runs are taken
+    in the order they ended, the order in which the sensor meets them.
+    """
+    backfill = run.tags.get(BACKFILL_TAG)
+    if not backfill:
+        return None
+    records = instance.get_run_records(dg.RunsFilter(tags={BACKFILL_TAG: backfill}, statuses=[status]))
+    this = next((r for r in records if r.dagster_run.run_id == run.run_id), None)
+    key = (this.end_time or 0.0, this.storage_id) if this else (float("inf"), 0)
+    for record in sorted(records, key=lambda r: (r.end_time or 0.0, r.storage_id)):
+        if (record.end_time or 0.0, record.storage_id) >= key:
+            break
+        if not warned or failed_checks(instance, record.dagster_run.run_id):
+            return record.dagster_run.run_id
+    return None
+
+
+def _backfill_line(run: dg.DagsterRun, ui_url: str, what: str) -> list[str]:
+    backfill = run.tags.get(BACKFILL_TAG)
+    return [f"Part of backfill {backfill}: its later {what} are not posted one by one; see "
+            f"{ui_url.rstrip('/')}/runs/b/{backfill}"] if backfill else []
 
 
 def _ui_url() -> str:
@@ -176,6 +205,9 @@ def _send(context, text: str, what: str):
 )
 def alert_on_failure(context: dg.RunFailureSensorContext):
     run = context.dagster_run
+    if first := earlier_alert_in_backfill(context.instance, run, dg.DagsterRunStatus.FAILURE):
+        return dg.SkipReason(f"Run {run.run_id} of backfill {run.tags[BACKFILL_TAG]} failed; the backfill's first "
+                             f"failure, run {first}, was alerted: one alert per backfill.")
     steps = [(event.step_key or "?", root_error(event.event_specific_data.error) if event.event_specific_data
               and event.event_specific_data.error else event.message or "")
              for event in context.get_step_failure_events()]
@@ -197,6 +229,10 @@ def alert_on_warnings(context: dg.RunStatusSensorContext):
     checks = failed_checks(context.instance, context.dagster_run.run_id)
     if not checks:  # a skip, not None: None would log in the run that the sensor acted on it
         return dg.SkipReason(f"No check warned in run {context.dagster_run.run_id}: no alert sent.")
+    run = context.dagster_run
+    if first := earlier_alert_in_backfill(context.instance, run, dg.DagsterRunStatus.SUCCESS, warned=True):
+        return dg.SkipReason(f"Checks warned in run {run.run_id} of backfill {run.tags[BACKFILL_TAG]}; the backfill's "
+                             f"first warning, in run {first}, was alerted: one alert per backfill.")
     return _send(context, warning_message(context.dagster_run, checks, _ui_url()), "checks warned")
 
 

@@ -48,7 +48,8 @@ def warehouse(tmp_path: Path) -> str:
     return str(tmp_path / "warehouse.duckdb")
 
 
-def materialize(warehouse: str, selection, partition_key=None, run_config=None, raise_on_error=True, instance=None):
+def materialize(warehouse: str, selection, partition_key=None, run_config=None, raise_on_error=True, instance=None,
+                tags=None):
     if isinstance(selection, str):
         selection = dg.AssetSelection.assets(*[dg.AssetKey(k.split("/")) for k in selection.split()])
     return dg.materialize(
@@ -59,6 +60,7 @@ def materialize(warehouse: str, selection, partition_key=None, run_config=None, 
         run_config=run_config,
         instance=instance or dg.DagsterInstance.ephemeral(),
         raise_on_error=raise_on_error,
+        tags=tags,
     )
 
 

@@ -171,3 +171,33 @@ def test_the_command_line_posts_a_test_alert_and_says_where(webhook, capsys, mon
     assert str(err.value) == ("customer-assets test-alert: the alert webhook at 127.0.0.1 did not take the message after "
                               "3 attempts: HTTP 404")
     assert TOKEN not in capsys.readouterr().out
+
+
+def test_a_backfill_posts_its_first_failure_and_its_first_warning_only(ledger_csv, warehouse, webhook):
+    """Runs in this order: two failed runs of backfill bf1, a failed run of bf2, two runs of bf1 whose checks
+    warned. Posts: bf1's first failure, bf2's failure, bf1's first warning; the rest skip and name the run alerted."""
+    instance = dg.DagsterInstance.ephemeral()
+    bad, good = (source_config(ledger_csv, m) for m in ("customer_id=customer,date=when,amount=qty", LEDGER_COLUMNS))
+
+    def run(config, backfill):
+        return materialize(warehouse, INGEST, run_config=config, raise_on_error=False, instance=instance,
+                           tags={"dagster/backfill": backfill})
+
+    runs = [run(bad, "bf1"), run(bad, "bf1"), run(bad, "bf2"), run(good, "bf1"), run(good, "bf1")]
+    got = [S.alert_on_failure(_context(r, instance, failed=True)) if not r.success
+           else S.alert_on_warnings(_context(r, instance, failed=False)) for r in runs]
+    ids = [r.dagster_run.run_id for r in runs]
+    assert [type(g).__name__ for g in got] == ["NoneType", "SkipReason", "NoneType", "NoneType", "SkipReason"]
+    assert got[1].skip_message == (f"Run {ids[1]} of backfill bf1 failed; the backfill's first failure, run {ids[0]}, "
+                                   "was alerted: one alert per backfill.")
+    assert got[4].skip_message == (f"Checks warned in run {ids[4]} of backfill bf1; the backfill's first warning, in run "
+                                   f"{ids[3]}, was alerted: one alert per backfill.")
+    texts = [p["json"]["text"] for p in webhook.posts]
+    assert len(texts) == 3
+    assert texts[0].startswith("customer-assets: a run failed") and ids[0] in texts[0]
+    assert texts[0].endswith("Part of backfill bf1: its later failures are not posted one by one; see "
+                             "http://dagster.example:3000/runs/b/bf1")
+    assert ids[2] in texts[1] and texts[1].endswith("/runs/b/bf2")
+    assert texts[2].startswith("customer-assets: a run succeeded with 1 check warning") and ids[3] in texts[2]
+    assert texts[2].endswith("Part of backfill bf1: its later warnings are not posted one by one; see "
+                             "http://dagster.example:3000/runs/b/bf1")
