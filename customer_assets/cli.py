@@ -364,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
     loc = sub.add_parser("locate", help="show where customers still are (tables, serving copy, reports, Dagster runs), "
                                         "for example to check an erasure; changes nothing")
     _customer_arguments(loc)
-    sub.add_parser("test-alert", help=f"post a test message to the alert webhook (${'{'}ENV_ALERT_WEBHOOK{'}'}), to check it "
+    sub.add_parser("test-alert", help=f"post a test message to the alert webhook ({ENV_ALERT_WEBHOOK}), to check it "
                                       "before the nightly runs need it")
     args = parser.parse_args(argv)
     if args.command == "test-alert":
