@@ -13,6 +13,10 @@ fresh subprocess so that its wall time and peak RSS (from wait4) are its own:
 * segments: segments/customer_segments for that cutoff (Dagster run);
 * train: the four models of partition s - 90 with stacked cutoffs and model selection (Dagster run);
 * rescore: the nightly rescoring of s (splits, features, segments, scores, serving copy; models trained);
+* train_learned: the train stage again, with BG/NBD alone and the single families that no ensemble has left out of
+  the candidates, so that a learned model (an ensemble, where it validates best) is the churn and spend champion:
+  the costliest case, since the final fit and the same-season checks refit every member, where BG/NBD alone refits
+  nothing (prints the champions it got);
 * train_backtested: the four models of partition s - 2H, the newest whose backtest window is complete (Dagster run);
 * backtest: evaluation/backtest of partition s - 2H, the nightly backtest (the models scored at s - H next to the
   baselines, 200 paired bootstrap resamples; Dagster run);
@@ -41,8 +45,8 @@ import duckdb
 from customer_assets.settings import DATA_DIR
 
 HERE = Path(__file__).resolve()
-STAGES = ["ingest", "ingest_files", "floor", "features", "segments", "train", "rescore", "train_backtested", "backtest", "backfill",
-          "erase", "compact"]
+STAGES = ["ingest", "ingest_files", "floor", "features", "segments", "train", "train_learned", "rescore", "train_backtested",
+          "backtest", "backfill", "erase", "compact"]
 H = 90
 
 
@@ -87,6 +91,19 @@ def stage(name: str, db: str, cutoff: str) -> float | tuple[float, dict]:
         Runner(db).run("segments/customer_segments", partition_key=cutoff, label="segments")
     elif name == "train":
         Runner(db).run(TRAIN_SELECTION, partition_key=(s - timedelta(days=H)).isoformat(), label="train")
+    elif name == "train_learned":
+        from customer_assets.models import logic as L
+
+        # only the ensembles' members (and the ensembles) are candidates: read by train_churn and train_spend at run time
+        L.CHURN_FAMILIES = tuple(dict.fromkeys(m for members, _ in L.CHURN_ENSEMBLES.values() for m in members))
+        L.SPEND_FAMILIES = tuple(dict.fromkeys(m for members, _ in L.SPEND_ENSEMBLES.values() for m in members))
+        t = (s - timedelta(days=H)).isoformat()
+        Runner(db).run(TRAIN_SELECTION, partition_key=t, label="train, learned champions")
+        seconds = time.perf_counter() - t0
+        with duckdb.connect(db, read_only=True) as conn:
+            champions = {m: conn.execute(f"SELECT family FROM models.{m} WHERE cutoff_date = ?", [t]).fetchone()[0]
+                         for m in ("churn", "spend")}
+        return seconds, {"champions": champions}
     elif name == "rescore":
         Runner(db).run(SCORE_SELECTION, partition_key=cutoff, label="rescore")
     elif name == "train_backtested":
@@ -213,7 +230,8 @@ def main(argv=None) -> int:
                   + (f"  raw {r['raw_rows']:,} clean {r['clean_rows']:,} digest {r['clean_digest']}" if "raw_rows" in r else "")
                   + (f"  then the ingest {r['ingest_after_seconds']:.1f} s; rows changed {r['rows_changed']}"
                      if "rows_changed" in r else "")
-                  + (f"  file {r['file_mb_before']:,.0f} MB -> {r['file_mb_after']:,.0f} MB" if "file_mb_after" in r else ""),
+                  + (f"  file {r['file_mb_before']:,.0f} MB -> {r['file_mb_after']:,.0f} MB" if "file_mb_after" in r else "")
+                  + (f"  champions {r['champions']}" if "champions" in r else ""),
                   file=sys.stderr)
         res["warehouse_mb"] = sum(p.stat().st_size for p in (db, Path(str(db) + ".wal")) if p.exists()) / 2**20
         results[n] = res
