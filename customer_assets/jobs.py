@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dagster as dg
 
+from customer_assets.settings import max_runtime_seconds
+
 RAW = dg.AssetKey(["raw", "transactions"])
 CLEAN = dg.AssetKey(["clean", "transactions"])
 REJECTED = dg.AssetKey(["quality", "rejected_transactions"])
@@ -25,22 +27,30 @@ SCORE_SELECTION = dg.AssetSelection.assets(*SPLITS, FEATURES, SEGMENTS, SCORES, 
 # selection), so that analysts see the backtests and the report's track record holds them
 BACKTEST_SELECTION = dg.AssetSelection.assets(BACKTEST, LTV_BACKTEST, SERVING, REPORT)
 
+# Dagster's run monitoring (dagster.yaml) fails a run of these jobs that lasts longer than this
+MAX_RUNTIME = max_runtime_seconds()
+JOB_TAGS = {"dagster/max_runtime": str(MAX_RUNTIME)} if MAX_RUNTIME else {}
+
 ingest_job = dg.define_asset_job(
-    "ingest_transactions", selection=INGEST_SELECTION, description="Read the source file, clean it and reconcile."
+    "ingest_transactions", selection=INGEST_SELECTION, description="Read the source file, clean it and reconcile.",
+    tags=JOB_TAGS,
 )
 train_job = dg.define_asset_job(
     "train_models",
     selection=TRAIN_SELECTION,
     description="Features and the four models for a training partition t (labels up to t + H).",
+    tags=JOB_TAGS,
 )
 rescore_job = dg.define_asset_job(
     "rescore_customers",
     selection=SCORE_SELECTION,
     description="Features, segments and scores for a scoring partition s, using the models of s - H.",
+    tags=JOB_TAGS,
 )
 backtest_job = dg.define_asset_job(
     "backtest_models",
     selection=BACKTEST_SELECTION,
     description="Out-of-time backtests: the models of partition t against (t + H, t + 2H], the LTV model against its "
                 "horizon; the schedule then republishes the serving copy and the report with them.",
+    tags=JOB_TAGS,
 )

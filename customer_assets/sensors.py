@@ -136,14 +136,17 @@ def failure_message(run: dg.DagsterRun, step_errors: list[tuple[str, str]], run_
     ----------
     run : the failed run.
     step_errors : (step key, error message) of each failed step.
-    run_error : the run's own failure message, used when no step failed (a run that could not start, say).
+    run_error : the run's own failure message (a run that could not start, or one stopped at its maximum runtime,
+        says why there); left out when it only lists the failed steps.
     checks : the run's failed checks (``failed_checks``).
     ui_url : the Dagster UI's address, for the link to the run.
     """
     lines = [f"customer-assets: a run failed: {_run_line(run, ui_url)}"]
-    lines += [f"• step {step} failed: {_first_lines(error)}" for step, error in step_errors]
-    if not step_errors and run_error:
+    # the run's own message, unless it only lists the failed steps below ("Execution of run for ... failed. Steps
+    # failed: [...]"): a run that could not start, or one stopped at its maximum runtime, says why here
+    if run_error and not (step_errors and run_error.startswith("Execution of run for")):
         lines.append(f"• {_first_lines(run_error)}")
+    lines += [f"• step {step} failed: {_first_lines(error)}" for step, error in step_errors]
     lines += _checks_lines(checks)
     return "\n".join(lines + _backfill_line(run, ui_url, "failures"))
 

@@ -37,6 +37,7 @@ ENV_DRIFT_OUTSIDE = "CUSTOMER_ASSETS_DRIFT_OUTSIDE"
 ENV_TIMEZONE = "CUSTOMER_ASSETS_TIMEZONE"
 ENV_ALERT_WEBHOOK = "CUSTOMER_ASSETS_ALERT_WEBHOOK"
 ENV_UI_URL = "CUSTOMER_ASSETS_UI_URL"
+ENV_MAX_RUNTIME = "CUSTOMER_ASSETS_MAX_RUNTIME_SECONDS"
 # settings that both Dagster config and an environment variable can set: config field -> variable
 SETTING_ENVS = {"same_season": ENV_SAME_SEASON, "spend_blend_weight": ENV_SPEND_BLEND_WEIGHT, "date_order": ENV_DATE_ORDER,
                 "max_history_loss": ENV_MAX_HISTORY_LOSS}
@@ -187,6 +188,27 @@ def spend_blend_weight(value: float | None = None) -> float | None:
     except ValueError:
         raise SettingError("spend_blend_weight", f"{ENV_SPEND_BLEND_WEIGHT}={raw!r} is not a number: set a weight from 0 to 1, or unset it "
                          "to choose the weight on validation") from None
+
+
+# A run of a job that lasts longer is failed by Dagster's run monitoring (enabled in dagster.yaml), so that a hung run
+# does not hold the one-run queue through the next nights; its failure is alerted like any other. The longest job run
+# measured at a million customers took under 5 minutes (training; docs/scaling.md), so 3 hours only stops a hang.
+DEFAULT_MAX_RUNTIME_SECONDS = 3 * 3600
+
+
+def max_runtime_seconds() -> int:
+    """``CUSTOMER_ASSETS_MAX_RUNTIME_SECONDS``: the longest a run of the project's jobs may last (0: no limit). Read
+    when the definitions load (it is a tag of the jobs)."""
+    raw = os.environ.get(ENV_MAX_RUNTIME, "").strip()
+    if not raw:
+        return DEFAULT_MAX_RUNTIME_SECONDS
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise ValueError(f"{ENV_MAX_RUNTIME} must be a whole number of seconds (0 for no limit), got {raw!r}") from exc
+    if value < 0:
+        raise ValueError(f"{ENV_MAX_RUNTIME} must be 0 (no limit) or a positive number of seconds, got {value}")
+    return value
 
 
 HORIZON_DAYS = _int_env(ENV_HORIZON, 90)

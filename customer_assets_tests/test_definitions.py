@@ -91,6 +91,23 @@ def test_jobs_and_schedules():
     assert defs.resolve_job_def("ingest_transactions").partitions_def is None
 
 
+def test_the_jobs_have_a_maximum_runtime_that_run_monitoring_enforces(monkeypatch):
+    import yaml
+
+    from customer_assets.settings import PROJECT_ROOT, max_runtime_seconds
+
+    for name in ("ingest_transactions", "train_models", "rescore_customers", "backtest_models"):
+        assert defs.resolve_job_def(name).tags["dagster/max_runtime"] == "10800", name
+    # the tag is enforced only with run monitoring on, in the instance's dagster.yaml (the Makefile copies it)
+    assert yaml.safe_load((PROJECT_ROOT / "dagster.yaml").read_text())["run_monitoring"] == {"enabled": True}
+    monkeypatch.setenv("CUSTOMER_ASSETS_MAX_RUNTIME_SECONDS", "0")
+    assert max_runtime_seconds() == 0
+    for bad in ("3h", "-5"):
+        monkeypatch.setenv("CUSTOMER_ASSETS_MAX_RUNTIME_SECONDS", bad)
+        with pytest.raises(ValueError, match="CUSTOMER_ASSETS_MAX_RUNTIME_SECONDS must be"):
+            max_runtime_seconds()
+
+
 def test_alert_sensors_watch_failed_and_warned_runs_and_start_stopped():
     sensors = {s.name: s for s in defs.sensors}
     assert set(sensors) == {"alert_on_failure", "alert_on_warnings"}

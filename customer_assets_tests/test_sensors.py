@@ -146,6 +146,11 @@ def test_failure_message_without_failed_steps_uses_the_runs_own_error_and_lists_
     checks = [{"asset": "scores/scored_customers", "check": "scores_valid", "severity": "ERROR",
                "description": "line one\n\nline two\nline three\nline four"}]
     text = S.failure_message(run, [], "Run could not start:\nno space left", checks, "http://ui")
+    # a run stopped at its maximum runtime (dagster/max_runtime): the run's message says so, then the interrupted step
+    stopped = S.failure_message(run, [("models__churn", "DagsterExecutionInterruptedError: interrupted")],
+                                "Exceeded maximum runtime of 10 seconds.", [], "http://ui").splitlines()
+    assert stopped[2:] == ["• Exceeded maximum runtime of 10 seconds.",
+                           "• step models__churn failed: DagsterExecutionInterruptedError: interrupted"]
     backfill = dg.DagsterRun(job_name="train_models", run_id="def", tags={
         "dagster/asset_partition_range_start": "1998-01-01", "dagster/asset_partition_range_end": "1998-03-01"})
     assert S.failure_message(backfill, [("x", "boom")], "", [], "http://ui").splitlines()[0] == (
