@@ -248,6 +248,19 @@ RELIABILITY: list[C] = [
     ("mean_predicted", "DOUBLE", "Mean predicted purchase probability"),
     ("observed_rate", "DOUBLE", "Share that did purchase"),
 ]
+SPEND_DECILES: list[C] = [
+    ("cutoff_date", "DATE", "Model partition t"),
+    ("eval_cutoff_date", "DATE", "Scoring cutoff s = t + H; the spend of (s, s + H] is the truth"),
+    ("system", "VARCHAR", "champion"),
+    ("decile", "BIGINT", "10 = the tenth of the customers forecast to spend most in (s, s + H], 1 = the least (ranked as value_decile ranks the LTV)"),
+    ("customers", "BIGINT", "Customers in the decile"),
+    ("predicted_spend", "DOUBLE", "Total forecast spend of the decile; the ten add up to the forecast's total"),
+    ("actual_spend", "DOUBLE", "Total net spend of the decile in (s, s + H]"),
+    ("aggregate_error", "DOUBLE", "(predicted_spend - actual_spend) / actual_spend; NULL when the decile spent nothing"),
+    ("share_of_actual", "DOUBLE", "The decile's share of all the actual spend (decile 10: about the top-10% share)"),
+    ("mean_purchase_probability", "DOUBLE", "Mean purchase probability of the decile's customers"),
+    ("observed_purchase_rate", "DOUBLE", "Share of them that bought in (s, s + H]"),
+]
 LTV_METRICS: list[C] = [
     ("cutoff_date", "DATE", "Partition c: the cutoff whose LTV is checked (served by the models/ltv of c - H)"),
     ("task", "VARCHAR", "ltv"),

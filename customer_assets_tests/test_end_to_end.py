@@ -242,6 +242,21 @@ def test_backtest_table_matches_the_scored_table(scored):
     assert r.diff_ci_low < r.diff_champion_minus_system < r.diff_ci_high
     rel = _q(scored, "SELECT * FROM evaluation.reliability WHERE cutoff_date = '1998-01-01'")
     assert len(rel) == 10 and rel["count"].sum() == 2000
+    # the spend forecast by decile: the scored table's 1998-04-01 spend forecast ranked into tenths, against the truth;
+    # the deciles add up to the totals whose error the metrics give, and the top decile holds the top-10% share
+    dec = _q(scored, "SELECT * FROM evaluation.spend_deciles WHERE cutoff_date = '1998-01-01' ORDER BY decile DESC")
+    assert dec.decile.tolist() == list(range(10, 0, -1)) and set(dec.customers) == {200}
+    assert set(dec.eval_cutoff_date.dt.date) == {date(1998, 4, 1)} and set(dec.system) == {"champion"}
+    assert dec.predicted_spend.sum() == pytest.approx(truth.predicted_spend.sum())
+    assert dec.actual_spend.sum() == pytest.approx(truth.label_spend.sum())
+    assert (dec.predicted_spend.sum() - dec.actual_spend.sum()) / dec.actual_spend.sum() == pytest.approx(
+        v[("spend", "champion", "aggregate_error")])
+    assert dec.share_of_actual.iloc[0] == pytest.approx(v[("spend", "champion", "top10_share")])
+    top = truth.nlargest(200, "predicted_spend")
+    assert dec.predicted_spend.iloc[0] == pytest.approx(top.predicted_spend.sum())
+    assert dec.observed_purchase_rate.iloc[0] == pytest.approx(top.label_purchase.mean())
+    assert dec.mean_purchase_probability.iloc[0] == pytest.approx(top.purchase_probability.mean())
+    assert dec.predicted_spend.is_monotonic_decreasing
     check = next(e for e in result.get_asset_check_evaluations() if e.asset_check_key.name == "champion_not_worse_than_baselines")
     assert check.passed, check.metadata["significantly_worse"].value
     assert check.metadata["comparisons"].value == m.diff_ci_low.notna().sum() > 0
@@ -727,13 +742,17 @@ def test_materialize_with_backtests_adds_the_newest_backtests(scored, tmp_path):
     assert f"it will be ${row['if_off_as_before_low']:,.0f} to ${row['if_off_as_before_high']:,.0f}" in page
     # the serving copy (what `make sql` opens) holds both backtests, not only the warehouse
     serving = tmp_path / "serving"
-    for table in ("evaluation.backtest_metrics", "evaluation.ltv_metrics"):
+    for table in ("evaluation.backtest_metrics", "evaluation.spend_deciles", "evaluation.ltv_metrics"):
         rows = duckdb.sql(f"SELECT count(*) FROM '{serving / (table + '.parquet')}'").fetchone()[0]
         assert rows == len(_q(copy, f"SELECT * FROM {table}")) > 0, table
-    # so README queries 1-7, 9, 10 and 11 give in `make sql` (the serving copy) what they give on the warehouse
-    for number in (*range(1, 8), 9, 10, 11):
+    # so README queries 1-7 and 9-12 give in `make sql` (the serving copy) what they give on the warehouse
+    for number in (*range(1, 8), 9, 10, 11, 12):
         sql = _readme_query(number)
         pd.testing.assert_frame_equal(_q(str(serving / "serving.duckdb"), sql), _q(copy, sql), obj=f"README query {number}")
+    # 12: the newest backtest (scores of 1998-04-01) by tenth of the forecast; they add up to its spend total's error
+    deciles = _q(str(serving / "serving.duckdb"), _readme_query(12))
+    assert deciles.decile.tolist() == list(range(10, 0, -1)) and deciles.customers.sum() == 2000
+    assert (deciles.predicted.sum() - deciles.actual.sum()) / deciles.actual.sum() == pytest.approx(spend_error, abs=1e-3)
     # 9: every customer of the slice once, and all of them outside on tenure (one cohort); 10: what the check warned of
     extrapolating = _q(str(serving / "serving.duckdb"), _readme_query(9))
     assert extrapolating.customers.sum() == 2000 and extrapolating.outside_on.str.contains("tenure_days").all()
@@ -1129,7 +1148,8 @@ DOCUMENTED_TABLES = [
     ("features.partition_inputs", "PARTITION_INPUTS"), ("segments.customer_segments", "CUSTOMER_SEGMENTS"),
     ("segments.segment_centroids", "SEGMENT_CENTROIDS"), ("models.churn", "MODEL_REGISTRY"),
     ("scores.scored_customers", "SCORED_CUSTOMERS"), ("scores.feature_drift", "FEATURE_DRIFT"), ("evaluation.backtest_metrics", "BACKTEST_METRICS"),
-    ("evaluation.reliability", "RELIABILITY"), ("evaluation.ltv_metrics", "LTV_METRICS"),
+    ("evaluation.reliability", "RELIABILITY"), ("evaluation.spend_deciles", "SPEND_DECILES"),
+    ("evaluation.ltv_metrics", "LTV_METRICS"),
 ]
 
 
@@ -1152,7 +1172,8 @@ def test_every_table_has_the_documented_columns_and_the_readme_shows_them(scored
 
     from customer_assets import schemas
 
-    elsewhere = ("evaluation.backtest_metrics", "evaluation.reliability", "evaluation.ltv_metrics", "quality.erased_customers")
+    elsewhere = ("evaluation.backtest_metrics", "evaluation.reliability", "evaluation.spend_deciles", "evaluation.ltv_metrics",
+                 "quality.erased_customers")
     _columns_as_documented(scored, [t for t in DOCUMENTED_TABLES if t[0] not in elsewhere])
     text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     sections = re.split(r"^#### ", text.split("## Tables and columns", 1)[1].split("\n## ", 1)[0], flags=re.M)[1:]

@@ -1,5 +1,7 @@
 """Each metric on tiny cases worked out by hand."""
 
+import math
+
 import numpy as np
 import pytest
 
@@ -52,6 +54,29 @@ def test_reliability_table_and_ece_by_hand():
     rows = M.reliability_table(y, p, bins=2)
     assert [(r["count"], r["mean_predicted"], r["observed_rate"]) for r in rows] == [(2, pytest.approx(0.1), 0.0), (2, pytest.approx(0.9), 1.0)]
     assert M.expected_calibration_error(y, p, bins=2) == pytest.approx(0.1)
+
+
+def test_decile_table_by_hand():
+    """Ten customers, one per decile (ranked by forecast). The forecasts 1..10 (the fifth tied with the fourth: ties
+    keep their order); actual spends 0, 0, 2, 4, 5, 6, 7, 8, 9, 9 (sum 50), the last three also bought per label."""
+    pred = [1, 2, 3, 4, 4, 6, 7, 8, 9, 10]
+    y = [0, 0, 2, 4, 5, 6, 7, 8, 9, 9]
+    bought = [0, 0, 1, 1, 1, 1, 1, 1, 1, 1]
+    p = [0.1, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]
+    rows = M.decile_table(y, pred, bought, p)
+    assert [r["decile"] for r in rows] == list(range(10, 0, -1))
+    top, fifth, bottom = rows[0], rows[5], rows[9]
+    assert (top["customers"], top["predicted_spend"], top["actual_spend"]) == (1, 10.0, 9.0)
+    assert top["aggregate_error"] == pytest.approx(1 / 9) and top["share_of_actual"] == pytest.approx(9 / 50)
+    assert (top["mean_purchase_probability"], top["observed_purchase_rate"]) == (0.9, 1.0)
+    # decile 5 is the second of the tied forecasts of 4, which spent 5
+    assert (fifth["decile"], fifth["predicted_spend"], fifth["actual_spend"]) == (5, 4.0, 5.0)
+    # the least forecast spent nothing: no error
+    assert bottom["actual_spend"] == 0.0 and math.isnan(bottom["aggregate_error"])
+    assert sum(r["predicted_spend"] for r in rows) == 54.0 and sum(r["share_of_actual"] for r in rows) == pytest.approx(1.0)
+    # 25 customers: deciles of 2 or 3 (rank * 10 // 25 + 1), as value_deciles makes them
+    rows = M.decile_table(list(range(25)), list(range(25)), [1] * 25, [0.5] * 25)
+    assert [r["customers"] for r in rows] == [2, 3] * 5  # from decile 10 down: 1 has ranks 0-2, 2 has 3-4, ...
 
 
 def test_concordance_index_by_hand():

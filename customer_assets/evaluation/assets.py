@@ -78,7 +78,7 @@ def _within_past_misses(known: pd.DataFrame, rows: pd.DataFrame, s: date) -> dg.
         "that scored in their place): scored at s = t + H (features dated <= s) against the purchases "
         "of (s, s + H], next to the baselines (last-H-days spend, -recency, frequency, BG/NBD + Gamma-Gamma fitted at s, "
         "seed-style XGBoost). Baseline rows carry the champion-minus-baseline difference with a paired bootstrap 95% "
-        "interval. Reliability bins in evaluation.reliability."
+        "interval. Reliability bins in evaluation.reliability; the spend forecast by decile in evaluation.spend_deciles."
     ),
     metadata={"dagster/column_schema": schemas.column_schema(schemas.BACKTEST_METRICS)},
     check_specs=[dg.AssetCheckSpec(
@@ -116,8 +116,14 @@ def backtest(context: dg.AssetExecutionContext, config: BacktestConfig, duckdb: 
         rel = pd.DataFrame(M.reliability_table(pred["label_purchase"], pred["purchase:" + E.CHAMPION]))
         rel.insert(0, "cutoff_date", t)
         rel.insert(1, "system", E.CHAMPION)
+        deciles = pd.DataFrame(M.decile_table(pred["label_spend"], pred["spend:" + E.CHAMPION], pred["label_purchase"],
+                                              pred["purchase:" + E.CHAMPION]))
+        deciles.insert(0, "cutoff_date", t)
+        deciles.insert(1, "eval_cutoff_date", s)
+        deciles.insert(2, "system", E.CHAMPION)
         n = replace_partition_df(conn, "evaluation", "backtest_metrics", t, rows)
         replace_partition_df(conn, "evaluation", "reliability", t, rel)
+        replace_partition_df(conn, "evaluation", "spend_deciles", t, deciles, columns=schemas.SPEND_DECILES)
         # the other backtests' spend totals, for the check total_within_past_misses (it keeps those known at s)
         known = conn.execute("SELECT eval_cutoff_date, value FROM evaluation.backtest_metrics "
                              "WHERE system = 'champion' AND task = 'spend' AND metric = 'aggregate_error' "
@@ -143,6 +149,9 @@ def backtest(context: dg.AssetExecutionContext, config: BacktestConfig, duckdb: 
             **_headline(rows),
             "metrics": dg.MetadataValue.md(markdown_preview(table[["task", "system", "metric", "value", "diff_ci_low", "diff_ci_high"]], n=80)),
             "reliability": dg.MetadataValue.md(markdown_preview(rel, n=10)),
+            # where the spend total's error comes from: the forecast against the truth, decile by decile
+            "spend_deciles": dg.MetadataValue.md(markdown_preview(deciles.drop(columns=["cutoff_date", "eval_cutoff_date",
+                                                                                       "system"]), n=10)),
             # do the scores that extrapolate (outside a range of the inputs the models learned from) miss more?
             "by_training_range": dg.MetadataValue.md(markdown_preview(
                 by_range[["task", "system", "metric", "value", "n_customers"]], n=40)) if len(by_range) else "no rows",

@@ -121,6 +121,37 @@ def reliability_table(y, p, bins: int = 10) -> list[dict]:
     return rows
 
 
+def decile_table(y_spend, pred_spend, y_purchase, p_purchase, deciles: int = 10) -> list[dict]:
+    """The spend forecast by decile of the forecast: customers, predicted and actual totals, the decile's aggregate
+    error and share of all actual spend, and its mean purchase probability against the share that bought.
+
+    Decile ``deciles`` holds the customers forecast to spend most, 1 the least, as ``scores.value_deciles`` ranks
+    (ties by position). The predicted totals add up to the forecast's total, and the actual ones to what was spent,
+    so where the aggregate error comes from shows decile by decile; the top decile's share of the actual spend is
+    about the top-10% share (which takes round(n / 10) customers). A decile's error is NaN when it spent nothing.
+    """
+    y, pred = _arr(y_spend), _arr(pred_spend)
+    bought, p = _arr(y_purchase), _arr(p_purchase)
+    n = len(y)
+    order = np.argsort(pred, kind="mergesort")
+    rank = np.empty(n, dtype=int)
+    rank[order] = np.arange(n)
+    decile = rank * deciles // max(n, 1) + 1
+    total = float(np.sum(y))
+    rows = []
+    for d in range(deciles, 0, -1):
+        m = decile == d
+        predicted, actual = float(np.sum(pred[m])), float(np.sum(y[m]))
+        rows.append({
+            "decile": d, "customers": int(m.sum()), "predicted_spend": predicted, "actual_spend": actual,
+            "aggregate_error": (predicted - actual) / actual if actual != 0 else float("nan"),
+            "share_of_actual": actual / total if total != 0 else float("nan"),
+            "mean_purchase_probability": float(p[m].mean()) if m.any() else float("nan"),
+            "observed_purchase_rate": float(bought[m].mean()) if m.any() else float("nan"),
+        })
+    return rows
+
+
 def expected_calibration_error(y, p, bins: int = 10) -> float:
     """Count-weighted mean |observed rate - mean predicted| over the equal-width bins."""
     rows = reliability_table(y, p, bins)

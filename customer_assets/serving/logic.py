@@ -26,6 +26,7 @@ PUBLISHED = [
     ("segments", "segment_centroids"),
     ("evaluation", "backtest_metrics"),
     ("evaluation", "reliability"),
+    ("evaluation", "spend_deciles"),
     ("evaluation", "ltv_metrics"),
 ]
 
