@@ -730,6 +730,10 @@ def test_materialize_with_backtests_adds_the_newest_backtests(scored, tmp_path):
                       "WHERE cutoff_date = '1998-06-30'").iloc[0]
     assert f"The one backtest (the scores made at 1998-04-01) missed its total by {spend_error:+.1%}." in page
     assert f"The one LTV check (the value served at 1997-06-30) missed its total by {ltv_error:+.1%}." in page
+    # and that backtest tenth by tenth of the forecast (evaluation.spend_deciles)
+    top = _q(copy, "SELECT aggregate_error FROM evaluation.spend_deciles WHERE decile = 10").aggregate_error[0]
+    assert "The scores made at 1998-04-01: the customers ranked by their forecast spend" in page
+    assert f"the top tenth was off by {top:+.1%}." in page and page.count("<td>10 (forecast to spend most)</td>") == 1
     for total, error in ((totals.spend, spend_error), (totals.ltv, ltv_error)):
         low, high = sorted((total, total / (1 + error)))
         assert f"the actual total will be <b>${low:,.0f} to ${high:,.0f}</b>" in page

@@ -187,3 +187,35 @@ def test_the_reports_check_of_its_range_uses_backtests_older_than_its_table():
     # the range of this report's totals comes from its table alone: -20% to +10%
     assert "the actual total will be <b>$909 to $1,250</b>" in page
     assert headline["spend_past_error_min"] == pytest.approx(-0.20)
+
+
+def _deciles(scored_at: str, top_forecast: float, top_actual: float) -> list[dict]:
+    """Ten deciles of 100 customers: the top one forecast ``top_forecast`` against ``top_actual``, the others 10 vs 10."""
+    return [{"cutoff_date": pd.Timestamp(scored_at) - pd.Timedelta(days=90), "eval_cutoff_date": pd.Timestamp(scored_at),
+             "system": "champion", "decile": d, "customers": 100,
+             "predicted_spend": top_forecast if d == 10 else 10.0, "actual_spend": top_actual if d == 10 else 10.0,
+             "aggregate_error": ((top_forecast - top_actual) / top_actual) if d == 10 else 0.0,
+             "share_of_actual": (top_actual if d == 10 else 10.0) / (top_actual + 90.0),
+             "mean_purchase_probability": 0.5, "observed_purchase_rate": 0.4} for d in range(1, 11)]
+
+
+def test_the_report_shows_the_newest_known_backtest_tenth_by_tenth():
+    """Deciles of the backtests scored at 2024-01-01 (top tenth 110 vs 100: +10%), 2024-02-01 (120 vs 100: +20%) and
+    2024-03-15 (not known at the cutoff 2024-06-01). The report shows 2024-02-01's, the newest known."""
+    deciles = pd.DataFrame([*_deciles("2024-01-01", 110.0, 100.0), *_deciles("2024-02-01", 120.0, 100.0),
+                            *_deciles("2024-03-15", 500.0, 100.0)])
+    record = R.track_record(BACKTESTS, LTV, CUTOFF, 90, deciles=deciles)
+    assert record["deciles"]["decile"].tolist() == list(range(10, 0, -1))
+    assert set(pd.to_datetime(record["deciles"]["eval_cutoff_date"]).dt.date) == {date(2024, 2, 1)}
+    page, headline = R.build_report(CUTOFF, _scored([600.0, 400.0], [300.0, 200.0]), None, None, 90, 365, record=record)
+    assert "The scores made at 2024-02-01: the customers ranked by their forecast spend" in page
+    assert "the top tenth was off by +20.0%." in page
+    # the top tenth's row: forecast, actual, off by, its share of the actual spend (100 / 190), mean P, bought
+    assert ("<td>10 (forecast to spend most)</td><td>100</td><td>$120</td><td>$100</td><td>+20.0%</td><td>52.6%</td>"
+            "<td>0.500</td><td>40.0%</td>") in page
+    assert headline["spend_top_decile_error"] == pytest.approx(0.20)
+    assert "+400.0%" not in page  # the unknown backtest's
+    # without the table (a warehouse backtested before it existed), no such section
+    page, headline = R.build_report(CUTOFF, _scored([600.0, 400.0], [300.0, 200.0]), None, None, 90, 365,
+                                    record=R.track_record(BACKTESTS, LTV, CUTOFF, 90))
+    assert "tenth by tenth" not in page and "spend_top_decile_error" not in headline

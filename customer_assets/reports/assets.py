@@ -48,10 +48,12 @@ def customer_report(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -
         backtests = (conn.execute("SELECT eval_cutoff_date, task, system, metric, value FROM evaluation.backtest_metrics "
                                   "WHERE system = 'champion' AND task IN ('purchase', 'spend')").df()
                      if table_exists(conn, "evaluation", "backtest_metrics") else None)
+        deciles = (conn.execute("SELECT * FROM evaluation.spend_deciles WHERE system = 'champion'").df()
+                   if table_exists(conn, "evaluation", "spend_deciles") else None)
         ltv = (conn.execute("SELECT cutoff_date, window_end, system, metric, value FROM evaluation.ltv_metrics "
                             "WHERE system = 'champion'").df()
                if table_exists(conn, "evaluation", "ltv_metrics") else None)
-    record = logic.track_record(backtests, ltv, cutoff, HORIZON_DAYS)
+    record = logic.track_record(backtests, ltv, cutoff, HORIZON_DAYS, deciles=deciles)
     page, headline = logic.build_report(cutoff, current, previous, prev_cutoff, HORIZON_DAYS, LTV_HORIZON_DAYS, drift,
                                         record)
     folder = reports_dir(duckdb.database)

@@ -66,7 +66,7 @@ LTV_METRICS = ("r2", "aggregate_error", "top10_share")
 
 
 def track_record(backtests: pd.DataFrame | None, ltv: pd.DataFrame | None, cutoff: date, horizon_days: int,
-                 lookback_days: int = TRACK_RECORD_DAYS) -> dict[str, pd.DataFrame]:
+                 lookback_days: int = TRACK_RECORD_DAYS, deciles: pd.DataFrame | None = None) -> dict[str, pd.DataFrame]:
     """The champion's backtests that a reader at ``cutoff`` can know: those whose window had ended by ``cutoff``.
 
     Parameters
@@ -80,6 +80,7 @@ def track_record(backtests: pd.DataFrame | None, ltv: pd.DataFrame | None, cutof
         cutoff, not what was learnt after.
     horizon_days : H, the window of the 90-day forecasts.
     lookback_days : only the backtests whose windows ended in the ``lookback_days`` up to ``cutoff``.
+    deciles : rows of ``evaluation.spend_deciles`` (the champion's), or None.
 
     Returns
     -------
@@ -88,6 +89,8 @@ def track_record(backtests: pd.DataFrame | None, ltv: pd.DataFrame | None, cutof
     ``window_end``, ``r2``, ``aggregate_error``, ``top10_share``). Either may be empty. Also ``known``: the spend
     total's error of every backtest known at ``cutoff``, older than ``lookback_days`` too (``eval_cutoff_date``,
     ``value``, oldest first), from which ``coverage`` checks the rows of ``spend`` as a report at each of them saw it.
+    And ``deciles``: the spend deciles of the newest backtest in ``spend`` (``eval_cutoff_date``, ``decile``, …, from
+    decile 10 down), empty without one.
     """
     start = cutoff - timedelta(days=lookback_days)
     spend = pd.DataFrame(columns=["scored_at", "window_end", *BACKTEST_METRICS.values()])
@@ -120,7 +123,12 @@ def track_record(backtests: pd.DataFrame | None, ltv: pd.DataFrame | None, cutof
                       .reindex(columns=list(LTV_METRICS)).reset_index()
                       .sort_values("served_at", ascending=False, ignore_index=True))
             checks.columns.name = None
-    return {"spend": spend, "ltv": checks, "known": known}
+    newest = pd.DataFrame()
+    if deciles is not None and len(deciles) and len(spend):
+        scored = pd.to_datetime(deciles["eval_cutoff_date"]).dt.date
+        newest = (deciles[(scored == spend["scored_at"].iloc[0]) & (deciles["system"] == "champion")]
+                  .sort_values("decile", ascending=False, ignore_index=True))
+    return {"spend": spend, "ltv": checks, "known": known, "deciles": newest}
 
 
 def past_miss_range(errors) -> tuple[float, float] | None:
@@ -270,6 +278,23 @@ def _track_record_section(record: dict[str, pd.DataFrame], cutoff: date, headlin
                    + _history_table(spend, "scored_at", "backtest",
                                     {"scored_at": "scored at", "roc_auc": "ROC-AUC (purchase)", "brier": "Brier",
                                      "r2": "spend R²"}, {"ROC-AUC (purchase)": 3, "Brier": 4, "spend R²": 3}))
+    tenths = record.get("deciles", pd.DataFrame())
+    if len(tenths):
+        top = tenths.iloc[0]
+        headline["spend_top_decile_error"] = float(top["aggregate_error"])
+        table = pd.DataFrame({
+            "tenth": ["10 (forecast to spend most)" if d == 10 else str(d) for d in tenths["decile"]],
+            "customers": [f"{int(n):,}" for n in tenths["customers"]], "forecast": tenths["predicted_spend"].astype(float),
+            "actual": tenths["actual_spend"].astype(float), "off by": tenths["aggregate_error"].astype(float),
+            "share of the actual spend": tenths["share_of_actual"].astype(float),
+            "mean purchase probability": tenths["mean_purchase_probability"].astype(float),
+            "bought": tenths["observed_purchase_rate"].astype(float)})
+        out.append(f"<h3>The newest backtest, tenth by tenth</h3><p>The scores made at {spend.iloc[0]['scored_at']}: the "
+                   "customers ranked by their forecast spend, in ten groups of the same size, each against what it "
+                   f"spent in the {horizon_days} days after. It shows whose forecasts the total's miss comes from; the "
+                   f"top tenth was off by {_signed(top['aggregate_error'])}.</p>"
+                   + _table(table, money=("forecast", "actual"), pct=("share of the actual spend", "bought"),
+                            signed=("off by",), digits={"mean purchase probability": 3}))
     if not ltv.empty:
         out.append(f"<h3>Value over {ltv_horizon_days} days</h3>"
                    + _history_table(ltv, "served_at", "check", {"served_at": "served at", "r2": "LTV R²"}, {"LTV R²": 3}))
