@@ -212,7 +212,7 @@ def test_the_report_shows_the_newest_known_backtest_tenth_by_tenth():
     assert "the top tenth was off by +20.0%." in page
     # the top tenth's row: forecast, actual, off by, its share of the actual spend (100 / 190), mean P, bought
     assert ("<td>10 (forecast to spend most)</td><td>100</td><td>$120</td><td>$100</td><td>+20.0%</td><td>52.6%</td>"
-            "<td>0.500</td><td>40.0%</td>") in page
+            "<td>50.0%</td><td>40.0%</td>") in page
     assert headline["spend_top_decile_error"] == pytest.approx(0.20)
     assert "+400.0%" not in page  # the unknown backtest's
     # without the table (a warehouse backtested before it existed), no such section

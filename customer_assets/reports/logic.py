@@ -293,8 +293,8 @@ def _track_record_section(record: dict[str, pd.DataFrame], cutoff: date, headlin
                    "customers ranked by their forecast spend, in ten groups of the same size, each against what it "
                    f"spent in the {horizon_days} days after. It shows whose forecasts the total's miss comes from; the "
                    f"top tenth was off by {_signed(top['aggregate_error'])}.</p>"
-                   + _table(table, money=("forecast", "actual"), pct=("share of the actual spend", "bought"),
-                            signed=("off by",), digits={"mean purchase probability": 3}))
+                   + _table(table, money=("forecast", "actual"),
+                            pct=("share of the actual spend", "mean purchase probability", "bought"), signed=("off by",)))
     if not ltv.empty:
         out.append(f"<h3>Value over {ltv_horizon_days} days</h3>"
                    + _history_table(ltv, "served_at", "check", {"served_at": "served at", "r2": "LTV R²"}, {"LTV R²": 3}))
