@@ -77,6 +77,21 @@ def _int_env(name: str, default: int) -> int:
     return value
 
 
+def _whole_env(name: str, default: int, what: str) -> int:
+    """The whole number (0 or more) that the environment variable ``name`` holds; ``default`` when it is unset or
+    blank. A bad value fails saying that ``name`` must be ``what``."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise ValueError(f"{name} must be {what}, got {raw!r}") from exc
+    if value < 0:
+        raise ValueError(f"{name} must be {what}, got {value}")
+    return value
+
+
 def keep_cutoffs(value: int | None = None) -> int:
     """How many of the newest cutoffs ``features.customer_features`` and ``segments.customer_segments`` keep.
 
@@ -84,13 +99,7 @@ def keep_cutoffs(value: int | None = None) -> int:
     Read at run time, so a changed setting applies to the next run.
     """
     if value is None:
-        raw = os.environ.get(ENV_KEEP_CUTOFFS)
-        if raw is None or raw.strip() == "":
-            return 0
-        try:
-            value = int(raw)
-        except ValueError as exc:
-            raise ValueError(f"{ENV_KEEP_CUTOFFS} must be a whole number of cutoffs (0 keeps all), got {raw!r}") from exc
+        return _whole_env(ENV_KEEP_CUTOFFS, 0, "a whole number of cutoffs (0 keeps all)")
     if value < 0:
         raise ValueError(f"keep_cutoffs ({ENV_KEEP_CUTOFFS}) must be 0 (keep all) or a positive number, got {value}")
     return value
@@ -199,16 +208,7 @@ DEFAULT_MAX_RUNTIME_SECONDS = 3 * 3600
 def max_runtime_seconds() -> int:
     """``CUSTOMER_ASSETS_MAX_RUNTIME_SECONDS``: the longest a run of the project's jobs may last (0: no limit). Read
     when the definitions load (it is a tag of the jobs)."""
-    raw = os.environ.get(ENV_MAX_RUNTIME, "").strip()
-    if not raw:
-        return DEFAULT_MAX_RUNTIME_SECONDS
-    try:
-        value = int(raw)
-    except ValueError as exc:
-        raise ValueError(f"{ENV_MAX_RUNTIME} must be a whole number of seconds (0 for no limit), got {raw!r}") from exc
-    if value < 0:
-        raise ValueError(f"{ENV_MAX_RUNTIME} must be 0 (no limit) or a positive number of seconds, got {value}")
-    return value
+    return _whole_env(ENV_MAX_RUNTIME, DEFAULT_MAX_RUNTIME_SECONDS, "a whole number of seconds (0 for no limit)")
 
 
 HORIZON_DAYS = _int_env(ENV_HORIZON, 90)
