@@ -280,8 +280,9 @@ def _track_record_section(record: dict[str, pd.DataFrame], cutoff: date, headlin
                                      "r2": "spend R²"}, {"ROC-AUC (purchase)": 3, "Brier": 4, "spend R²": 3}))
     tenths = record.get("deciles", pd.DataFrame())
     if len(tenths):
-        top = tenths.iloc[0]
-        headline["spend_top_decile_error"] = float(top["aggregate_error"])
+        top_error = float(tenths.iloc[0]["aggregate_error"])
+        if math.isfinite(top_error):  # NaN when the top tenth spent nothing
+            headline["spend_top_decile_error"] = top_error
         table = pd.DataFrame({
             "tenth": ["10 (forecast to spend most)" if d == 10 else str(d) for d in tenths["decile"]],
             "customers": [f"{int(n):,}" for n in tenths["customers"]], "forecast": tenths["predicted_spend"].astype(float),
@@ -290,9 +291,10 @@ def _track_record_section(record: dict[str, pd.DataFrame], cutoff: date, headlin
             "mean purchase probability": tenths["mean_purchase_probability"].astype(float),
             "bought": tenths["observed_purchase_rate"].astype(float)})
         out.append(f"<h3>The newest backtest, tenth by tenth</h3><p>The scores made at {spend.iloc[0]['scored_at']}: the "
-                   "customers ranked by their forecast spend, in ten groups of the same size, each against what it "
-                   f"spent in the {horizon_days} days after. It shows whose forecasts the total's miss comes from; the "
-                   f"top tenth was off by {_signed(top['aggregate_error'])}.</p>"
+                   "customers ranked by their forecast spend, in ten groups of about the same size, each against what "
+                   f"it spent in the {horizon_days} days after. It shows whose forecasts the total's miss comes from; "
+                   + (f"the top tenth was off by {_signed(top_error)}.</p>" if math.isfinite(top_error)
+                      else "the top tenth spent nothing.</p>")
                    + _table(table, money=("forecast", "actual"),
                             pct=("share of the actual spend", "mean purchase probability", "bought"), signed=("off by",)))
     if not ltv.empty:
