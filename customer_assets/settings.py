@@ -64,22 +64,9 @@ MAPPING_HELP = (
 )
 
 
-def _int_env(name: str, default: int) -> int:
-    raw = os.environ.get(name)
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError as exc:
-        raise ValueError(f"{name} must be a whole number of days, got {raw!r}") from exc
-    if value <= 0:
-        raise ValueError(f"{name} must be positive, got {value}")
-    return value
-
-
-def _whole_env(name: str, default: int, what: str) -> int:
-    """The whole number (0 or more) that the environment variable ``name`` holds; ``default`` when it is unset or
-    blank. A bad value fails saying that ``name`` must be ``what``."""
+def _whole_env(name: str, default: int, what: str, least: int = 0) -> int:
+    """The whole number (``least`` or more) that the environment variable ``name`` holds; ``default`` when it is unset
+    or blank. A bad value fails saying that ``name`` must be ``what``."""
     raw = os.environ.get(name, "").strip()
     if not raw:
         return default
@@ -87,7 +74,7 @@ def _whole_env(name: str, default: int, what: str) -> int:
         value = int(raw)
     except ValueError as exc:
         raise ValueError(f"{name} must be {what}, got {raw!r}") from exc
-    if value < 0:
+    if value < least:
         raise ValueError(f"{name} must be {what}, got {value}")
     return value
 
@@ -211,8 +198,8 @@ def max_runtime_seconds() -> int:
     return _whole_env(ENV_MAX_RUNTIME, DEFAULT_MAX_RUNTIME_SECONDS, "a whole number of seconds (0 for no limit)")
 
 
-HORIZON_DAYS = _int_env(ENV_HORIZON, 90)
-LTV_HORIZON_DAYS = _int_env(ENV_LTV_HORIZON, 365)
+HORIZON_DAYS = _whole_env(ENV_HORIZON, 90, "a positive whole number of days", least=1)
+LTV_HORIZON_DAYS = _whole_env(ENV_LTV_HORIZON, 365, "a positive whole number of days", least=1)
 PARTITIONS_START = os.environ.get(ENV_START, "1997-01-01")
 try:
     date.fromisoformat(PARTITIONS_START)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 from sklearn.metrics import average_precision_score, roc_auc_score
 
+from customer_assets.scores.logic import value_deciles
+
 
 def _arr(a) -> np.ndarray:
     return np.asarray(a, dtype=float)
@@ -121,25 +123,21 @@ def reliability_table(y, p, bins: int = 10) -> list[dict]:
     return rows
 
 
-def decile_table(y_spend, pred_spend, y_purchase, p_purchase, deciles: int = 10) -> list[dict]:
+def decile_table(y_spend, pred_spend, y_purchase, p_purchase) -> list[dict]:
     """The spend forecast by decile of the forecast: customers, predicted and actual totals, the decile's aggregate
     error and share of all actual spend, and its mean purchase probability against the share that bought.
 
-    Decile ``deciles`` holds the customers forecast to spend most, 1 the least, as ``scores.value_deciles`` ranks
+    Decile 10 holds the customers forecast to spend most, 1 the least, ranked by ``scores.logic.value_deciles``
     (ties by position). The predicted totals add up to the forecast's total, and the actual ones to what was spent,
     so where the aggregate error comes from shows decile by decile; the top decile's share of the actual spend is
     about the top-10% share (which takes round(n / 10) customers). A decile's error is NaN when it spent nothing.
     """
     y, pred = _arr(y_spend), _arr(pred_spend)
     bought, p = _arr(y_purchase), _arr(p_purchase)
-    n = len(y)
-    order = np.argsort(pred, kind="mergesort")
-    rank = np.empty(n, dtype=int)
-    rank[order] = np.arange(n)
-    decile = rank * deciles // max(n, 1) + 1
+    decile = value_deciles(pred)
     total = float(np.sum(y))
     rows = []
-    for d in range(deciles, 0, -1):
+    for d in range(10, 0, -1):
         m = decile == d
         predicted, actual = float(np.sum(pred[m])), float(np.sum(y[m]))
         rows.append({

@@ -278,7 +278,7 @@ def _track_record_section(record: dict[str, pd.DataFrame], cutoff: date, headlin
                    + _history_table(spend, "scored_at", "backtest",
                                     {"scored_at": "scored at", "roc_auc": "ROC-AUC (purchase)", "brier": "Brier",
                                      "r2": "spend R²"}, {"ROC-AUC (purchase)": 3, "Brier": 4, "spend R²": 3}))
-    tenths = record.get("deciles", pd.DataFrame())
+    tenths = record["deciles"]
     if len(tenths):
         top_error = float(tenths.iloc[0]["aggregate_error"])
         if math.isfinite(top_error):  # NaN when the top tenth spent nothing
