@@ -381,3 +381,50 @@ def test_instants_become_dates_in_the_configured_time_zone_on_any_machine(tmp_pa
     out = subprocess.run([sys.executable, "-c", TZ_SCRIPT, str(tmp_path / "other.duckdb"), str(path)], env=env,
                          capture_output=True, text=True, check=True).stdout.strip()
     assert out == "2011-12-01,2011-12-02"
+
+
+ALL_REJECTED = ("cust,when,qty,price,order\n"
+                "A,2020-01-05,1,-10,O1\n"   # row 1: negative_price
+                ",2020-01-06,1,10,O2\n"     # row 2: null_customer_id
+                "B,2020-02-30,1,10,O3\n"    # row 3: unparseable_date (there is no 30 February)
+                "C,2020-01-07,2,-2,O4\n")   # row 4: negative_price again
+
+
+def test_a_load_whose_every_row_is_rejected_is_refused_naming_each_reason_and_its_first_row(tmp_path, ledger_csv):
+    conn, _ = _load(ledger_csv)  # a good load of another file first: it must survive
+    bad = tmp_path / "export.csv"
+    bad.write_text(ALL_REJECTED)
+    logic.load_raw(conn, logic.SourceSpec(str(bad), ColumnMapping.parse(LEDGER_COLUMNS), "csv"), "bad")
+    with pytest.raises(logic.NothingCleanError) as refused:
+        logic.clean_transactions(conn)
+    # the reasons by count, then by name; each with its first row's file, row and mapped raw values
+    assert str(refused.value) == (
+        f"Every one of the 4 rows of load bad ({bad}) was rejected by the cleaning rules, so there is nothing to "
+        "model: negative_price: 2 (the first: export.csv row 1, customer_id='A', date='2020-01-05', quantity='1', "
+        "unit_price='-10'); null_customer_id: 1 (the first: export.csv row 2, date='2020-01-06', quantity='1', "
+        "unit_price='10'); unparseable_date: 1 (the first: export.csv row 3, customer_id='B', date='2020-02-30', "
+        "quantity='1', unit_price='10'). clean.transactions and quality.rejected_transactions are unchanged. When "
+        "one rule rejects every row, the column mapping usually names the wrong column (this load's: "
+        "customer_id=cust, date=when, quantity=qty, unit_price=price, order_id=order); set CUSTOMER_ASSETS_COLUMNS "
+        "or the `columns` config of raw/transactions. The rules are in the README (Cleaning rules).")
+    # nothing of the first load is lost, and no temporary table is left behind
+    assert conn.execute("SELECT count(*), any_value(load_id) FROM clean.transactions").fetchone() == (11, "test")
+    assert conn.execute("SELECT count(*), any_value(load_id) FROM quality.rejected_transactions").fetchone() == (4, "test")
+    assert conn.execute("SELECT count(*) FROM duckdb_tables() WHERE temporary").fetchone()[0] == 0
+
+
+def test_a_mapping_that_names_the_wrong_column_fails_the_ingest_asset_and_keeps_the_clean_rows(tmp_path, ledger_csv,
+                                                                                               warehouse):
+    materialize(warehouse, INGEST, run_config=source_config(ledger_csv))
+    # `date` mapped to the quantity column: not one date parses
+    wrong = LEDGER_COLUMNS.replace("date=when", "date=qty")
+    result = materialize(warehouse, INGEST, run_config=source_config(ledger_csv, wrong), raise_on_error=False)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    message = failure.event_specific_data.error.message
+    assert "Every one of the 15 rows of load" in message
+    assert "unparseable_date: 14 (the first: ledger.csv row 1, customer_id='A', date='1', quantity='1'" in message
+    assert "null_customer_id: 1 (the first: ledger.csv row 12, date='1'" in message
+    assert "(this load's: customer_id=cust, date=qty," in message
+    with duckdb.connect(warehouse, read_only=True) as conn:
+        assert conn.execute("SELECT count(*) FROM clean.transactions").fetchone()[0] == 11

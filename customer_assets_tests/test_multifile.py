@@ -230,3 +230,18 @@ def test_a_warehouse_of_an_older_version_gains_the_files_column(ledger_csv):
     logic.load_raw(conn, logic.SourceSpec(str(ledger_csv), MAPPING, "csv"), "new")
     assert [r[0] for r in conn.execute("SELECT files IS NULL FROM raw.loads ORDER BY loaded_at").fetchall()] == [True, False]
     assert logic.clean_transactions(conn)["clean_rows"] == 11
+
+
+def test_a_pattern_whose_every_row_is_rejected_names_the_file_and_row_of_each_first_rejection(tmp_path):
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    (folder / "orders_1.csv").write_text("cust,when,qty,price,order\nA,2020-01-05,1,-1,O1\nB,2020-01-06,1,-2,O2\n")
+    (folder / "orders_2.csv").write_text("when,cust,qty,price,order\n2020-01-07,C,1,-3,O3\n2020-13-01,D,1,4,O4\n")
+    conn = duckdb.connect()
+    with pytest.raises(logic.NothingCleanError) as refused:
+        _load(conn, folder / "orders_*.csv", "bad")
+    # source rows 1-2 are the first file's, 3-4 the second's: the date error is the second file's row 2
+    assert ("so there is nothing to model: negative_price: 3 (the first: orders_1.csv row 1, customer_id='A', "
+            "date='2020-01-05', quantity='1', unit_price='-1'); unparseable_date: 1 (the first: orders_2.csv row 2, "
+            "customer_id='D', date='2020-13-01', quantity='1', unit_price='4').") in str(refused.value)
+    assert conn.execute("SELECT count(*) FROM duckdb_tables() WHERE temporary").fetchone()[0] == 0

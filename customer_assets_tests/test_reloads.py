@@ -248,3 +248,16 @@ def test_a_source_whose_last_date_stays_put_for_days_warns(ledger_csv, warehouse
     ledger_csv.write_text(LEDGER + "E,2020-07-20,1,5,O100\n")  # a new day: the count starts again from this load
     moved = ingest(0)  # (the loads' own times are real, so the clock goes back to them)
     assert moved.passed and (moved.metadata["last_date"].value, moved.metadata["loads_with_this_last_date"].value) == ("2020-07-20", 1)
+
+
+def test_a_refused_reload_says_how_many_of_its_rows_were_rejected_and_why(ledger_csv):
+    conn = duckdb.connect()
+    _reload(conn, ledger_csv, "first")
+    lines = LEDGER.splitlines(keepends=True)
+    # A's five clean rows, plus the ledger's row without a customer id and B's negative price: 7 raw rows, 5 clean
+    ledger_csv.write_text("".join(lines[:6] + [lines[12], lines[15]]))
+    with pytest.raises(logic.HistoryLossError) as refused:
+        _reload(conn, ledger_csv, "second")
+    assert ("(11 -> 5, -54.5%), more than max_history_loss allows (5.0%). This load rejected 2 of its 7 raw rows "
+            "(negative_price 1, null_customer_id 1). Was the export cut short?") in str(refused.value)
+    assert _clean(conn) == (11, "first")

@@ -141,7 +141,7 @@ def clean_transactions(context: dg.AssetExecutionContext, config: CleanConfig, d
     with duckdb.get_connection() as conn:
         try:
             counts = logic.clean_transactions(conn, date_order(config.date_order), max_history_loss(config.max_history_loss))
-        except (logic.DateOrderError, logic.HistoryLossError) as exc:
+        except (logic.DateOrderError, logic.HistoryLossError, logic.NothingCleanError) as exc:
             raise dg.Failure(str(exc)) from exc
         except SettingError as exc:
             raise dg.Failure(f"{exc} {exc.where('clean/transactions')}") from exc

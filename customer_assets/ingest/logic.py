@@ -687,6 +687,52 @@ def files_of_rows(conn: duckdb.DuckDBPyConnection, load: Load) -> tuple[str, str
             "LEFT JOIN _files f ON c.source_row BETWEEN f.first_row AND f.last_row", [])
 
 
+class NothingCleanError(ValueError):
+    """Every row of a load was rejected by the cleaning rules; the message gives each reason with its first row."""
+
+
+def refuse_if_nothing_clean(conn: duckdb.DuckDBPyConnection, load: Load, n_raw: int, file_of: str, file_join: str,
+                            file_params: list) -> None:
+    """Raise ``NothingCleanError`` when no row of ``_classified`` is clean.
+
+    A load in which every row is rejected leaves nothing to model, and one rule rejecting every row almost always
+    means a column mapping that points at the wrong column, or a file in another layout. The message names each
+    reason, its count and the first row it rejected (file, row and the raw values, none for an erased customer), so
+    that the cause shows without a query; ``clean.transactions`` and ``quality.rejected_transactions`` are not
+    touched.
+    """
+    if conn.execute("SELECT count(*) FROM _classified WHERE reject_reason IS NULL").fetchone()[0]:
+        return
+    rows = conn.execute(
+        f"""
+        SELECT reject_reason, count(*) OVER (PARTITION BY reject_reason) AS n, {file_of},
+               customer_id_raw, txn_date_raw, amount_raw_text, quantity_raw, unit_price_raw
+        FROM _classified c {file_join}
+        QUALIFY row_number() OVER (PARTITION BY reject_reason ORDER BY c.source_row) = 1
+        ORDER BY n DESC, reject_reason
+        """,
+        file_params,
+    ).fetchall()
+    mapping = {}
+    if table_exists(conn, "raw", "loads"):
+        found = conn.execute("SELECT mapping FROM raw.loads WHERE load_id = ?", [load.load_id]).fetchone()
+        mapping = json.loads(found[0]) if found and found[0] else {}
+    fields = ("customer_id", "date", "amount", "quantity", "unit_price")
+    lines = []
+    for reason, n, path, file_row, *values in rows:
+        shown = ", ".join(f"{f}={v!r}" for f, v in zip(fields, values, strict=True) if f in mapping and v is not None)
+        lines.append(f"{reason}: {n:,} (the first: {Path(path).name} row {file_row}"
+                     + (f", {shown}" if shown else "") + ")")
+    raise NothingCleanError(
+        f"Every one of the {n_raw:,} rows of load {load.load_id} ({load.source_file}) was rejected by the cleaning "
+        f"rules, so there is nothing to model: {'; '.join(lines)}. clean.transactions and "
+        "quality.rejected_transactions are unchanged. When one rule rejects every row, the column mapping usually "
+        f"names the wrong column (this load's: {', '.join(f'{k}={v}' for k, v in mapping.items()) or 'not recorded'}); "
+        "set CUSTOMER_ASSETS_COLUMNS or the `columns` config of raw/transactions. The rules are in the README "
+        "(Cleaning rules)."
+    )
+
+
 class HistoryLossError(ValueError):
     """A reload of the same source lost more of the previous load's history than ``max_history_loss`` allows."""
 
@@ -757,10 +803,15 @@ def compare_history(conn: duckdb.DuckDBPyConnection, previous: Previous | None, 
                + (f", the first {first}" if days else "")
                + f"; rows on or before {previous.last_date}: {before:,} -> {after:,} ({(after - before) / before if before else 0.0:+.1%})")
     if reload and loss > max_loss:
+        rejected = conn.execute("SELECT reject_reason, count(*) AS n FROM quality.rejected_transactions "
+                                "GROUP BY 1 ORDER BY n DESC, 1").fetchall()
+        n_rejected = sum(n for _, n in rejected)
+        rejections = (f"This load rejected {n_rejected:,} of its {load.rows:,} raw rows ("
+                      + ", ".join(f"{r} {n:,}" for r, n in rejected) + "). " if n_rejected else "")
         raise HistoryLossError(
             f"Load {load.load_id} of {load.source_file} has {before - after:,} fewer clean rows dated on or before "
             f"{previous.last_date} than load {previous.load_id} of the same file ({before:,} -> {after:,}, "
-            f"-{loss:.1%}), more than max_history_loss allows ({max_loss:.1%}). Was the export cut short? "
+            f"-{loss:.1%}), more than max_history_loss allows ({max_loss:.1%}). {rejections}Was the export cut short? "
             "clean.transactions is unchanged. If the history really shrank, set max_history_loss in the config of "
             f"clean/transactions, or CUSTOMER_ASSETS_MAX_HISTORY_LOSS, to {loss:.2f} or more."
         )
@@ -812,6 +863,12 @@ def clean_transactions(conn: duckdb.DuckDBPyConnection, date_order: str = "auto"
         "SELECT quantile_cont(abs(amt_raw), 0.99) FROM _classified WHERE reject_reason IS NULL"
     ).fetchone()[0]
     threshold = OUTLIER_FACTOR * float(p99) if p99 else None
+    try:
+        refuse_if_nothing_clean(conn, load, n_raw, file_of, file_join, file_params)
+    except NothingCleanError:
+        conn.execute("DROP TABLE IF EXISTS _classified")
+        conn.execute("DROP TABLE IF EXISTS _files")
+        raise
     previous = previous_clean(conn)
     with transaction(conn, temp_tables=("_classified", "_old_daily", "_files")):
         conn.execute("CREATE SCHEMA IF NOT EXISTS clean")
