@@ -13,6 +13,11 @@ The webhook URL comes from ``CUSTOMER_ASSETS_ALERT_WEBHOOK`` when the sensor run
 is never logged: messages name only its host. Without it, each tick skips and says how to set it. A post that fails
 is tried three times (1 s and 2 s apart); then the sensor's tick fails with the host and the reason, which the UI
 shows with the sensor and the daemon logs, so a lost alert is visible too. Dagster does not retry it at a later tick.
+
+A check that keeps warning (a stalled source, every night until the export moves) is posted when it starts to warn,
+then again as a reminder once every ``CUSTOMER_ASSETS_ALERT_REPEAT_DAYS`` days (7 by default; 0 posts every
+warning), and once more when it passes again. Which is which comes from the check's own executions in the instance
+(``streak``), whichever job ran it, so the sensor keeps no state of its own.
 """
 
 from __future__ import annotations
@@ -23,17 +28,20 @@ import os
 import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 import dagster as dg
 
-from customer_assets.settings import ENV_ALERT_WEBHOOK, ENV_UI_URL
+from customer_assets.settings import ENV_ALERT_REPEAT_DAYS, ENV_ALERT_WEBHOOK, ENV_UI_URL, alert_repeat_days
 
 DEFAULT_UI_URL = "http://127.0.0.1:3000"
 POST_ATTEMPTS = 3
 POST_TIMEOUT_SECONDS = 10
 ERROR_LINES = 3  # of each failed step's error message
 BACKFILL_TAG = "dagster/backfill"
+HISTORY_LOOKBACK = 500  # of a check's newest executions, read to find where its run of warnings began
 
 
 class AlertError(RuntimeError):
@@ -112,20 +120,110 @@ def _run_line(run: dg.DagsterRun, ui_url: str) -> str:
             + f"\n{ui_url.rstrip('/')}/runs/{run.run_id}")
 
 
-def failed_checks(instance: dg.DagsterInstance, run_id: str) -> list[dict]:
-    """The checks that failed in the run: asset, check, severity and what the check said (its description)."""
+def check_results(instance: dg.DagsterInstance, run_id: str) -> list[dict]:
+    """Every check evaluated in the run: its key, asset, check, whether it passed, severity and what it said."""
     records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION).records
     out = []
     for record in records:
         evaluation = record.event_log_entry.dagster_event.event_specific_data
-        if not evaluation.passed:
-            out.append({"asset": evaluation.asset_key.to_user_string(), "check": evaluation.check_name,
-                        "severity": evaluation.severity.value, "description": evaluation.description or ""})
+        out.append({"key": evaluation.asset_check_key, "asset": evaluation.asset_key.to_user_string(),
+                    "check": evaluation.check_name, "passed": evaluation.passed,
+                    "severity": evaluation.severity.value, "description": evaluation.description or ""})
     return out
 
 
+def failed_checks(instance: dg.DagsterInstance, run_id: str) -> list[dict]:
+    """The checks that failed in the run: asset, check, severity and what the check said (its description)."""
+    return [c for c in check_results(instance, run_id) if not c["passed"]]
+
+
+@dataclass(frozen=True)
+class Execution:
+    """One completed execution of a check: its storage id (the order they happened in), run, outcome and time."""
+
+    id: int
+    run_id: str
+    failed: bool
+    timestamp: float
+
+
+@dataclass(frozen=True)
+class Streak:
+    """What a check did in one run, read against its earlier executions.
+
+    ``state`` is ``"new"`` (it warned, and had not in its previous execution), ``"reminder"`` (it keeps warning and
+    a reminder is due), ``"repeat"`` (it keeps warning, no reminder due), ``"cleared"`` (it passed after warning) or
+    ``"passing"``. ``since`` is when its warnings began (None when it did not warn) and ``runs`` the runs that warned
+    in a row, this one included when it warned.
+    """
+
+    state: str
+    since: float | None
+    runs: int
+
+
+def streak(history: list[Execution], run_id: str, repeat_days: int) -> Streak:
+    """Where the run's execution of a check stands in the check's history of warnings.
+
+    Parameters
+    ----------
+    history : the check's completed executions (any order); must include the run's own (one or more: a run over a
+        range of partitions evaluates the check once per partition, and it warned when any of them did).
+    run_id : the run.
+    repeat_days : a check that keeps warning is a ``"reminder"`` when a multiple of this many days since its first
+        warning has passed between its previous execution and this run's, else a ``"repeat"``; 0 makes every
+        warning a reminder.
+
+    Returns
+    -------
+    Streak
+        An execution with no earlier one, or whose previous one passed, starts a new streak.
+    """
+    runs: dict[str, dict] = {}  # per run, in the order of its first execution: did any warn, and when
+    for e in sorted(history, key=lambda e: e.id):
+        r = runs.setdefault(e.run_id, {"failed": False, "first": e.timestamp, "last": e.timestamp})
+        r["failed"] |= e.failed
+        r["last"] = max(r["last"], e.timestamp)
+    if run_id not in runs:
+        raise ValueError(f"the check's history has no execution of run {run_id}")
+    order = list(runs)
+    this = runs[run_id]
+    warned = []  # the runs that warned in a row just before this one, newest first
+    for earlier in reversed(order[:order.index(run_id)]):
+        if not runs[earlier]["failed"]:
+            break
+        warned.append(runs[earlier])
+    since = min(r["first"] for r in warned) if warned else None
+    if not this["failed"]:
+        return Streak("cleared" if warned else "passing", since, len(warned))
+    if not warned:
+        return Streak("new", this["first"], 1)
+    period = repeat_days * 86400.0
+    due = period == 0 or (this["last"] - since) // period > (warned[0]["last"] - since) // period
+    return Streak("reminder" if due else "repeat", since, len(warned) + 1)
+
+
+def check_history(instance: dg.DagsterInstance, key: dg.AssetCheckKey) -> list[Execution]:
+    """The check's newest completed executions (``HISTORY_LOOKBACK`` of them), from the instance's event log."""
+    from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus as Status
+
+    records = instance.event_log_storage.get_asset_check_execution_history(
+        key, limit=HISTORY_LOOKBACK, status={Status.SUCCEEDED, Status.FAILED})
+    return [Execution(r.id, r.run_id, r.status == Status.FAILED, r.event.timestamp if r.event else r.create_timestamp)
+            for r in records]
+
+
+def _when(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _streak_note(check: dict) -> str:
+    return f", warning in {check['runs']} runs in a row since {_when(check['since'])}" if check.get("runs", 1) > 1 else ""
+
+
 def _checks_lines(checks: list[dict]) -> list[str]:
-    return [f"• {c['asset']} check {c['check']} ({c['severity']}): {_first_lines(c['description'])}" for c in checks]
+    return [f"• {c['asset']} check {c['check']} ({c['severity']}){_streak_note(c)}: {_first_lines(c['description'])}"
+            for c in checks]
 
 
 def failure_message(run: dg.DagsterRun, step_errors: list[tuple[str, str]], run_error: str, checks: list[dict],
@@ -151,11 +249,28 @@ def failure_message(run: dg.DagsterRun, step_errors: list[tuple[str, str]], run_
     return "\n".join(lines + _backfill_line(run, ui_url, "failures"))
 
 
-def warning_message(run: dg.DagsterRun, checks: list[dict], ui_url: str = DEFAULT_UI_URL) -> str:
-    """The text of an alert for a successful run whose non-blocking checks warned."""
-    n = len(checks)
-    return "\n".join([f"customer-assets: a run succeeded with {n} check{'s' if n != 1 else ''} warning: "
-                      f"{_run_line(run, ui_url)}", *_checks_lines(checks), *_backfill_line(run, ui_url, "warnings")])
+def warning_message(run: dg.DagsterRun, checks: list[dict], ui_url: str = DEFAULT_UI_URL, cleared: list[dict] = (),
+                    quiet: list[dict] = ()) -> str:
+    """The text of an alert for a successful run whose non-blocking checks warned, or that passed again.
+
+    Parameters
+    ----------
+    run : the run.
+    checks : the checks whose warning is posted; one that keeps warning carries ``runs`` and ``since`` (its streak).
+    ui_url : the Dagster UI's address, for the link to the run.
+    cleared : the checks that passed in this run after warning (with ``runs`` and ``since``).
+    quiet : the checks that warned again with no reminder due: named in one line, without their descriptions.
+    """
+    n, k = len(checks), len(cleared)
+    head = (f"a run succeeded with {n} check{'s' if n != 1 else ''} warning" if n
+            else f"a run succeeded and {k} check{'s' if k != 1 else ''} that warned pass{'es' if k == 1 else ''} again")
+    lines = [f"customer-assets: {head}: {_run_line(run, ui_url)}", *_checks_lines(checks)]
+    lines += [f"• passes again: {c['asset']} check {c['check']} (it warned in {c['runs']} run{'s' if c['runs'] != 1 else ''} "
+              f"in a row since {_when(c['since'])})" for c in cleared]
+    if quiet:
+        lines.append("Still warning as before, not posted again until a reminder is due: "
+                     + "; ".join(f"{c['asset']} check {c['check']}" for c in quiet))
+    return "\n".join(lines + _backfill_line(run, ui_url, "warnings"))
 
 
 def earlier_alert_in_backfill(instance: dg.DagsterInstance, run: dg.DagsterRun, status: dg.DagsterRunStatus,
@@ -229,14 +344,35 @@ def alert_on_failure(context: dg.RunFailureSensorContext):
                  "it said."),
 )
 def alert_on_warnings(context: dg.RunStatusSensorContext):
-    checks = failed_checks(context.instance, context.dagster_run.run_id)
-    if not checks:  # a skip, not None: None would log in the run that the sensor acted on it
-        return dg.SkipReason(f"No check warned in run {context.dagster_run.run_id}: no alert sent.")
     run = context.dagster_run
-    if first := earlier_alert_in_backfill(context.instance, run, dg.DagsterRunStatus.SUCCESS, warned=True):
+    results = check_results(context.instance, run.run_id)
+    warned = [c for c in results if not c["passed"]]
+    if warned and (first := earlier_alert_in_backfill(context.instance, run, dg.DagsterRunStatus.SUCCESS, warned=True)):
         return dg.SkipReason(f"Checks warned in run {run.run_id} of backfill {run.tags[BACKFILL_TAG]}; the backfill's "
-                             f"first warning, in run {first}, was alerted: one alert per backfill.")
-    return _send(context, warning_message(context.dagster_run, checks, _ui_url()), "checks warned")
+                             f"first run with a warning, run {first}, is the one considered for an alert: one alert per backfill.")
+    repeat_days = alert_repeat_days()
+    posted, quiet, cleared = [], [], []
+    for key in dict.fromkeys(c["key"] for c in results):
+        mine = [c for c in results if c["key"] == key]
+        found = streak(check_history(context.instance, key), run.run_id, repeat_days)
+        noted = {"since": found.since, "runs": found.runs}
+        if found.state in ("new", "reminder"):
+            posted += [{**c, **noted} for c in mine if not c["passed"]]
+        elif found.state == "repeat":
+            quiet.append({**next(c for c in mine if not c["passed"]), **noted})
+        elif found.state == "cleared" and BACKFILL_TAG not in run.tags:  # a backfill's old partitions say nothing of now
+            cleared.append({**mine[0], **noted})
+    if not posted and not cleared:  # a skip, not None: None would log in the run that the sensor acted on it
+        if not warned:
+            return dg.SkipReason(f"No check warned in run {run.run_id}: no alert sent.")
+        return dg.SkipReason(
+            f"Checks warned in run {run.run_id} as they did in the runs before it: "
+            + "; ".join(f"{c['asset']} check {c['check']} (in {c['runs']} runs in a row since {_when(c['since'])})"
+                        for c in quiet)
+            + f". No alert sent: a check that keeps warning is posted again every {repeat_days} days "
+            f"({ENV_ALERT_REPEAT_DAYS}), and when it passes again.")
+    what = "checks warned" if posted else "checks pass again"
+    return _send(context, warning_message(run, posted, _ui_url(), cleared=cleared, quiet=quiet), what)
 
 
 SENSORS = [alert_on_failure, alert_on_warnings]

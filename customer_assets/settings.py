@@ -38,6 +38,7 @@ ENV_TIMEZONE = "CUSTOMER_ASSETS_TIMEZONE"
 ENV_ALERT_WEBHOOK = "CUSTOMER_ASSETS_ALERT_WEBHOOK"
 ENV_UI_URL = "CUSTOMER_ASSETS_UI_URL"
 ENV_MAX_RUNTIME = "CUSTOMER_ASSETS_MAX_RUNTIME_SECONDS"
+ENV_ALERT_REPEAT_DAYS = "CUSTOMER_ASSETS_ALERT_REPEAT_DAYS"
 # settings that both Dagster config and an environment variable can set: config field -> variable
 SETTING_ENVS = {"same_season": ENV_SAME_SEASON, "spend_blend_weight": ENV_SPEND_BLEND_WEIGHT, "date_order": ENV_DATE_ORDER,
                 "max_history_loss": ENV_MAX_HISTORY_LOSS}
@@ -346,3 +347,13 @@ def checked_ident(name: str) -> str:
     if not IDENT_RE.match(name):
         raise ValueError(f"Invalid SQL identifier {name!r}")
     return name
+
+
+DEFAULT_ALERT_REPEAT_DAYS = 7
+
+
+def alert_repeat_days() -> int:
+    """``CUSTOMER_ASSETS_ALERT_REPEAT_DAYS``: how many days a check that keeps warning goes without a new alert (0: an
+    alert for every run in which it warns). Read when the sensor runs."""
+    return _whole_env(ENV_ALERT_REPEAT_DAYS, DEFAULT_ALERT_REPEAT_DAYS,
+                      "a whole number of days (0 to post every warning)")

@@ -195,8 +195,8 @@ def test_a_backfill_posts_its_first_failure_and_its_first_warning_only(ledger_cs
     assert [type(g).__name__ for g in got] == ["NoneType", "SkipReason", "NoneType", "NoneType", "SkipReason"]
     assert got[1].skip_message == (f"Run {ids[1]} of backfill bf1 failed; the backfill's first failure, run {ids[0]}, "
                                    "was alerted: one alert per backfill.")
-    assert got[4].skip_message == (f"Checks warned in run {ids[4]} of backfill bf1; the backfill's first warning, in run "
-                                   f"{ids[3]}, was alerted: one alert per backfill.")
+    assert got[4].skip_message == (f"Checks warned in run {ids[4]} of backfill bf1; the backfill's first run with a "
+                                   f"warning, run {ids[3]}, is the one considered for an alert: one alert per backfill.")
     texts = [p["json"]["text"] for p in webhook.posts]
     assert len(texts) == 3
     assert texts[0].startswith("customer-assets: a run failed") and ids[0] in texts[0]
@@ -206,3 +206,90 @@ def test_a_backfill_posts_its_first_failure_and_its_first_warning_only(ledger_cs
     assert texts[2].startswith("customer-assets: a run succeeded with 1 check warning") and ids[3] in texts[2]
     assert texts[2].endswith("Part of backfill bf1: its later warnings are not posted one by one; see "
                              "http://dagster.example:3000/runs/b/bf1")
+
+
+DAY = 86400.0
+
+
+def _history(*rows):
+    """(run id, failed, day) per execution, oldest first; storage ids follow the order."""
+    return [S.Execution(i, run, failed, day * DAY) for i, (run, failed, day) in enumerate(rows, start=1)]
+
+
+def test_a_check_that_keeps_warning_is_new_once_then_reminded_every_repeat_days_then_cleared():
+    history = _history(("r1", False, 0), ("r2", True, 1), ("r3", True, 2), ("r4", True, 8.5), ("r5", True, 8.8),
+                       ("r6", False, 9.5), ("r7", True, 10))
+    assert S.streak(history, "r1", 7) == S.Streak("passing", None, 0)
+    assert S.streak(history, "r2", 7) == S.Streak("new", 1 * DAY, 1)
+    # one day into the streak: no reminder due; 7.5 days in, the 7-day mark was passed since r3: a reminder
+    assert S.streak(history, "r3", 7) == S.Streak("repeat", 1 * DAY, 2)
+    assert S.streak(history, "r4", 7) == S.Streak("reminder", 1 * DAY, 3)
+    assert S.streak(history, "r5", 7) == S.Streak("repeat", 1 * DAY, 4)
+    assert S.streak(history, "r6", 7) == S.Streak("cleared", 1 * DAY, 4)
+    assert S.streak(history, "r7", 7) == S.Streak("new", 10 * DAY, 1)
+    # 0 days: every warning is posted; 1 day: r3 (a day after r2) is due, r5 (0.3 days after r4, both 7 days and more
+    # into the streak, less than 8) is not
+    assert [S.streak(history, r, 0).state for r in ("r3", "r4", "r5")] == ["reminder"] * 3
+    assert [S.streak(history, r, 1).state for r in ("r3", "r4", "r5")] == ["reminder", "reminder", "repeat"]
+    # the order is the storage ids', whatever order the history comes in
+    assert S.streak(list(reversed(history)), "r4", 7) == S.Streak("reminder", 1 * DAY, 3)
+    with pytest.raises(ValueError, match="has no execution of run r9"):
+        S.streak(history, "r9", 7)
+
+
+def test_a_run_over_several_partitions_warned_when_any_of_its_executions_did():
+    history = _history(("r1", True, 0), ("r2", False, 1), ("r2", True, 1), ("r3", False, 2), ("r3", False, 2))
+    assert S.streak(history, "r2", 7) == S.Streak("repeat", 0.0, 2)
+    assert S.streak(history, "r3", 7) == S.Streak("cleared", 0.0, 2)
+
+
+def test_warning_message_with_a_reminder_a_check_that_passes_again_and_one_that_stays_quiet():
+    run = dg.DagsterRun(job_name="ingest_transactions", run_id="abc", tags={"dagster/schedule_name": "nightly_ingest"})
+    reminder = {"asset": "clean/transactions", "check": "source_advancing", "severity": "WARN",
+                "description": "The last date has not moved in 8 days", "runs": 9, "since": 1 * DAY}
+    cleared = {"asset": "clean/transactions", "check": "rejected_share_small", "runs": 2, "since": 2.5 * DAY}
+    quiet = {"asset": "scores/scored_customers", "check": "features_like_training", "runs": 3, "since": 0.0}
+    assert S.warning_message(run, [reminder], "http://ui", cleared=[cleared], quiet=[quiet]) == (
+        "customer-assets: a run succeeded with 1 check warning: job ingest_transactions, started by the schedule "
+        "nightly_ingest\nhttp://ui/runs/abc\n"
+        "• clean/transactions check source_advancing (WARN), warning in 9 runs in a row since 1970-01-02 00:00 UTC: "
+        "The last date has not moved in 8 days\n"
+        "• passes again: clean/transactions check rejected_share_small (it warned in 2 runs in a row since "
+        "1970-01-03 12:00 UTC)\n"
+        "Still warning as before, not posted again until a reminder is due: scores/scored_customers check "
+        "features_like_training")
+    assert S.warning_message(run, [], "http://ui", cleared=[cleared]).splitlines()[0] == (
+        "customer-assets: a run succeeded and 1 check that warned passes again: job ingest_transactions, started by "
+        "the schedule nightly_ingest")
+
+
+def test_the_sensor_posts_a_warning_once_stays_quiet_while_it_repeats_and_posts_when_it_passes_again(
+        ledger_csv, tmp_path, warehouse, webhook, monkeypatch):
+    """Real runs on one instance: the ledger's 4 rejected rows of 15 warn twice, then a clean export passes, then the
+    ledger warns again. Posts: the first warning, the pass, the new warning; the repeat skips and says why."""
+    instance = dg.DagsterInstance.ephemeral()
+    clean = tmp_path / "clean.csv"
+    clean.write_text("cust,when,qty,price,order\nA,2020-01-05,1,10,O1\nB,2020-02-05,2,5,O2\n")
+    runs, got = [], []
+    for path in (ledger_csv, ledger_csv, clean, ledger_csv):
+        runs.append(materialize(warehouse, INGEST, run_config=source_config(path, LEDGER_COLUMNS), instance=instance))
+        got.append(S.alert_on_warnings(_context(runs[-1], instance, failed=False)))
+    assert [type(g).__name__ for g in got] == ["NoneType", "SkipReason", "NoneType", "NoneType"]
+    assert got[1].skip_message.startswith(
+        f"Checks warned in run {runs[1].dagster_run.run_id} as they did in the runs before it: clean/transactions "
+        "check rejected_share_small (in 2 runs in a row since ")
+    assert got[1].skip_message.endswith("No alert sent: a check that keeps warning is posted again every 7 days "
+                                        "(CUSTOMER_ASSETS_ALERT_REPEAT_DAYS), and when it passes again.")
+    texts = [p["json"]["text"] for p in webhook.posts]
+    assert len(texts) == 3
+    assert texts[0].startswith("customer-assets: a run succeeded with 1 check warning") and "26.7% of 15" in texts[0]
+    assert texts[1].startswith("customer-assets: a run succeeded and 1 check that warned passes again: job ")
+    assert "• passes again: clean/transactions check rejected_share_small (it warned in 2 runs in a row since " in texts[1]
+    assert texts[2].startswith("customer-assets: a run succeeded with 1 check warning") and "in a row" not in texts[2]
+    # with 0 days, the repeat is posted too, as a warning that has lasted 2 runs
+    monkeypatch.setenv("CUSTOMER_ASSETS_ALERT_REPEAT_DAYS", "0")
+    assert S.alert_on_warnings(_context(runs[1], instance, failed=False)) is None
+    assert "(WARN), warning in 2 runs in a row since " in webhook.posts[-1]["json"]["text"]
+    monkeypatch.setenv("CUSTOMER_ASSETS_ALERT_REPEAT_DAYS", "weekly")
+    with pytest.raises(ValueError, match="CUSTOMER_ASSETS_ALERT_REPEAT_DAYS must be a whole number of days"):
+        S.alert_on_warnings(_context(runs[1], instance, failed=False))
