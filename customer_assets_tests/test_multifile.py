@@ -241,7 +241,7 @@ def test_a_pattern_whose_every_row_is_rejected_names_the_file_and_row_of_each_fi
     with pytest.raises(logic.NothingCleanError) as refused:
         _load(conn, folder / "orders_*.csv", "bad")
     # source rows 1-2 are the first file's, 3-4 the second's: the date error is the second file's row 2
-    assert ("so there is nothing to model: negative_price: 3 (the first: orders_1.csv row 1, customer_id='A', "
+    assert ("so there is nothing to model: negative_price: 3 (the first: orders_1.csv row 1, "
             "date='2020-01-05', quantity='1', unit_price='-1'); unparseable_date: 1 (the first: orders_2.csv row 2, "
-            "customer_id='D', date='2020-13-01', quantity='1', unit_price='4').") in str(refused.value)
+            "date='2020-13-01', quantity='1', unit_price='4').") in str(refused.value)
     assert conn.execute("SELECT count(*) FROM duckdb_tables() WHERE temporary").fetchone()[0] == 0

@@ -699,14 +699,15 @@ def refuse_if_nothing_clean(conn: duckdb.DuckDBPyConnection, load: Load, n_raw: 
     means a column mapping that points at the wrong column, or a file in another layout. The message names each
     reason, its count and the first row it rejected (file, row and the raw values, none for an erased customer), so
     that the cause shows without a query; ``clean.transactions`` and ``quality.rejected_transactions`` are not
-    touched.
+    touched. It never quotes a customer id: the message goes to the run's log and to the failure alert's chat
+    channel, which ``customer-assets forget`` cannot reach.
     """
     if conn.execute("SELECT count(*) FROM _classified WHERE reject_reason IS NULL").fetchone()[0]:
         return
     rows = conn.execute(
         f"""
         SELECT reject_reason, count(*) OVER (PARTITION BY reject_reason) AS n, {file_of},
-               customer_id_raw, txn_date_raw, amount_raw_text, quantity_raw, unit_price_raw
+               txn_date_raw, amount_raw_text, quantity_raw, unit_price_raw
         FROM _classified c {file_join}
         QUALIFY row_number() OVER (PARTITION BY reject_reason ORDER BY c.source_row) = 1
         ORDER BY n DESC, reject_reason
@@ -717,7 +718,7 @@ def refuse_if_nothing_clean(conn: duckdb.DuckDBPyConnection, load: Load, n_raw: 
     if table_exists(conn, "raw", "loads"):
         found = conn.execute("SELECT mapping FROM raw.loads WHERE load_id = ?", [load.load_id]).fetchone()
         mapping = json.loads(found[0]) if found and found[0] else {}
-    fields = ("customer_id", "date", "amount", "quantity", "unit_price")
+    fields = ("date", "amount", "quantity", "unit_price")
     lines = []
     for reason, n, path, file_row, *values in rows:
         shown = ", ".join(f"{f}={v!r}" for f, v in zip(fields, values, strict=True) if f in mapping and v is not None)
