@@ -16,7 +16,7 @@ shows with the sensor and the daemon logs, so a lost alert is visible too. Dagst
 
 A check that keeps warning (a stalled source, every night until the export moves) is posted when it starts to warn,
 then again as a reminder once every ``CUSTOMER_ASSETS_ALERT_REPEAT_DAYS`` days (7 by default; 0 posts every
-warning), and once more when it passes again. Which is which comes from the check's own executions in the instance
+warning), and once more when it passes again. Likewise a job that succeeds after failed runs says so once. Which is which comes from the check's own executions in the instance
 (``streak``), whichever job ran it, so the sensor keeps no state of its own.
 """
 
@@ -213,6 +213,27 @@ def check_history(instance: dg.DagsterInstance, key: dg.AssetCheckKey) -> list[E
             for r in records]
 
 
+def failures_before(instance: dg.DagsterInstance, run: dg.DagsterRun, lookback: int = HISTORY_LOOKBACK
+                    ) -> tuple[int, float | None]:
+    """How many runs of ``run``'s job failed in a row just before it, and when the first of them was created.
+
+    Runs of backfills are left out, on both sides: a backfill's runs are of old partitions, and its failures are
+    posted apart. ``(0, None)`` when the job's run before this one succeeded, or there is none.
+    """
+    records = instance.get_run_records(
+        dg.RunsFilter(job_name=run.job_name, statuses=[dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE]),
+        limit=lookback)
+    this = next((r.storage_id for r in records if r.dagster_run.run_id == run.run_id), None)
+    failed: list[float] = []
+    for record in sorted(records, key=lambda r: r.storage_id, reverse=True):  # newest first
+        if (this is not None and record.storage_id >= this) or BACKFILL_TAG in record.dagster_run.tags:
+            continue
+        if record.dagster_run.status != dg.DagsterRunStatus.FAILURE:
+            break
+        failed.append(record.create_timestamp.timestamp())
+    return len(failed), (min(failed) if failed else None)
+
+
 def _when(timestamp: float) -> str:
     return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d %H:%M UTC")
 
@@ -250,7 +271,7 @@ def failure_message(run: dg.DagsterRun, step_errors: list[tuple[str, str]], run_
 
 
 def warning_message(run: dg.DagsterRun, checks: list[dict], ui_url: str = DEFAULT_UI_URL, cleared: list[dict] = (),
-                    quiet: list[dict] = ()) -> str:
+                    quiet: list[dict] = (), recovered: tuple[int, float | None] = (0, None)) -> str:
     """The text of an alert for a successful run whose non-blocking checks warned, or that passed again.
 
     Parameters
@@ -260,11 +281,20 @@ def warning_message(run: dg.DagsterRun, checks: list[dict], ui_url: str = DEFAUL
     ui_url : the Dagster UI's address, for the link to the run.
     cleared : the checks that passed in this run after warning (with ``runs`` and ``since``).
     quiet : the checks that warned again with no reminder due: named in one line, without their descriptions.
+    recovered : how many runs of the job failed in a row before this one, and when the first was created
+        (``failures_before``).
     """
-    n, k = len(checks), len(cleared)
-    head = (f"a run succeeded with {n} check{'s' if n != 1 else ''} warning" if n
-            else f"a run succeeded and {k} check{'s' if k != 1 else ''} that warned pass{'es' if k == 1 else ''} again")
-    lines = [f"customer-assets: {head}: {_run_line(run, ui_url)}", *_checks_lines(checks)]
+    n, k, f = len(checks), len(cleared), recovered[0]
+    if n:
+        head = f"a run succeeded with {n} check{'s' if n != 1 else ''} warning"
+    else:
+        head = ("a run succeeded" + (f" after {f} failed run{'s' if f != 1 else ''}" if f else "")
+                + (f"; {k} check{'s' if k != 1 else ''} that warned pass{'es' if k == 1 else ''} again" if k else ""))
+    lines = [f"customer-assets: {head}: {_run_line(run, ui_url)}"]
+    if f:
+        lines.append(f"• the job's {'run' if f == 1 else f'{f} runs'} before this one failed"
+                     f"{'' if f == 1 else ' in a row'}, the first created {_when(recovered[1])}; this one succeeded")
+    lines += _checks_lines(checks)
     lines += [f"• passes again: {c['asset']} check {c['check']} (it warned in {c['runs']} run{'s' if c['runs'] != 1 else ''} "
               f"in a row since {_when(c['since'])})" for c in cleared]
     if quiet:
@@ -341,7 +371,8 @@ def alert_on_failure(context: dg.RunFailureSensorContext):
     description=(f"Posts a message to the webhook in {ENV_ALERT_WEBHOOK} when a run of the project's jobs succeeds "
                  "but a non-blocking check warned (the source stalled, the customers scored unlike those the models "
                  "learned from, a spend total outside the range of earlier misses, and the rest): each check and what "
-                 "it said."),
+                 "it said. A check that keeps warning is posted again once every CUSTOMER_ASSETS_ALERT_REPEAT_DAYS "
+                 "days, and once when it passes again; a job that succeeds after failing says so once."),
 )
 def alert_on_warnings(context: dg.RunStatusSensorContext):
     run = context.dagster_run
@@ -362,17 +393,20 @@ def alert_on_warnings(context: dg.RunStatusSensorContext):
             quiet.append({**next(c for c in mine if not c["passed"]), **noted})
         elif found.state == "cleared" and BACKFILL_TAG not in run.tags:  # a backfill's old partitions say nothing of now
             cleared.append({**mine[0], **noted})
-    if not posted and not cleared:  # a skip, not None: None would log in the run that the sensor acted on it
-        if not warned:
-            return dg.SkipReason(f"No check warned in run {run.run_id}: no alert sent.")
+    recovered = (0, None) if BACKFILL_TAG in run.tags else failures_before(context.instance, run)
+    if not posted and not cleared and not recovered[0]:  # a skip, not None: None would log in the run that the
+        if not warned:                                     # sensor acted on it
+            return dg.SkipReason(f"No check warned in run {run.run_id}, and the job's run before it did not fail: "
+                                 "no alert sent.")
         return dg.SkipReason(
             f"Checks warned in run {run.run_id} as they did in the runs before it: "
             + "; ".join(f"{c['asset']} check {c['check']} (in {c['runs']} runs in a row since {_when(c['since'])})"
                         for c in quiet)
             + f". No alert sent: a check that keeps warning is posted again every {repeat_days} days "
             f"({ENV_ALERT_REPEAT_DAYS}), and when it passes again.")
-    what = "checks warned" if posted else "checks pass again"
-    return _send(context, warning_message(run, posted, _ui_url(), cleared=cleared, quiet=quiet), what)
+    what = "checks warned" if posted else "checks pass again" if cleared else "the job succeeded after failing"
+    return _send(context, warning_message(run, posted, _ui_url(), cleared=cleared, quiet=quiet, recovered=recovered),
+                 what)
 
 
 SENSORS = [alert_on_failure, alert_on_warnings]

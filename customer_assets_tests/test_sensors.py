@@ -97,7 +97,8 @@ def test_a_run_with_no_warning_posts_nothing(tmp_path, warehouse, webhook):
     result = materialize(warehouse, INGEST, run_config=source_config(clean, LEDGER_COLUMNS), instance=instance)
     assert result.success and S.failed_checks(instance, result.dagster_run.run_id) == []
     skip = S.alert_on_warnings(_context(result, instance, failed=False))
-    assert skip.skip_message == f"No check warned in run {result.dagster_run.run_id}: no alert sent."
+    assert skip.skip_message == (f"No check warned in run {result.dagster_run.run_id}, and the job's run before it did "
+                                 "not fail: no alert sent.")
     assert webhook.posts == []
 
 
@@ -259,8 +260,15 @@ def test_warning_message_with_a_reminder_a_check_that_passes_again_and_one_that_
         "Still warning as before, not posted again until a reminder is due: scores/scored_customers check "
         "features_like_training")
     assert S.warning_message(run, [], "http://ui", cleared=[cleared]).splitlines()[0] == (
-        "customer-assets: a run succeeded and 1 check that warned passes again: job ingest_transactions, started by "
+        "customer-assets: a run succeeded; 1 check that warned passes again: job ingest_transactions, started by "
         "the schedule nightly_ingest")
+    # after failed runs of the job: said in the first line and in its own, also next to a warning
+    assert S.warning_message(run, [], "http://ui", recovered=(2, 3 * DAY)).splitlines()[::2] == [
+        "customer-assets: a run succeeded after 2 failed runs: job ingest_transactions, started by the schedule "
+        "nightly_ingest",
+        "• the job's 2 runs before this one failed in a row, the first created 1970-01-04 00:00 UTC; this one succeeded"]
+    assert S.warning_message(run, [reminder], "http://ui", recovered=(1, 0.0)).splitlines()[2] == (
+        "• the job's run before this one failed, the first created 1970-01-01 00:00 UTC; this one succeeded")
 
 
 def test_the_sensor_posts_a_warning_once_stays_quiet_while_it_repeats_and_posts_when_it_passes_again(
@@ -283,7 +291,7 @@ def test_the_sensor_posts_a_warning_once_stays_quiet_while_it_repeats_and_posts_
     texts = [p["json"]["text"] for p in webhook.posts]
     assert len(texts) == 3
     assert texts[0].startswith("customer-assets: a run succeeded with 1 check warning") and "26.7% of 15" in texts[0]
-    assert texts[1].startswith("customer-assets: a run succeeded and 1 check that warned passes again: job ")
+    assert texts[1].startswith("customer-assets: a run succeeded; 1 check that warned passes again: job ")
     assert "• passes again: clean/transactions check rejected_share_small (it warned in 2 runs in a row since " in texts[1]
     assert texts[2].startswith("customer-assets: a run succeeded with 1 check warning") and "in a row" not in texts[2]
     # with 0 days, the repeat is posted too, as a warning that has lasted 2 runs
@@ -293,3 +301,33 @@ def test_the_sensor_posts_a_warning_once_stays_quiet_while_it_repeats_and_posts_
     monkeypatch.setenv("CUSTOMER_ASSETS_ALERT_REPEAT_DAYS", "weekly")
     with pytest.raises(ValueError, match="CUSTOMER_ASSETS_ALERT_REPEAT_DAYS must be a whole number of days"):
         S.alert_on_warnings(_context(runs[1], instance, failed=False))
+
+
+def test_a_job_that_succeeds_after_failing_says_so_once(ledger_csv, tmp_path, warehouse, webhook):
+    """Two failed loads (a mapping with a missing column), then two clean ones, then a backfill run that fails and a
+    clean run: the first clean run posts that the job recovered after 2 failed runs; the second posts nothing; a
+    backfill's failure does not count against the job."""
+    instance = dg.DagsterInstance.ephemeral()
+    clean = tmp_path / "clean.csv"
+    clean.write_text("cust,when,qty,price,order\nA,2020-01-05,1,10,O1\nB,2020-02-05,2,5,O2\n")
+    bad, good = source_config(ledger_csv, "customer_id=customer,date=when,amount=qty"), source_config(clean, LEDGER_COLUMNS)
+
+    def run(config, **tags):
+        return materialize(warehouse, INGEST, run_config=config, raise_on_error=False, instance=instance, tags=tags)
+
+    failed = [run(bad), run(bad)]
+    ok = [run(good), run(good)]
+    assert [r.success for r in failed + ok] == [False, False, True, True]
+    assert S.failures_before(instance, ok[0].dagster_run) == (
+        2, min(instance.get_run_record_by_id(r.dagster_run.run_id).create_timestamp.timestamp() for r in failed))
+    assert S.alert_on_warnings(_context(ok[0], instance, failed=False)) is None
+    text = webhook.posts[-1]["json"]["text"]
+    assert text.splitlines()[0] == f"customer-assets: a run succeeded after 2 failed runs: job {ok[0].dagster_run.job_name}"
+    assert text.splitlines()[2].startswith("• the job's 2 runs before this one failed in a row, the first created ")
+    skip = S.alert_on_warnings(_context(ok[1], instance, failed=False))
+    assert isinstance(skip, dg.SkipReason) and len(webhook.posts) == 1
+    # a backfill's failed run is of an old partition: the next run is not a recovery
+    run(bad, **{"dagster/backfill": "bf"})
+    after = run(good)
+    assert S.failures_before(instance, after.dagster_run) == (0, None)
+    assert isinstance(S.alert_on_warnings(_context(after, instance, failed=False)), dg.SkipReason)
