@@ -292,8 +292,9 @@ def warning_message(run: dg.DagsterRun, checks: list[dict], ui_url: str = DEFAUL
                 + (f"; {k} check{'s' if k != 1 else ''} that warned pass{'es' if k == 1 else ''} again" if k else ""))
     lines = [f"customer-assets: {head}: {_run_line(run, ui_url)}"]
     if f:
-        lines.append(f"• the job's {'run' if f == 1 else f'{f} runs'} before this one failed"
-                     f"{'' if f == 1 else ' in a row'}, the first created {_when(recovered[1])}; this one succeeded")
+        lines.append(f"• the job's run before this one failed (created {_when(recovered[1])}); this one succeeded" if f == 1
+                     else f"• the job's {f} runs before this one failed in a row, the first created "
+                     f"{_when(recovered[1])}; this one succeeded")
     lines += _checks_lines(checks)
     lines += [f"• passes again: {c['asset']} check {c['check']} (it warned in {c['runs']} run{'s' if c['runs'] != 1 else ''} "
               f"in a row since {_when(c['since'])})" for c in cleared]

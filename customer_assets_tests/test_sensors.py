@@ -268,7 +268,7 @@ def test_warning_message_with_a_reminder_a_check_that_passes_again_and_one_that_
         "nightly_ingest",
         "• the job's 2 runs before this one failed in a row, the first created 1970-01-04 00:00 UTC; this one succeeded"]
     assert S.warning_message(run, [reminder], "http://ui", recovered=(1, 0.0)).splitlines()[2] == (
-        "• the job's run before this one failed, the first created 1970-01-01 00:00 UTC; this one succeeded")
+        "• the job's run before this one failed (created 1970-01-01 00:00 UTC); this one succeeded")
 
 
 def test_the_sensor_posts_a_warning_once_stays_quiet_while_it_repeats_and_posts_when_it_passes_again(
