@@ -39,6 +39,7 @@ ENV_ALERT_WEBHOOK = "CUSTOMER_ASSETS_ALERT_WEBHOOK"
 ENV_UI_URL = "CUSTOMER_ASSETS_UI_URL"
 ENV_MAX_RUNTIME = "CUSTOMER_ASSETS_MAX_RUNTIME_SECONDS"
 ENV_ALERT_REPEAT_DAYS = "CUSTOMER_ASSETS_ALERT_REPEAT_DAYS"
+ENV_SEGMENTS = "CUSTOMER_ASSETS_SEGMENTS"
 # settings that both Dagster config and an environment variable can set: config field -> variable
 SETTING_ENVS = {"same_season": ENV_SAME_SEASON, "spend_blend_weight": ENV_SPEND_BLEND_WEIGHT, "date_order": ENV_DATE_ORDER,
                 "max_history_loss": ENV_MAX_HISTORY_LOSS}
@@ -357,3 +358,15 @@ def alert_repeat_days() -> int:
     alert for every run in which it warns). Read when the sensor runs."""
     return _whole_env(ENV_ALERT_REPEAT_DAYS, DEFAULT_ALERT_REPEAT_DAYS,
                       "a whole number of days (0 to post every warning)")
+
+
+def segment_count(value: int | None = None) -> int:
+    """How many segments ``segments/customer_segments`` fits: ``value`` (its ``k`` config) wins over
+    ``CUSTOMER_ASSETS_SEGMENTS``; 0, the default, chooses 3 to 8 by silhouette. Read at run time, so the nightly
+    runs, which carry no config, follow the variable."""
+    what = "0 (chosen by silhouette) or a whole number of segments from 2 up"
+    k = _whole_env(ENV_SEGMENTS, 0, what) if value is None else value
+    if k == 1 or k < 0:
+        raise ValueError(f"the number of segments (k config of segments/customer_segments, or {ENV_SEGMENTS}) must be "
+                         f"{what}, got {k}")
+    return k

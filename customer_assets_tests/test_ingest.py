@@ -430,3 +430,54 @@ def test_a_mapping_that_names_the_wrong_column_fails_the_ingest_asset_and_keeps_
     assert "(this load's: customer_id=cust, date=qty," in message
     with duckdb.connect(warehouse, read_only=True) as conn:
         assert conn.execute("SELECT count(*) FROM clean.transactions").fetchone()[0] == 11
+
+
+def _raw_meta(result) -> dict:
+    return {k: v.value for k, v in result.asset_materializations_for_node("raw__transactions")[0].metadata.items()}
+
+
+def test_a_run_with_no_source_set_reads_the_last_loads_source_again_never_the_bundled_demo(tmp_path, warehouse,
+                                                                                           monkeypatch):
+    """The source set once in the Launchpad (config), then the nightly ingest, which runs with no config: before, it
+    loaded the bundled CDNOW file over the user's data. Now it reads the last load's file again, with its mapping,
+    encoding and stored copy."""
+    monkeypatch.delenv("CUSTOMER_ASSETS_SOURCE", raising=False)
+    monkeypatch.delenv("CUSTOMER_ASSETS_COLUMNS", raising=False)
+    latin = tmp_path / "export.csv"
+    latin.write_bytes("cust,when,qty,price,order\nJOSÉ,2020-01-05,1,10,O1\nB,2020-02-05,2,5,O2\n".encode("latin-1"))
+    config = source_config(latin)
+    config["ops"]["raw__transactions"]["config"].update(encoding="latin-1", stored_copy=True)
+    first = materialize(warehouse, INGEST, run_config=config)
+    again = materialize(warehouse, INGEST)  # what nightly_ingest runs
+    with duckdb.connect(warehouse, read_only=True) as conn:
+        assert conn.execute("SELECT customer_id, amount FROM clean.transactions ORDER BY 1").fetchall() == [
+            ("B", 10.0), ("JOSÉ", 10.0)]
+        assert conn.execute("SELECT count(DISTINCT source_file), count(*) FROM raw.loads").fetchone() == (1, 2)
+        assert conn.execute("SELECT table_type FROM information_schema.tables WHERE table_schema = 'raw' "
+                            "AND table_name = 'transactions'").fetchone()[0] == "BASE TABLE"  # the stored copy
+    meta = _raw_meta(again)
+    assert (meta["source"], meta["source_set_by"], meta["encoding"], meta["stored_copy"]) == (
+        str(latin), "last load", "latin-1", True)
+    assert _raw_meta(first)["source_set_by"] == "config"
+    # what is set still wins: a mapping in config keeps the last load's file; the environment's source replaces it
+    wrong = materialize(warehouse, INGEST, run_config={"ops": {"raw__transactions": {"config": {"columns": "customer_id=x,date=when,amount=qty"}}}},
+                        raise_on_error=False)
+    assert not wrong.success  # the last load's file has no column x
+    other = tmp_path / "other.csv"
+    other.write_text("cust,when,qty,price,order\nC,2020-03-05,1,7,O9\n")
+    monkeypatch.setenv("CUSTOMER_ASSETS_SOURCE", str(other))
+    monkeypatch.setenv("CUSTOMER_ASSETS_COLUMNS", LEDGER_COLUMNS)
+    meta = _raw_meta(materialize(warehouse, INGEST))
+    assert (meta["source"], meta["source_set_by"], meta["encoding"], meta["stored_copy"]) == (
+        str(other), "environment", "utf-8", False)
+
+
+def test_a_warehouse_that_never_loaded_reads_the_bundled_cdnow_file(monkeypatch):
+    from customer_assets.ingest.assets import SourceConfig, resolve_source
+    from customer_assets.settings import DEFAULT_SOURCE
+
+    monkeypatch.delenv("CUSTOMER_ASSETS_SOURCE", raising=False)
+    monkeypatch.delenv("CUSTOMER_ASSETS_COLUMNS", raising=False)
+    source = resolve_source(SourceConfig(), None)
+    assert (source.spec.path, source.spec.fmt, source.spec.mapping, source.origin) == (
+        str(DEFAULT_SOURCE), "whitespace", ColumnMapping.parse(CDNOW_COLUMNS), "default")

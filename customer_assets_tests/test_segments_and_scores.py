@@ -724,3 +724,35 @@ def test_a_fixed_spend_blend_weight_replaces_the_validated_one_and_is_recorded()
     with pytest.raises(ValueError, match=r"spend_blend_weight 1.5 is not between 0 and 1"):
         dataclasses.replace(_data(), spend_blend_weight=1.5)
 
+
+
+def test_the_number_of_segments_comes_from_config_else_the_environment(cdnow_slice, warehouse, monkeypatch):
+    """The nightly runs carry no config: CUSTOMER_ASSETS_SEGMENTS is how they fix k. Config still wins."""
+    import duckdb
+
+    from customer_assets_tests.conftest import CDNOW_CSV_COLUMNS, INGEST, materialize, source_config
+
+    cutoff = "1997-06-30"
+    materialize(warehouse, INGEST, run_config=source_config(cdnow_slice, CDNOW_CSV_COLUMNS))
+    feats = "features/calibration_transactions features/holdout_transactions features/customer_features"
+    materialize(warehouse, feats, partition_key=cutoff)
+
+    def segments(config=None):
+        run_config = {"ops": {"segments__customer_segments": {"config": config}}} if config else None
+        result = materialize(warehouse, "segments/customer_segments", partition_key=cutoff, run_config=run_config,
+                             raise_on_error=False)
+        with duckdb.connect(warehouse, read_only=True) as conn:
+            k = conn.execute("SELECT count(DISTINCT cluster_id) FROM segments.customer_segments WHERE cutoff_date = ?",
+                             [cutoff]).fetchone()[0]
+        return result, k
+
+    monkeypatch.setenv("CUSTOMER_ASSETS_SEGMENTS", "4")
+    assert segments()[1] == 4
+    assert segments({"k": 5})[1] == 5
+    monkeypatch.setenv("CUSTOMER_ASSETS_SEGMENTS", "1")
+    refused, k = segments()
+    assert not refused.success and k == 5  # refused before writing: the partition stays as it was
+    failure = next(e for e in refused.all_events if e.event_type_value == "STEP_FAILURE")
+    assert failure.event_specific_data.error.message.startswith(
+        "dagster._core.definitions.events.Failure: the number of segments (k config of segments/customer_segments, "
+        "or CUSTOMER_ASSETS_SEGMENTS) must be 0 (chosen by silhouette) or a whole number of segments from 2 up, got 1")

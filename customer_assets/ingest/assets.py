@@ -1,7 +1,9 @@
 """Ingest: the source file as read, then cleaned and reconciled."""
 
 
+import os
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -12,15 +14,26 @@ from dagster_duckdb import DuckDBResource
 from customer_assets import schemas
 from customer_assets.erasure import not_erased
 from customer_assets.ingest import logic
-from customer_assets.settings import ColumnMapping, SettingError, date_order, max_history_loss, source_columns, source_path
+from customer_assets.settings import (
+    ENV_COLUMNS,
+    ENV_SOURCE,
+    ColumnMapping,
+    SettingError,
+    date_order,
+    max_history_loss,
+    source_columns,
+    source_path,
+)
 from customer_assets.storage import markdown_preview
 
 GROUP = "ingest"
 
 
 class SourceConfig(dg.Config):
-    """Where the transactions come from. Empty fields fall back to the environment
-    (``CUSTOMER_ASSETS_SOURCE``, ``CUSTOMER_ASSETS_COLUMNS``) and then to the bundled CDNOW file.
+    """Where the transactions come from. An empty ``path`` falls back to ``CUSTOMER_ASSETS_SOURCE``, then to the
+    source of the last load (with its mapping, format, encoding and ``stored_copy``, unless set here), and only in
+    a warehouse that never loaded anything to the bundled CDNOW file. So a run without config (the nightly
+    ingest, a click on Materialize) reads again what the last load read, never the demo data instead.
 
     ``path`` is one file, or a glob pattern (``/exports/orders_*.csv``) whose files, one per export, are read
     as one source in the order of their names; they must all be CSV or all Parquet.
@@ -32,18 +45,40 @@ class SourceConfig(dg.Config):
     path: str = ""
     columns: str = ""
     format: str = ""
-    encoding: str = "utf-8"
-    stored_copy: bool = False
+    encoding: str = ""  # empty: utf-8, or the last load's when its source is read again
+    stored_copy: bool | None = None  # unset: false, or the last load's when its source is read again
 
 
-def resolve_source(config: SourceConfig) -> logic.SourceSpec:
-    path = config.path or source_path()
-    fmt = logic.detect_format(path, config.format) if config.format else None  # an unknown format fails first
+@dataclass(frozen=True)
+class ResolvedSource:
+    """The source a load reads, and where the setting came from: ``config``, ``environment``, ``last load`` (no
+    source set: the one the data in the warehouse came from) or ``default`` (the bundled CDNOW file)."""
+
+    spec: logic.SourceSpec
+    stored_copy: bool
+    origin: str
+
+
+def resolve_source(config: SourceConfig, last: dict | None = None) -> ResolvedSource:
+    """The source to read: ``config``, else ``CUSTOMER_ASSETS_SOURCE``, else the source of ``last`` (the warehouse's
+    last load, see ``logic.last_source``) with its mapping, format, encoding and stored copy where ``config`` leaves
+    them unset, else the bundled CDNOW file."""
+    if config.path or os.environ.get(ENV_SOURCE) or not last:
+        origin = "config" if config.path else "environment" if os.environ.get(ENV_SOURCE) else "default"
+        path = config.path or source_path()
+        columns = config.columns or (source_columns() if not config.path else "")
+        fmt_name, encoding, stored = config.format, config.encoding or "utf-8", bool(config.stored_copy)
+    else:
+        origin = "last load"
+        path = last["source_file"]
+        columns = config.columns or os.environ.get(ENV_COLUMNS) or ",".join(f"{k}={v}" for k, v in last["mapping"].items())
+        fmt_name, encoding = config.format or last["format"], config.encoding or last["encoding"] or "utf-8"
+        stored = bool(last["stored_copy"]) if config.stored_copy is None else config.stored_copy
+    fmt = logic.detect_format(path, fmt_name) if fmt_name else None  # an unknown format fails first
     p = logic.validate_source_path(path, fmt)
-    columns = config.columns or (source_columns() if not config.path else "")
     mapping = ColumnMapping.parse(columns)
     first = logic.source_files(str(p), fmt)[0]  # a pattern's files are all read the same way
-    return logic.SourceSpec(str(p), mapping, logic.detect_format(str(first), fmt), config.encoding)
+    return ResolvedSource(logic.SourceSpec(str(p), mapping, logic.detect_format(str(first), fmt), encoding), stored, origin)
 
 
 @dg.asset(
@@ -59,11 +94,18 @@ def resolve_source(config: SourceConfig) -> logic.SourceSpec:
     metadata={"dagster/column_schema": schemas.column_schema(schemas.RAW_TRANSACTIONS)},
 )
 def raw_transactions(context: dg.AssetExecutionContext, config: SourceConfig, duckdb: DuckDBResource) -> dg.MaterializeResult:
-    spec = resolve_source(config)
     load_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:8]
-    context.log.info(f"Reading {spec.path} as {spec.fmt} with mapping {spec.mapping.columns}")
     with duckdb.get_connection() as conn:
-        n = logic.load_raw(conn, spec, load_id, stored_copy=config.stored_copy)
+        last = logic.last_source(conn)
+        source = resolve_source(config, last)
+        spec = source.spec
+        if source.origin == "last load":
+            context.log.info(f"No source is set (no `path` config, no {ENV_SOURCE}): reading the source of load "
+                             f"{last['load_id']} again, with its mapping, format and encoding. Set either to read "
+                             "another.")
+        context.log.info(f"Reading {spec.path} as {spec.fmt} ({spec.encoding}) with mapping {spec.mapping.columns} "
+                         f"(the source set by: {source.origin})")
+        n = logic.load_raw(conn, spec, load_id, stored_copy=source.stored_copy)
         files = logic.current_load(conn).file_list()
         # the source may still hold the rows of erased customers: the preview, kept in the run history, leaves them out
         preview = conn.execute(f"SELECT * FROM raw.transactions WHERE {not_erased(conn)} LIMIT 5").df()
@@ -76,8 +118,10 @@ def raw_transactions(context: dg.AssetExecutionContext, config: SourceConfig, du
             "files": len(files),
             "rows_per_file": dg.MetadataValue.md(markdown_preview(pd.DataFrame(
                 [{"file": Path(f["path"]).name, "rows": f["rows"], "first_row": f["first_row"]} for f in files]), n=50)),
+            "source_set_by": source.origin,
             "format": spec.fmt,
-            "stored_copy": config.stored_copy,
+            "encoding": spec.encoding,
+            "stored_copy": source.stored_copy,
             "mapping": dg.MetadataValue.json(spec.mapping.columns),
             "preview": dg.MetadataValue.md(markdown_preview(preview)),
         }

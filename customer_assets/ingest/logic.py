@@ -40,6 +40,26 @@ class SourceSpec:
             raise ValueError(f"Unsupported encoding {self.encoding!r}; use one of {', '.join(ENCODINGS)}")
 
 
+def last_source(conn: duckdb.DuckDBPyConnection) -> dict | None:
+    """How the data now in ``clean.transactions`` were read (else the newest load in ``raw.loads``): ``load_id``,
+    ``source_file`` (a file or a glob pattern), ``format``, ``encoding``, ``mapping`` (field -> column), ``stored_copy``
+    and ``loaded_at``; None when nothing was loaded yet. A run with no source set reads this source again."""
+    if not table_exists(conn, "raw", "loads"):
+        return None
+    current = None
+    if object_type(conn, "clean", "transactions") == "BASE TABLE":
+        found = conn.execute("SELECT load_id FROM clean.transactions LIMIT 1").fetchone()
+        current = found[0] if found else None
+    fields = "load_id, source_file, format, encoding, mapping, stored_copy, loaded_at"
+    row = (conn.execute(f"SELECT {fields} FROM raw.loads WHERE load_id = ?", [current]).fetchone() if current else None) \
+        or conn.execute(f"SELECT {fields} FROM raw.loads ORDER BY loaded_at DESC LIMIT 1").fetchone()
+    if row is None:
+        return None
+    out = dict(zip(fields.split(", "), row, strict=True))
+    out["mapping"] = json.loads(out["mapping"]) if out["mapping"] else {}
+    return out
+
+
 class SourceReadError(ValueError):
     """The source file could not be read; the message says why and what to change."""
 

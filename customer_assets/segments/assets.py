@@ -11,14 +11,16 @@ from customer_assets import schemas
 from customer_assets.features.assets import MISSING_HINT, apply_retention, require_current_features
 from customer_assets.partitions import CUTOFF_PARTITIONS
 from customer_assets.segments import logic
+from customer_assets.settings import segment_count
 from customer_assets.storage import markdown_preview, replace_partition_df
 
 
 class SegmentConfig(dg.Config):
-    """``k = 0`` chooses k in 3..8 by silhouette; any other value fixes it. ``keep_cutoffs``: how many of the
-    newest cutoffs the table keeps (0 keeps all; unset, from ``CUSTOMER_ASSETS_KEEP_CUTOFFS``)."""
+    """``k = 0`` chooses k in 3..8 by silhouette; any other value fixes it (unset: ``CUSTOMER_ASSETS_SEGMENTS``, else
+    0). ``keep_cutoffs``: how many of the newest cutoffs the table keeps (0 keeps all; unset, from
+    ``CUSTOMER_ASSETS_KEEP_CUTOFFS``)."""
 
-    k: int = 0
+    k: int | None = None
     keep_cutoffs: int | None = None
 
 
@@ -60,7 +62,11 @@ def customer_segments(context: dg.AssetExecutionContext, config: SegmentConfig, 
         if feats.empty:
             raise dg.Failure(f"features/customer_features has no rows for {cutoff}: materialize that partition first." + MISSING_HINT)
         require_current_features(context, conn, cutoff, "segments/customer_segments")
-        model, labels = logic.fit_segments(feats, k=config.k or None)
+        try:
+            k = segment_count(config.k)
+        except ValueError as exc:
+            raise dg.Failure(str(exc)) from exc
+        model, labels = logic.fit_segments(feats, k=k or None)
         _, dist = logic.assign(model, feats)
         context.log.info(f"k={model.k} (silhouette by k: {model.silhouette_by_k}); personas {model.personas}")
         out = pd.DataFrame({
