@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 import dagster as dg
 
-from customer_assets.settings import ENV_ALERT_WEBHOOK, ENV_DB, HORIZON_DAYS
+from customer_assets.settings import DEFAULT_SOURCE, ENV_ALERT_WEBHOOK, ENV_DB, ENV_SOURCE, HORIZON_DAYS
 
 
 def _instance() -> dg.DagsterInstance:
@@ -81,7 +81,7 @@ class Runner:
         self.all_defs = [*ASSETS, *CHECKS]
         self.progress = Progress(steps)
 
-    def run(self, selection, partition_key: str | None = None, label: str = "") -> None:
+    def run(self, selection, partition_key: str | None = None, label: str = "") -> dg.ExecuteInProcessResult:
         if isinstance(selection, str):
             selection = dg.AssetSelection.assets(*[dg.AssetKey(k.split("/")) for k in selection.split()])
         result = dg.materialize(self.all_defs, selection=selection, partition_key=partition_key, resources=self.resources,
@@ -99,6 +99,7 @@ class Runner:
         # the checks that warn stop nothing, so the run succeeded: say what they found, as the UI would show it
         for check in checks:
             self.progress.stream.write(f"  warning: {check_line(check)}\n")
+        return result
 
     def last_date(self) -> str:
         """The last transaction date in ``clean.transactions``; a clear exit when nothing was loaded yet."""
@@ -184,7 +185,12 @@ def materialize_cutoff(cutoff: str | None, database: str | None = None, skip_ing
         raise SystemExit(f"customer-assets: --cutoff must be YYYY-MM-DD, got {cutoff!r}") from None
     runner = Runner(database, instance, log_level, steps=2 if skip_ingest else 3)
     if not skip_ingest:
-        runner.run(INGEST_SELECTION, label="ingested and cleaned the transactions")
+        loaded = runner.run(INGEST_SELECTION, label="ingested and cleaned the transactions")
+        raw = loaded.asset_materializations_for_node("raw__transactions")[0].metadata
+        # no source set, and the last load's is not the bundled file: say which file was read, and how to change it
+        if raw["source_set_by"].value == "last load" and raw["source"].value != str(DEFAULT_SOURCE):
+            runner.progress.stream.write(f"  read {raw['source'].value} again, the source of the last load ({ENV_SOURCE} "
+                                         "is not set; set it to read another file)\n")
     last = date.fromisoformat(runner.last_date())
     c = c or last
     cutoff = c.isoformat()

@@ -481,3 +481,24 @@ def test_a_warehouse_that_never_loaded_reads_the_bundled_cdnow_file(monkeypatch)
     source = resolve_source(SourceConfig(), None)
     assert (source.spec.path, source.spec.fmt, source.spec.mapping, source.origin) == (
         str(DEFAULT_SOURCE), "whitespace", ColumnMapping.parse(CDNOW_COLUMNS), "default")
+
+
+def test_the_command_line_says_when_it_reads_the_last_loads_source_again(ledger_csv, tmp_path, monkeypatch, capsys):
+    from customer_assets.cli import main
+
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    db = str(tmp_path / "w.duckdb")
+    monkeypatch.setenv("CUSTOMER_ASSETS_SOURCE", str(ledger_csv))
+    monkeypatch.setenv("CUSTOMER_ASSETS_COLUMNS", LEDGER_COLUMNS)
+    # a cutoff after the data: the command loads, then stops before training
+    with pytest.raises(SystemExit, match=r"is after the last date in the data \(2020-07-15\)"):
+        main(["materialize", "--db", db, "--cutoff", "2099-01-01"])
+    said = capsys.readouterr()
+    assert "again" not in said.out + said.err
+    monkeypatch.delenv("CUSTOMER_ASSETS_SOURCE")
+    monkeypatch.delenv("CUSTOMER_ASSETS_COLUMNS")
+    with pytest.raises(SystemExit, match=r"is after the last date in the data \(2020-07-15\)"):
+        main(["materialize", "--db", db, "--cutoff", "2099-01-01"])
+    said = capsys.readouterr()
+    assert (f"  read {ledger_csv} again, the source of the last load (CUSTOMER_ASSETS_SOURCE is not set; set it to "
+            "read another file)\n") in said.out + said.err
