@@ -181,6 +181,8 @@ MODEL_REGISTRY: list[C] = [
     ("notes", "VARCHAR", "JSON list of fallbacks taken while fitting"),
     ("feature_profile", "VARCHAR", "JSON, per input feature, of the customers it learned from (those at t; for ltv, those it was fitted on): the deciles (`edges`), the share of customers in each bin and with no value (`shares`, the last one) and `n`; `min` and `max` over every row the model was fitted on (all its stacked cutoffs; `range_n` values). The check `features_like_training` compares the customers scored with it"),
     ("trained_at", "TIMESTAMP", "When it was fitted"),
+    ("horizon_days", "BIGINT", "The label horizon H it was trained for (CUSTOMER_ASSETS_HORIZON_DAYS then); scoring refuses a model of another H. NULL in rows of earlier versions"),
+    ("ltv_horizon_days", "BIGINT", "The LTV horizon it was trained for (CUSTOMER_ASSETS_LTV_HORIZON_DAYS then); scoring refuses an LTV model of another one. NULL in rows of earlier versions"),
 ]
 FEATURE_DRIFT: list[C] = [
     ("cutoff_date", "DATE", "Partition: the scoring cutoff s"),

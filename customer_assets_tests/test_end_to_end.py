@@ -1268,3 +1268,34 @@ def test_the_command_line_ends_with_the_warehouse_a_query_and_the_report(scored,
     assert report.exists()
     assert out[-1] == ("The report for marketers (segments, customers to call first, how right the forecasts have been): "
                        f"{report}")
+
+
+def test_scoring_refuses_a_model_trained_for_another_horizon(scored, tmp_path):
+    """A model trained when CUSTOMER_ASSETS_HORIZON_DAYS was 60 must not be served as a 90-day forecast (the
+    variable is read when the definitions load, so the stored horizon is changed instead). Nothing is written."""
+    import shutil
+
+    copy = str(tmp_path / "w.duckdb")
+    shutil.copy(scored, copy)
+    assert _q(copy, "SELECT DISTINCT horizon_days, ltv_horizon_days FROM models.churn").values.tolist() == [[90, 365]]
+    before = _q(copy, "SELECT * FROM scores.scored_customers WHERE cutoff_date = '1998-06-30' ORDER BY customer_id")
+    with duckdb.connect(copy) as conn:
+        conn.execute("UPDATE models.spend SET horizon_days = 60 WHERE cutoff_date = '1998-04-01'")
+    result = materialize(copy, SCORE_SEL, partition_key="1998-06-30", raise_on_error=False)
+    assert not result.success
+    msgs = " ".join(e.event_specific_data.error.message for e in result.all_events if e.is_step_failure)
+    assert ("models/spend of partition 1998-04-01 was trained for a 60-day horizon, but CUSTOMER_ASSETS_HORIZON_DAYS is "
+            "now 90: its forecasts are for a window of another length. Materialize models/spend for partition "
+            "1998-04-01 again (the train_models job), or set CUSTOMER_ASSETS_HORIZON_DAYS back to 60.") in msgs
+    pd.testing.assert_frame_equal(before, _q(copy, "SELECT * FROM scores.scored_customers WHERE cutoff_date = '1998-06-30' "
+                                                  "ORDER BY customer_id"))
+    # the LTV model is held to the LTV horizon; a row of an earlier version (NULL) is served as before
+    with duckdb.connect(copy) as conn:
+        conn.execute("UPDATE models.spend SET horizon_days = NULL WHERE cutoff_date = '1998-04-01'")
+        conn.execute("UPDATE models.ltv SET ltv_horizon_days = 730 WHERE cutoff_date = '1998-04-01'")
+    result = materialize(copy, SCORE_SEL, partition_key="1998-06-30", raise_on_error=False)
+    msgs = " ".join(e.event_specific_data.error.message for e in result.all_events if e.is_step_failure)
+    assert "models/ltv of partition 1998-04-01 was trained for a 730-day horizon, but CUSTOMER_ASSETS_LTV_HORIZON_DAYS" in msgs
+    with duckdb.connect(copy) as conn:
+        conn.execute("UPDATE models.ltv SET ltv_horizon_days = NULL WHERE cutoff_date = '1998-04-01'")
+    assert materialize(copy, SCORE_SEL, partition_key="1998-06-30").success

@@ -136,7 +136,8 @@ def training_data(conn, cutoff: date, config: ModelConfig, what: str, run_id: st
 
 def store(conn, record: L.ModelRecord, cutoff: date) -> None:
     row = record.to_row(cutoff)
-    frame = pd.DataFrame([row]).assign(trained_at=pd.Timestamp.now(tz="UTC").tz_localize(None))
+    frame = pd.DataFrame([row]).assign(trained_at=pd.Timestamp.now(tz="UTC").tz_localize(None),
+                                       horizon_days=HORIZON_DAYS, ltv_horizon_days=LTV_HORIZON_DAYS)
     replace_partition_df(conn, "models", record.model_name, cutoff, frame)
 
 

@@ -16,8 +16,23 @@ from customer_assets.models import logic as L
 from customer_assets.models.assets import MODEL_NAMES
 from customer_assets.partitions import CUTOFF_PARTITIONS, MODEL_FOR_SCORING
 from customer_assets.scores import logic as S
-from customer_assets.settings import HORIZON_DAYS, LTV_HORIZON_DAYS, drift_limits
+from customer_assets.settings import ENV_HORIZON, ENV_LTV_HORIZON, HORIZON_DAYS, LTV_HORIZON_DAYS, drift_limits
 from customer_assets.storage import markdown_preview, replace_partition_df, table_exists
+
+
+def _same_horizons(name: str, partition: date, row) -> None:
+    """Refuse a stored model trained for another label horizon (or, for ltv, another LTV horizon) than the one set
+    now: its probabilities and spend are for a window of another length. Rows of earlier versions record none."""
+    for column, now, variable in (("horizon_days", HORIZON_DAYS, ENV_HORIZON),
+                                  ("ltv_horizon_days", LTV_HORIZON_DAYS, ENV_LTV_HORIZON)):
+        if column == "ltv_horizon_days" and name != "ltv":
+            continue
+        then = row.get(column)
+        if then is not None and not pd.isna(then) and int(then) != now:
+            raise dg.Failure(
+                f"models/{name} of partition {partition} was trained for a {int(then)}-day horizon, but {variable} is "
+                f"now {now}: its forecasts are for a window of another length. Materialize models/{name} for partition "
+                f"{partition} again (the train_models job), or set {variable} back to {int(then)}.")
 
 
 def load_model(conn, name: str, model_cutoff: date, scoring_cutoff: date) -> tuple[L.ModelRecord, date, str]:
@@ -36,6 +51,7 @@ def load_model(conn, name: str, model_cutoff: date, scoring_cutoff: date) -> tup
     rows = conn.execute(f"SELECT * FROM models.{name} WHERE cutoff_date = ?", [model_cutoff]).df()
     if rows.empty:
         raise missing
+    _same_horizons(name, model_cutoff, rows.iloc[0])
     record = L.ModelRecord.from_row(rows.iloc[0].to_dict())
     if record.promoted:
         return record, model_cutoff, "promoted"
@@ -48,6 +64,7 @@ def load_model(conn, name: str, model_cutoff: date, scoring_cutoff: date) -> tup
             f"partition holds a promoted models/{name} to keep using. Train an earlier partition or inspect the data."
         )
     kept = previous.iloc[0]
+    _same_horizons(name, kept["cutoff_date"].date(), kept)
     return L.ModelRecord.from_row(kept.to_dict()), kept["cutoff_date"].date(), (
         f"partition {model_cutoff} not promoted ({'; '.join(record.notes)}); kept the last good model of {kept['cutoff_date'].date()}"
     )
