@@ -1,4 +1,9 @@
-"""Nightly schedules (UTC). All assets run in the single-writer ``duckdb`` pool.
+"""Nightly schedules. All assets run in the single-writer ``duckdb`` pool.
+
+The night starts at ``CUSTOMER_ASSETS_NIGHTLY_START`` (00:30 by default) in the time zone
+``CUSTOMER_ASSETS_TIMEZONE`` (UTC by default); the times below are the defaults, and each schedule keeps its offset
+from the start (``OFFSET_MINUTES``). "Yesterday" is the day before the night's start, for every schedule of the
+night, even one that runs after midnight.
 
 Every partition follows the data, not only the clock: the *latest cutoff* is the last date in the data (the
 ``last_date`` that the newest ``clean/transactions`` materialization recorded), or yesterday if the data reach
@@ -28,7 +33,7 @@ import dagster as dg
 from customer_assets.ingest.assets import clean_materializations
 from customer_assets.jobs import BACKTEST, LTV_BACKTEST, REPORT, SERVING, backtest_job, ingest_job, rescore_job, train_job
 from customer_assets.models.assets import MODEL_NAMES
-from customer_assets.settings import HORIZON_DAYS, LTV_HORIZON_DAYS, PARTITIONS_START
+from customer_assets.settings import HORIZON_DAYS, LTV_HORIZON_DAYS, PARTITIONS_START, nightly_start, schedule_timezone
 
 MODELS = [dg.AssetKey(["models", n]) for n in MODEL_NAMES]
 SCORES = dg.AssetKey(["scores", "scored_customers"])
@@ -71,12 +76,29 @@ def latest_cutoff(scheduled_time, data_last: date) -> date:
     return min(scheduled_time.date() - timedelta(days=1), data_last)
 
 
-def _latest(context: dg.ScheduleEvaluationContext, prefix: str) -> date | dg.SkipReason:
+# minutes after the night's start (CUSTOMER_ASSETS_NIGHTLY_START) at which each schedule runs
+OFFSET_MINUTES = {"nightly_ingest": 0, "nightly_retrain": 30, "nightly_rescore": 90, "nightly_backtest": 150}
+
+
+def cron_at(start: tuple[int, int], offset_minutes: int) -> str:
+    """The daily cron expression ``offset_minutes`` after ``start`` (hour, minute), past midnight if need be."""
+    minutes = (start[0] * 60 + start[1] + offset_minutes) % (24 * 60)
+    return f"{minutes % 60} {minutes // 60} * * *"
+
+
+def night_start(scheduled_time, start: tuple[int, int]):
+    """The start of the night that ``scheduled_time`` belongs to: the latest time of day ``start`` at or before it."""
+    begun = scheduled_time.replace(hour=start[0], minute=start[1], second=0, microsecond=0)
+    return begun if begun <= scheduled_time else begun - timedelta(days=1)
+
+
+def _latest(context: dg.ScheduleEvaluationContext, prefix: str, start: tuple[int, int]) -> date | dg.SkipReason:
     last = data_last_date(context.instance)
     if last is None:
         return dg.SkipReason(f"{prefix}: clean/transactions has not been materialized yet (nightly_ingest, or "
                              "`make run`, loads it), so there is no data to follow")
-    return latest_cutoff(context.scheduled_execution_time, last)
+    # reckoned from the night's start, so a schedule that runs after midnight follows the same day as the ingest
+    return latest_cutoff(night_start(context.scheduled_execution_time, start), last)
 
 
 def training_cutoff(latest: date) -> str:
@@ -108,39 +130,50 @@ def _request(context: dg.ScheduleEvaluationContext, prefix: str, key: str, targe
     return dg.RunRequest(run_key=f"{prefix}-{key}", partition_key=key, **kwargs)
 
 
-@dg.schedule(job=ingest_job, cron_schedule="30 0 * * *", execution_timezone="UTC", name="nightly_ingest")
-def nightly_ingest(context: dg.ScheduleEvaluationContext):
-    return dg.RunRequest(run_key=f"ingest-{context.scheduled_execution_time.date()}")
+def build_schedules(start: tuple[int, int] | None = None, tz: str | None = None) -> list[dg.ScheduleDefinition]:
+    """The four nightly schedules, the night starting at ``start`` (hour, minute; default ``nightly_start()``) in
+    the time zone ``tz`` (default ``schedule_timezone()``)."""
+    start = start or nightly_start()
+    tz = tz or schedule_timezone()
+    off = OFFSET_MINUTES
+
+    @dg.schedule(job=ingest_job, cron_schedule=cron_at(start, off["nightly_ingest"]), execution_timezone=tz,
+                 name="nightly_ingest")
+    def nightly_ingest(context: dg.ScheduleEvaluationContext):
+        return dg.RunRequest(run_key=f"ingest-{context.scheduled_execution_time.date()}")
+
+    @dg.schedule(job=train_job, cron_schedule=cron_at(start, off["nightly_retrain"]), execution_timezone=tz,
+                 name="nightly_retrain")
+    def nightly_retrain(context: dg.ScheduleEvaluationContext):
+        latest = _latest(context, "train", start)
+        return latest if isinstance(latest, dg.SkipReason) else _request(context, "train", training_cutoff(latest), MODELS)
+
+    @dg.schedule(job=rescore_job, cron_schedule=cron_at(start, off["nightly_rescore"]), execution_timezone=tz,
+                 name="nightly_rescore")
+    def nightly_rescore(context: dg.ScheduleEvaluationContext):
+        latest = _latest(context, "rescore", start)
+        return latest if isinstance(latest, dg.SkipReason) else _request(context, "rescore", latest.isoformat(), [SCORES])
+
+    @dg.schedule(job=backtest_job, cron_schedule=cron_at(start, off["nightly_backtest"]), execution_timezone=tz,
+                 name="nightly_backtest")
+    def nightly_backtest(context: dg.ScheduleEvaluationContext):
+        latest = _latest(context, "backtest", start)
+        if isinstance(latest, dg.SkipReason):
+            return latest
+        requests = [_request(context, "backtest", backtest_cutoff(latest), [BACKTEST], asset_selection=[BACKTEST]),
+                    # the LTV served at c comes from the models/ltv of c - H
+                    _request(context, "ltv-backtest", ltv_backtest_cutoff(latest), [LTV_BACKTEST], HORIZON_DAYS,
+                             asset_selection=[LTV_BACKTEST])]
+        runs = [r for r in requests if isinstance(r, dg.RunRequest)]
+        if not runs:
+            return dg.SkipReason("; ".join(r.skip_message for r in requests))
+        # then the serving copy and the report, so that analysts see tonight's backtests (both were written at 02:00,
+        # before them); runs are queued one at a time in the order requested
+        return [*runs, dg.RunRequest(run_key=f"publish-{latest}", partition_key=latest.isoformat(),
+                                     asset_selection=[SERVING, REPORT])]
+
+    return [nightly_ingest, nightly_retrain, nightly_rescore, nightly_backtest]
 
 
-@dg.schedule(job=train_job, cron_schedule="0 1 * * *", execution_timezone="UTC", name="nightly_retrain")
-def nightly_retrain(context: dg.ScheduleEvaluationContext):
-    latest = _latest(context, "train")
-    return latest if isinstance(latest, dg.SkipReason) else _request(context, "train", training_cutoff(latest), MODELS)
-
-
-@dg.schedule(job=rescore_job, cron_schedule="0 2 * * *", execution_timezone="UTC", name="nightly_rescore")
-def nightly_rescore(context: dg.ScheduleEvaluationContext):
-    latest = _latest(context, "rescore")
-    return latest if isinstance(latest, dg.SkipReason) else _request(context, "rescore", latest.isoformat(), [SCORES])
-
-
-@dg.schedule(job=backtest_job, cron_schedule="0 3 * * *", execution_timezone="UTC", name="nightly_backtest")
-def nightly_backtest(context: dg.ScheduleEvaluationContext):
-    latest = _latest(context, "backtest")
-    if isinstance(latest, dg.SkipReason):
-        return latest
-    requests = [_request(context, "backtest", backtest_cutoff(latest), [BACKTEST], asset_selection=[BACKTEST]),
-                # the LTV served at c comes from the models/ltv of c - H
-                _request(context, "ltv-backtest", ltv_backtest_cutoff(latest), [LTV_BACKTEST], HORIZON_DAYS,
-                         asset_selection=[LTV_BACKTEST])]
-    runs = [r for r in requests if isinstance(r, dg.RunRequest)]
-    if not runs:
-        return dg.SkipReason("; ".join(r.skip_message for r in requests))
-    # then the serving copy and the report, so that analysts see tonight's backtests (both were written at 02:00,
-    # before them); runs are queued one at a time in the order requested
-    return [*runs, dg.RunRequest(run_key=f"publish-{latest}", partition_key=latest.isoformat(),
-                                 asset_selection=[SERVING, REPORT])]
-
-
-SCHEDULES = [nightly_ingest, nightly_retrain, nightly_rescore, nightly_backtest]
+SCHEDULES = build_schedules()
+nightly_ingest, nightly_retrain, nightly_rescore, nightly_backtest = SCHEDULES

@@ -40,6 +40,7 @@ ENV_UI_URL = "CUSTOMER_ASSETS_UI_URL"
 ENV_MAX_RUNTIME = "CUSTOMER_ASSETS_MAX_RUNTIME_SECONDS"
 ENV_ALERT_REPEAT_DAYS = "CUSTOMER_ASSETS_ALERT_REPEAT_DAYS"
 ENV_SEGMENTS = "CUSTOMER_ASSETS_SEGMENTS"
+ENV_NIGHTLY_START = "CUSTOMER_ASSETS_NIGHTLY_START"
 # settings that both Dagster config and an environment variable can set: config field -> variable
 SETTING_ENVS = {"same_season": ENV_SAME_SEASON, "spend_blend_weight": ENV_SPEND_BLEND_WEIGHT, "date_order": ENV_DATE_ORDER,
                 "max_history_loss": ENV_MAX_HISTORY_LOSS}
@@ -138,6 +139,35 @@ def timezone(value: str = "") -> str:
     dates, "today" for the future-date rule): ``value`` (the duckdb resource's ``timezone``) wins over
     ``CUSTOMER_ASSETS_TIMEZONE``; the default is UTC, so a file cleans to the same dates on every machine."""
     return value.strip() or os.environ.get(ENV_TIMEZONE, "").strip() or "UTC"
+
+
+def schedule_timezone() -> str:
+    """The time zone of the nightly schedules: ``CUSTOMER_ASSETS_TIMEZONE`` (the shop's zone, in which instants
+    become dates and "yesterday" is reckoned), else UTC. An unknown name fails naming the variable."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    tz = timezone()
+    try:
+        ZoneInfo(tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"Unknown time zone {tz!r} ({ENV_TIMEZONE}): use an IANA name such as UTC or "
+                         "America/New_York") from None
+    return tz
+
+
+DEFAULT_NIGHTLY_START = "00:30"
+
+
+def nightly_start() -> tuple[int, int]:
+    """``CUSTOMER_ASSETS_NIGHTLY_START``: the time of day (HH:MM, 24-hour, in ``schedule_timezone()``) at which the
+    nightly ingest starts; the other schedules follow it (see ``schedules.OFFSET_MINUTES``). Default 00:30. Read
+    when the definitions load."""
+    raw = os.environ.get(ENV_NIGHTLY_START, "").strip() or DEFAULT_NIGHTLY_START
+    found = re.fullmatch(r"(\d{1,2}):(\d{2})", raw)
+    if not found or int(found[1]) > 23 or int(found[2]) > 59:
+        raise ValueError(f"{ENV_NIGHTLY_START} must be a time of day as HH:MM (24-hour), such as 00:30 or 05:15, "
+                         f"got {raw!r}")
+    return int(found[1]), int(found[2])
 
 
 def max_stall_days() -> float:

@@ -268,3 +268,41 @@ def test_blocking_checks_are_pinned():
                                  "clean/transactions:erased_customers_out_of_source",
                                  "clean/transactions:stored_partitions_current", "clean/transactions:source_advancing",
                                  "scores/scored_customers:scores_stable", "scores/scored_customers:features_like_training"}
+
+
+def test_the_night_starts_when_and_where_the_shop_says(monkeypatch):
+    """CUSTOMER_ASSETS_NIGHTLY_START=23:00 in America/New_York: the four schedules keep their offsets, two of them
+    past midnight, and every one reckons "yesterday" from the night's start."""
+    from zoneinfo import ZoneInfo
+
+    from customer_assets import settings
+    from customer_assets.schedules import build_schedules
+
+    monkeypatch.setenv("CUSTOMER_ASSETS_NIGHTLY_START", "23:00")
+    monkeypatch.setenv("CUSTOMER_ASSETS_TIMEZONE", "America/New_York")
+    schedules = build_schedules()
+    assert [(s.name, s.cron_schedule, s.execution_timezone) for s in schedules] == [
+        ("nightly_ingest", "0 23 * * *", "America/New_York"), ("nightly_retrain", "30 23 * * *", "America/New_York"),
+        ("nightly_rescore", "30 0 * * *", "America/New_York"), ("nightly_backtest", "30 1 * * *", "America/New_York")]
+    ny = ZoneInfo("America/New_York")
+    # the night that began at 23:00 on 2026-11-22, with rows of that day (not over when the ingest ran): the retrain
+    # at 23:30 and the rescore at 00:30 the next day both follow 2026-11-21, the last day complete at the start
+    (train,) = _tick(schedules[1], datetime(2026, 11, 22, 23, 30, tzinfo=ny), "2026-11-22").run_requests
+    (rescore,) = _tick(schedules[2], datetime(2026, 11, 23, 0, 30, tzinfo=ny), "2026-11-22").run_requests
+    backtest = _tick(schedules[3], datetime(2026, 11, 23, 1, 30, tzinfo=ny), "2026-11-22").run_requests
+    assert (train.partition_key, rescore.partition_key, backtest[-1].partition_key) == (
+        "2026-08-23", "2026-11-21", "2026-11-21")
+    # the default: 00:30 UTC
+    monkeypatch.delenv("CUSTOMER_ASSETS_NIGHTLY_START")
+    monkeypatch.delenv("CUSTOMER_ASSETS_TIMEZONE")
+    assert [(s.cron_schedule, s.execution_timezone) for s in build_schedules()] == [
+        ("30 0 * * *", "UTC"), ("0 1 * * *", "UTC"), ("0 2 * * *", "UTC"), ("0 3 * * *", "UTC")]
+    for bad in ("24:00", "7", "7:5", "noon"):
+        monkeypatch.setenv("CUSTOMER_ASSETS_NIGHTLY_START", bad)
+        with pytest.raises(ValueError, match=f"CUSTOMER_ASSETS_NIGHTLY_START must be a time of day as HH:MM .*got '{bad}'"):
+            settings.nightly_start()
+    monkeypatch.setenv("CUSTOMER_ASSETS_NIGHTLY_START", "5:15")
+    assert settings.nightly_start() == (5, 15)
+    monkeypatch.setenv("CUSTOMER_ASSETS_TIMEZONE", "Mars/Olympus")
+    with pytest.raises(ValueError, match=r"Unknown time zone 'Mars/Olympus' \(CUSTOMER_ASSETS_TIMEZONE\)"):
+        build_schedules()
