@@ -71,9 +71,12 @@ class Runner:
 
     def __init__(self, database: str | None = None, instance: dg.DagsterInstance | None = None,
                  log_level: str = "WARNING", steps: int = 1):
-        from customer_assets.definitions import ASSETS, CHECKS, build_definitions
+        try:  # the settings read when the definitions load (horizons, schedule times, time zone, runtime limit)
+            from customer_assets.definitions import ASSETS, CHECKS, build_definitions
 
-        defs = build_definitions(database)
+            defs = build_definitions(database)
+        except ValueError as exc:  # a bad setting: its message names the variable; no traceback
+            raise SystemExit(f"customer-assets: {exc}") from None
         self.resources = {"duckdb": defs.resources["duckdb"]}
         self.database = self.resources["duckdb"].database
         self.instance = instance or _instance()

@@ -306,3 +306,23 @@ def test_the_night_starts_when_and_where_the_shop_says(monkeypatch):
     monkeypatch.setenv("CUSTOMER_ASSETS_TIMEZONE", "Mars/Olympus")
     with pytest.raises(ValueError, match=r"Unknown time zone 'Mars/Olympus' \(CUSTOMER_ASSETS_TIMEZONE\)"):
         build_schedules()
+
+
+@pytest.mark.parametrize("variable, value, says", [
+    ("CUSTOMER_ASSETS_NIGHTLY_START", "25:00", "CUSTOMER_ASSETS_NIGHTLY_START must be a time of day as HH:MM"),
+    ("CUSTOMER_ASSETS_TIMEZONE", "Mars/Olympus", "Unknown time zone 'Mars/Olympus' (CUSTOMER_ASSETS_TIMEZONE)"),
+])
+def test_a_bad_setting_read_when_the_definitions_load_stops_the_command_line_with_its_message(tmp_path, variable, value,
+                                                                                               says):
+    """In a fresh process, as the definitions load only once per process."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, variable: value, "CUSTOMER_ASSETS_DB": str(tmp_path / "w.duckdb")}
+    env.pop("DAGSTER_HOME", None)
+    done = subprocess.run([sys.executable, "-c", "from customer_assets.cli import main; main(['materialize'])"],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1].startswith(f"customer-assets: {says}")
+    assert "Traceback" not in done.stderr
