@@ -502,3 +502,29 @@ def test_the_command_line_says_when_it_reads_the_last_loads_source_again(ledger_
     said = capsys.readouterr()
     assert (f"  read {ledger_csv} again, the source of the last load (CUSTOMER_ASSETS_SOURCE is not set; set it to "
             "read another file)\n") in said.out + said.err
+
+
+def test_the_encoding_and_the_format_can_be_set_in_the_environment(tmp_path, warehouse, monkeypatch):
+    """The command line and the nightly runs carry no config: CUSTOMER_ASSETS_ENCODING and CUSTOMER_ASSETS_FORMAT
+    are how they read a latin-1 export or a file whose name misleads."""
+    latin = tmp_path / "export.dat"  # a .dat file is read as whitespace-separated unless told otherwise
+    latin.write_bytes("cust,when,qty,price,order\nJOSÉ,2020-01-05,1,10,O1\nB,2020-02-05,2,5,O2\n".encode("latin-1"))
+    monkeypatch.setenv("CUSTOMER_ASSETS_SOURCE", str(latin))
+    monkeypatch.setenv("CUSTOMER_ASSETS_COLUMNS", LEDGER_COLUMNS)
+    monkeypatch.setenv("CUSTOMER_ASSETS_FORMAT", "csv")
+    refused = materialize(warehouse, INGEST, raise_on_error=False)
+    error, messages = next(e for e in refused.all_events if e.event_type_value == "STEP_FAILURE").event_specific_data.error, []
+    while error is not None:  # the SourceReadError, inside Dagster's wrapping
+        messages.append(error.message)
+        error = error.cause
+    assert any(m.rstrip().endswith("The file is not UTF-8: set CUSTOMER_ASSETS_ENCODING, or the `encoding` config of "
+                                   "raw/transactions, to utf-16 or latin-1.") for m in messages)
+    monkeypatch.setenv("CUSTOMER_ASSETS_ENCODING", "latin-1")
+    meta = _raw_meta(materialize(warehouse, INGEST))
+    assert (meta["format"], meta["encoding"], meta["source_set_by"]) == ("csv", "latin-1", "environment")
+    with duckdb.connect(warehouse, read_only=True) as conn:
+        assert conn.execute("SELECT customer_id FROM clean.transactions ORDER BY 1").fetchall() == [("B",), ("JOSÉ",)]
+    # the config still wins
+    cfg = source_config(latin)
+    cfg["ops"]["raw__transactions"]["config"]["encoding"] = "utf-16"
+    assert not materialize(warehouse, INGEST, run_config=cfg, raise_on_error=False).success

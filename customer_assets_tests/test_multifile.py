@@ -143,7 +143,8 @@ def test_a_file_that_cannot_be_read_is_named(exports):
         _load(duckdb.connect(), exports / "orders_*.csv")
     # the read of all the files fails, then the file-by-file check of their headers finds the one
     assert str(refused.value).startswith(f"Could not read the source file {exports / 'orders_2020-04.csv'} as csv: ")
-    assert str(refused.value).endswith("The file is not UTF-8: set the `encoding` config of raw/transactions (utf-16 or latin-1).")
+    assert str(refused.value).endswith("The file is not UTF-8: set CUSTOMER_ASSETS_ENCODING, or the `encoding` config of "
+                                       "raw/transactions, to utf-16 or latin-1.")
     # a ragged row past the rows DuckDB samples for the header: the read of every file names it from DuckDB's details
     rows = "".join(f"C,2020-04-02,1,50,O{i}\n" for i in range(30_000))
     (exports / "orders_2020-04.csv").write_text(f"cust,when,qty,price,order\n{rows}D,2020-04-03,1,5,O9,extra\n")

@@ -16,6 +16,8 @@ from customer_assets.erasure import not_erased
 from customer_assets.ingest import logic
 from customer_assets.settings import (
     ENV_COLUMNS,
+    ENV_ENCODING,
+    ENV_FORMAT,
     ENV_SOURCE,
     ColumnMapping,
     SettingError,
@@ -62,17 +64,22 @@ class ResolvedSource:
 def resolve_source(config: SourceConfig, last: dict | None = None) -> ResolvedSource:
     """The source to read: ``config``, else ``CUSTOMER_ASSETS_SOURCE``, else the source of ``last`` (the warehouse's
     last load, see ``logic.last_source``) with its mapping, format, encoding and stored copy where ``config`` leaves
-    them unset, else the bundled CDNOW file."""
+    them unset, else the bundled CDNOW file. ``CUSTOMER_ASSETS_FORMAT`` and ``CUSTOMER_ASSETS_ENCODING`` stand in
+    for the ``format`` and ``encoding`` config when it is empty, so a command-line or nightly run can set them."""
+    env_format = os.environ.get(ENV_FORMAT, "").strip()
+    env_encoding = os.environ.get(ENV_ENCODING, "").strip()
     if config.path or os.environ.get(ENV_SOURCE) or not last:
         origin = "config" if config.path else "environment" if os.environ.get(ENV_SOURCE) else "default"
         path = config.path or source_path()
         columns = config.columns or (source_columns() if not config.path else "")
-        fmt_name, encoding, stored = config.format, config.encoding or "utf-8", bool(config.stored_copy)
+        fmt_name, encoding, stored = config.format or env_format, config.encoding or env_encoding or "utf-8", \
+            bool(config.stored_copy)
     else:
         origin = "last load"
         path = last["source_file"]
         columns = config.columns or os.environ.get(ENV_COLUMNS) or ",".join(f"{k}={v}" for k, v in last["mapping"].items())
-        fmt_name, encoding = config.format or last["format"], config.encoding or last["encoding"] or "utf-8"
+        fmt_name = config.format or env_format or last["format"]
+        encoding = config.encoding or env_encoding or last["encoding"] or "utf-8"
         stored = bool(last["stored_copy"]) if config.stored_copy is None else config.stored_copy
     fmt = logic.detect_format(path, fmt_name) if fmt_name else None  # an unknown format fails first
     p = logic.validate_source_path(path, fmt)

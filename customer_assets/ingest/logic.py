@@ -68,12 +68,14 @@ def _explain(exc: Exception, path: str, fmt: str) -> SourceReadError:
     text = str(exc)
     first = text.splitlines()[0] if text else type(exc).__name__
     if "not utf-8 encoded" in text or "Invalid unicode" in text:
-        hint = "The file is not UTF-8: set the `encoding` config of raw/transactions (utf-16 or latin-1)."
+        hint = ("The file is not UTF-8: set CUSTOMER_ASSETS_ENCODING, or the `encoding` config of raw/transactions, "
+                "to utf-16 or latin-1.")
     elif fmt == "parquet":
-        hint = "Is it really a Parquet file? Set `format` (csv, parquet or whitespace) if the extension is misleading."
+        hint = ("Is it really a Parquet file? Set CUSTOMER_ASSETS_FORMAT, or the `format` config of raw/transactions, "
+                "to csv, parquet or whitespace if the extension is misleading.")
     else:
         hint = ("Check that it is a delimited text file with a header line (compressed files must end in .gz or .zst), "
-                "or set `format` (csv, parquet or whitespace).")
+                "or set CUSTOMER_ASSETS_FORMAT, or the `format` config of raw/transactions (csv, parquet or whitespace).")
     # DuckDB names the file it failed on in its details: of a pattern's files, say which one
     named = re.search(r'^\s*file = (.+)$|Failed to read file "([^"]+)"', text, flags=re.M)
     where = f"{(named.group(1) or named.group(2)).strip()} (one of the files matching {path})" \
