@@ -83,6 +83,7 @@ PARTITION_INPUTS: list[C] = [
     ("window_rows", "BIGINT", "Clean transactions in (c, c + H]; NULL when the labels were incomplete"),
     ("window_digest", "HUGEINT", "The same sum over the label window; NULL when the labels were incomplete"),
     ("written_at", "TIMESTAMP", "When the partition was written"),
+    ("horizon_days", "BIGINT", "The label horizon H its labels were computed for; readers of labels recompute a partition of another H. NULL in rows of earlier versions"),
 ]
 CUTOFF_WINDOWS: list[C] = [
     ("cutoff_date", "DATE", "Partition: the cutoff c"),

@@ -261,3 +261,19 @@ def test_a_refused_reload_says_how_many_of_its_rows_were_rejected_and_why(ledger
     assert ("(11 -> 5, -54.5%), more than max_history_loss allows (5.0%). This load rejected 2 of its 7 raw rows "
             "(negative_price 1, null_customer_id 1). Was the export cut short?") in str(refused.value)
     assert _clean(conn) == (11, "first")
+
+
+def test_a_partition_whose_labels_were_computed_for_another_horizon_is_recomputed_by_label_readers(ledger_csv, warehouse):
+    assert materialize(warehouse, INGEST, run_config=source_config(ledger_csv)).success
+    assert materialize(warehouse, FEATURES, partition_key=C).success
+    with duckdb.connect(warehouse) as conn:
+        assert conn.execute("SELECT horizon_days FROM features.partition_inputs WHERE cutoff_date = ?", [C]).fetchone() == (90,)
+        assert F.stored_labelled_rows(conn, date(2020, 3, 31), 90, "models/churn") == 3
+        # as if written when CUSTOMER_ASSETS_HORIZON_DAYS was 60 (the variable is read when the definitions load)
+        conn.execute("UPDATE features.partition_inputs SET horizon_days = 60 WHERE cutoff_date = ?", [C])
+        assert F.inputs_changed(conn, date(2020, 3, 31), 90, labels=False) is None  # segments and scores read no labels
+        warnings = []
+        assert F.stored_labelled_rows(conn, date(2020, 3, 31), 90, "models/churn", warnings.append) == 0
+        assert warnings == ["features/customer_features 2020-03-31 is out of date: its labels were computed for a 60-day "
+                            "window, and the horizon is now 90 days (CUSTOMER_ASSETS_HORIZON_DAYS). models/churn "
+                            "recomputes it from clean.transactions. Materialize that partition again to refresh it."]

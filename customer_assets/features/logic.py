@@ -97,7 +97,8 @@ CURRENT_INPUTS_SQL = inputs_sql()
 RECORD_INPUTS_SQL = f"""
 SELECT i.cutoff_date, (SELECT any_value(load_id) FROM clean.transactions) AS load_id, i.history_rows, i.history_digest,
        CASE WHEN CAST(? AS BOOLEAN) THEN i.window_rows END AS window_rows,
-       CASE WHEN CAST(? AS BOOLEAN) THEN i.window_digest END AS window_digest, now()::TIMESTAMP AS written_at
+       CASE WHEN CAST(? AS BOOLEAN) THEN i.window_digest END AS window_digest, now()::TIMESTAMP AS written_at,
+       CAST(? AS BIGINT) AS horizon_days
 FROM ({CURRENT_INPUTS_SQL}) i
 """
 
@@ -105,7 +106,7 @@ FROM ({CURRENT_INPUTS_SQL}) i
 def record_inputs(conn: duckdb.DuckDBPyConnection, cutoff: date, horizon_days: int, labelled: bool) -> None:
     """Record in ``features.partition_inputs`` what the features partition at ``cutoff`` was just computed from."""
     replace_partition(conn, "features", "partition_inputs", cutoff, RECORD_INPUTS_SQL,
-                      [labelled, labelled, [cutoff], horizon_days])
+                      [labelled, labelled, horizon_days, [cutoff], horizon_days])
 
 
 UNRECORDED = "nothing records which transactions it was computed from (it was written by an earlier version)"
@@ -119,11 +120,18 @@ def inputs_changed(conn: duckdb.DuckDBPyConnection, cutoff: date, horizon_days: 
     """
     stored = None
     if table_exists(conn, "features", "partition_inputs"):
+        recorded_h = "horizon_days" in {r[0] for r in conn.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = 'features' "
+            "AND table_name = 'partition_inputs'").fetchall()}  # not in tables of earlier versions
         stored = conn.execute(
-            "SELECT history_rows, history_digest, window_rows, window_digest, load_id FROM features.partition_inputs "
-            "WHERE cutoff_date = ?", [cutoff]).fetchone()
+            "SELECT history_rows, history_digest, window_rows, window_digest, load_id, "
+            f"{'horizon_days' if recorded_h else 'NULL'} FROM features.partition_inputs WHERE cutoff_date = ?",
+            [cutoff]).fetchone()
     if stored is None:
         return UNRECORDED
+    if labels and stored[2] is not None and stored[5] is not None and stored[5] != horizon_days:
+        return (f"its labels were computed for a {stored[5]}-day window, and the horizon is now {horizon_days} days "
+                "(CUSTOMER_ASSETS_HORIZON_DAYS)")
     _, rows, digest, window_rows, window_digest = conn.execute(CURRENT_INPUTS_SQL, [[cutoff], horizon_days]).fetchone()
     if (stored[0], stored[1]) != (rows, digest):
         return (f"the transactions dated on or before {cutoff} changed since it was computed from load {stored[4]} "
