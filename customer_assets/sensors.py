@@ -16,8 +16,9 @@ shows with the sensor and the daemon logs, so a lost alert is visible too. Dagst
 
 A check that keeps warning (a stalled source, every night until the export moves) is posted when it starts to warn,
 then again as a reminder once every ``CUSTOMER_ASSETS_ALERT_REPEAT_DAYS`` days (7 by default; 0 posts every
-warning), and once more when it passes again. Likewise a job that succeeds after failed runs says so once. Which is which comes from the check's own executions in the instance
-(``streak``), whichever job ran it, so the sensor keeps no state of its own.
+warning), and once more when it passes again. Which is which comes from the check's own executions in the
+instance (``streak``), whichever job ran it, so the sensor keeps no state of its own. Likewise, the first run of a
+job to succeed after failed runs says so (``failures_before``).
 """
 
 from __future__ import annotations
@@ -381,7 +382,8 @@ def alert_on_warnings(context: dg.RunStatusSensorContext):
     warned = [c for c in results if not c["passed"]]
     if warned and (first := earlier_alert_in_backfill(context.instance, run, dg.DagsterRunStatus.SUCCESS, warned=True)):
         return dg.SkipReason(f"Checks warned in run {run.run_id} of backfill {run.tags[BACKFILL_TAG]}; the backfill's "
-                             f"first run with a warning, run {first}, is the one considered for an alert: one alert per backfill.")
+                             f"first run with a warning, run {first}, is the one considered for an alert: one alert "
+                             "per backfill.")
     repeat_days = alert_repeat_days()
     posted, quiet, cleared = [], [], []
     for key in dict.fromkeys(c["key"] for c in results):
