@@ -466,7 +466,8 @@ def main(argv: list[str] | None = None) -> int:
         print("Tables: raw.transactions, clean.transactions, quality.{rejected_transactions,history_changes},")
         print("        features.customer_features, segments.customer_segments, models.{churn,spend,ltv,next_purchase},")
         print("        scores.{scored_customers,feature_drift}"
-              + (", evaluation.backtest_metrics, evaluation.reliability, evaluation.spend_deciles, evaluation.ltv_metrics"
+              + (", evaluation.backtest_metrics, evaluation.reliability, evaluation.spend_deciles, evaluation.segment_metrics, "
+                 "evaluation.ltv_metrics"
                  if args.backtests else ""))
         print("Try this query in `make sql` (DuckDB CLI, read-only) or any DuckDB client:")
         print(f"  SELECT segment, count(*) AS customers, round(avg(churn_probability), 3) AS mean_churn, "

@@ -264,6 +264,21 @@ SPEND_DECILES: list[C] = [
     ("mean_purchase_probability", "DOUBLE", "Mean purchase probability of the decile's customers"),
     ("observed_purchase_rate", "DOUBLE", "Share of them that bought in (s, s + H]"),
 ]
+SEGMENT_METRICS: list[C] = [
+    ("cutoff_date", "DATE", "Model partition t"),
+    ("eval_cutoff_date", "DATE", "Scoring cutoff s = t + H; the purchases of (s, s + H] are the truth"),
+    ("system", "VARCHAR", "champion"),
+    ("segment", "VARCHAR", "The customers' persona at s"),
+    ("segments_from", "VARCHAR", "stored (segments.customer_segments at s, what scoring at s served) or fitted (none stored at s: fitted here on the features at s as segments/customer_segments would fit them)"),
+    ("customers", "BIGINT", "Customers in the segment"),
+    ("mean_purchase_probability", "DOUBLE", "Mean purchase probability of its customers"),
+    ("observed_purchase_rate", "DOUBLE", "Share of them that bought in (s, s + H]"),
+    ("roc_auc", "DOUBLE", "ROC-AUC of the purchase probability within the segment; NULL when all or none bought"),
+    ("predicted_spend", "DOUBLE", "Total forecast spend of the segment; the segments add up to the forecast's total"),
+    ("actual_spend", "DOUBLE", "Total net spend of the segment in (s, s + H]"),
+    ("aggregate_error", "DOUBLE", "(predicted_spend - actual_spend) / actual_spend; NULL when the segment spent nothing"),
+    ("share_of_actual", "DOUBLE", "The segment's share of all the actual spend"),
+]
 LTV_METRICS: list[C] = [
     ("cutoff_date", "DATE", "Partition c: the cutoff whose LTV is checked (served by the models/ltv of c - H)"),
     ("task", "VARCHAR", "ltv"),

@@ -257,6 +257,24 @@ def test_backtest_table_matches_the_scored_table(scored):
     assert dec.observed_purchase_rate.iloc[0] == pytest.approx(top.label_purchase.mean())
     assert dec.mean_purchase_probability.iloc[0] == pytest.approx(top.purchase_probability.mean())
     assert dec.predicted_spend.is_monotonic_decreasing
+    # by segment: the personas stored at 1998-04-01 (what the scored table served), each with the scored table's
+    # customers, forecast and truth
+    seg = _q(scored, "SELECT * FROM evaluation.segment_metrics WHERE cutoff_date = '1998-01-01'").set_index("segment")
+    served = _q(scored, "SELECT s.segment, s.purchase_probability, s.predicted_spend, f.label_purchase, f.label_spend "
+                        "FROM scores.scored_customers s JOIN features.customer_features f USING (cutoff_date, customer_id) "
+                        "WHERE cutoff_date = '1998-04-01'")
+    assert set(seg.segments_from) == {"stored"} and set(seg.index) == set(served.segment) and len(seg) >= 3
+    assert seg.predicted_spend.is_monotonic_decreasing and seg.customers.sum() == 2000
+    for name, group in served.groupby("segment"):
+        row = seg.loc[name]
+        assert row.customers == len(group) and row.predicted_spend == pytest.approx(group.predicted_spend.sum())
+        assert row.actual_spend == pytest.approx(group.label_spend.sum())
+        assert row.mean_purchase_probability == pytest.approx(group.purchase_probability.mean())
+        assert row.observed_purchase_rate == pytest.approx(group.label_purchase.mean())
+        if 0 < group.label_purchase.mean() < 1:
+            assert row.roc_auc == pytest.approx(M.roc_auc(group.label_purchase, group.purchase_probability))
+    assert (seg.predicted_spend.sum() - seg.actual_spend.sum()) / seg.actual_spend.sum() == pytest.approx(
+        v[("spend", "champion", "aggregate_error")])
     check = next(e for e in result.get_asset_check_evaluations() if e.asset_check_key.name == "champion_not_worse_than_baselines")
     assert check.passed, check.metadata["significantly_worse"].value
     assert check.metadata["comparisons"].value == m.diff_ci_low.notna().sum() > 0
@@ -746,11 +764,12 @@ def test_materialize_with_backtests_adds_the_newest_backtests(scored, tmp_path):
     assert f"it will be ${row['if_off_as_before_low']:,.0f} to ${row['if_off_as_before_high']:,.0f}" in page
     # the serving copy (what `make sql` opens) holds both backtests, not only the warehouse
     serving = tmp_path / "serving"
-    for table in ("evaluation.backtest_metrics", "evaluation.spend_deciles", "evaluation.ltv_metrics"):
+    for table in ("evaluation.backtest_metrics", "evaluation.spend_deciles", "evaluation.segment_metrics",
+                  "evaluation.ltv_metrics"):
         rows = duckdb.sql(f"SELECT count(*) FROM '{serving / (table + '.parquet')}'").fetchone()[0]
         assert rows == len(_q(copy, f"SELECT * FROM {table}")) > 0, table
-    # so README queries 1-7 and 9-12 give in `make sql` (the serving copy) what they give on the warehouse
-    for number in (*range(1, 8), 9, 10, 11, 12):
+    # so README queries 1-7 and 9-13 give in `make sql` (the serving copy) what they give on the warehouse
+    for number in (*range(1, 8), 9, 10, 11, 12, 13):
         sql = _readme_query(number)
         pd.testing.assert_frame_equal(_q(str(serving / "serving.duckdb"), sql), _q(copy, sql), obj=f"README query {number}")
     # 12: the newest backtest (scores of 1998-04-01) by tenth of the forecast; they add up to its spend total's error
@@ -1153,7 +1172,7 @@ DOCUMENTED_TABLES = [
     ("segments.segment_centroids", "SEGMENT_CENTROIDS"), ("models.churn", "MODEL_REGISTRY"),
     ("scores.scored_customers", "SCORED_CUSTOMERS"), ("scores.feature_drift", "FEATURE_DRIFT"), ("evaluation.backtest_metrics", "BACKTEST_METRICS"),
     ("evaluation.reliability", "RELIABILITY"), ("evaluation.spend_deciles", "SPEND_DECILES"),
-    ("evaluation.ltv_metrics", "LTV_METRICS"),
+    ("evaluation.segment_metrics", "SEGMENT_METRICS"), ("evaluation.ltv_metrics", "LTV_METRICS"),
 ]
 
 
@@ -1176,7 +1195,8 @@ def test_every_table_has_the_documented_columns_and_the_readme_shows_them(scored
 
     from customer_assets import schemas
 
-    elsewhere = ("evaluation.backtest_metrics", "evaluation.reliability", "evaluation.spend_deciles", "evaluation.ltv_metrics",
+    elsewhere = ("evaluation.backtest_metrics", "evaluation.reliability", "evaluation.spend_deciles",
+                 "evaluation.segment_metrics", "evaluation.ltv_metrics",
                  "quality.erased_customers")
     _columns_as_documented(scored, [t for t in DOCUMENTED_TABLES if t[0] not in elsewhere])
     text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
@@ -1299,3 +1319,21 @@ def test_scoring_refuses_a_model_trained_for_another_horizon(scored, tmp_path):
     with duckdb.connect(copy) as conn:
         conn.execute("UPDATE models.ltv SET ltv_horizon_days = NULL WHERE cutoff_date = '1998-04-01'")
     assert materialize(copy, SCORE_SEL, partition_key="1998-06-30").success
+
+
+def test_backtest_fits_the_segments_at_s_when_none_are_stored_and_gets_the_stored_ones(scored, tmp_path):
+    """make run scores the last date only, so no segments are stored at the backtest's s: the backtest fits them on
+    the features at s as segments/customer_segments would, and they are the ones that asset stores."""
+    import shutil
+
+    copy = str(tmp_path / "w.duckdb")
+    shutil.copy(scored, copy)
+    config = {"ops": {"evaluation__backtest": {"config": {"bootstrap_samples": 10}}}}
+    assert materialize(copy, "evaluation/backtest", partition_key="1998-01-01", run_config=config).success
+    stored = _q(copy, "SELECT * EXCLUDE (segments_from) FROM evaluation.segment_metrics ORDER BY segment")
+    with duckdb.connect(copy) as conn:
+        conn.execute("DELETE FROM segments.customer_segments WHERE cutoff_date = '1998-04-01'")
+    assert materialize(copy, "evaluation/backtest", partition_key="1998-01-01", run_config=config).success
+    fitted = _q(copy, "SELECT * FROM evaluation.segment_metrics ORDER BY segment")
+    assert set(fitted.segments_from) == {"fitted"}
+    pd.testing.assert_frame_equal(fitted.drop(columns="segments_from"), stored)

@@ -224,3 +224,19 @@ def test_bootstrap_of_many_rows_resamples_fewer_and_rescales_to_the_full_interva
         assert d_m == d and lo_m < d < hi_m
         assert (hi_m - lo_m) == pytest.approx(hi - lo, rel=0.25), metric.__name__
 
+
+
+def test_segment_table_by_hand():
+    """Two segments. A: 3 customers, bought 1 0 1 with p .9 .2 .6 (AUC 1), forecast 30 10 20 against 40 0 10
+    (60 against 50: +20%). B: 2 customers, neither bought (AUC undefined), forecast 5 5 against 0 0 (error undefined).
+    All actual spend is A's."""
+    rows = M.segment_table(["A", "B", "A", "A", "B"], [40, 0, 0, 10, 0], [30, 5, 10, 20, 5], [1, 0, 0, 1, 0],
+                           [0.9, 0.3, 0.2, 0.6, 0.1])
+    assert [r["segment"] for r in rows] == ["A", "B"]  # by forecast, largest first
+    a, b = rows
+    assert (a["customers"], a["predicted_spend"], a["actual_spend"]) == (3, 60.0, 50.0)
+    assert a["aggregate_error"] == pytest.approx(0.2) and a["share_of_actual"] == 1.0 and a["roc_auc"] == 1.0
+    assert a["mean_purchase_probability"] == pytest.approx((0.9 + 0.2 + 0.6) / 3)
+    assert a["observed_purchase_rate"] == pytest.approx(2 / 3)
+    assert (b["customers"], b["predicted_spend"], b["actual_spend"], b["share_of_actual"]) == (2, 10.0, 0.0, 0.0)
+    assert np.isnan(b["aggregate_error"]) and np.isnan(b["roc_auc"]) and b["observed_purchase_rate"] == 0.0

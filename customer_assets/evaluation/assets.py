@@ -15,8 +15,9 @@ from customer_assets.models.assets import MODEL_NAMES
 from customer_assets.partitions import CUTOFF_PARTITIONS, MODEL_FOR_SCORING
 from customer_assets.reports import logic as R
 from customer_assets.scores.assets import served_models
-from customer_assets.settings import HORIZON_DAYS, LTV_HORIZON_DAYS
-from customer_assets.storage import markdown_preview, replace_partition_df
+from customer_assets.segments import logic as SG
+from customer_assets.settings import HORIZON_DAYS, LTV_HORIZON_DAYS, segment_count
+from customer_assets.storage import markdown_preview, replace_partition_df, table_exists
 
 FEATURES = dg.AssetKey(["features", "customer_features"])
 NOT_WORSE = "champion_not_worse_than_baselines"
@@ -35,6 +36,22 @@ def _features(conn, cutoff: date, end: date, reader: str, warn=None) -> pd.DataF
     if F.stored_labelled_rows(conn, cutoff, HORIZON_DAYS, reader, warn):
         return conn.execute("SELECT * FROM features.customer_features WHERE cutoff_date = ?", [cutoff]).df()
     return F.compute_features(conn, cutoff, HORIZON_DAYS, end)
+
+
+def _segments_at(conn, s: date, test: pd.DataFrame) -> tuple[pd.Series, str]:
+    """Each customer's persona at ``s``, indexed by customer id, and where it came from: ``stored`` (the
+    ``segments.customer_segments`` partition at s, which scoring at s served) when it covers every customer of
+    ``test``, else ``fitted`` here on the features at s, as ``segments/customer_segments`` would fit them."""
+    if table_exists(conn, "segments", "customer_segments"):
+        stored = conn.execute("SELECT customer_id, segment FROM segments.customer_segments WHERE cutoff_date = ?",
+                              [s]).df()
+        if len(stored) and set(test["customer_id"]) <= set(stored["customer_id"]):
+            return stored.set_index("customer_id")["segment"], "stored"
+    try:
+        k = segment_count()
+    except ValueError as exc:
+        raise dg.Failure(str(exc)) from exc
+    return SG.personas_of(test[["customer_id", *SG.SEGMENT_FEATURES, "tenure_days"]], k=k or None), "fitted"
 
 
 def _headline(rows: pd.DataFrame) -> dict:
@@ -78,7 +95,8 @@ def _within_past_misses(known: pd.DataFrame, rows: pd.DataFrame, s: date) -> dg.
         "that scored in their place): scored at s = t + H (features dated <= s) against the purchases "
         "of (s, s + H], next to the baselines (last-H-days spend, -recency, frequency, BG/NBD + Gamma-Gamma fitted at s, "
         "seed-style XGBoost). Baseline rows carry the champion-minus-baseline difference with a paired bootstrap 95% "
-        "interval. Reliability bins in evaluation.reliability; the spend forecast by decile in evaluation.spend_deciles."
+        "interval. Reliability bins in evaluation.reliability; the spend forecast by decile in evaluation.spend_deciles; "
+        "the forecasts by segment at s in evaluation.segment_metrics."
     ),
     metadata={"dagster/column_schema": schemas.column_schema(schemas.BACKTEST_METRICS)},
     check_specs=[dg.AssetCheckSpec(
@@ -121,9 +139,15 @@ def backtest(context: dg.AssetExecutionContext, config: BacktestConfig, duckdb: 
         deciles.insert(0, "cutoff_date", t)
         deciles.insert(1, "eval_cutoff_date", s)
         deciles.insert(2, "system", E.CHAMPION)
+        segments, segments_from = _segments_at(conn, s, test)
+        by_segment = pd.DataFrame(M.segment_table(segments.reindex(pred["customer_id"]).to_numpy(), pred["label_spend"],
+                                                   pred["spend:" + E.CHAMPION], pred["label_purchase"],
+                                                   pred["purchase:" + E.CHAMPION]))
+        by_segment = by_segment.assign(cutoff_date=t, eval_cutoff_date=s, system=E.CHAMPION, segments_from=segments_from)
         n = replace_partition_df(conn, "evaluation", "backtest_metrics", t, rows)
         replace_partition_df(conn, "evaluation", "reliability", t, rel)
         replace_partition_df(conn, "evaluation", "spend_deciles", t, deciles, columns=schemas.SPEND_DECILES)
+        replace_partition_df(conn, "evaluation", "segment_metrics", t, by_segment, columns=schemas.SEGMENT_METRICS)
         # the other backtests' spend totals, for the check total_within_past_misses (it keeps those known at s)
         known = conn.execute("SELECT eval_cutoff_date, value FROM evaluation.backtest_metrics "
                              "WHERE system = 'champion' AND task = 'spend' AND metric = 'aggregate_error' "
@@ -152,6 +176,11 @@ def backtest(context: dg.AssetExecutionContext, config: BacktestConfig, duckdb: 
             # where the spend total's error comes from: the forecast against the truth, decile by decile
             "spend_deciles": dg.MetadataValue.md(markdown_preview(deciles.drop(columns=["cutoff_date", "eval_cutoff_date",
                                                                                        "system"]), n=10)),
+            # how right the forecasts were for each persona at s
+            "segment_metrics": dg.MetadataValue.md(markdown_preview(by_segment[[
+                "segment", "customers", "mean_purchase_probability", "observed_purchase_rate", "roc_auc",
+                "predicted_spend", "actual_spend", "aggregate_error"]], n=10)),
+            "segments_from": segments_from,
             # do the scores that extrapolate (outside a range of the inputs the models learned from) miss more?
             "by_training_range": dg.MetadataValue.md(markdown_preview(
                 by_range[["task", "system", "metric", "value", "n_customers"]], n=40)) if len(by_range) else "no rows",

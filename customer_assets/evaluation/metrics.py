@@ -150,6 +150,31 @@ def decile_table(y_spend, pred_spend, y_purchase, p_purchase) -> list[dict]:
     return rows
 
 
+def segment_table(segments, y_spend, pred_spend, y_purchase, p_purchase) -> list[dict]:
+    """The forecasts by segment: customers, the mean purchase probability against the share that bought, ROC-AUC
+    within the segment (NaN when all or none bought), and predicted against actual spend with the segment's aggregate
+    error and share of all actual spend. Rows ordered by predicted spend, largest first; the segments' totals add up
+    to the forecast's and the truth's."""
+    seg = np.asarray(segments, dtype=object)
+    y, pred = _arr(y_spend), _arr(pred_spend)
+    bought, p = _arr(y_purchase), _arr(p_purchase)
+    total = float(np.sum(y))
+    rows = []
+    for name in sorted(set(seg.tolist())):
+        m = seg == name
+        predicted, actual = float(np.sum(pred[m])), float(np.sum(y[m]))
+        one_class = bought[m].min() == bought[m].max()
+        rows.append({
+            "segment": str(name), "customers": int(m.sum()),
+            "mean_purchase_probability": float(p[m].mean()), "observed_purchase_rate": float(bought[m].mean()),
+            "roc_auc": float("nan") if one_class else roc_auc(bought[m], p[m]),
+            "predicted_spend": predicted, "actual_spend": actual,
+            "aggregate_error": (predicted - actual) / actual if actual != 0 else float("nan"),
+            "share_of_actual": actual / total if total != 0 else float("nan"),
+        })
+    return sorted(rows, key=lambda r: (-r["predicted_spend"], r["segment"]))
+
+
 def expected_calibration_error(y, p, bins: int = 10) -> float:
     """Count-weighted mean |observed rate - mean predicted| over the equal-width bins."""
     rows = reliability_table(y, p, bins)

@@ -127,3 +127,12 @@ def assign(model: SegmentModel, frame: pd.DataFrame) -> tuple[np.ndarray, np.nda
     d = ((z[:, None, :] - model.centroids[None, :, :]) ** 2).sum(axis=2)
     labels = d.argmin(axis=1)
     return labels, np.sqrt(d[np.arange(len(z)), labels])
+
+
+def personas_of(frame: pd.DataFrame, k: int | None = None) -> pd.Series:
+    """Each customer's persona, indexed by ``customer_id``, as ``segments/customer_segments`` names them: fitted on
+    ``frame`` (``customer_id``, ``SEGMENT_FEATURES`` and ``tenure_days``) in the order of the customer ids, as the
+    asset reads them, so that the same features give the same segments."""
+    ordered = frame.sort_values("customer_id", kind="stable").reset_index(drop=True)
+    model, labels = fit_segments(ordered, k=k)
+    return pd.Series([model.personas[i] for i in labels], index=ordered["customer_id"].to_numpy(), name="segment")

@@ -27,6 +27,7 @@ PUBLISHED = [
     ("evaluation", "backtest_metrics"),
     ("evaluation", "reliability"),
     ("evaluation", "spend_deciles"),
+    ("evaluation", "segment_metrics"),
     ("evaluation", "ltv_metrics"),
 ]
 
