@@ -752,6 +752,11 @@ def test_materialize_with_backtests_adds_the_newest_backtests(scored, tmp_path):
     top = _q(copy, "SELECT aggregate_error FROM evaluation.spend_deciles WHERE decile = 10").aggregate_error[0]
     assert "The scores made at 1998-04-01: the customers ranked by their forecast spend" in page
     assert f"the top tenth was off by {top:+.1%}." in page and page.count("<td>10 (forecast to spend most)</td>") == 1
+    # and by segment (evaluation.segment_metrics; the segments stored at 1998-04-01)
+    champions = _q(copy, "SELECT customers, predicted_spend FROM evaluation.segment_metrics WHERE segment = 'Champions'")
+    assert "The same scores, by the customers' segment at 1998-04-01: how right" in page
+    assert f"<td>Champions</td><td>{champions.customers[0]:,}</td>" in page
+    assert f"<td>${champions.predicted_spend[0]:,.0f}</td>" in page
     for total, error in ((totals.spend, spend_error), (totals.ltv, ltv_error)):
         low, high = sorted((total, total / (1 + error)))
         assert f"the actual total will be <b>${low:,.0f} to ${high:,.0f}</b>" in page

@@ -219,3 +219,38 @@ def test_the_report_shows_the_newest_known_backtest_tenth_by_tenth():
     page, headline = R.build_report(CUTOFF, _scored([600.0, 400.0], [300.0, 200.0]), None, None, 90, 365,
                                     record=R.track_record(BACKTESTS, LTV, CUTOFF, 90))
     assert "tenth by tenth" not in page and "spend_top_decile_error" not in headline
+
+
+def _segments(scored_at: str, fitted: bool) -> list[dict]:
+    """Two segments of a backtest: Champions (AUC 0.7, forecast 150 against 100: +50%) and Dormant (nobody bought)."""
+    base = {"cutoff_date": pd.Timestamp(scored_at) - pd.Timedelta(days=90), "eval_cutoff_date": pd.Timestamp(scored_at),
+            "system": "champion", "segments_from": "fitted" if fitted else "stored"}
+    return [{**base, "segment": "Champions", "customers": 1200, "mean_purchase_probability": 0.5,
+             "observed_purchase_rate": 0.45, "roc_auc": 0.7, "predicted_spend": 150.0, "actual_spend": 100.0,
+             "aggregate_error": 0.5, "share_of_actual": 1.0},
+            {**base, "segment": "Dormant", "customers": 800, "mean_purchase_probability": 0.02,
+             "observed_purchase_rate": 0.0, "roc_auc": float("nan"), "predicted_spend": 10.0, "actual_spend": 0.0,
+             "aggregate_error": float("nan"), "share_of_actual": 0.0}]
+
+
+def test_the_report_shows_the_newest_known_backtest_by_segment():
+    """Segments of the backtests scored at 2024-02-01 (the newest known at the cutoff) and 2024-03-15 (not known)."""
+    segments = pd.DataFrame([*_segments("2024-02-01", fitted=True), *_segments("2024-03-15", fitted=False)])
+    segments.loc[segments["eval_cutoff_date"] == pd.Timestamp("2024-03-15"), "segment"] = "Unknown yet"
+    record = R.track_record(BACKTESTS, LTV, CUTOFF, 90, segments=segments)
+    assert record["segments"]["segment"].tolist() == ["Champions", "Dormant"]  # the largest forecast first
+    page, _ = R.build_report(CUTOFF, _scored([600.0, 400.0], [300.0, 200.0]), None, None, 90, 365, record=record)
+    assert ("The same scores, by the customers' segment at 2024-02-01 (no segments were stored then: fitted for this "
+            "check as the pipeline fits them)") in page
+    assert ("<td>Champions</td><td>1,200</td><td>50.0%</td><td>45.0%</td><td>0.700</td><td>$150</td><td>$100</td>"
+            "<td>+50.0%</td>") in page
+    # nobody bought: no ROC-AUC and no error, said as such
+    assert "<td>Dormant</td><td>800</td><td>2.0%</td><td>0.0%</td><td>–</td><td>$10</td><td>$0</td><td>–</td>" in page
+    assert "Unknown yet" not in page
+    # stored segments: no note; without the table, no section
+    record = R.track_record(BACKTESTS, LTV, CUTOFF, 90, segments=pd.DataFrame(_segments("2024-02-01", fitted=False)))
+    page, _ = R.build_report(CUTOFF, _scored([600.0, 400.0], [300.0, 200.0]), None, None, 90, 365, record=record)
+    assert "by the customers' segment at 2024-02-01: how right" in page
+    page, _ = R.build_report(CUTOFF, _scored([600.0, 400.0], [300.0, 200.0]), None, None, 90, 365,
+                             record=R.track_record(BACKTESTS, LTV, CUTOFF, 90))
+    assert "by segment" not in page

@@ -50,10 +50,12 @@ def customer_report(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -
                      if table_exists(conn, "evaluation", "backtest_metrics") else None)
         deciles = (conn.execute("SELECT * FROM evaluation.spend_deciles WHERE system = 'champion'").df()
                    if table_exists(conn, "evaluation", "spend_deciles") else None)
+        segments = (conn.execute("SELECT * FROM evaluation.segment_metrics WHERE system = 'champion'").df()
+                    if table_exists(conn, "evaluation", "segment_metrics") else None)
         ltv = (conn.execute("SELECT cutoff_date, window_end, system, metric, value FROM evaluation.ltv_metrics "
                             "WHERE system = 'champion'").df()
                if table_exists(conn, "evaluation", "ltv_metrics") else None)
-    record = logic.track_record(backtests, ltv, cutoff, HORIZON_DAYS, deciles=deciles)
+    record = logic.track_record(backtests, ltv, cutoff, HORIZON_DAYS, deciles=deciles, segments=segments)
     page, headline = logic.build_report(cutoff, current, previous, prev_cutoff, HORIZON_DAYS, LTV_HORIZON_DAYS, drift,
                                         record)
     folder = reports_dir(duckdb.database)

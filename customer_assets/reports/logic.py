@@ -66,7 +66,8 @@ LTV_METRICS = ("r2", "aggregate_error", "top10_share")
 
 
 def track_record(backtests: pd.DataFrame | None, ltv: pd.DataFrame | None, cutoff: date, horizon_days: int,
-                 lookback_days: int = TRACK_RECORD_DAYS, deciles: pd.DataFrame | None = None) -> dict[str, pd.DataFrame]:
+                 lookback_days: int = TRACK_RECORD_DAYS, deciles: pd.DataFrame | None = None,
+                 segments: pd.DataFrame | None = None) -> dict[str, pd.DataFrame]:
     """The champion's backtests that a reader at ``cutoff`` can know: those whose window had ended by ``cutoff``.
 
     Parameters
@@ -81,6 +82,7 @@ def track_record(backtests: pd.DataFrame | None, ltv: pd.DataFrame | None, cutof
     horizon_days : H, the window of the 90-day forecasts.
     lookback_days : only the backtests whose windows ended in the ``lookback_days`` up to ``cutoff``.
     deciles : rows of ``evaluation.spend_deciles`` (the champion's), or None.
+    segments : rows of ``evaluation.segment_metrics`` (the champion's), or None.
 
     Returns
     -------
@@ -90,7 +92,7 @@ def track_record(backtests: pd.DataFrame | None, ltv: pd.DataFrame | None, cutof
     total's error of every backtest known at ``cutoff``, older than ``lookback_days`` too (``eval_cutoff_date``,
     ``value``, oldest first), from which ``coverage`` checks the rows of ``spend`` as a report at each of them saw it.
     And ``deciles``: the spend deciles of the newest backtest in ``spend`` (``eval_cutoff_date``, ``decile``, …, from
-    decile 10 down), empty without one.
+    decile 10 down), and ``segments``: its rows by segment (largest forecast first); each empty without one.
     """
     start = cutoff - timedelta(days=lookback_days)
     spend = pd.DataFrame(columns=["scored_at", "window_end", *BACKTEST_METRICS.values()])
@@ -123,12 +125,15 @@ def track_record(backtests: pd.DataFrame | None, ltv: pd.DataFrame | None, cutof
                       .reindex(columns=list(LTV_METRICS)).reset_index()
                       .sort_values("served_at", ascending=False, ignore_index=True))
             checks.columns.name = None
-    newest = pd.DataFrame()
-    if deciles is not None and len(deciles) and len(spend):
-        scored = pd.to_datetime(deciles["eval_cutoff_date"]).dt.date
-        newest = (deciles[(scored == spend["scored_at"].iloc[0]) & (deciles["system"] == "champion")]
-                  .sort_values("decile", ascending=False, ignore_index=True))
-    return {"spend": spend, "ltv": checks, "known": known, "deciles": newest}
+    def of_newest(frame: pd.DataFrame | None, order: str) -> pd.DataFrame:  # the newest backtest's rows
+        if frame is None or not len(frame) or not len(spend):
+            return pd.DataFrame()
+        scored = pd.to_datetime(frame["eval_cutoff_date"]).dt.date
+        return (frame[(scored == spend["scored_at"].iloc[0]) & (frame["system"] == "champion")]
+                .sort_values(order, ascending=False, ignore_index=True))
+
+    return {"spend": spend, "ltv": checks, "known": known, "deciles": of_newest(deciles, "decile"),
+            "segments": of_newest(segments, "predicted_spend")}
 
 
 def past_miss_range(errors) -> tuple[float, float] | None:
@@ -297,6 +302,22 @@ def _track_record_section(record: dict[str, pd.DataFrame], cutoff: date, headlin
                       else "the top tenth spent nothing.</p>")
                    + _table(table, money=("forecast", "actual"),
                             pct=("share of the actual spend", "mean purchase probability", "bought"), signed=("off by",)))
+    by_segment = record.get("segments", pd.DataFrame())
+    if len(by_segment):
+        table = pd.DataFrame({
+            "segment": by_segment["segment"], "customers": [f"{int(n):,}" for n in by_segment["customers"]],
+            "mean purchase probability": by_segment["mean_purchase_probability"].astype(float),
+            "bought": by_segment["observed_purchase_rate"].astype(float),
+            "ROC-AUC within": by_segment["roc_auc"].astype(float),
+            "forecast": by_segment["predicted_spend"].astype(float), "actual": by_segment["actual_spend"].astype(float),
+            "off by": by_segment["aggregate_error"].astype(float)})
+        fitted = (by_segment["segments_from"] == "fitted").any()
+        out.append(f"<h3>The newest backtest, by segment</h3><p>The same scores, by the customers' segment at "
+                   f"{spend.iloc[0]['scored_at']}"
+                   + (" (no segments were stored then: fitted for this check as the pipeline fits them)" if fitted else "")
+                   + ": how right the purchase probabilities and the spend forecast were for each.</p>"
+                   + _table(table, money=("forecast", "actual"), pct=("mean purchase probability", "bought"),
+                            digits={"ROC-AUC within": 3}, signed=("off by",)))
     if not ltv.empty:
         out.append(f"<h3>Value over {ltv_horizon_days} days</h3>"
                    + _history_table(ltv, "served_at", "check", {"served_at": "served at", "r2": "LTV R²"}, {"LTV R²": 3}))
