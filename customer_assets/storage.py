@@ -41,6 +41,13 @@ def table_exists(conn: duckdb.DuckDBPyConnection, schema: str, table: str) -> bo
     return object_type(conn, schema, table) is not None
 
 
+def table_columns(conn: duckdb.DuckDBPyConnection, schema: str, table: str) -> set[str]:
+    """The column names of ``schema.table`` (empty when it does not exist): a table written by an earlier version may
+    lack the columns added since."""
+    return {r[0] for r in conn.execute("SELECT column_name FROM information_schema.columns WHERE table_schema = ? AND "
+                                       "table_name = ?", [schema, table]).fetchall()}
+
+
 def replace_partition(
     conn: duckdb.DuckDBPyConnection,
     schema: str,
@@ -97,8 +104,7 @@ def add_missing_columns(conn: duckdb.DuckDBPyConnection, schema: str, table: str
     as INSERT BY NAME does.) Returns the columns added, as "name TYPE".
     """
     fq = f"{checked_ident(schema)}.{checked_ident(table)}"
-    have = {r[0] for r in conn.execute("SELECT column_name FROM information_schema.columns WHERE table_schema = ? AND "
-                                       "table_name = ?", [schema, table]).fetchall()}
+    have = table_columns(conn, schema, table)
     added = []
     for name, type_, *_ in conn.execute(f"DESCRIBE SELECT * FROM ({select_sql})", params).fetchall():
         if name not in have:

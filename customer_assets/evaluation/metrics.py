@@ -135,19 +135,21 @@ def decile_table(y_spend, pred_spend, y_purchase, p_purchase) -> list[dict]:
     y, pred = _arr(y_spend), _arr(pred_spend)
     bought, p = _arr(y_purchase), _arr(p_purchase)
     decile = value_deciles(pred)
-    total = float(np.sum(y))
-    rows = []
-    for d in range(10, 0, -1):
-        m = decile == d
-        predicted, actual = float(np.sum(pred[m])), float(np.sum(y[m]))
-        rows.append({
-            "decile": d, "customers": int(m.sum()), "predicted_spend": predicted, "actual_spend": actual,
-            "aggregate_error": (predicted - actual) / actual if actual != 0 else float("nan"),
-            "share_of_actual": actual / total if total != 0 else float("nan"),
-            "mean_purchase_probability": float(p[m].mean()) if m.any() else float("nan"),
-            "observed_purchase_rate": float(bought[m].mean()) if m.any() else float("nan"),
-        })
-    return rows
+    return [{"decile": d, **_group_summary(decile == d, y, pred, bought, p)} for d in range(10, 0, -1)]
+
+
+def _group_summary(m: np.ndarray, y: np.ndarray, pred: np.ndarray, bought: np.ndarray, p: np.ndarray) -> dict:
+    """The customers of the mask ``m`` against all: their count, predicted and actual spend, the group's aggregate
+    error (NaN when it spent nothing) and share of all the actual spend, and their mean purchase probability against
+    the share that bought (NaN for an empty group)."""
+    predicted, actual, total = float(np.sum(pred[m])), float(np.sum(y[m])), float(np.sum(y))
+    return {
+        "customers": int(m.sum()), "predicted_spend": predicted, "actual_spend": actual,
+        "aggregate_error": (predicted - actual) / actual if actual != 0 else float("nan"),
+        "share_of_actual": actual / total if total != 0 else float("nan"),
+        "mean_purchase_probability": float(p[m].mean()) if m.any() else float("nan"),
+        "observed_purchase_rate": float(bought[m].mean()) if m.any() else float("nan"),
+    }
 
 
 def segment_table(segments, y_spend, pred_spend, y_purchase, p_purchase) -> list[dict]:
@@ -158,20 +160,11 @@ def segment_table(segments, y_spend, pred_spend, y_purchase, p_purchase) -> list
     seg = np.asarray(segments, dtype=object)
     y, pred = _arr(y_spend), _arr(pred_spend)
     bought, p = _arr(y_purchase), _arr(p_purchase)
-    total = float(np.sum(y))
     rows = []
     for name in sorted(set(seg.tolist())):
         m = seg == name
-        predicted, actual = float(np.sum(pred[m])), float(np.sum(y[m]))
-        one_class = bought[m].min() == bought[m].max()
-        rows.append({
-            "segment": str(name), "customers": int(m.sum()),
-            "mean_purchase_probability": float(p[m].mean()), "observed_purchase_rate": float(bought[m].mean()),
-            "roc_auc": float("nan") if one_class else roc_auc(bought[m], p[m]),
-            "predicted_spend": predicted, "actual_spend": actual,
-            "aggregate_error": (predicted - actual) / actual if actual != 0 else float("nan"),
-            "share_of_actual": actual / total if total != 0 else float("nan"),
-        })
+        rows.append({"segment": str(name), **_group_summary(m, y, pred, bought, p),
+                     "roc_auc": float("nan") if bought[m].min() == bought[m].max() else roc_auc(bought[m], p[m])})
     return sorted(rows, key=lambda r: (-r["predicted_spend"], r["segment"]))
 
 

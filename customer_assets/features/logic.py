@@ -20,7 +20,7 @@ import duckdb
 import pandas as pd
 
 from customer_assets.ingest.logic import daily_sql
-from customer_assets.storage import replace_partition, table_exists
+from customer_assets.storage import replace_partition, table_columns, table_exists
 
 WINDOWS = (30, 90, 180, 365)
 
@@ -120,9 +120,7 @@ def inputs_changed(conn: duckdb.DuckDBPyConnection, cutoff: date, horizon_days: 
     """
     stored = None
     if table_exists(conn, "features", "partition_inputs"):
-        recorded_h = "horizon_days" in {r[0] for r in conn.execute(
-            "SELECT column_name FROM information_schema.columns WHERE table_schema = 'features' "
-            "AND table_name = 'partition_inputs'").fetchall()}  # not in tables of earlier versions
+        recorded_h = "horizon_days" in table_columns(conn, "features", "partition_inputs")  # not before 2026-11-24
         stored = conn.execute(
             "SELECT history_rows, history_digest, window_rows, window_digest, load_id, "
             f"{'horizon_days' if recorded_h else 'NULL'} FROM features.partition_inputs WHERE cutoff_date = ?",

@@ -19,7 +19,7 @@ import duckdb
 
 from customer_assets.erasure import erased_ids_in
 from customer_assets.settings import FIELDS, MAPPING_HELP, ColumnMapping, SettingError, quote_ident, sql_literal
-from customer_assets.storage import object_type, table_exists, transaction
+from customer_assets.storage import object_type, table_columns, table_exists, transaction
 
 SUPPORTED = (".csv", ".tsv", ".txt", ".dat", ".parquet", ".pq", ".gz", ".zst")
 
@@ -290,6 +290,7 @@ class Load:
     file_modified_ns: int
     stored_copy: bool
     files: str | None = None  # JSON: each file read, its size, time and source rows; NULL in loads of older versions
+    mapping: str | None = None  # JSON: field -> the source's column
 
     def file_list(self) -> list[dict]:
         """Each file the load read, with ``path``, ``bytes``, ``modified_ns``, ``rows`` and the ``first_row`` and
@@ -457,11 +458,10 @@ def current_load(conn: duckdb.DuckDBPyConnection) -> Load:
     """The latest load recorded in ``raw.loads``."""
     if not table_exists(conn, "raw", "loads"):
         raise ValueError("Nothing has been loaded yet: materialize raw/transactions first")
-    has_files = conn.execute("SELECT count(*) FROM information_schema.columns WHERE table_schema = 'raw' "
-                             "AND table_name = 'loads' AND column_name = 'files'").fetchone()[0]
+    has_files = "files" in table_columns(conn, "raw", "loads")
     row = conn.execute(
         "SELECT load_id, source_file, format, rows, file_bytes, file_modified_ns, stored_copy, "
-        f"{'files' if has_files else 'NULL'} FROM raw.loads ORDER BY loaded_at DESC, rowid DESC LIMIT 1"
+        f"{'files' if has_files else 'NULL'}, mapping FROM raw.loads ORDER BY loaded_at DESC, rowid DESC LIMIT 1"
     ).fetchone()
     if row is None:
         raise ValueError("Nothing has been loaded yet: materialize raw/transactions first")
@@ -736,10 +736,7 @@ def refuse_if_nothing_clean(conn: duckdb.DuckDBPyConnection, load: Load, n_raw: 
         """,
         file_params,
     ).fetchall()
-    mapping = {}
-    if table_exists(conn, "raw", "loads"):
-        found = conn.execute("SELECT mapping FROM raw.loads WHERE load_id = ?", [load.load_id]).fetchone()
-        mapping = json.loads(found[0]) if found and found[0] else {}
+    mapping = json.loads(load.mapping) if load.mapping else {}
     fields = ("date", "amount", "quantity", "unit_price")
     lines = []
     for reason, n, path, file_row, *values in rows:

@@ -23,10 +23,10 @@ from customer_assets.storage import markdown_preview, replace_partition_df, tabl
 def _same_horizons(name: str, partition: date, row) -> None:
     """Refuse a stored model trained for another label horizon (or, for ltv, another LTV horizon) than the one set
     now: its probabilities and spend are for a window of another length. Rows of earlier versions record none."""
-    for column, now, variable in (("horizon_days", HORIZON_DAYS, ENV_HORIZON),
-                                  ("ltv_horizon_days", LTV_HORIZON_DAYS, ENV_LTV_HORIZON)):
-        if column == "ltv_horizon_days" and name != "ltv":
-            continue
+    held = [("horizon_days", HORIZON_DAYS, ENV_HORIZON)]
+    if name == "ltv":
+        held.append(("ltv_horizon_days", LTV_HORIZON_DAYS, ENV_LTV_HORIZON))
+    for column, now, variable in held:
         then = row.get(column)
         if then is not None and not pd.isna(then) and int(then) != now:
             raise dg.Failure(
