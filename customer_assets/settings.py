@@ -43,9 +43,12 @@ ENV_SEGMENTS = "CUSTOMER_ASSETS_SEGMENTS"
 ENV_NIGHTLY_START = "CUSTOMER_ASSETS_NIGHTLY_START"
 ENV_ENCODING = "CUSTOMER_ASSETS_ENCODING"
 ENV_FORMAT = "CUSTOMER_ASSETS_FORMAT"
+ENV_STACK_OPTIONS = "CUSTOMER_ASSETS_STACK_OPTIONS"
+ENV_MAX_ROWS_PER_CUTOFF = "CUSTOMER_ASSETS_MAX_ROWS_PER_CUTOFF"
 # settings that both Dagster config and an environment variable can set: config field -> variable
 SETTING_ENVS = {"same_season": ENV_SAME_SEASON, "spend_blend_weight": ENV_SPEND_BLEND_WEIGHT, "date_order": ENV_DATE_ORDER,
-                "max_history_loss": ENV_MAX_HISTORY_LOSS}
+                "max_history_loss": ENV_MAX_HISTORY_LOSS, "stack_options": ENV_STACK_OPTIONS,
+                "max_rows_per_cutoff": ENV_MAX_ROWS_PER_CUTOFF}
 
 
 class SettingError(ValueError):
@@ -218,6 +221,48 @@ def spend_blend_weight(value: float | None = None) -> float | None:
     except ValueError:
         raise SettingError("spend_blend_weight", f"{ENV_SPEND_BLEND_WEIGHT}={raw!r} is not a number: set a weight from 0 to 1, or unset it "
                          "to choose the weight on validation") from None
+
+
+def stack_options(value: list[str] | None, default: tuple[tuple[int, int], ...]) -> tuple[tuple[int, int], ...]:
+    """The candidate stackings of models/churn, spend and next_purchase as (cutoffs, days apart): ``value`` (their
+    ``stack_options`` config, e.g. ``["4x30", "8x30"]``) wins over ``CUSTOMER_ASSETS_STACK_OPTIONS`` (the same,
+    comma-separated: ``4x30,8x30``); ``default`` when neither is set. Read at run time, so the nightly runs, which
+    carry no config, follow the variable. A malformed option raises ``SettingError`` naming it."""
+    if value is None:
+        raw = os.environ.get(ENV_STACK_OPTIONS, "").strip()
+        if not raw:
+            return default
+        value = raw.split(",")
+    out = []
+    for option in value:
+        try:
+            n, step = (int(v) for v in option.strip().lower().split("x"))
+        except ValueError:
+            raise SettingError("stack_options", f"stack option {option.strip()!r} is not <cutoffs>x<days>, e.g. 4x30") from None
+        if n < 1 or step < 1:
+            raise SettingError("stack_options", f"stack option {option.strip()!r} needs at least 1 cutoff and 1 day")
+        out.append((n, step))
+    if not out:
+        raise SettingError("stack_options", "stack_options is empty: give at least one, e.g. 4x30")
+    return tuple(out)
+
+
+def max_rows_per_cutoff(value: int | None, default: int) -> int:
+    """How many customers of each cutoff the models train on (a fixed hash sample beyond it, the same customers at
+    every cutoff): ``value`` (the model assets' ``max_rows_per_cutoff`` config) wins over
+    ``CUSTOMER_ASSETS_MAX_ROWS_PER_CUTOFF``; ``default`` when neither is set. Read at run time."""
+    if value is None:
+        raw = os.environ.get(ENV_MAX_ROWS_PER_CUTOFF, "").strip()
+        if not raw:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise SettingError("max_rows_per_cutoff", f"{ENV_MAX_ROWS_PER_CUTOFF}={raw!r} is not a whole number: set "
+                               f"how many customers per cutoff to train on, or unset it for {default:,}") from None
+    if value < 1:
+        raise SettingError("max_rows_per_cutoff", f"max_rows_per_cutoff {value} is not a number of customers, 1 or more")
+    return value
 
 
 # A run of a job that lasts longer is failed by Dagster's run monitoring (enabled in dagster.yaml), so that a hung run

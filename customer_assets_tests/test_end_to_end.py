@@ -895,6 +895,51 @@ def test_model_config_sets_the_stacking_candidates_and_refuses_bad_ones(scored, 
     assert json.loads(_q(copy, "SELECT params FROM models.churn WHERE cutoff_date = '1998-04-01'").params.iloc[0]) == params
 
 
+def test_the_nightly_runs_set_the_stacking_and_the_row_cap_through_the_environment(scored, tmp_path, monkeypatch):
+    """The schedules' runs carry no config: CUSTOMER_ASSETS_STACK_OPTIONS and CUSTOMER_ASSETS_MAX_ROWS_PER_CUTOFF are
+    how they set the candidate stackings and the customers per cutoff. Config still wins, and a bad value fails
+    before anything is trained, naming the variable; the stored model stays."""
+    import shutil
+
+    from customer_assets import settings
+
+    copy = str(tmp_path / "w.duckdb")
+    shutil.copy(scored, copy)
+
+    def stacking(name):
+        params = json.loads(_q(copy, f"SELECT params FROM models.{name} WHERE cutoff_date = '1998-04-01'").params.iloc[0])
+        return {(r["stacked_cutoffs"], r["stack_step_days"]): r["train_rows"] for r in params["selection"]
+                if r["family"] == "xgboost"}
+
+    before = stacking("churn")  # the defaults: every customer of the slice at every cutoff
+    assert set(before) == {(2, 30), (4, 30), (8, 30), (4, 60), (8, 15)}
+    monkeypatch.setenv(settings.ENV_STACK_OPTIONS, " 2x30, 3x45")
+    monkeypatch.setenv(settings.ENV_MAX_ROWS_PER_CUTOFF, "500")  # a quarter of the slice's 2,000 customers
+    assert materialize(copy, "models/churn", partition_key="1998-04-01").success
+    after = stacking("churn")
+    assert set(after) == {(2, 30), (3, 45)}
+    # the same two cutoffs, a fixed hash sample of a quarter of their customers (binomial spread about 1%)
+    assert 0.22 < after[(2, 30)] / before[(2, 30)] < 0.28
+    # config wins over both variables
+    assert materialize(copy, "models/churn", partition_key="1998-04-01",
+                       run_config={"ops": {"models__churn": {"config": {"stack_options": ["4x30"],
+                                                                        "max_rows_per_cutoff": 50_000}}}}).success
+    assert stacking("churn") == {(4, 30): before[(4, 30)]}
+    stored = _q(copy, "SELECT params, trained_at FROM models.spend WHERE cutoff_date = '1998-04-01'")
+    for name, value, message in (
+            (settings.ENV_STACK_OPTIONS, "2x30,4-30", "stack option '4-30' is not <cutoffs>x<days>, e.g. 4x30 "
+             "(set by the `stack_options` config or CUSTOMER_ASSETS_STACK_OPTIONS)"),
+            (settings.ENV_MAX_ROWS_PER_CUTOFF, "lots", "CUSTOMER_ASSETS_MAX_ROWS_PER_CUTOFF='lots' is not a whole number"),
+            (settings.ENV_MAX_ROWS_PER_CUTOFF, "0", "max_rows_per_cutoff 0 is not a number of customers, 1 or more "
+             "(set by the `max_rows_per_cutoff` config or CUSTOMER_ASSETS_MAX_ROWS_PER_CUTOFF)")):
+        monkeypatch.setenv(name, value)
+        result = materialize(copy, "models/spend", partition_key="1998-04-01", raise_on_error=False)
+        failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+        assert message in failure.step_failure_data.error.message, value
+        monkeypatch.delenv(name)
+    assert _q(copy, "SELECT params, trained_at FROM models.spend WHERE cutoff_date = '1998-04-01'").equals(stored)
+
+
 SCORE_CHECKS = dg.AssetSelection.checks(*[dg.AssetCheckKey(dg.AssetKey(["scores", "scored_customers"]), name)
                                             for name in ("every_customer_scored_once", "scores_valid")])
 

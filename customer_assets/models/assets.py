@@ -17,7 +17,15 @@ from customer_assets.features import logic as F
 from customer_assets.models import candidates as C
 from customer_assets.models import logic as L
 from customer_assets.partitions import CUTOFF_PARTITIONS
-from customer_assets.settings import HORIZON_DAYS, LTV_HORIZON_DAYS, SettingError, same_season, spend_blend_weight
+from customer_assets.settings import (
+    HORIZON_DAYS,
+    LTV_HORIZON_DAYS,
+    SettingError,
+    max_rows_per_cutoff,
+    same_season,
+    spend_blend_weight,
+    stack_options,
+)
 from customer_assets.storage import markdown_preview, replace_partition_df
 
 FEATURES = dg.AssetKey(["features", "customer_features"])
@@ -25,19 +33,21 @@ GROUP = "models"
 
 
 class ModelConfig(dg.Config):
-    """A per-cutoff row cap, and the fewest customers with complete labels a model may be trained on."""
+    """A per-cutoff row cap (unset: ``CUSTOMER_ASSETS_MAX_ROWS_PER_CUTOFF``, else 50,000), and the fewest customers
+    with complete labels a model may be trained on."""
 
-    max_rows_per_cutoff: int = L.MAX_ROWS_PER_CUTOFF
+    max_rows_per_cutoff: int | None = None
     min_labelled_customers: int = L.MIN_LABELLED_CUSTOMERS
 
 
 class TrainingConfig(ModelConfig):
-    """As ``ModelConfig``, the candidate stackings as "<cutoffs>x<days apart>" (validation picks one), and when
-    churn and spend correct to the scoring window's season a year back: "checked" (where the same correction two
-    years back passes its check), "assume_seasonal" (also unchecked, where history is too short to check) or "off";
-    unset, from ``CUSTOMER_ASSETS_SAME_SEASON`` (default "checked")."""
+    """As ``ModelConfig``, the candidate stackings as "<cutoffs>x<days apart>" (validation picks one; unset, from
+    ``CUSTOMER_ASSETS_STACK_OPTIONS``, else 2x30, 4x30, 8x30, 4x60 and 8x15), and when churn and spend correct to
+    the scoring window's season a year back: "checked" (where the same correction two years back passes its check),
+    "assume_seasonal" (also unchecked, where history is too short to check) or "off"; unset, from
+    ``CUSTOMER_ASSETS_SAME_SEASON`` (default "checked")."""
 
-    stack_options: list[str] = [f"{n}x{step}" for n, step in L.STACK_OPTIONS]
+    stack_options: list[str] | None = None
     same_season: str | None = None
 
 
@@ -47,21 +57,6 @@ class SpendConfig(TrainingConfig):
     (with BG/NBD alone as a candidate family)."""
 
     spend_blend_weight: float | None = None
-
-
-def parse_stack_options(options: list[str]) -> tuple[tuple[int, int], ...]:
-    out = []
-    for o in options:
-        try:
-            n, step = (int(v) for v in o.lower().split("x"))
-        except ValueError:
-            raise dg.Failure(f"stack option {o!r} is not <cutoffs>x<days>, e.g. 4x30") from None
-        if n < 1 or step < 1:
-            raise dg.Failure(f"stack option {o!r} needs at least 1 cutoff and 1 day")
-        out.append((n, step))
-    if not out:
-        raise dg.Failure("stack_options is empty: give at least one, e.g. 4x30")
-    return tuple(out)
 
 
 # Feature frames computed for training, shared by the model assets of one run: churn, spend and
@@ -85,6 +80,14 @@ def training_data(conn, cutoff: date, config: ModelConfig, what: str, run_id: st
     Within one run (``run_id``) the frames are computed once and shared by the model assets. A stored
     partition written before its labels were complete is not used: it is recomputed (``warn`` says so).
     """
+    try:  # the settings first: a bad one fails before any feature is computed, saying where it is set
+        row_cap = max_rows_per_cutoff(config.max_rows_per_cutoff, L.MAX_ROWS_PER_CUTOFF)
+        options = (stack_options(config.stack_options, L.STACK_OPTIONS) if isinstance(config, TrainingConfig)
+                   else L.STACK_OPTIONS)
+        season = same_season(getattr(config, "same_season", None))
+        blend = spend_blend_weight(config.spend_blend_weight) if isinstance(config, SpendConfig) else None
+    except SettingError as exc:
+        raise dg.Failure(f"{exc} {exc.where()}") from exc
     start, end = F.data_bounds(conn)
     try:
         F.require_complete_labels(cutoff, HORIZON_DAYS, end, f"models/{what} for partition {cutoff}")
@@ -96,7 +99,7 @@ def training_data(conn, cutoff: date, config: ModelConfig, what: str, run_id: st
     if n_customers == 0:
         raise dg.Failure(f"No customer has a purchase on or before {cutoff}: nothing to train partition {cutoff} on.")
     # large data: train on a fixed hash sample of customers (the same ones at every cutoff), so memory stays bounded
-    fraction = min(1.0, config.max_rows_per_cutoff / n_customers)
+    fraction = min(1.0, row_cap / n_customers)
     threshold = int(fraction * 1_000_000)
     shared = _run_cache(run_id)
 
@@ -123,14 +126,11 @@ def training_data(conn, cutoff: date, config: ModelConfig, what: str, run_id: st
             raise AssertionError(f"partition {cutoff} asked for the histories at {c}, after {cutoff} + {HORIZON_DAYS} days")
         return F.compute_features(conn, c, HORIZON_DAYS, end, fraction)
 
-    options = parse_stack_options(config.stack_options) if isinstance(config, TrainingConfig) else L.STACK_OPTIONS
     try:
-        return L.TrainingData(cutoff, HORIZON_DAYS, start, load, options,
-                              max_rows_per_cutoff=10 * config.max_rows_per_cutoff,
+        return L.TrainingData(cutoff, HORIZON_DAYS, start, load, options, max_rows_per_cutoff=10 * row_cap,
                               min_labelled_customers=config.min_labelled_customers, histories=histories,
-                              same_season=same_season(getattr(config, "same_season", None)),
-                              spend_blend_weight=spend_blend_weight(config.spend_blend_weight) if isinstance(config, SpendConfig) else None)
-    except SettingError as exc:  # a bad same_season or spend_blend_weight: say where it can be set
+                              same_season=season, spend_blend_weight=blend)
+    except SettingError as exc:  # a same_season or spend_blend_weight the model refuses: say where it can be set
         raise dg.Failure(f"{exc} {exc.where()}") from exc
 
 
