@@ -123,7 +123,8 @@ def max_history_loss(value: float | None = None) -> float:
     """The largest share of its history a reload of the same source may lose before clean/transactions refuses it.
 
     ``value`` (Dagster config) wins over ``CUSTOMER_ASSETS_MAX_HISTORY_LOSS``; the default is 0.05. The history
-    is the previous load's clean rows dated on or before its last date; 1 accepts any reload. Read at run time.
+    is the previous load's clean rows dated on or before its last date, and the customers in them; 1 accepts any
+    reload. Read at run time.
     """
     if value is None:
         raw = os.environ.get(ENV_MAX_HISTORY_LOSS, "").strip()

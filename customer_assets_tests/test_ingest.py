@@ -283,7 +283,8 @@ def test_the_date_order_is_set_by_config_or_environment_and_a_refusal_names_both
     with duckdb.connect(warehouse, read_only=True) as conn:  # 01/13/2011, the second row
         assert conn.execute("SELECT source_row, txn_date::VARCHAR FROM clean.transactions").fetchall() == [(2, "2011-01-13")]
     config = source_config(mixed, columns)
-    config["ops"]["clean_transactions"] = {"config": {"date_order": "day_first"}}  # the config wins
+    # the config wins; the row kept is another customer's, so this reload loses every customer: accepted as such
+    config["ops"]["clean_transactions"] = {"config": {"date_order": "day_first", "max_history_loss": 1.0}}
     result = materialize(warehouse, selection, run_config=config)
     with duckdb.connect(warehouse, read_only=True) as conn:  # now the first row is the one kept
         assert conn.execute("SELECT source_row, txn_date::VARCHAR FROM clean.transactions").fetchall() == [(1, "2011-01-13")]

@@ -86,7 +86,7 @@ def test_a_file_that_arrives_after_the_load_waits_for_the_next_one(exports):
     assert (counts["raw_rows"], counts["clean_rows"]) == (8, 5)
     # the same pattern is the same source: a new month adds days and changes none
     assert counts["history"] == ("same source: 0 day(s) on or before 2020-02-15 changed since load first; "
-                                 "rows on or before 2020-02-15: 4 -> 4 (+0.0%)")
+                                 "rows on or before 2020-02-15: 4 -> 4 (+0.0%); customers in them: 2, the same")
     assert counts["data_changed"]
     rejected = conn.execute("SELECT source_file, file_row FROM quality.rejected_transactions ORDER BY source_row").fetchall()
     assert [(os.path.basename(f), r) for f, r in rejected] == [("orders_2020-01.csv", 3), ("orders_2020-02.csv", 2),

@@ -42,13 +42,16 @@ def test_a_reload_that_lost_history_is_refused_and_clean_is_kept(ledger_csv):
         _reload(conn, ledger_csv, "second")
     assert str(refused.value) == (
         f"Load second of {ledger_csv} has 6 fewer clean rows dated on or before 2020-07-15 than load first of the same "
-        "file (11 -> 5, -54.5%), more than max_history_loss allows (5.0%). Was the export cut short? "
-        "clean.transactions is unchanged. If the history really shrank, set max_history_loss in the config of "
-        "clean/transactions, or CUSTOMER_ASSETS_MAX_HISTORY_LOSS, to 0.55 or more.")
+        "file (11 -> 5, -54.5%), more than max_history_loss allows (5.0%). It lost 3 of the 4 customers of load first "
+        "of the same file (-75.0%) too. Was the export cut short? clean.transactions is unchanged. If the history "
+        "really shrank, set max_history_loss in the config of clean/transactions, or CUSTOMER_ASSETS_MAX_HISTORY_LOSS, "
+        "to 0.75 or more.")  # only A is left of A, B, C and D: the share named accepts both losses
     assert _clean(conn) == (11, "first")
     assert conn.execute("SELECT count(*) FROM quality.history_changes").fetchone()[0] == 0
+    with pytest.raises(logic.HistoryLossError, match=r"lost 3 of the 4 customers .*\(those days' rows: 11 -> 5\)\. Was the export filtered or cut short\? .* to 0\.75 or more"):
+        logic.clean_transactions(conn, max_history_loss=0.55)  # enough for the rows, not for the customers
     # the share the message names is enough to accept it
-    counts = logic.clean_transactions(conn, max_history_loss=0.55)
+    counts = logic.clean_transactions(conn, max_history_loss=0.75)
     assert _clean(conn) == (5, "second")
     assert (counts["history_rows_before"], counts["history_rows_after"]) == (11, 5)
     # the days lost, each with its rows and net amount before and after (A's 04-15 and 05-01, B, C and D's two)
@@ -67,7 +70,8 @@ def test_late_rows_and_corrections_are_listed_by_day_and_new_days_are_not(ledger
     counts = _reload(conn, ledger_csv, "second")
     assert counts["data_changed"]
     assert counts["history"] == ("same source: 2 day(s) on or before 2020-07-15 changed since load first, the first "
-                                 "2020-03-01; rows on or before 2020-07-15: 11 -> 12 (+9.1%)")
+                                 "2020-03-01; rows on or before 2020-07-15: 11 -> 12 (+9.1%); customers in them: 4, "
+                                 "the same")  # E's purchase is after 2020-07-15
     changes = conn.execute("SELECT load_id, previous_load_id, txn_date::VARCHAR, rows_before, rows_after, amount_before, "
                            "amount_after FROM quality.history_changes ORDER BY txn_date").fetchall()
     assert changes == [("second", "first", "2020-03-01", 1, 1, 100.0, 80.0),
@@ -258,7 +262,8 @@ def test_a_refused_reload_says_how_many_of_its_rows_were_rejected_and_why(ledger
     ledger_csv.write_text("".join(lines[:6] + [lines[12], lines[15]]))
     with pytest.raises(logic.HistoryLossError) as refused:
         _reload(conn, ledger_csv, "second")
-    assert ("(11 -> 5, -54.5%), more than max_history_loss allows (5.0%). This load rejected 2 of its 7 raw rows "
+    assert ("(11 -> 5, -54.5%), more than max_history_loss allows (5.0%). It lost 3 of the 4 customers of load first "
+            "of the same file (-75.0%) too. This load rejected 2 of its 7 raw rows "
             "(negative_price 1, null_customer_id 1). Was the export cut short?") in str(refused.value)
     assert _clean(conn) == (11, "first")
 
@@ -277,3 +282,56 @@ def test_a_partition_whose_labels_were_computed_for_another_horizon_is_recompute
         assert warnings == ["features/customer_features 2020-03-31 is out of date: its labels were computed for a 60-day "
                             "window, and the horizon is now 90 days (CUSTOMER_ASSETS_HORIZON_DAYS). models/churn "
                             "recomputes it from clean.transactions. Materialize that partition again to refresh it."]
+
+
+def _padded(text: str, pad: bool) -> str:
+    """The ledger with customers A to D as numeric ids: 00101 to 00104, or 101 to 104 as a spreadsheet saves them."""
+    ids = {"A": "00101", "B": "00102", "C": "00103", "D": "00104"}
+    out = []
+    for line in text.splitlines(keepends=True):
+        first, sep, rest = line.partition(",")
+        key = first.strip().upper()
+        if key in ids:
+            first = first.replace(first.strip(), ids[key] if pad else ids[key].lstrip("0"))
+        out.append(first + sep + rest)
+    return "".join(out)
+
+
+def test_a_reload_whose_customer_ids_were_rewritten_is_refused_so_an_erased_customer_stays_erased(ledger_csv):
+    """A spreadsheet that opened and saved the export dropped the ids' leading zeros: every row is still there, and
+    every customer is new. Before, the reload was accepted (only a warning that the history changed), and the rows of
+    an erased customer came back under the new id."""
+    from customer_assets.erasure import erase_customers
+
+    conn = duckdb.connect()
+    ledger_csv.write_text(_padded(LEDGER, pad=True))
+    _reload(conn, ledger_csv, "first")
+    erase_customers(conn, ["00104"], 90)  # D: 2019-12-01 and 2020-07-15; the history now ends on A's 2020-05-01
+    assert _clean(conn) == (9, "first")
+    ledger_csv.write_text(_padded(LEDGER, pad=False))
+    with pytest.raises(logic.HistoryLossError) as refused:
+        _reload(conn, ledger_csv, "second")
+    assert str(refused.value) == (
+        f"Load second of {ledger_csv} lost 3 of the 3 customers of load first of the same file (-100.0%), more than "
+        "max_history_loss allows (5.0%): none of their rows dated on or before 2020-05-01 is in it (those days' rows: "
+        "9 -> 10). 4 customer ids appeared that had none. 3 of the missing ids are new ids once their leading zeros "
+        "are dropped: a spreadsheet that opened and saved the export turns 00042 into 42. Were the customer ids "
+        "rewritten? Then every customer would start a new history, and an erased customer's rows would come back "
+        "under the new id. Export the ids as before. clean.transactions is unchanged. If the customers really "
+        "changed, set max_history_loss in the config of clean/transactions, or CUSTOMER_ASSETS_MAX_HISTORY_LOSS, to "
+        "1.00 or more.")
+    assert _clean(conn) == (9, "first")
+    assert conn.execute("SELECT count(*) FROM clean.transactions WHERE customer_id IN ('104', '00104')").fetchone()[0] == 0
+    # the ids exported as before: accepted, and the erased customer's rows are set aside again
+    ledger_csv.write_text(_padded(LEDGER, pad=True))
+    counts = _reload(conn, ledger_csv, "third")
+    assert (_clean(conn), counts["history_customers_missing"], counts["rejected_erased_customer"]) == ((9, "third"), 0, 2)
+    # a merge of customers in the shop's system: C's purchase now under B, one of three customers gone (33.3%)
+    ledger_csv.write_text(_padded(LEDGER.replace("C,2020-04-02", "B,2020-04-02"), pad=True))
+    with pytest.raises(logic.HistoryLossError, match=r"lost 1 of the 3 customers .*\(-33\.3%\).* rows: 9 -> 9\)\. Their "
+                       r"rows are there under other customers' ids: were customers merged\? .* to 0\.34 or more"):
+        _reload(conn, ledger_csv, "fourth")
+    with pytest.raises(logic.HistoryLossError):
+        logic.clean_transactions(conn, max_history_loss=0.33)  # 1/3 is more than 0.33: the share is named rounded up
+    counts = logic.clean_transactions(conn, max_history_loss=0.34)
+    assert (_clean(conn), counts["history_customers_missing"]) == ((9, "fourth"), 1)

@@ -149,9 +149,9 @@ class CleanConfig(dg.Config):
     some dates only read that way, as 13/01/2011, and none only month first), "month_first" or "day_first". Empty:
     from ``CUSTOMER_ASSETS_DATE_ORDER``, else "auto".
 
-    ``max_history_loss``: the largest share of the previous load's rows (those dated on or before its last date)
-    that a reload of the same source file may lose; more is refused as a cut-short export, and clean.transactions
-    stays as it was. Unset: ``CUSTOMER_ASSETS_MAX_HISTORY_LOSS``, else 0.05. 1 accepts any reload."""
+    ``max_history_loss``: the largest share of the previous load's rows (those dated on or before its last date),
+    or of the customers in them, that a reload of the same source file may lose; more is refused (a cut-short
+    export, rewritten customer ids), and clean.transactions stays as it was. Unset: ``CUSTOMER_ASSETS_MAX_HISTORY_LOSS``, else 0.05. 1 accepts any reload."""
 
     date_order: str = ""
     max_history_loss: float | None = None
@@ -182,7 +182,7 @@ class CleanConfig(dg.Config):
             kinds={"duckdb"},
             description=("The days, up to the previous load's last date, whose clean rows differ from the previous "
                          "load's: late rows, corrections, deletions. Replaced on each load. A reload of the same file "
-                         "that loses more than max_history_loss of those rows is refused."),
+                         "that loses more than max_history_loss of those rows, or of their customers, is refused."),
             metadata={"dagster/column_schema": schemas.column_schema(schemas.HISTORY_CHANGES)},
         ),
     ],
@@ -220,6 +220,7 @@ def clean_transactions(context: dg.AssetExecutionContext, config: CleanConfig, d
             "date_order": counts["date_order"],
             "history": counts["history"],
             "history_changed_days": counts.get("history_changed_days", 0),
+            "history_customers_missing": counts.get("history_customers_missing", 0),
             "data_changed": counts["data_changed"],
             "preview": dg.MetadataValue.md(markdown_preview(clean_preview)),
         },

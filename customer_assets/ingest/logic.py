@@ -9,6 +9,7 @@ from __future__ import annotations
 import glob
 import gzip
 import json
+import math
 import re
 import zlib
 from dataclasses import dataclass, replace
@@ -754,7 +755,13 @@ def refuse_if_nothing_clean(conn: duckdb.DuckDBPyConnection, load: Load, n_raw: 
 
 
 class HistoryLossError(ValueError):
-    """A reload of the same source lost more of the previous load's history than ``max_history_loss`` allows."""
+    """A reload of the same source lost more of the previous load's history than ``max_history_loss`` allows: of its
+    rows, or of its customers."""
+
+
+# The customers of a history: compared by id between two loads, since a reload whose ids were rewritten (a
+# spreadsheet that opened and saved the export turns 00042 into 42) keeps every row and loses every customer.
+CUSTOMERS_SQL = "SELECT DISTINCT customer_id FROM clean.transactions"
 
 
 @dataclass(frozen=True)
@@ -774,6 +781,7 @@ def previous_clean(conn: duckdb.DuckDBPyConnection) -> Previous | None:
     if row[0] is None:
         return None
     conn.execute(f"CREATE OR REPLACE TEMP TABLE _old_daily AS {DAILY_SQL}")
+    conn.execute(f"CREATE OR REPLACE TEMP TABLE _old_customers AS {CUSTOMERS_SQL}")
     source = None
     if table_exists(conn, "raw", "loads"):
         found = conn.execute("SELECT source_file FROM raw.loads WHERE load_id = ?", [row[0]]).fetchone()
@@ -796,7 +804,8 @@ ORDER BY txn_date
 
 def compare_history(conn: duckdb.DuckDBPyConnection, previous: Previous | None, load: Load, max_loss: float) -> dict:
     """Write ``quality.history_changes`` (the days, up to the previous load's last date, whose clean rows changed)
-    and refuse a reload of the same source that lost more than ``max_loss`` of those rows.
+    and refuse a reload of the same source that lost more than ``max_loss`` of those rows, or of the customers in them
+    (``_old_customers``: a reload whose ids were rewritten keeps every row and loses every customer).
 
     Runs inside the cleaning's transaction, after the new ``clean.transactions`` is written, so a refusal rolls
     it back. A different source file is a new history, not a loss, and a new cleaning of the same load differs only
@@ -806,6 +815,16 @@ def compare_history(conn: duckdb.DuckDBPyConnection, previous: Previous | None, 
         conn.execute(f"CREATE OR REPLACE TEMP TABLE _old_daily AS {DAILY_SQL} LIMIT 0")
         conn.execute(HISTORY_CHANGES_SQL, [load.load_id, None, None])
         return {"history": "first load: nothing to compare with", "data_changed": True}
+    customers, missing, new, unpadded = conn.execute(
+        """
+        WITH new AS (SELECT DISTINCT customer_id FROM clean.transactions WHERE txn_date <= ?),
+             gone AS (SELECT customer_id FROM _old_customers ANTI JOIN new USING (customer_id)),
+             came AS (SELECT customer_id FROM new ANTI JOIN _old_customers USING (customer_id))
+        SELECT (SELECT count(*) FROM _old_customers), (SELECT count(*) FROM gone), (SELECT count(*) FROM came),
+               (SELECT count(*) FROM gone SEMI JOIN came ON ltrim(gone.customer_id, '0') = ltrim(came.customer_id, '0'))
+        """,
+        [previous.last_date],
+    ).fetchone()
     conn.execute(HISTORY_CHANGES_SQL, [load.load_id, previous.load_id, previous.last_date])
     before, after, days, first, last = conn.execute(
         "SELECT (SELECT sum(rows) FROM _old_daily), "
@@ -821,25 +840,45 @@ def compare_history(conn: duckdb.DuckDBPyConnection, previous: Previous | None, 
     summary = (f"{'same source' if same_source else f'new source (was {previous.source_file})'}: {days:,} day(s) "
                f"on or before {previous.last_date} changed since load {previous.load_id}"
                + (f", the first {first}" if days else "")
-               + f"; rows on or before {previous.last_date}: {before:,} -> {after:,} ({(after - before) / before if before else 0.0:+.1%})")
+               + f"; rows on or before {previous.last_date}: {before:,} -> {after:,} ({(after - before) / before if before else 0.0:+.1%})"
+               + f"; customers in them: {customers:,}"
+               + (f", {missing:,} of them missing and {new:,} new" if missing or new else ", the same"))
+    customer_loss = missing / customers if customers else 0.0
+    # the share that accepts the reload (a loss of rows or of customers), rounded up: 1/3 needs 0.34, as 0.33 refuses
+    needed = math.ceil(max(loss, customer_loss) * 100 - 1e-9) / 100
+    accept = ("clean.transactions is unchanged. If {}, set max_history_loss in the config of clean/transactions, or "
+              f"CUSTOMER_ASSETS_MAX_HISTORY_LOSS, to {needed:.2f} or more.")
+    lost_customers = (f"{missing:,} of the {customers:,} customers of load {previous.load_id} of the same file "
+                      f"(-{customer_loss:.1%})")
     if reload and loss > max_loss:
         rejected = conn.execute("SELECT reject_reason, count(*) AS n FROM quality.rejected_transactions "
                                 "GROUP BY 1 ORDER BY n DESC, 1").fetchall()
         n_rejected = sum(n for _, n in rejected)
         rejections = (f"This load rejected {n_rejected:,} of its {load.rows:,} raw rows ("
                       + ", ".join(f"{r} {n:,}" for r, n in rejected) + "). " if n_rejected else "")
+        also = f"It lost {lost_customers} too. " if customer_loss > max_loss else ""
         raise HistoryLossError(
             f"Load {load.load_id} of {load.source_file} has {before - after:,} fewer clean rows dated on or before "
             f"{previous.last_date} than load {previous.load_id} of the same file ({before:,} -> {after:,}, "
-            f"-{loss:.1%}), more than max_history_loss allows ({max_loss:.1%}). {rejections}Was the export cut short? "
-            "clean.transactions is unchanged. If the history really shrank, set max_history_loss in the config of "
-            f"clean/transactions, or CUSTOMER_ASSETS_MAX_HISTORY_LOSS, to {loss:.2f} or more."
-        )
+            f"-{loss:.1%}), more than max_history_loss allows ({max_loss:.1%}). {also}{rejections}Was the export cut "
+            "short? " + accept.format("the history really shrank"))
+    if reload and customer_loss > max_loss:
+        hint = (f" {unpadded:,} of the missing ids are new ids once their leading zeros are dropped: a spreadsheet that "
+                "opened and saved the export turns 00042 into 42." if unpadded else "")
+        why = (f" {new:,} customer ids appeared that had none.{hint} Were the customer ids rewritten? Then every "
+               "customer would start a new history, and an erased customer's rows would come back under the new id. "
+               "Export the ids as before." if new else " Their rows are there under other customers' ids: were "
+               "customers merged?" if after >= before else " Was the export filtered or cut short?")
+        raise HistoryLossError(
+            f"Load {load.load_id} of {load.source_file} lost {lost_customers}, more than max_history_loss allows "
+            f"({max_loss:.1%}): none of their rows dated on or before {previous.last_date} is in it (those days' rows: "
+            f"{before:,} -> {after:,}).{why} " + accept.format("the customers really changed"))
     # the data differ from the previous load's when a day changed, days were added (the last date moves) or the
     # file is another one; the nightly schedules rerun a partition only after such a load
     changed = bool(days) or last != previous.last_date or not same_source
     return {"history": summary, "history_changed_days": days, "history_rows_before": before,
-            "history_rows_after": after, "history_first_changed_date": first, "data_changed": changed}
+            "history_rows_after": after, "history_first_changed_date": first, "history_customers_missing": missing,
+            "data_changed": changed}
 
 
 def clean_transactions(conn: duckdb.DuckDBPyConnection, date_order: str = "auto",
@@ -890,7 +929,7 @@ def clean_transactions(conn: duckdb.DuckDBPyConnection, date_order: str = "auto"
         conn.execute("DROP TABLE IF EXISTS _files")
         raise
     previous = previous_clean(conn)
-    with transaction(conn, temp_tables=("_classified", "_old_daily", "_files")):
+    with transaction(conn, temp_tables=("_classified", "_old_daily", "_old_customers", "_files")):
         conn.execute("CREATE SCHEMA IF NOT EXISTS clean")
         conn.execute("CREATE SCHEMA IF NOT EXISTS quality")
         conn.execute(
