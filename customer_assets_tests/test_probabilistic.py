@@ -51,6 +51,22 @@ def test_gamma_gamma_reproduces_published_parameters(cdnow_sample_summary):
     assert (_sig3(fit.p), _sig3(fit.q), _sig3(fit.v)) == (6.25, 3.74, 15.4)
 
 
+@pytest.mark.parametrize("currency", [0.01, 150.0, 16_000.0, 25_000.0])
+def test_gamma_gamma_gives_the_same_customers_the_same_value_in_any_currency(cdnow_sample_summary, currency):
+    """The spend in cents, yen, rupiah or dong: v and the expected spend scale with the amounts, p and q stay, and
+    the log-likelihood falls by log(currency) per repeat buyer (its density is over the amount). Fitted on the raw
+    amounts, the rupiah and dong fits stopped at p = 2970 and 4011 (q 2.68 and 2.67, against 6.25 and 3.74) and said
+    they had converged."""
+    x, _, _, m = cdnow_sample_summary
+    base = P.fit_gamma_gamma(x, m)
+    fit = P.fit_gamma_gamma(x, m * currency)
+    assert (fit.p, fit.q, fit.v / currency) == pytest.approx((base.p, base.q, base.v), rel=1e-3)
+    repeat_buyers = int(np.sum((x > 0) & (m > 0)))
+    assert fit.log_likelihood == pytest.approx(base.log_likelihood - repeat_buyers * np.log(currency), abs=0.01)
+    assert P.gamma_gamma_expected_spend(fit, x, m * currency) / currency == pytest.approx(
+        P.gamma_gamma_expected_spend(base, x, m), rel=1e-3)
+
+
 def test_bgnbd_predictions_match_the_paper_closed_forms():
     params = P.BGNBDParams(r=0.243, alpha=4.414, a=0.793, b=2.426, log_likelihood=0, converged=True, method="given")
     # No repeat purchase: P(alive) = 1 by the model's assumption (dropout happens only after a purchase).

@@ -193,7 +193,13 @@ def gamma_gamma_log_likelihood(p: float, q: float, v: float, x: np.ndarray, m: n
 
 
 def fit_gamma_gamma(x: np.ndarray, m: np.ndarray, initial: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> GammaGammaParams:
-    """Maximum-likelihood Gamma-Gamma fit on customers with x >= 1 and m > 0 (others are ignored)."""
+    """Maximum-likelihood Gamma-Gamma fit on customers with x >= 1 and m > 0 (others are ignored).
+
+    The fit does not depend on the currency: it runs on ``m`` divided by its mean (``initial`` is in those units),
+    and ``v`` and the log-likelihood are scaled back. Multiplying ``m`` by ``c`` multiplies ``v`` by ``c`` and
+    subtracts ``log c`` per customer from the log-likelihood. Fitted on the raw amounts, L-BFGS-B from (1, 1, 1) stopped
+    on a ridge for CDNOW's spend in rupiah (x 16,000): p 2964 instead of 6.28, reported as converged.
+    """
     x = np.asarray(x, dtype=float)
     m = np.asarray(m, dtype=float)
     keep = (x > 0) & (m > 0) & np.isfinite(m)
@@ -201,7 +207,8 @@ def fit_gamma_gamma(x: np.ndarray, m: np.ndarray, initial: tuple[float, float, f
         raise ValueError(
             f"Gamma-Gamma needs at least 2 repeat customers with positive spend; found {int(keep.sum())}"
         )
-    (ux, um), w = _compress(x[keep], m[keep])
+    scale = float(np.mean(m[keep]))
+    (ux, um), w = _compress(x[keep], m[keep] / scale)
 
     def nll(logp: np.ndarray) -> float:
         p, q, v = np.exp(np.clip(logp, -20, 20))
@@ -210,7 +217,7 @@ def fit_gamma_gamma(x: np.ndarray, m: np.ndarray, initial: tuple[float, float, f
 
     sol, fun, converged, method = _minimize(nll, np.log(np.asarray(initial, dtype=float)))
     p, q, v = np.exp(sol)
-    return GammaGammaParams(float(p), float(q), float(v), -fun, converged, method)
+    return GammaGammaParams(float(p), float(q), float(v) * scale, -fun - float(w.sum()) * np.log(scale), converged, method)
 
 
 def gamma_gamma_expected_spend(params: GammaGammaParams, x, m) -> np.ndarray:
