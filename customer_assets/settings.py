@@ -43,6 +43,7 @@ ENV_SEGMENTS = "CUSTOMER_ASSETS_SEGMENTS"
 ENV_NIGHTLY_START = "CUSTOMER_ASSETS_NIGHTLY_START"
 ENV_ENCODING = "CUSTOMER_ASSETS_ENCODING"
 ENV_FORMAT = "CUSTOMER_ASSETS_FORMAT"
+ENV_CURRENCY = "CUSTOMER_ASSETS_CURRENCY"
 ENV_STACK_OPTIONS = "CUSTOMER_ASSETS_STACK_OPTIONS"
 ENV_MAX_ROWS_PER_CUTOFF = "CUSTOMER_ASSETS_MAX_ROWS_PER_CUTOFF"
 # settings that both Dagster config and an environment variable can set: config field -> variable
@@ -222,6 +223,23 @@ def spend_blend_weight(value: float | None = None) -> float | None:
     except ValueError:
         raise SettingError("spend_blend_weight", f"{ENV_SPEND_BLEND_WEIGHT}={raw!r} is not a number: set a weight from 0 to 1, or unset it "
                          "to choose the weight on validation") from None
+
+
+DEFAULT_CURRENCY = "$"
+
+
+def currency() -> str:
+    """What money amounts start with in the report and the charts: ``CUSTOMER_ASSETS_CURRENCY`` (e.g. "€", "£",
+    "Rp " or "CHF "), else "$". The warehouse holds plain numbers in the source's own currency; this only labels
+    them. Read at run time. A value that is not short text fails naming the variable: it goes into HTML and SVG."""
+    raw = os.environ.get(ENV_CURRENCY, "")
+    if not raw.strip():
+        return DEFAULT_CURRENCY
+    if len(raw) > 8 or any(c in raw for c in "<>&\"'{}") or not raw.isprintable():
+        raise ValueError(f"{ENV_CURRENCY}={raw!r} is not a currency label: set up to 8 printable characters without "
+                         "<, >, &, quotes or braces that money amounts start with (e.g. €, £, 'Rp ' or 'CHF '), or unset "
+                         "it for $")
+    return raw
 
 
 def stack_options(value: list[str] | None, default: tuple[tuple[int, int], ...]) -> tuple[tuple[int, int], ...]:

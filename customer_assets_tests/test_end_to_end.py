@@ -479,6 +479,23 @@ def test_report_has_every_section_with_real_numbers(scored):
     assert "<b>Scored with the models trained at 1998-04-01, except: churn 1998-03-01.</b>" in page
 
 
+def test_the_report_asset_labels_money_with_the_currency_set_and_refuses_a_bad_label(scored, tmp_path, monkeypatch):
+    import shutil
+
+    copy = tmp_path / "w.duckdb"
+    shutil.copy(scored, copy)
+    monkeypatch.setenv("CUSTOMER_ASSETS_CURRENCY", "£")
+    assert materialize(str(copy), "reports/customer_report", partition_key="1998-06-30").success
+    report = tmp_path / "reports" / "customer_report_1998-06-30.html"
+    total = _q(scored, "SELECT sum(predicted_spend) AS s FROM scores.scored_customers WHERE cutoff_date = '1998-06-30'").s[0]
+    assert f"<b>£{total:,.0f}</b>" in report.read_text()
+    monkeypatch.setenv("CUSTOMER_ASSETS_CURRENCY", "<i>")
+    result = materialize(str(copy), "reports/customer_report", partition_key="1998-06-30", raise_on_error=False)
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    assert "CUSTOMER_ASSETS_CURRENCY='<i>' is not a currency label" in failure.step_failure_data.error.message
+    assert f"<b>£{total:,.0f}</b>" in report.read_text()  # the report written before stays
+
+
 def test_a_model_trained_alone_equals_the_one_trained_with_shared_frames(scored):
     """The fixture trained the four models of 1998-01-01 in one run, sharing feature frames; alone gives the same model."""
     sql = "SELECT artifact, metrics, params FROM models.{} WHERE cutoff_date = '1998-01-01'"

@@ -123,6 +123,32 @@ def test_the_report_says_how_far_off_the_forecasts_have_been_and_what_that_makes
     assert headline["ltv_total_if_off_as_before_high"] == pytest.approx(625.0)
 
 
+def test_the_report_labels_money_with_the_shops_currency(monkeypatch):
+    """CUSTOMER_ASSETS_CURRENCY labels every amount of the report, including its chart and the track record's ranges;
+    unset, "$". A label that could break the HTML is refused naming the variable."""
+    import re
+
+    from customer_assets import settings
+
+    current = _scored([600.0, 400.0], [300.0, 200.0])
+    record = R.track_record(BACKTESTS, LTV, CUTOFF, 90)
+    monkeypatch.setenv(settings.ENV_CURRENCY, "€")
+    page, _ = R.build_report(CUTOFF, current, None, None, 90, 365, record=record, currency=settings.currency())
+    assert "Expected spend in the next 90 days: <b>€1,000</b>. Expected 365-day value: <b>€500</b>." in page
+    assert "the actual total will be <b>€909 to €1,250</b>" in page
+    assert re.search(r"\$\d", page) is None  # no amount left in dollars
+    dollars, _ = R.build_report(CUTOFF, current, None, None, 90, 365, record=record)
+    assert dollars == page.replace("€", "$")  # the same report otherwise
+    monkeypatch.setenv(settings.ENV_CURRENCY, "Rp ")
+    assert "<b>Rp 1,000</b>" in R.build_report(CUTOFF, current, None, None, 90, 365, currency=settings.currency())[0]
+    monkeypatch.setenv(settings.ENV_CURRENCY, " ")
+    assert settings.currency() == "$"
+    for bad in ("<b>", "dollars!!", "{}"):
+        monkeypatch.setenv(settings.ENV_CURRENCY, bad)
+        with pytest.raises(ValueError, match=f"CUSTOMER_ASSETS_CURRENCY={re.escape(repr(bad))} is not a currency label"):
+            settings.currency()
+
+
 def test_a_report_before_any_backtest_says_there_is_no_track_record_yet():
     page, headline = R.build_report(date(2023, 3, 1), _scored([10.0], [20.0]), None, None, 90, 365,
                                     record=R.track_record(BACKTESTS, LTV, date(2023, 3, 1), 90))

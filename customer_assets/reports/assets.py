@@ -9,7 +9,7 @@ from dagster_duckdb import DuckDBResource
 
 from customer_assets.partitions import CUTOFF_PARTITIONS
 from customer_assets.reports import logic
-from customer_assets.settings import HORIZON_DAYS, LTV_HORIZON_DAYS, reports_dir
+from customer_assets.settings import HORIZON_DAYS, LTV_HORIZON_DAYS, currency, reports_dir
 from customer_assets.storage import table_exists
 
 
@@ -32,6 +32,10 @@ from customer_assets.storage import table_exists
 )
 def customer_report(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -> dg.MaterializeResult:
     cutoff = date.fromisoformat(context.partition_key)
+    try:  # before anything is read or written: a bad label fails naming the variable
+        money = currency()
+    except ValueError as exc:
+        raise dg.Failure(str(exc)) from exc
     with duckdb.get_connection() as conn:
         current = conn.execute("SELECT * FROM scores.scored_customers WHERE cutoff_date = ?", [cutoff]).df()
         if current.empty:
@@ -57,7 +61,7 @@ def customer_report(context: dg.AssetExecutionContext, duckdb: DuckDBResource) -
                if table_exists(conn, "evaluation", "ltv_metrics") else None)
     record = logic.track_record(backtests, ltv, cutoff, HORIZON_DAYS, deciles=deciles, segments=segments)
     page, headline = logic.build_report(cutoff, current, previous, prev_cutoff, HORIZON_DAYS, LTV_HORIZON_DAYS, drift,
-                                        record)
+                                        record, currency=money)
     folder = reports_dir(duckdb.database)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"customer_report_{cutoff}.html"

@@ -29,7 +29,7 @@ def _esc(v) -> str:
 
 
 def _table(frame: pd.DataFrame, money: tuple = (), pct: tuple = (), digits: dict | None = None,
-           signed: tuple = ()) -> str:
+           signed: tuple = (), currency: str = "$") -> str:
     digits = digits or {}
     head = "".join(f"<th>{_esc(c)}</th>" for c in frame.columns)
     rows = []
@@ -39,7 +39,7 @@ def _table(frame: pd.DataFrame, money: tuple = (), pct: tuple = (), digits: dict
             if isinstance(v, float) and math.isnan(v):
                 text = "–"
             elif col in money:
-                text = f"${v:,.0f}"
+                text = f"{currency}{v:,.0f}"
             elif col in signed:
                 text = _signed(v)
             elif col in pct:
@@ -215,13 +215,14 @@ def _signed(x: float) -> str:
     return f"{x:+.1%}"
 
 
-def _span(low: float, high: float | None) -> str:
-    """$low to $high, or "$low or more" without an upper end."""
-    return f"${low:,.0f} to ${high:,.0f}" if high is not None else f"${low:,.0f} or more"
+def _span(low: float, high: float | None, currency: str = "$") -> str:
+    """$low to $high, or "$low or more" without an upper end (``currency`` for $)."""
+    return (f"{currency}{low:,.0f} to {currency}{high:,.0f}" if high is not None
+            else f"{currency}{low:,.0f} or more")
 
 
 def _track_record_section(record: dict[str, pd.DataFrame], cutoff: date, headline: dict, horizon_days: int,
-                          ltv_horizon_days: int) -> str:
+                          ltv_horizon_days: int, currency: str = "$") -> str:
     """The report's "How right the forecasts have been": past backtests, and the range they give the totals above.
     Adds to ``headline`` what it shows (the number of backtests, the range of their misses and of the totals)."""
     spend, ltv = record["spend"], record["ltv"]
@@ -271,8 +272,8 @@ def _track_record_section(record: dict[str, pd.DataFrame], cutoff: date, headlin
                 held = (f" Checked on these {n} backtests, each against the range a report showed when its scores "
                         f"were made (the backtests of the {TRACK_RECORD_DAYS} days before that had ended by then), "
                         f"a range made this way held the actual total {k} of {len(checked)} times.")
-        out.append(f"<p>{what} {missed}. If {forecast} (${headline[total_key]:,.0f}) is off by no more than {'it was' if n == 1 else 'they were'}, "
-                   f"the actual total will be <b>{_span(low, high)}</b>. "
+        out.append(f"<p>{what} {missed}. If {forecast} ({currency}{headline[total_key]:,.0f}) is off by no more than {'it was' if n == 1 else 'they were'}, "
+                   f"the actual total will be <b>{_span(low, high, currency)}</b>. "
                    + ("That is one past miss, not a confidence interval: a new period can miss by more, or the other way."
                       if n == 1 else "That is the range of past misses, not a confidence interval: their windows "
                       "overlap, and a new period can miss by more.") + held + "</p>")
@@ -301,7 +302,8 @@ def _track_record_section(record: dict[str, pd.DataFrame], cutoff: date, headlin
                    + (f"the top tenth was off by {_signed(top_error)}.</p>" if math.isfinite(top_error)
                       else "the top tenth spent nothing.</p>")
                    + _table(table, money=("forecast", "actual"),
-                            pct=("share of the actual spend", "mean purchase probability", "bought"), signed=("off by",)))
+                            pct=("share of the actual spend", "mean purchase probability", "bought"), signed=("off by",),
+                            currency=currency))
     by_segment = record.get("segments", pd.DataFrame())
     if len(by_segment):
         table = pd.DataFrame({
@@ -317,7 +319,7 @@ def _track_record_section(record: dict[str, pd.DataFrame], cutoff: date, headlin
                    + (" (no segments were stored then: fitted for this check as the pipeline fits them)" if fitted else "")
                    + ": how right the purchase probabilities and the spend forecast were for each.</p>"
                    + _table(table, money=("forecast", "actual"), pct=("mean purchase probability", "bought"),
-                            digits={"ROC-AUC within": 3}, signed=("off by",)))
+                            digits={"ROC-AUC within": 3}, signed=("off by",), currency=currency))
     if not ltv.empty:
         out.append(f"<h3>Value over {ltv_horizon_days} days</h3>"
                    + _history_table(ltv, "served_at", "check", {"served_at": "served at", "r2": "LTV R²"}, {"LTV R²": 3}))
@@ -339,13 +341,14 @@ def _history_table(frame: pd.DataFrame, when: str, what: str, names: dict, digit
 
 def build_report(cutoff: date, current: pd.DataFrame, previous: pd.DataFrame | None, previous_cutoff: date | None,
                  horizon_days: int, ltv_horizon_days: int, drift: pd.DataFrame | None = None,
-                 record: dict[str, pd.DataFrame] | None = None) -> tuple[str, dict]:
+                 record: dict[str, pd.DataFrame] | None = None, currency: str = "$") -> tuple[str, dict]:
     """The HTML report and its headline numbers, from the scored rows of ``cutoff`` (and of the previous cutoff).
 
     ``drift``: the rows of ``scores.feature_drift`` at ``cutoff`` past the check's limits, if any; the report then
     says, under the models it was scored with, how the customers differ from those the models learned from.
     ``record``: the backtests known at ``cutoff`` (``track_record``); the report then says how far off the forecasts
-    have been, and what range of totals that gives the forecasts above.
+    have been, and what range of totals that gives the forecasts above. ``currency``: what money amounts start with
+    (``settings.currency``).
     """
     cur = current.copy()
     cur["value_at_risk"] = cur["predicted_ltv"] * cur["churn_probability"]
@@ -392,7 +395,7 @@ def build_report(cutoff: date, current: pd.DataFrame, previous: pd.DataFrame | N
     sections.append(
         "<h2>Segments</h2>" + bar_chart(seg["segment"].tolist(), seg["customers"].astype(float).tolist(), "Customers per segment")
         + _table(seg[["segment", "customers", "share", "mean_churn", "expected_spend", "expected_ltv"]],
-                 money=("expected_spend", "expected_ltv"), pct=("share",), digits={"mean_churn": 3})
+                 money=("expected_spend", "expected_ltv"), pct=("share",), digits={"mean_churn": 3}, currency=currency)
         + movement
     )
 
@@ -400,10 +403,10 @@ def build_report(cutoff: date, current: pd.DataFrame, previous: pd.DataFrame | N
     deciles = cur.groupby("value_decile").agg(expected_ltv=("predicted_ltv", "sum"), at_risk=("value_at_risk", "sum")).reset_index()
     sections.append(
         f"<h2>Revenue at risk</h2><p>Expected {ltv_horizon_days}-day value weighted by the chance of not buying in the next "
-        f"{horizon_days} days: <b>${headline['revenue_at_risk']:,.0f}</b> of ${headline['expected_ltv']:,.0f}. "
+        f"{horizon_days} days: <b>{currency}{headline['revenue_at_risk']:,.0f}</b> of {currency}{headline['expected_ltv']:,.0f}. "
         f"{headline['high_value_at_risk_customers']:,} customers in the top three value deciles have a churn risk of 50% or more; "
-        f"together they are worth ${headline['high_value_at_risk_ltv']:,.0f}.</p>"
-        + bar_chart([f"decile {d}" for d in deciles["value_decile"]], deciles["at_risk"].tolist(), "Value at risk by value decile", "${:,.0f}")
+        f"together they are worth {currency}{headline['high_value_at_risk_ltv']:,.0f}.</p>"
+        + bar_chart([f"decile {d}" for d in deciles["value_decile"]], deciles["at_risk"].tolist(), "Value at risk by value decile", currency + "{:,.0f}")
     )
 
     # 4. who to call first
@@ -412,7 +415,8 @@ def build_report(cutoff: date, current: pd.DataFrame, previous: pd.DataFrame | N
     if "top_drivers" in call:
         cols.append("top_drivers")
     sections.append("<h2>Customers to call first</h2><p>The 25 customers with the most value at risk among those more likely "
-                    "than not to lapse.</p>" + _table(call[cols], money=("predicted_ltv", "value_at_risk"), digits={"churn_probability": 3}))
+                    "than not to lapse.</p>" + _table(call[cols], money=("predicted_ltv", "value_at_risk"), digits={"churn_probability": 3},
+                                             currency=currency))
 
     # 5. actions per segment
     acts = (cur.groupby(["segment", "recommended_action"]).size().rename("customers").reset_index()
@@ -425,20 +429,20 @@ def build_report(cutoff: date, current: pd.DataFrame, previous: pd.DataFrame | N
 
     # 6. track record
     if record is not None:
-        sections.append(_track_record_section(record, cutoff, headline, horizon_days, ltv_horizon_days))
+        sections.append(_track_record_section(record, cutoff, headline, horizon_days, ltv_horizon_days, currency))
 
     style = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}"
              "table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px;text-align:right}"
              "th{background:#f3f3f3}td:first-child{text-align:left}")
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>Customer report {cutoff}</title><style>{style}</style></head>"
             f"<body><h1>Customer report, cutoff {cutoff}</h1>"
-            f"<p>{n:,} customers. Expected spend in the next {horizon_days} days: <b>${headline['expected_spend_next_h']:,.0f}</b>. "
-            f"Expected {ltv_horizon_days}-day value: <b>${headline['expected_ltv']:,.0f}</b>. Mean churn risk "
-            f"{headline['mean_churn_probability']:.1%}.</p>" + _range_line(headline, horizon_days) + _models_line(cur) + _drift_line(drift, cur) + "".join(sections) + "</body></html>")
+            f"<p>{n:,} customers. Expected spend in the next {horizon_days} days: <b>{currency}{headline['expected_spend_next_h']:,.0f}</b>. "
+            f"Expected {ltv_horizon_days}-day value: <b>{currency}{headline['expected_ltv']:,.0f}</b>. Mean churn risk "
+            f"{headline['mean_churn_probability']:.1%}.</p>" + _range_line(headline, horizon_days, currency) + _models_line(cur) + _drift_line(drift, cur) + "".join(sections) + "</body></html>")
     return page, headline
 
 
-def _range_line(headline: dict, horizon_days: int) -> str:
+def _range_line(headline: dict, horizon_days: int, currency: str = "$") -> str:
     """Under the totals: where the spend forecast's actual would lie if it is off as the past ones were
     (``track_record``)."""
     low = headline.get("spend_total_if_off_as_before_low")
@@ -448,7 +452,7 @@ def _range_line(headline: dict, horizon_days: int) -> str:
     past = f"the last backtest ({_signed(lo)})" if headline["spend_backtests"] == 1 else (
         f"the backtests of the last year ({_signed(lo)} to {_signed(hi)})")
     return (f"<p>If the {horizon_days}-day spend is off by no more than {past}, it will be "
-            f"{_span(low, headline.get('spend_total_if_off_as_before_high'))} "
+            f"{_span(low, headline.get('spend_total_if_off_as_before_high'), currency)} "
             "(<a href='#track-record'>how right the forecasts have been</a>).</p>")
 
 

@@ -16,7 +16,7 @@ from customer_assets.models import logic as L
 from customer_assets.models.assets import MODEL_NAMES
 from customer_assets.partitions import CUTOFF_PARTITIONS, MODEL_FOR_SCORING
 from customer_assets.scores import logic as S
-from customer_assets.settings import ENV_HORIZON, ENV_LTV_HORIZON, HORIZON_DAYS, LTV_HORIZON_DAYS, drift_limits
+from customer_assets.settings import ENV_HORIZON, ENV_LTV_HORIZON, HORIZON_DAYS, LTV_HORIZON_DAYS, currency, drift_limits
 from customer_assets.storage import markdown_preview, replace_partition_df, table_exists
 
 
@@ -200,7 +200,7 @@ def scored_customers(context: dg.AssetExecutionContext, duckdb: DuckDBResource) 
     cutoff = date.fromisoformat(context.partition_key)
     model_cutoff = cutoff - timedelta(days=HORIZON_DAYS)
     try:  # before anything is written: a bad limit fails the run with what to set, and the scores stay as they were
-        limits = drift_limits()
+        limits, money = drift_limits(), currency()
     except ValueError as exc:
         raise dg.Failure(str(exc)) from exc
     with duckdb.get_connection() as conn:
@@ -226,7 +226,7 @@ def scored_customers(context: dg.AssetExecutionContext, duckdb: DuckDBResource) 
 
     deciles = out.groupby("value_decile")["predicted_ltv"].sum().sort_index(ascending=False)
     decile_chart = ch.md_image(ch.bar_chart([f"decile {d}" for d in deciles.index], deciles.tolist(),
-                                            f"Expected {LTV_HORIZON_DAYS}-day value by value decile", "${:,.0f}"), "value deciles")
+                                            f"Expected {LTV_HORIZON_DAYS}-day value by value decile", money + "{:,.0f}"), "value deciles")
     at_risk = (out[out["churn_probability"] >= 0.5].assign(value_at_risk=lambda f: f["predicted_ltv"] * f["churn_probability"])
                .sort_values("value_at_risk", ascending=False)
                [["customer_id", "segment", "churn_probability", "predicted_ltv", "value_at_risk", "recommended_action"]])
@@ -246,7 +246,7 @@ def scored_customers(context: dg.AssetExecutionContext, duckdb: DuckDBResource) 
             "segment_profile": dg.MetadataValue.md(markdown_preview(by_segment, n=20)),
             "segment_value_chart": dg.MetadataValue.md(ch.md_image(ch.bar_chart(
                 by_segment["segment"].tolist(), by_segment["expected_ltv"].tolist(),
-                f"Expected {LTV_HORIZON_DAYS}-day value by segment", "${:,.0f}"), "segment value")),
+                f"Expected {LTV_HORIZON_DAYS}-day value by segment", money + "{:,.0f}"), "segment value")),
             "preview": dg.MetadataValue.md(markdown_preview(out.sort_values("predicted_ltv", ascending=False))),
         }
     )
