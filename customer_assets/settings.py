@@ -62,6 +62,20 @@ class SettingError(ValueError):
     def where(self, config_of: str = "") -> str:
         return f"(set by the `{self.setting}` config{f' of {config_of}' if config_of else ''} or {SETTING_ENVS[self.setting]})"
 
+def _setting_env(setting: str, kind: type, default, fix: str):
+    """The number (``kind``: int or float) in the variable of ``setting`` (``SETTING_ENVS``); ``default`` when it is
+    unset or blank. Another value raises ``SettingError`` for ``setting``, saying ``fix`` (what to set instead)."""
+    env = SETTING_ENVS[setting]
+    raw = os.environ.get(env, "").strip()
+    if not raw:
+        return default
+    try:
+        return kind(raw)
+    except ValueError:
+        raise SettingError(setting, f"{env}={raw!r} is not {'a whole number' if kind is int else 'a number'}: "
+                           f"{fix}") from None
+
+
 # The bundled CDNOW file: whitespace separated, header `customer_id date number_of_cds dollar_value`.
 CDNOW_COLUMNS = "customer_id=customer_id,date=date,quantity=number_of_cds,amount=dollar_value"
 
@@ -128,14 +142,8 @@ def max_history_loss(value: float | None = None) -> float:
     reload. Read at run time.
     """
     if value is None:
-        raw = os.environ.get(ENV_MAX_HISTORY_LOSS, "").strip()
-        if not raw:
-            return DEFAULT_MAX_HISTORY_LOSS
-        try:
-            value = float(raw)
-        except ValueError:
-            raise SettingError("max_history_loss", f"{ENV_MAX_HISTORY_LOSS}={raw!r} is not a number: set a share "
-                               "from 0 to 1, or unset it for the default 0.05") from None
+        value = _setting_env("max_history_loss", float, DEFAULT_MAX_HISTORY_LOSS,
+                             "set a share from 0 to 1, or unset it for the default 0.05")
     if not 0.0 <= value <= 1.0:
         raise SettingError("max_history_loss", f"max_history_loss {value!r} is not a share from 0 to 1")
     return float(value)
@@ -215,14 +223,8 @@ def spend_blend_weight(value: float | None = None) -> float | None:
     ``same_season``. The model checks the range."""
     if value is not None:
         return value
-    raw = os.environ.get(ENV_SPEND_BLEND_WEIGHT, "").strip()
-    if not raw:
-        return None
-    try:
-        return float(raw)
-    except ValueError:
-        raise SettingError("spend_blend_weight", f"{ENV_SPEND_BLEND_WEIGHT}={raw!r} is not a number: set a weight from 0 to 1, or unset it "
-                         "to choose the weight on validation") from None
+    return _setting_env("spend_blend_weight", float, None,
+                        "set a weight from 0 to 1, or unset it to choose the weight on validation")
 
 
 DEFAULT_CURRENCY = "$"
@@ -271,14 +273,8 @@ def max_rows_per_cutoff(value: int | None, default: int) -> int:
     every cutoff): ``value`` (the model assets' ``max_rows_per_cutoff`` config) wins over
     ``CUSTOMER_ASSETS_MAX_ROWS_PER_CUTOFF``; ``default`` when neither is set. Read at run time."""
     if value is None:
-        raw = os.environ.get(ENV_MAX_ROWS_PER_CUTOFF, "").strip()
-        if not raw:
-            return default
-        try:
-            value = int(raw)
-        except ValueError:
-            raise SettingError("max_rows_per_cutoff", f"{ENV_MAX_ROWS_PER_CUTOFF}={raw!r} is not a whole number: set "
-                               f"how many customers per cutoff to train on, or unset it for {default:,}") from None
+        value = _setting_env("max_rows_per_cutoff", int, default,
+                             f"set how many customers per cutoff to train on, or unset it for {default:,}")
     if value < 1:
         raise SettingError("max_rows_per_cutoff", f"max_rows_per_cutoff {value} is not a number of customers, 1 or more")
     return value

@@ -28,6 +28,14 @@ def _reload(conn, path, load_id, **kwargs):
     return logic.clean_transactions(conn, **kwargs)
 
 
+def _refused(conn, path, text: str, load_id: str) -> str:
+    """The message with which a reload of ``path`` holding ``text`` is refused."""
+    path.write_text(text)
+    with pytest.raises(logic.HistoryLossError) as refused:
+        _reload(conn, path, load_id)
+    return str(refused.value)
+
+
 def _clean(conn):
     return conn.execute("SELECT count(*), any_value(load_id) FROM clean.transactions").fetchone()
 
@@ -37,10 +45,7 @@ def test_a_reload_that_lost_history_is_refused_and_clean_is_kept(ledger_csv):
     first = _reload(conn, ledger_csv, "first")
     assert first["history"] == "first load: nothing to compare with" and first["data_changed"]
     # the same file, cut short after A's first five lines: 5 of the 11 clean rows are left
-    ledger_csv.write_text("".join(LEDGER.splitlines(keepends=True)[:6]))
-    with pytest.raises(logic.HistoryLossError) as refused:
-        _reload(conn, ledger_csv, "second")
-    assert str(refused.value) == (
+    assert _refused(conn, ledger_csv, "".join(LEDGER.splitlines(keepends=True)[:6]), "second") == (
         f"Load second of {ledger_csv} has 6 fewer clean rows dated on or before 2020-07-15 than load first of the same "
         "file (11 -> 5, -54.5%), more than max_history_loss allows (5.0%). It lost 3 of the 4 customers of load first "
         "of the same file (-75.0%) too. Was the export cut short? clean.transactions is unchanged. If the history "
@@ -259,12 +264,10 @@ def test_a_refused_reload_says_how_many_of_its_rows_were_rejected_and_why(ledger
     _reload(conn, ledger_csv, "first")
     lines = LEDGER.splitlines(keepends=True)
     # A's five clean rows, plus the ledger's row without a customer id and B's negative price: 7 raw rows, 5 clean
-    ledger_csv.write_text("".join(lines[:6] + [lines[12], lines[15]]))
-    with pytest.raises(logic.HistoryLossError) as refused:
-        _reload(conn, ledger_csv, "second")
+    message = _refused(conn, ledger_csv, "".join(lines[:6] + [lines[12], lines[15]]), "second")
     assert ("(11 -> 5, -54.5%), more than max_history_loss allows (5.0%). It lost 3 of the 4 customers of load first "
             "of the same file (-75.0%) too. This load rejected 2 of its 7 raw rows "
-            "(negative_price 1, null_customer_id 1). Was the export cut short?") in str(refused.value)
+            "(negative_price 1, null_customer_id 1). Was the export cut short?") in message
     assert _clean(conn) == (11, "first")
 
 
@@ -308,10 +311,7 @@ def test_a_reload_whose_customer_ids_were_rewritten_is_refused_so_an_erased_cust
     _reload(conn, ledger_csv, "first")
     erase_customers(conn, ["00104"], 90)  # D: 2019-12-01 and 2020-07-15; the history now ends on A's 2020-05-01
     assert _clean(conn) == (9, "first")
-    ledger_csv.write_text(_padded(LEDGER, pad=False))
-    with pytest.raises(logic.HistoryLossError) as refused:
-        _reload(conn, ledger_csv, "second")
-    assert str(refused.value) == (
+    assert _refused(conn, ledger_csv, _padded(LEDGER, pad=False), "second") == (
         f"Load second of {ledger_csv} lost 3 of the 3 customers of load first of the same file (-100.0%), more than "
         "max_history_loss allows (5.0%): none of their rows dated on or before 2020-05-01 is in it (those days' rows: "
         "9 -> 10). 4 customer ids appeared that had none. 3 of the missing ids are new ids once their leading zeros "
