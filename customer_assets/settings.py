@@ -62,6 +62,7 @@ class SettingError(ValueError):
     def where(self, config_of: str = "") -> str:
         return f"(set by the `{self.setting}` config{f' of {config_of}' if config_of else ''} or {SETTING_ENVS[self.setting]})"
 
+
 def _setting_env(setting: str, kind: type, default, fix: str):
     """The number (``kind``: int or float) in the variable of ``setting`` (``SETTING_ENVS``); ``default`` when it is
     unset or blank. Another value raises ``SettingError`` for ``setting``, saying ``fix`` (what to set instead)."""

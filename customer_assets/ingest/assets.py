@@ -151,7 +151,8 @@ class CleanConfig(dg.Config):
 
     ``max_history_loss``: the largest share of the previous load's rows (those dated on or before its last date),
     or of the customers in them, that a reload of the same source file may lose; more is refused (a cut-short
-    export, rewritten customer ids), and clean.transactions stays as it was. Unset: ``CUSTOMER_ASSETS_MAX_HISTORY_LOSS``, else 0.05. 1 accepts any reload."""
+    export, rewritten customer ids), and clean.transactions stays as it was. Unset:
+    ``CUSTOMER_ASSETS_MAX_HISTORY_LOSS``, else 0.05. 1 accepts any reload."""
 
     date_order: str = ""
     max_history_loss: float | None = None

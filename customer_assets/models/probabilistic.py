@@ -196,12 +196,14 @@ def gamma_gamma_log_likelihood(p: float, q: float, v: float, x: np.ndarray, m: n
 def fit_gamma_gamma(x: np.ndarray, m: np.ndarray, initial: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> GammaGammaParams:
     """Maximum-likelihood Gamma-Gamma fit on customers with x >= 1 and m > 0 (others are ignored).
 
-    The fit does not depend on the currency: it runs on ``m`` divided by the power of ten that brings their mean
-    between 1 and 1,000 (a power of 1,000; ``initial`` is in those units), and ``v`` and the log-likelihood are scaled back. Multiplying
-    ``m`` by ``c`` multiplies ``v`` by ``c`` and subtracts ``log c`` per customer from the log-likelihood. Fitted on
-    the raw amounts, L-BFGS-B from (1, 1, 1) stopped on a ridge for CDNOW's spend in rupiah (x 16,000; a mean near
-    600,000): p 2964 instead of 6.28, reported as converged. Means from 0.04 to 47,000 fitted right; a mean already
-    in the range (dollars, euros) is fitted as it is, so its figures do not move.
+    The fit does not depend on the currency: it runs on ``m`` divided by the power of 1,000 that brings its mean
+    between 1 and 1,000 (``initial`` is in those units), and ``v`` and the log-likelihood are scaled back.
+    Multiplying ``m`` by ``c`` multiplies ``v`` by ``c`` and subtracts ``log c`` per customer from the
+    log-likelihood. Fitted on the raw amounts, L-BFGS-B from (1, 1, 1) stopped on a ridge for CDNOW's spend in
+    rupiah (x 16,000, a mean near 600,000): p near 3,000 instead of about 6.3, reported as converged. Means from 0.04
+    to 47,000 fitted right. A mean already in the range (dollars, euros) is fitted as it is, so its figures do not
+    move: dividing by the mean itself moved CDNOW's fit in the fifth digit, enough to change a near-tie in the
+    spend model's validation (README, the models).
     """
     x = np.asarray(x, dtype=float)
     m = np.asarray(m, dtype=float)
