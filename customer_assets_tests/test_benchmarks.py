@@ -230,3 +230,16 @@ def test_currency_benchmark_counts_repeat_days_and_scales_only_money_columns():
     assert out.iloc[0].to_dict() == {"customer_id": "A", "monetary_total": 1000.0, "spend_90d": 200.0,
                                      "label_spend": 300.0, "first_purchase_amount": 400.0, "bg_expected_value": 500.0,
                                      "purchase_days": 6, "recency_days": 7, "bg_p_purchase": 0.5}
+
+
+def test_stability_benchmark_names_the_best_other_candidate_at_the_champions_stacking():
+    stability = _benchmark("stability")
+    row = lambda family, n, score: {"family": family, "stacked_cutoffs": n, "stack_step_days": 30,  # noqa: E731
+                                    "validation_score": score}
+    selection = [row("xgboost", 4, 0.40), row("xgboost", 8, 0.52), row("lightgbm", 8, 0.47), row("bgnbd", 8, 0.50),
+                 row("xgboost blended with bgnbd (weight 0.5)", 8, 0.60),  # a blend of the champion: not a rival
+                 row("xgboost, 8 cutoffs every 15 days against 8 every 30", 8, 0.70),  # a spacing test: not a rival
+                 row("ensemble(xgboost, lightgbm)", 8, None)]
+    assert stability.runner_up(selection, "xgboost", (8, 30)) == ("bgnbd", 0.50)
+    assert stability.runner_up(selection, "bgnbd", (8, 30)) == ("xgboost", 0.52)
+    assert stability.runner_up([row("bgnbd", 8, 0.5)], "bgnbd", (8, 30)) is None
