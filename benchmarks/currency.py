@@ -35,16 +35,7 @@ from customer_assets.settings import DATA_DIR
 
 FACTORS = (1.0, 0.01, 150.0, 16_000.0, 25_000.0)  # dollars first: the others are compared with them
 TRAIN, STOP, TEST = date(1997, 10, 3), date(1998, 1, 1), date(1998, 4, 1)
-
-
-def repeat_spend(conn, end: date) -> tuple[np.ndarray, np.ndarray]:
-    """Repeat purchase days and mean repeat-day spend of every customer, on the clean rows dated up to ``end``."""
-    days = conn.execute("SELECT customer_id, txn_date, sum(amount) AS amount FROM clean.transactions WHERE txn_date <= ? "
-                        "GROUP BY 1, 2 ORDER BY 1, 2", [end]).df()
-    first = days.groupby("customer_id")["txn_date"].transform("min")
-    x = days.groupby("customer_id").size() - 1
-    m = days[days["txn_date"] > first].groupby("customer_id")["amount"].mean().reindex(x.index).fillna(0.0)
-    return x.to_numpy(float), m.to_numpy(float)
+GG_CUTOFF = date(1997, 9, 30)
 
 
 def raw_fit(x: np.ndarray, m: np.ndarray) -> tuple[float, float, float]:
@@ -76,11 +67,13 @@ def main(argv=None) -> int:
     if not args.skip_ingest:
         Runner(args.db).run(INGEST_SELECTION, label="ingest")
     with duckdb.connect(args.db, read_only=True) as conn:
-        x, m = repeat_spend(conn, date(1997, 9, 30))
         _, end = F.data_bounds(conn)
+        # what the pipeline fits Gamma-Gamma on: repeat purchase days and their mean spend, from the features
+        history = F.compute_features(conn, GG_CUTOFF, 90, end, 1.0)
         frames = {c: C.add_bgnbd_features(F.compute_features(conn, c, 90, end, 1.0), 90) for c in (TRAIN, STOP, TEST)}
+    x, m = history["frequency"].to_numpy(float), history["repeat_monetary_mean"].to_numpy(float)
 
-    print("\n## Gamma-Gamma on the repeat buyers at 1997-09-30, in each currency (amounts / factor)\n")
+    print(f"\n## Gamma-Gamma on the repeat buyers at {GG_CUTOFF}, in each currency (amounts / factor)\n")
     print("| factor | p | q | v / factor | mean expected spend / factor | on the raw amounts: p | q | v / factor |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for factor in FACTORS:

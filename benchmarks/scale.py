@@ -18,8 +18,9 @@ fresh subprocess so that its wall time and peak RSS (from wait4) are its own:
   the costliest case, since the final fit and the same-season checks refit every member, where BG/NBD alone refits
   nothing (prints the champions it got);
 * train_spend_ensemble: the train stage again (every candidate), with validation made to pick the spend ensemble
-  ``ensemble(xgboost, lightgbm+bgnbd)`` whatever it scores (the other spend ensemble is left out): on the synthetic data none validates best, so this is the only way to time its refit of two members and
-  its same-season checks (prints the champions it got);
+  ``ensemble(xgboost, lightgbm+bgnbd)`` whatever it scores (the other spend ensemble is left out): on the synthetic
+  data none validates best, so this is the only way to time its refit of two members and its same-season checks
+  (prints the champions it got);
 * train_backtested: the four models of partition s - 2H, the newest whose backtest window is complete (Dagster run);
 * backtest: evaluation/backtest of partition s - 2H, the nightly backtest (the models scored at s - H next to the
   baselines, 200 paired bootstrap resamples; Dagster run);
@@ -48,9 +49,8 @@ import duckdb
 from customer_assets.settings import DATA_DIR
 
 HERE = Path(__file__).resolve()
-STAGES = ["ingest", "ingest_files", "floor", "features", "segments", "train", "train_learned", "train_spend_ensemble", "rescore",
-          "train_backtested",
-          "backtest", "backfill", "erase", "compact"]
+STAGES = ["ingest", "ingest_files", "floor", "features", "segments", "train", "train_learned", "train_spend_ensemble",
+          "rescore", "train_backtested", "backtest", "backfill", "erase", "compact"]
 H = 90
 
 
@@ -62,6 +62,19 @@ def _env(source: Path, db: Path, keep_cutoffs: int) -> dict:
            "CUSTOMER_ASSETS_KEEP_CUTOFFS": str(keep_cutoffs)}
     env.pop("DAGSTER_HOME", None)
     return env
+
+
+def _train_with_champions(db: str, t: str, label: str, t0: float) -> tuple[float, dict]:
+    """The train stage's models of partition ``t``: the seconds since ``t0``, and the churn and spend champions."""
+    from customer_assets.cli import Runner
+    from customer_assets.jobs import TRAIN_SELECTION
+
+    Runner(db).run(TRAIN_SELECTION, partition_key=t, label=label)
+    seconds = time.perf_counter() - t0
+    with duckdb.connect(db, read_only=True) as conn:
+        champions = {m: conn.execute(f"SELECT family FROM models.{m} WHERE cutoff_date = ?", [t]).fetchone()[0]
+                     for m in ("churn", "spend")}
+    return seconds, {"champions": champions}
 
 
 def stage(name: str, db: str, cutoff: str) -> float | tuple[float, dict]:
@@ -101,19 +114,13 @@ def stage(name: str, db: str, cutoff: str) -> float | tuple[float, dict]:
         # only the ensembles' members (and the ensembles) are candidates: read by train_churn and train_spend at run time
         L.CHURN_FAMILIES = tuple(dict.fromkeys(m for members, _ in L.CHURN_ENSEMBLES.values() for m in members))
         L.SPEND_FAMILIES = tuple(dict.fromkeys(m for members, _ in L.SPEND_ENSEMBLES.values() for m in members))
-        t = (s - timedelta(days=H)).isoformat()
-        Runner(db).run(TRAIN_SELECTION, partition_key=t, label="train, learned champions")
-        seconds = time.perf_counter() - t0
-        with duckdb.connect(db, read_only=True) as conn:
-            champions = {m: conn.execute(f"SELECT family FROM models.{m} WHERE cutoff_date = ?", [t]).fetchone()[0]
-                         for m in ("churn", "spend")}
-        return seconds, {"champions": champions}
+        return _train_with_champions(db, (s - timedelta(days=H)).isoformat(), "train, learned champions", t0)
     elif name == "train_spend_ensemble":
         from customer_assets.models import candidates as C
         from customer_assets.models import logic as L
 
-        name_, (members, link) = "ensemble(xgboost, lightgbm+bgnbd)", L.SPEND_ENSEMBLES["ensemble(xgboost, lightgbm+bgnbd)"]
-        L.SPEND_ENSEMBLES = {name_: (members, link)}  # every single family is still fitted and scored
+        ensemble = "ensemble(xgboost, lightgbm+bgnbd)"
+        L.SPEND_ENSEMBLES = {ensemble: L.SPEND_ENSEMBLES[ensemble]}  # every single family is still fitted and scored
         combined, combine, task_spec = [], C.combine, L.task_spec
 
         def marked_combine(preds, how):  # the ensemble's validation predictions, remembered (kept alive: ids stay unique)
@@ -128,13 +135,7 @@ def stage(name: str, db: str, cutoff: str) -> float | tuple[float, dict]:
             return label_fn, objective, lambda y, p: metric(y, p) + (10.0 if any(p is c for c in combined) else 0.0)
 
         C.combine, L.task_spec = marked_combine, rigged_spec
-        t = (s - timedelta(days=H)).isoformat()
-        Runner(db).run(TRAIN_SELECTION, partition_key=t, label="train, a spend ensemble champion")
-        seconds = time.perf_counter() - t0
-        with duckdb.connect(db, read_only=True) as conn:
-            champions = {m: conn.execute(f"SELECT family FROM models.{m} WHERE cutoff_date = ?", [t]).fetchone()[0]
-                         for m in ("churn", "spend")}
-        return seconds, {"champions": champions}
+        return _train_with_champions(db, (s - timedelta(days=H)).isoformat(), "train, a spend ensemble champion", t0)
     elif name == "rescore":
         Runner(db).run(SCORE_SELECTION, partition_key=cutoff, label="rescore")
     elif name == "train_backtested":
