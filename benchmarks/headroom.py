@@ -64,8 +64,8 @@ from customer_assets.models import logic as L
 from customer_assets.models import probabilistic as P
 from customer_assets.settings import DATA_DIR, HORIZON_DAYS, LTV_HORIZON_DAYS
 
-# the pipeline's candidate weights on BG/NBD + Gamma-Gamma, and 1.0: BG/NBD alone, which the pipeline has as a family
-BLEND_WEIGHTS = (*L.BLEND_WEIGHTS, 1.0)
+# the pipeline's candidate weights on BG/NBD + Gamma-Gamma (1.0: BG/NBD alone)
+BLEND_WEIGHTS = L.BLEND_WEIGHTS
 
 
 @dataclass
@@ -634,7 +634,7 @@ def blend_table(frames: Frames, scoring: list[date]) -> None:
         data = L.TrainingData(t, frames.h, frames.start, frames.one)
         sel = L.select_and_fit("spend", data, L.SPEND_FAMILIES, None, L.SPEND_ENSEMBLES)
         valid, test = sel["valid"], frames.one(s)
-        if sel["final"] is None:  # BG/NBD + Gamma-Gamma alone: nothing to blend
+        if sel["final"] is None:  # the weight 1.0 won: BG/NBD + Gamma-Gamma alone, no learned model to score
             print(f"| {s} | bgnbd | 1 | " + " | ".join("–" for _ in BLEND_WEIGHTS) + " |")
             continue
         own = L.out_of_time_champion("spend", data, sel, t, L.SPEND_ENSEMBLES)[1]  # the unblended validation predictions

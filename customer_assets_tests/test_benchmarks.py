@@ -143,13 +143,16 @@ def test_a_booster_boosted_from_bgnbd_keeps_its_prediction_where_it_is_right_and
 
 def test_boosted_table_blends_at_the_pipelines_weight_that_validation_prefers():
     """Validation: the model predicts 0 for everyone and BG/NBD is exactly right, so the largest of the pipeline's
-    weights on BG/NBD wins: 0.75 (1.0, BG/NBD alone, is a family of its own, not a blend weight). At test the model's
-    -5 is clipped to 0 first: 0.25 * [0, 4, 8] + 0.75 * [4, 4, 4] = [3, 4, 5]."""
+    weights on BG/NBD wins: 1.0, BG/NBD alone. Without it, 0.75 wins, and at test the model's -5 is clipped to 0
+    first: 0.25 * [0, 4, 8] + 0.75 * [4, 4, 4] = [3, 4, 5]."""
     import numpy as np
 
     hd = _benchmark("headroom")
     yv, bv = np.array([10.0, 0.0, 20.0]), np.array([10.0, 0.0, 20.0])
-    w, at_valid, at_test = hd.blended_on_validation(yv, (np.zeros(3), np.array([-5.0, 4.0, 8.0])), bv, np.full(3, 4.0))
+    pair, bt = (np.zeros(3), np.array([-5.0, 4.0, 8.0])), np.full(3, 4.0)
+    w, at_valid, at_test = hd.blended_on_validation(yv, pair, bv, bt)
+    assert w == 1.0 and np.allclose(at_valid, bv) and np.allclose(at_test, bt)
+    w, at_valid, at_test = hd.blended_on_validation(yv, pair, bv, bt, (0.0, 0.25, 0.5, 0.75))
     assert w == 0.75
     assert np.allclose(at_valid, [7.5, 0.0, 15.0])
     assert np.allclose(at_test, [3.0, 4.0, 5.0])

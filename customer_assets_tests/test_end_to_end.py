@@ -890,15 +890,15 @@ def test_model_config_sets_the_stacking_candidates_and_refuses_bad_ones(scored, 
     assert "CUSTOMER_ASSETS_SPEND_BLEND_WEIGHT='half' is not a number" in failure.step_failure_data.error.message
     monkeypatch.setenv(settings.ENV_SPEND_BLEND_WEIGHT, "0.5")
     assert settings.spend_blend_weight() == 0.5 and settings.spend_blend_weight(0.25) == 0.25  # config wins
-    # on this sample the spend champion is BG/NBD + Gamma-Gamma alone: the weight reaches the model, which says it
-    # has nothing to blend (test_a_fixed_spend_blend_weight_replaces_the_validated_one_and_is_recorded: a blend)
+    # the weight reaches the model: its learned champion blended 50/50 with BG/NBD + Gamma-Gamma
     instance = dg.DagsterInstance.ephemeral()
     assert materialize(copy, "models/spend", partition_key="1998-04-01", instance=instance).success
     spend = _q(copy, "SELECT params, calibration FROM models.spend WHERE cutoff_date = '1998-04-01'")
-    assert json.loads(spend.params.iloc[0])["family"] == "bgnbd"
-    assert json.loads(spend.calibration.iloc[0])["blend_weight_source"] == "none: the champion is BG/NBD + Gamma-Gamma alone"
+    assert json.loads(spend.params.iloc[0])["family"] != "bgnbd"
+    calibration = json.loads(spend.calibration.iloc[0])
+    assert (calibration["blend_bgnbd_weight"], calibration["blend_weight_source"]) == (0.5, "config")
     logs = [r.user_message for r in instance.all_logs(instance.get_runs()[0].run_id)]
-    assert any("spend_blend_weight 0.5 is not used: the champion is BG/NBD + Gamma-Gamma alone" in m for m in logs)
+    assert any("BG/NBD blend weight 0.5 (fixed by the spend_blend_weight config)" in m for m in logs)
     monkeypatch.delenv(settings.ENV_SPEND_BLEND_WEIGHT)
     assert settings.spend_blend_weight() is None
     with pytest.raises(dg.DagsterInvalidConfigError, match="spend_blend_weight"):
