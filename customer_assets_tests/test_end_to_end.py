@@ -1152,9 +1152,8 @@ def test_features_like_training_warns_on_cdnow_where_every_customer_is_older_tha
     # 2,000 customers on each side: chance alone stays far below 0.25, which is the limit
     # and the share outside the range, 10%: about 1,900 customers profiled make chance's 0.5% the smaller limit
     assert f"| next_purchase | 1998-04-01 | tenure_days | {psi:,.4g} | 0.25 | 0 | 1 | 0.1 | 0 | 0 |" in table
-    assert "| ltv | 1998-04-01 | tenure_days | 0 | 0.25 | 0 | 0 | 0.1 | 0 | 0 |" in table
     assert check.description.startswith("The customers at 1998-06-30 differ from those the models learned from: ")
-    assert f"next_purchase): PSI {psi:.2f}, 100.0% above the training range (cutoffs to 1998-04-01)" in check.description
+    assert f"next_purchase, spend): PSI {psi:.2f}, 100.0% above the training range (cutoffs to 1998-04-01)" in check.description
     meta = result.asset_materializations_for_node("scores__scored_customers")[0].metadata
     assert meta["feature_drift_max_psi"].value == check.metadata["max_psi"].value >= psi
     # the same comparisons, queryable: scores.feature_drift at the cutoff
@@ -1165,6 +1164,8 @@ def test_features_like_training_warns_on_cdnow_where_every_customer_is_older_tha
     assert tenure_np.psi == pytest.approx(psi) and tenure_np.share_above_max == 1.0 and tenure_np.past_limits
     assert tenure_np.model_partition.date() == date(1998, 4, 1)
     assert not stored[stored.model == "ltv"].past_limits.any()
+    tenure_ltv = stored[(stored.model == "ltv") & (stored.feature == "tenure_days")].iloc[0]
+    assert (tenure_ltv.psi, tenure_ltv.share_below_min, tenure_ltv.share_above_max) == (0, 0, 0)
     # the serving copy that analysts open (make sql) holds them too
     materialize(copy, "serving/snapshot", partition_key="1998-06-30")
     served = _q(str(tmp_path / "serving" / "serving.duckdb"),
@@ -1176,7 +1177,7 @@ def test_features_like_training_warns_on_cdnow_where_every_customer_is_older_tha
     assert "Caution: these customers differ from the customers the models learned from." in page
     # with how many of them extrapolate: every one, on tenure
     assert "For 2,000 of the 2,000 customers (100.0%) at least one input lies outside the range the models" in page
-    assert f"next_purchase): PSI {psi:.2f}, 100.0% above the training range (cutoffs to 1998-04-01)" in page
+    assert f"next_purchase, spend): PSI {psi:.2f}, 100.0% above the training range (cutoffs to 1998-04-01)" in page
     # per customer: every one is outside the tenure range; those whose recency is above the largest at t are named too
     scores = _q(copy, "SELECT customer_id, outside_training_range FROM scores.scored_customers WHERE cutoff_date = '1998-06-30'")
     assert scores.outside_training_range.str.contains("tenure_days").all()
