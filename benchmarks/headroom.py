@@ -64,9 +64,6 @@ from customer_assets.models import logic as L
 from customer_assets.models import probabilistic as P
 from customer_assets.settings import DATA_DIR, HORIZON_DAYS, LTV_HORIZON_DAYS
 
-# the pipeline's candidate weights on BG/NBD + Gamma-Gamma (1.0: BG/NBD alone)
-BLEND_WEIGHTS = L.BLEND_WEIGHTS
-
 
 @dataclass
 class Candidate:
@@ -381,7 +378,7 @@ def spend_table(frames: Frames, t: date, s: date) -> dict[str, float]:
             pv, pt = two_part(cand, frames, t, valid, test, label_fn)
         else:
             pv, pt = fit_predict(cand, "tweedie", frames, t, valid, test, label_fn)
-        w, at_valid, p = blended_on_validation(yv, (pv, pt), bv, bt, BLEND_WEIGHTS)
+        w, at_valid, p = blended_on_validation(yv, (pv, pt), bv, bt)
         level = yv.sum() / at_valid.sum()
         best.append((M.r2(yt, p), abs(M.aggregate_error(yt, p)), M.top_share(yt, p), M.r2(yv, at_valid),
                      M.aggregate_error(yt, p)))
@@ -449,7 +446,7 @@ def in_period_table(frames: Frames, t: date, s: date) -> dict[str, float]:
         print(f"\n| spend model: {name}, blended with BG/NBD + Gamma-Gamma | test R² | test aggregate error | "
               "test top-10% share |")
         print("| --- | --- | --- | --- |")
-        for w in BLEND_WEIGHTS:
+        for w in L.BLEND_WEIGHTS:
             p = (1 - w) * own + w * bg
             blends.append((M.r2(ys, p), M.aggregate_error(ys, p), M.top_share(ys, p)))
             print(f"| BG/NBD weight {w} | {blends[-1][0]:.4f} | {blends[-1][1]:+.1%} | {blends[-1][2]:.1%} |")
@@ -627,19 +624,19 @@ def blend_table(frames: Frames, scoring: list[date]) -> None:
     print("\n## Spend: the champion blended with BG/NBD + Gamma-Gamma, at the weight validation chose and at each fixed "
           "weight\n")
     print("Validation R² at t (the champion's boosting rounds are early-stopped on that same window) / test R² at s.\n")
-    print("| scoring cutoff s | champion | weight chosen | " + " | ".join(f"weight {w}" for w in BLEND_WEIGHTS) + " |")
-    print("| --- | --- | --- | " + " | ".join("---" for _ in BLEND_WEIGHTS) + " |")
+    print("| scoring cutoff s | champion | weight chosen | " + " | ".join(f"weight {w}" for w in L.BLEND_WEIGHTS) + " |")
+    print("| --- | --- | --- | " + " | ".join("---" for _ in L.BLEND_WEIGHTS) + " |")
     for s in scoring:
         t = s - timedelta(days=frames.h)
         data = L.TrainingData(t, frames.h, frames.start, frames.one)
         sel = L.select_and_fit("spend", data, L.SPEND_FAMILIES, None, L.SPEND_ENSEMBLES)
         valid, test = sel["valid"], frames.one(s)
         if sel["final"] is None:  # the weight 1.0 won: BG/NBD + Gamma-Gamma alone, no learned model to score
-            print(f"| {s} | bgnbd | 1 | " + " | ".join("–" for _ in BLEND_WEIGHTS) + " |")
+            print(f"| {s} | bgnbd | 1 | " + " | ".join("–" for _ in L.BLEND_WEIGHTS) + " |")
             continue
         own = L.out_of_time_champion("spend", data, sel, t, L.SPEND_ENSEMBLES)[1]  # the unblended validation predictions
         cells = []
-        for w in BLEND_WEIGHTS:
+        for w in L.BLEND_WEIGHTS:
             scores = [M.r2(f["label_spend"].astype(float).to_numpy(), (1 - w) * np.clip(p, 0, None) + w * f["bg_expected_value"].to_numpy())
                       for f, p in ((valid, own), (test, sel["final"].predict(test)))]
             cells.append(" / ".join(f"{v:.4f}" for v in scores))
