@@ -710,12 +710,14 @@ def stacking_table(frames: Frames, scoring: list[date]) -> None:
     """Every candidate stacking of the first selection stage (XGBoost), validated at t and tested at s.
 
     As ``select_and_fit`` does: fitted on cutoffs whose labels end by t - H, early-stopped and scored on t,
-    then refitted on cutoffs up to t for those rounds and scored at s. The pick is ``choose_stacking``'s:
-    the best 30-day option, unless another spacing beats it with a paired bootstrap 95% interval above zero.
+    then refitted on cutoffs up to t for those rounds and scored at s. The pick is ``choose_stacking``'s: a
+    default 30-day option (the deepest for churn and next purchase, the best-scoring for spend), unless another
+    option beats it with a paired bootstrap 95% interval above zero.
     """
     print("\n## Stacking: how many training cutoffs, how far apart; validation at t / test at s, XGBoost\n")
-    print("Validation metric: ROC-AUC (churn), R² (spend), concordance index (next purchase). A spacing that "
-          "outscores the best 30-day option shows the difference and its paired bootstrap 95% interval in brackets. "
+    print("Validation metric: ROC-AUC (churn), R² (spend), concordance index (next purchase). An option that "
+          "outscores the default (the deepest 30-day option for churn and next purchase, the best-scoring one for "
+          "spend) shows the difference and its paired bootstrap 95% interval in brackets. "
           "**Bold**: the pipeline's pick.\n")
     print("| scoring cutoff s | task | " + " | ".join(f"{n} x {step} d" for n, step in L.STACK_OPTIONS) + " |")
     print("| --- | --- | " + " | ".join("---" for _ in L.STACK_OPTIONS) + " |")

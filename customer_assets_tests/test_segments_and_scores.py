@@ -308,38 +308,55 @@ def test_next_purchase_stacking_is_chosen_by_the_validation_concordance_index():
         return f
 
     rec = L.train_next_purchase(_data(t, load=load))
-    scores = {(r["stacked_cutoffs"], r["stack_step_days"]): r["validation_score"] for r in rec.params["selection"]}
-    # validation at t trains on t - 90 alone (1 cutoff) or with the noise of t - 120 (2 cutoffs): one cutoff wins
+    scores = {(r["stacked_cutoffs"], r["stack_step_days"]): r["validation_score"] for r in rec.params["selection"]
+              if r["family"] == "xgboost"}
+    # validation at t trains on t - 90 alone (1 cutoff) or with the noise of t - 120 (2 cutoffs): one cutoff wins,
+    # beyond noise, so it replaces the deeper default
     assert set(scores) == {(1, 30), (2, 30)} and scores[(1, 30)] > scores[(2, 30)]
+    against = [r for r in rec.params["selection"] if r["family"] == "xgboost, 1 cutoffs every 30 days against 2 every 30"]
+    assert len(against) == 1 and against[0]["interval_95"][0] > 0
     assert (rec.params["stacked_cutoffs"], rec.params["stack_step_days"]) == (1, 30)
     assert rec.training_cutoffs == [t]
 
 
-def test_another_spacing_replaces_the_default_only_when_its_gain_is_beyond_noise():
+def test_another_stacking_replaces_the_default_one_only_when_its_gain_is_beyond_noise():
+    """Churn's and next purchase's default is the deepest 30-day stacking, spend's the best-scoring one."""
     rng = np.random.default_rng(3)
     y = {"label": (rng.random(3000) < 0.3).astype(float)}
     signal = y["label"] + rng.normal(0, 1.5, 3000)
     _, _, metric = L.task_spec("churn", 90)
-    results = {
-        (4, 30): signal,
-        (8, 30): signal + rng.normal(0, 1.0, 3000),  # worse than 4 x 30
-        (4, 60): signal + rng.normal(0, 0.3, 3000),  # better by chance, by a hair
-        (8, 15): signal + 1.0 * y["label"],  # better by far
+    preds = {
+        (8, 30): signal,  # the default: the deepest option 30 days apart
+        (4, 30): signal + rng.normal(0, 1.0, 3000),  # shallower and worse
+        (2, 30): signal + rng.normal(0, 0.3, 3000),  # shallower, better by chance, by a hair
+        (4, 60): signal + 0.5 * y["label"],  # another spacing, better by far
+        (8, 15): signal + 1.0 * y["label"],  # another spacing, better by farther
     }
-    results = {o: (metric(y, p), p, 10) for o, p in results.items()}
-    assert results[(4, 60)][0] > results[(4, 30)][0]
+    results = {o: (metric(y, p), p, 10) for o, p in preds.items()}
+    assert results[(2, 30)][0] > results[(8, 30)][0] > results[(4, 30)][0]
     rows, logs = [], []
     assert L.choose_stacking(tuple(results), results, y, metric, rows, "churn", logs.append) == (8, 15)
     noted = {(r["stacked_cutoffs"], r["stack_step_days"]): r for r in rows}
-    assert set(noted) == {(4, 60), (8, 15)}  # only the spacings that scored higher are tested
-    assert noted[(4, 60)]["interval_95"][0] < 0 < noted[(8, 15)]["interval_95"][0]
-    assert any("4 cutoffs every 60 days" in m and "within noise, not adopted" in m for m in logs)
-    # without the far better one, the default spacing's best stays, though 4 x 60 scores higher
+    assert set(noted) == {(2, 30), (4, 60), (8, 15)}  # only the options that scored higher are tested
+    assert noted[(2, 30)]["interval_95"][0] < 0 < noted[(4, 60)]["interval_95"][0]
+    assert all(r["family"].endswith("against 8 every 30") for r in rows)
+    assert any("2 cutoffs every 30 days beats 8 every 30" in m and "within noise, not adopted" in m for m in logs)
+    # of two options beyond noise, the better one; without them the deepest stays, though 2 x 30 scores higher
     del results[(8, 15)]
-    assert L.choose_stacking(tuple(results), results, y, metric, [], "churn", logs.append) == (4, 30)
-    # with no option at the default spacing, the plain best wins
-    only = {o: results[o] for o in ((4, 60),)}
-    assert L.choose_stacking(((4, 60),), only, y, metric, [], "churn", logs.append) == (4, 60)
+    assert L.choose_stacking(tuple(results), results, y, metric, [], "churn", logs.append) == (4, 60)
+    del results[(4, 60)]
+    assert L.choose_stacking(tuple(results), results, y, metric, [], "churn", logs.append) == (8, 30)
+    # a shallower 30-day option far better than the deepest replaces it
+    results[(2, 30)] = (metric(y, p := signal + 1.0 * y["label"]), p, 10)
+    assert L.choose_stacking(tuple(results), results, y, metric, [], "churn", logs.append) == (2, 30)
+    # spend's default is the best-scoring 30-day option, not the deepest: 2 x 30 d by a hair
+    results[(2, 30)] = (metric(y, preds[(2, 30)]), preds[(2, 30)], 10)
+    assert L.choose_stacking(tuple(results), results, y, metric, [], "spend", logs.append) == (2, 30)
+    assert L.choose_stacking(tuple(results), results, y, metric, [], "next_purchase", logs.append) == (8, 30)
+    # with no option at the default spacing, the deepest is the default
+    hair = {(4, 60): (metric(y, preds[(2, 30)]), preds[(2, 30)], 10), (8, 15): (metric(y, signal), signal, 10)}
+    assert hair[(4, 60)][0] > hair[(8, 15)][0]
+    assert L.choose_stacking(tuple(hair), hair, y, metric, [], "churn", logs.append) == (8, 15)
 
 
 def test_model_charts_are_valid_svg_images():
