@@ -204,8 +204,11 @@ def test_backtest_table_matches_the_scored_table(scored):
     """evaluation/backtest of partition 1998-01-01 holds the metrics that the 1998-04-01 scores give against the truth."""
     from customer_assets.evaluation import metrics as M
 
+    # the backtest's default 200 resamples: its check below asks whether an interval excludes zero, and with 20 the
+    # interval's ends are too noisy for that (on this slice the churn champion's Brier is 0.0024 above BG/NBD's, an
+    # interval of [+0.00004, +0.0050] with 20 resamples and [-0.0004, +0.0050] with 200)
     result = materialize(scored, "evaluation/backtest", partition_key="1998-01-01",
-                         run_config={"ops": {"evaluation__backtest": {"config": {"bootstrap_samples": 20}}}})
+                         run_config={"ops": {"evaluation__backtest": {"config": {"bootstrap_samples": 200}}}})
     assert result.success
     m = _q(scored, "SELECT * FROM evaluation.backtest_metrics WHERE cutoff_date = '1998-01-01'")
     assert set(m.eval_cutoff_date.dt.date) == {date(1998, 4, 1)}
@@ -357,7 +360,7 @@ def test_backtest_check_warns_when_the_total_missed_by_more_than_the_backtests_k
     materialize(copy, "evaluation/backtest", partition_key="1998-01-01", run_config=run)
     error = _q(copy, "SELECT value FROM evaluation.backtest_metrics WHERE cutoff_date = '1998-01-01' AND task = 'spend' "
                      "AND system = 'champion' AND metric = 'aggregate_error'").value[0]
-    assert abs(error) > 0.01
+    assert abs(error) > 0.001  # far enough from 0 for half of it to print differently at one decimal of a percent
     check = check_with(error / 2)
     assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN
     low, high = sorted((0.0, error / 2))
