@@ -90,3 +90,13 @@ def cdnow_slice(tmp_path_factory) -> Path:
 
 
 CDNOW_CSV_COLUMNS = "customer_id=customer_id,date=date,quantity=number_of_cds,amount=dollar_value"
+
+
+def load_benchmark(name: str):
+    """``benchmarks/<name>.py`` as a module (the benchmarks are scripts, not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, HERE.parent / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

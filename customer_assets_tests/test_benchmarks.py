@@ -11,25 +11,16 @@ Customer B: 03-01 100 -> c - 30 is not in bin 0 -> bin 1: 1 day, 100.
 Customer D: 2019-12-01 60 -> c - 121 -> bin 4: 1 day, 60.
 """
 
-import importlib.util
-from pathlib import Path
 
 import duckdb
 import pytest
 
+from customer_assets_tests.conftest import load_benchmark
 from customer_assets_tests.test_features import C, built  # noqa: F401  (the fixture)
 
 
-def _benchmark(name: str):
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_history_bins_by_hand(built):  # noqa: F811
-    hd = _benchmark("headroom")
+    hd = load_benchmark("headroom")
     with duckdb.connect(built[0], read_only=True) as conn:
         bins = conn.execute(hd.BIN_SQL, [C]).df().set_index("customer_id")
     expected = {
@@ -47,7 +38,7 @@ def test_history_bins_by_hand(built):  # noqa: F811
 
 
 def test_peers_compares_the_champion_with_the_best_library_row_only():
-    peers = _benchmark("peers")
+    peers = load_benchmark("peers")
     rows = {
         peers.CHAMPION: {"roc_auc": 0.80, "brier": 0.10, "aggregate_error": 0.06, "r2": 0.40},
         # the project's own BG/NBD is not a library row, however good
@@ -67,7 +58,7 @@ def test_peers_compares_the_champion_with_the_best_library_row_only():
 
 
 def test_peers_names_a_library_that_is_missing_and_refuses_an_unknown_one(capsys):
-    peers = _benchmark("peers")
+    peers = load_benchmark("peers")
     assert peers.installed(["no-such-clv-library"]) == []
     assert "no-such-clv-library is not installed" in capsys.readouterr().err
     with pytest.raises(SystemExit) as stop:
@@ -86,7 +77,7 @@ def test_ltv_in_period_bound_predicts_each_customer_without_its_own_label(monkey
     import numpy as np
     import pandas as pd
 
-    hd = _benchmark("headroom")
+    hd = load_benchmark("headroom")
     features = hd.F.FEATURE_COLUMNS
     monkeypatch.setattr(hd, "LTV_IN_PERIOD_MODELS", [("xgboost Tweedie 1.5", "xgboost", None, "plain")])
     rng = np.random.default_rng(0)
@@ -116,7 +107,7 @@ def test_a_booster_boosted_from_bgnbd_keeps_its_prediction_where_it_is_right_and
     import numpy as np
     import pandas as pd
 
-    hd = _benchmark("headroom")
+    hd = load_benchmark("headroom")
     features = hd.F.FEATURE_COLUMNS
     rng = np.random.default_rng(1)
     frame = pd.DataFrame(rng.gamma(2.0, 10.0, (2000, len(features))), columns=features)
@@ -147,7 +138,7 @@ def test_boosted_table_blends_at_the_pipelines_weight_that_validation_prefers():
     first: 0.25 * [0, 4, 8] + 0.75 * [4, 4, 4] = [3, 4, 5]."""
     import numpy as np
 
-    hd = _benchmark("headroom")
+    hd = load_benchmark("headroom")
     yv, bv = np.array([10.0, 0.0, 20.0]), np.array([10.0, 0.0, 20.0])
     pair, bt = (np.zeros(3), np.array([-5.0, 4.0, 8.0])), np.full(3, 4.0)
     w, at_valid, at_test = hd.blended_on_validation(yv, pair, bv, bt)
@@ -164,7 +155,7 @@ def test_peers_summary_counts_a_win_as_significant_only_when_its_interval_is_on_
     purchase days rank them perfectly too (a tie: ROC-AUC 1 against 1, difference 0, not significant)."""
     import numpy as np
 
-    peers = _benchmark("peers")
+    peers = load_benchmark("peers")
     y = np.array([1, 1, 1, 1, 1, 0, 0, 0, 0, 0], dtype=float)
     spend = np.array([50, 40, 30, 20, 10, 0, 0, 0, 0, 0], dtype=float)
     good = np.linspace(0.9, 0.1, 10)  # higher for every buyer than for any non-buyer
@@ -190,7 +181,7 @@ def test_peers_summary_counts_a_win_as_significant_only_when_its_interval_is_on_
 
 
 def test_feature_drift_benchmark_finds_no_drift_between_two_samples_of_one_population_and_finds_a_shift(capsys):
-    fd = _benchmark("feature_drift")
+    fd = load_benchmark("feature_drift")
     assert fd.main(["--rows", "4000", "--profile-rows", "2000", "--shift", "0"]) == 0
     out = capsys.readouterr().out
     assert "comparisons: 116" in out  # 29 features x 4 models
@@ -200,7 +191,7 @@ def test_feature_drift_benchmark_finds_no_drift_between_two_samples_of_one_popul
 
 
 def test_feature_drift_benchmark_prints_what_chance_gives_at_each_pair_of_sizes(capsys):
-    fd = _benchmark("feature_drift")
+    fd = load_benchmark("feature_drift")
     assert fd.main(["--chance", "--draws", "100"]) == 0
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and line[2].isdigit()]
     assert [tuple(r.split(" | ")[:2]) for r in rows] == [(f"| {a:,}", f"{b:,}") for a, b in fd.CHANCE_SIZES]
@@ -215,7 +206,7 @@ def test_feature_drift_benchmark_prints_what_chance_gives_at_each_pair_of_sizes(
 def test_currency_benchmark_scales_only_money_columns():
     import pandas as pd
 
-    currency = _benchmark("currency")
+    currency = load_benchmark("currency")
     frame = pd.DataFrame({"customer_id": ["A"], "monetary_total": [10.0], "spend_90d": [2.0], "label_spend": [3.0],
                           "first_purchase_amount": [4.0], "bg_expected_value": [5.0], "purchase_days": [6],
                           "recency_days": [7], "bg_p_purchase": [0.5]})
@@ -226,7 +217,7 @@ def test_currency_benchmark_scales_only_money_columns():
 
 
 def test_stability_benchmark_names_the_best_other_candidate_at_the_champions_stacking():
-    stability = _benchmark("stability")
+    stability = load_benchmark("stability")
     row = lambda family, n, score: {"family": family, "stacked_cutoffs": n, "stack_step_days": 30,  # noqa: E731
                                     "validation_score": score}
     selection = [row("xgboost", 4, 0.40), row("xgboost", 8, 0.52), row("lightgbm", 8, 0.47), row("bgnbd", 8, 0.50),

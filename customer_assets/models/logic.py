@@ -260,19 +260,18 @@ def _bgnbd_value(frame: pd.DataFrame, task: str) -> np.ndarray:
 
 
 def choose_stacking(options, results, y_val: dict, metric, rows: list[dict[str, Any]], task: str, log,
-                    samples: int = SPACING_BOOTSTRAP_SAMPLES, seed: int = 0, deepest: bool | None = None) -> tuple[int, int]:
+                    samples: int = SPACING_BOOTSTRAP_SAMPLES, seed: int = 0) -> tuple[int, int]:
     """The stacking validation picks a default among the options ``DEFAULT_STACK_STEP_DAYS`` apart, and another
     option replaces it only when it beats it with a paired bootstrap 95% interval of the difference above zero.
 
-    The default is the deepest of them (the most training data) when ``deepest`` (by default: ``task`` in
-    ``DEEPEST_STACK_TASKS``), else the one with the best validation score. ``results`` maps each option to
+    The default is the deepest of them (the most training data) for a ``task`` in ``DEEPEST_STACK_TASKS``, else the
+    one with the best validation score. ``results`` maps each option to
     (validation score, validation predictions, rounds). Each other option that scores higher than the default gets
     a row in ``rows`` with its difference and interval; of those whose interval lies above zero, the best score
     wins. With no option at the default spacing, all options are candidates for the default.
     """
-    deepest = task in DEEPEST_STACK_TASKS if deepest is None else deepest
     default = [o for o in options if o[1] == DEFAULT_STACK_STEP_DAYS] or list(options)
-    best = max(default, key=(lambda o: (o[0], results[o][0])) if deepest else (lambda o: results[o][0]))
+    best = max(default, key=(lambda o: (o[0], results[o][0])) if task in DEEPEST_STACK_TASKS else (lambda o: results[o][0]))
     n_rows = len(next(iter(y_val.values())))
 
     def on_rows(rows_index, pred):  # the metric on the resampled customers: the bootstrap resamples row numbers
