@@ -1190,9 +1190,9 @@ def test_features_like_training_warns_on_cdnow_where_every_customer_is_older_tha
     older = int((recency > fitted_on.recency_days.max()).sum())
     assert scores.outside_training_range.str.contains("recency_days").sum() == older > 0
     # benchmarks/feature_drift.py --ranges counts the same, and at t alone the range of spend_30d would be narrower
-    from customer_assets_tests.test_benchmarks import _benchmark
+    from customer_assets_tests.conftest import load_benchmark
 
-    effect = _benchmark("feature_drift").range_effect(copy, "1998-06-30").set_index("feature")
+    effect = load_benchmark("feature_drift").range_effect(copy, "1998-06-30").set_index("feature")
     assert effect.loc["recency_days", "fitted"] == older and effect.loc["tenure_days", "fitted"] == 2000
     spend_30d = _q(copy, "SELECT spend_30d FROM features.customer_features WHERE cutoff_date = '1998-06-30'").spend_30d
     # one customer spent more in the last 30 days than any customer at t, but not more than one at an earlier cutoff
